@@ -1,0 +1,128 @@
+// Shared types for the lfagg kernels: ragged bags, Eigen aliases, thread helpers.
+#pragma once
+
+#include <Eigen/Dense>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <exception>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace lfagg {
+
+using Index = Eigen::Index;
+
+template <class T>
+using MatR = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <class T>
+using RowVec = Eigen::Matrix<T, 1, Eigen::Dynamic>;
+template <class T>
+using CMapR = Eigen::Map<const MatR<T>>;
+template <class T>
+using MapR = Eigen::Map<MatR<T>>;
+
+// Ragged bags in CSR style: rows [offsets[b], offsets[b+1]) of the (n x dim) row-major
+// feature matrix belong to bag b. Validated by the caller.
+template <class T>
+struct BagsView {
+    const T* features;
+    Index n;
+    Index dim;
+    const std::int64_t* offsets;
+    Index n_bags;
+
+    Index begin(Index b) const { return static_cast<Index>(offsets[b]); }
+    Index end(Index b) const { return static_cast<Index>(offsets[b + 1]); }
+    Index size(Index b) const { return end(b) - begin(b); }
+    const T* row(Index r) const { return features + r * dim; }
+
+    // The (non-empty) bag holding row r: offsets[b] <= r < offsets[b + 1].
+    Index bag_of_row(Index r) const {
+        const std::int64_t* it = std::upper_bound(offsets, offsets + n_bags + 1, r);
+        return static_cast<Index>(it - offsets) - 1;
+    }
+
+    // Calls fn(bag, first_row, end_row) for every non-empty piece of a bag inside rows [r0, r1).
+    template <class Fn>
+    void for_each_segment(Index r0, Index r1, Fn&& fn) const {
+        if (r0 >= r1) return;
+        for (Index b = bag_of_row(r0); b < n_bags && begin(b) < r1; ++b) {
+            const Index s = std::max(begin(b), r0), e = std::min(end(b), r1);
+            if (s < e) fn(b, s, e);
+        }
+    }
+};
+
+// Model parameters of the soft-assignment encoders (row-major K x D arrays).
+template <class T>
+struct SoftParams {
+    const T* centers;
+    const T* precisions;
+    Index k;
+    T gamma;
+};
+
+inline int resolve_threads(int requested) {
+#ifdef _OPENMP
+    return requested > 0 ? requested : omp_get_max_threads();
+#else
+    (void)requested;
+    return 1;
+#endif
+}
+
+inline int thread_id() {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+// Exceptions must not escape an OpenMP region: the first one is kept and rethrown after it.
+class ErrorTrap {
+  public:
+    template <class Fn>
+    void run(Fn&& fn) noexcept {
+        if (failed_.load(std::memory_order_relaxed)) return;
+        try {
+            fn();
+        } catch (...) {
+#pragma omp critical(lfagg_error_trap)
+            {
+                if (!error_) error_ = std::current_exception();
+            }
+            failed_.store(true);
+        }
+    }
+    bool failed() const { return failed_.load(); }
+    void rethrow() const {
+        if (error_) std::rethrow_exception(error_);
+    }
+
+  private:
+    std::exception_ptr error_;
+    std::atomic<bool> failed_{false};
+};
+
+// True when every value of p[0..n) is finite (no NaN, no +-inf).
+template <class T>
+bool all_finite(const T* p, Index n, int n_threads) {
+    const Index block = Index(1) << 16;
+    const Index n_blocks = (n + block - 1) / block;
+    bool ok = true;
+#pragma omp parallel for num_threads(std::max(1, n_threads)) reduction(&& : ok) schedule(static)
+    for (Index i = 0; i < n_blocks; ++i) {
+        const Index s = i * block, len = std::min(block, n - s);
+        // x * 0 is NaN exactly for NaN and infinities, and the sum propagates it.
+        ok = ok && !std::isnan((Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>(p + s, len) * T(0)).sum());
+    }
+    return ok;
+}
+
+}  // namespace lfagg

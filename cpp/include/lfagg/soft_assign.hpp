@@ -1,0 +1,81 @@
+// Normalised soft assignment of a tile of features to K codewords (eq. 6-8):
+//   d_nk = sum_j P_kj (f_nj - C_kj)^2,   a_nk = softmax_k(-gamma d_nk).
+// Distances use the expanded GEMM form [f'^2, f'] [P ; -2 C'P]^T + sum_j P C'^2 with one
+// matrix product of inner size 2D, where f' = f - mu and C' = C - mu are shifted by the
+// mean of the centres: distances do not change, but the expansion no longer cancels
+// large |f|^2 terms when the data sit far from the origin.
+#pragma once
+
+#include "lfagg/common.hpp"
+
+namespace lfagg {
+
+// Rows per tile: the tile's N x K blocks (distances, assignments) stay around 256 KiB
+// for float32, so they live in L2 and an N x K matrix never exists whole.
+inline Index tile_rows(Index k) {
+    Index rows = 512;
+    while (rows > 16 && rows * k > (Index(1) << 16)) rows /= 2;
+    return rows;
+}
+
+// Per-thread buffers, sized once for the largest tile.
+template <class T>
+struct TileBuffers {
+    MatR<T> x;     // rows x 2D: [f'^2, f']
+    MatR<T> dist;  // rows x K: distances
+    MatR<T> a;     // rows x K: assignments
+    TileBuffers(Index rows, Index dim, Index k) : x(rows, 2 * dim), dist(rows, k), a(rows, k) {}
+
+    // Shifted features f' of tile rows [s, s + m), valid after SoftAssigner::assign().
+    auto shifted(Index s, Index m) { return x.block(s, x.cols() / 2, m, x.cols() / 2); }
+};
+
+template <class T>
+class SoftAssigner {
+  public:
+    SoftAssigner(const SoftParams<T>& p, Index dim) : k_(p.k), dim_(dim), gamma_(p.gamma) {
+        const CMapR<T> c(p.centers, k_, dim_);
+        precisions_ = CMapR<T>(p.precisions, k_, dim_);
+        shift_ = c.colwise().mean();
+        centers_ = c.rowwise() - shift_;
+        weights_.resize(2 * dim_, k_);
+        weights_.topRows(dim_) = precisions_.transpose();
+        weights_.bottomRows(dim_) = (T(-2) * centers_.cwiseProduct(precisions_)).transpose();
+        bias_ = centers_.cwiseAbs2().cwiseProduct(precisions_).rowwise().sum().transpose();
+    }
+
+    Index k() const { return k_; }
+    Index dim() const { return dim_; }
+    T gamma() const { return gamma_; }
+    const MatR<T>& centers() const { return centers_; }        // C' = C - mu
+    const MatR<T>& precisions() const { return precisions_; }  // P
+
+    // Fills b.x, b.dist and b.a for the m feature rows starting at `rows`.
+    void assign(const T* rows, Index m, TileBuffers<T>& b) const {
+        const CMapR<T> f(rows, m, dim_);
+        auto x = b.x.topRows(m);
+        x.rightCols(dim_) = f.rowwise() - shift_;
+        x.leftCols(dim_) = x.rightCols(dim_).cwiseAbs2();
+        auto d = b.dist.topRows(m);
+        d.noalias() = x * weights_;
+        d.rowwise() += bias_;
+        // Rounding can push a distance slightly below zero; distances are >= 0.
+        d = d.cwiseMax(T(0));
+        for (Index i = 0; i < m; ++i) {
+            auto a = b.a.row(i);
+            const T nearest = d.row(i).minCoeff();
+            a = ((d.row(i).array() - nearest) * (-gamma_)).exp().matrix();
+            a /= a.sum();
+        }
+    }
+
+  private:
+    Index k_, dim_;
+    T gamma_;
+    RowVec<T> shift_;
+    MatR<T> centers_, precisions_;
+    Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> weights_;  // 2D x K
+    RowVec<T> bias_;
+};
+
+}  // namespace lfagg

@@ -1,0 +1,165 @@
+"""Ragged bags of local features: one feature matrix plus CSR-style offsets."""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .ops import _float_array, as_offsets
+
+
+class Bags:
+    """A sequence of bags of D-dimensional local features, stored without padding.
+
+    Parameters
+    ----------
+    features : (N, D) array-like; float32 stays float32, any other real dtype becomes
+        float64. Stored C-contiguous (copied only when needed).
+    offsets : (n_bags + 1,) integer array-like: bag b is ``features[offsets[b]:offsets[b + 1]]``;
+        offsets[0] == 0, non-decreasing, offsets[-1] == N. Stored as int64.
+
+    Indexing with an int gives bag i's (N_i, D) feature array (a view); with a slice,
+    an integer array or a boolean mask it gives a new Bags. Empty bags are allowed.
+    """
+
+    def __init__(self, features, offsets):
+        features = _float_array(features, "features")
+        offsets = as_offsets(offsets)
+        if features.ndim != 2:
+            raise ValueError(f"features must be a 2-D array (n_features, dim), got shape {features.shape}")
+        if offsets.ndim != 1 or offsets.size < 1:
+            raise ValueError(f"offsets must be a non-empty 1-D array (n_bags + 1,), got shape {offsets.shape}")
+        if offsets[0] != 0:
+            raise ValueError(f"offsets[0] must be 0, got {offsets[0]}")
+        if np.any(np.diff(offsets) < 0):
+            raise ValueError("offsets must be non-decreasing")
+        if offsets[-1] != features.shape[0]:
+            raise ValueError(
+                f"offsets[-1] must equal the number of features {features.shape[0]}, got {offsets[-1]}")
+        self._features = features
+        self._offsets = offsets
+
+    @classmethod
+    def from_arrays(cls, arrays) -> "Bags":
+        """Bags from a sequence of (N_i, D) arrays with the same D (N_i may be 0).
+
+        The dtype is float32 when every array is float32, float64 otherwise.
+        """
+        arrays = [np.asarray(a) for a in arrays]
+        if not arrays:
+            raise ValueError("arrays must hold at least one bag")
+        for i, a in enumerate(arrays):
+            if a.ndim != 2:
+                raise ValueError(f"arrays[{i}] must be a 2-D array (n_features, dim), got shape {a.shape}")
+            if a.shape[1] != arrays[0].shape[1]:
+                raise ValueError(
+                    f"every array must have dim = {arrays[0].shape[1]} columns, arrays[{i}] has shape {a.shape}")
+        dtype = np.float32 if all(a.dtype == np.float32 for a in arrays) else np.float64
+        offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
+        np.cumsum([a.shape[0] for a in arrays], out=offsets[1:])
+        return cls(np.concatenate(arrays).astype(dtype, copy=False), offsets)
+
+    @property
+    def features(self) -> np.ndarray:
+        """(n_features, dim) float32 or float64, C-contiguous: all bags concatenated."""
+        return self._features
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """(n_bags + 1,) int64: bag b is ``features[offsets[b]:offsets[b + 1]]``."""
+        return self._offsets
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._features.dtype
+
+    @property
+    def dim(self) -> int:
+        """D, the dimension of a local feature."""
+        return self._features.shape[1]
+
+    @property
+    def n_features(self) -> int:
+        """Total number of local features over all bags."""
+        return self._features.shape[0]
+
+    @property
+    def sizes(self) -> np.ndarray:
+        """(n_bags,) int64, the number of local features of each bag."""
+        return np.diff(self._offsets)
+
+    def __len__(self) -> int:
+        return self._offsets.size - 1
+
+    def __iter__(self):
+        for b in range(len(self)):
+            yield self._features[self._offsets[b]:self._offsets[b + 1]]
+
+    def __getitem__(self, index):
+        if isinstance(index, numbers.Integral) and not isinstance(index, bool):
+            b = int(index)
+            if not -len(self) <= b < len(self):
+                raise IndexError(f"bag index {index} out of range for {len(self)} bags")
+            b %= len(self)
+            return self._features[self._offsets[b]:self._offsets[b + 1]]
+        if isinstance(index, slice) and index.step in (None, 1):
+            start, stop, _ = index.indices(len(self))
+            stop = max(start, stop)
+            lo, hi = self._offsets[start], self._offsets[stop]
+            return Bags(self._features[lo:hi], self._offsets[start:stop + 1] - lo)
+        chosen = np.arange(len(self))[index]  # slices with steps, integer arrays, boolean masks
+        return self._take(np.atleast_1d(chosen))
+
+    def _take(self, bag_ids: np.ndarray) -> "Bags":
+        """The bags bag_ids, in that order, as a new Bags (features gathered without a Python loop)."""
+        starts, sizes = self._offsets[bag_ids], self.sizes[bag_ids]
+        offsets = np.zeros(bag_ids.size + 1, dtype=np.int64)
+        np.cumsum(sizes, out=offsets[1:])
+        rows = np.repeat(starts - offsets[:-1], sizes) + np.arange(offsets[-1])
+        return Bags(self._features[rows], offsets)
+
+    def subsample(self, n_per_bag: int, random_state=None) -> "Bags":
+        """Each bag reduced to ``min(n_per_bag, N_b)`` of its features (eq. 5 of the paper).
+
+        Features are drawn without replacement and kept in their original order; bags
+        that are not larger than ``n_per_bag`` are kept whole.
+
+        Parameters
+        ----------
+        n_per_bag : positive int.
+        random_state : None, int, numpy.random.Generator or numpy.random.RandomState.
+        """
+        if isinstance(n_per_bag, bool) or not isinstance(n_per_bag, numbers.Integral) or n_per_bag < 1:
+            raise ValueError(f"n_per_bag must be a positive integer, got {n_per_bag!r}")
+        rng = _generator(random_state)
+        sizes = self.sizes
+        rows = []
+        for b in np.flatnonzero(sizes > n_per_bag):
+            picked = rng.choice(sizes[b], size=n_per_bag, replace=False)
+            picked.sort()
+            rows.append((b, picked + self._offsets[b]))
+        if not rows:
+            return Bags(self._features, self._offsets)
+        keep = np.ones(self.n_features, dtype=bool)
+        for b, picked in rows:
+            keep[self._offsets[b]:self._offsets[b + 1]] = False
+            keep[picked] = True
+        offsets = np.zeros_like(self._offsets)
+        np.cumsum(np.minimum(sizes, n_per_bag), out=offsets[1:])
+        return Bags(self._features[keep], offsets)
+
+    def __repr__(self) -> str:
+        return f"Bags(n_bags={len(self)}, n_features={self.n_features}, dim={self.dim}, dtype={self.dtype})"
+
+
+def _generator(random_state) -> np.random.Generator:
+    if isinstance(random_state, np.random.Generator):
+        return random_state
+    if isinstance(random_state, np.random.RandomState):
+        return np.random.default_rng(random_state.randint(np.iinfo(np.int32).max))
+    return np.random.default_rng(random_state)
+
+
+def as_bags(bags) -> Bags:
+    """``bags`` if it already is a Bags, else Bags.from_arrays(bags)."""
+    return bags if isinstance(bags, Bags) else Bags.from_arrays(bags)

@@ -1,0 +1,136 @@
+"""Low-level encoding kernels (C++, OpenMP) over ragged bags of local features.
+
+Every function takes the bags as ``features`` (N, D) and ``offsets`` (n_bags + 1,): bag b
+holds rows ``offsets[b]:offsets[b + 1]``. The computation runs in float32 when
+``features`` is float32 and in float64 otherwise; parameters and gradients are cast to
+that dtype, and ``features`` is never copied when it already is C-contiguous float32 or
+float64. Empty bags encode to zero vectors and contribute nothing to gradients.
+``n_threads=None`` uses every core OpenMP may use (``OMP_NUM_THREADS`` and threadpoolctl
+limits are honoured); results are bitwise identical for every thread count.
+
+Bad input raises ValueError naming the argument; NaN or infinity is rejected.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from . import _native
+
+_core = _native.core
+
+#: Instruction set of the compiled core in use ("baseline", "avx2", "avx512" or "native").
+isa: str = _core.isa
+
+__all__ = ["soft_bow", "soft_bow_backward", "soft_vlad", "soft_vlad_backward", "isa"]
+
+
+def _float_array(x, name: str, dtype=None) -> np.ndarray:
+    """C-contiguous float array; float32 stays float32 unless ``dtype`` says otherwise."""
+    try:
+        arr = np.asarray(x)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be a numeric array: {exc}") from None
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
+    if dtype is None:
+        dtype = np.float32 if arr.dtype == np.float32 else np.float64
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def as_offsets(offsets) -> np.ndarray:
+    """``offsets`` as a C-contiguous int64 array; ValueError for non-integer input."""
+    arr = np.asarray(offsets)
+    if arr.dtype.kind not in "iu":
+        raise ValueError(f"offsets must be an integer array, got dtype {arr.dtype}")
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def _threads(n_threads) -> int:
+    if n_threads is None:
+        return 0  # the core reads omp_get_max_threads() at each call
+    if isinstance(n_threads, bool) or not isinstance(n_threads, numbers.Integral) or n_threads < 1:
+        raise ValueError(f"n_threads must be a positive integer or None, got {n_threads!r}")
+    return int(n_threads)
+
+
+def _gamma(gamma) -> float:
+    try:
+        return float(gamma)
+    except (TypeError, ValueError):
+        raise ValueError(f"gamma must be a positive finite number, got {gamma!r}") from None
+
+
+def _soft_args(features, offsets, centers, precisions, gamma, n_threads):
+    features = _float_array(features, "features")
+    dtype = features.dtype
+    return (features, as_offsets(offsets), _float_array(centers, "centers", dtype),
+            _float_array(precisions, "precisions", dtype), _gamma(gamma)), _threads(n_threads)
+
+
+def soft_bow(features, offsets, centers, precisions, gamma, n_threads=None) -> np.ndarray:
+    """T1, the learnable soft Bag of Words (eq. 6-8 of the paper).
+
+    R_b[k] = (1/N_b) sum_n a_nk with a_nk = softmax_k(-gamma d_nk) and the Mahalanobis
+    distance d_nk = sum_j P_kj (f_nj - C_kj)^2.
+
+    Parameters
+    ----------
+    features : (N, D) float array, the local features of all bags, concatenated.
+    offsets : (n_bags + 1,) integer array, offsets[0] == 0, non-decreasing, offsets[-1] == N.
+    centers : (K, D) float array, the codewords C.
+    precisions : (K, D) float array, strictly positive diagonal precisions P = Sigma^-1.
+    gamma : positive float.
+    n_threads : positive int or None (all cores).
+
+    Returns
+    -------
+    (n_bags, K) array of the features' dtype (float32 or float64); rows sum to 1
+    (0 for an empty bag).
+    """
+    args, nt = _soft_args(features, offsets, centers, precisions, gamma, n_threads)
+    return _core.soft_bow(*args, nt)
+
+
+def soft_bow_backward(features, offsets, centers, precisions, gamma, grad_output, n_threads=None):
+    """Gradients of a loss J through :func:`soft_bow`.
+
+    Parameters are those of :func:`soft_bow`, plus ``grad_output`` (n_bags, K), dJ/dR.
+
+    Returns
+    -------
+    (grad_centers, grad_precisions, grad_gamma): two (K, D) arrays of the features' dtype
+    and a Python float.
+    """
+    args, nt = _soft_args(features, offsets, centers, precisions, gamma, n_threads)
+    return _core.soft_bow_backward(*args, _float_array(grad_output, "grad_output", args[0].dtype), nt)
+
+
+def soft_vlad(features, offsets, centers, precisions, gamma, n_threads=None) -> np.ndarray:
+    """T2, the learnable soft VLAD (eq. 9 of the paper).
+
+    R_b[k, :] = (1/N_b) sum_n a_nk (f_n - C_k), with a_nk as in :func:`soft_bow`.
+    Parameters are those of :func:`soft_bow`.
+
+    Returns
+    -------
+    (n_bags, K * D) array of the features' dtype, k-major (codeword k's residual is
+    columns k*D:(k+1)*D); zeros for an empty bag.
+    """
+    args, nt = _soft_args(features, offsets, centers, precisions, gamma, n_threads)
+    return _core.soft_vlad(*args, nt)
+
+
+def soft_vlad_backward(features, offsets, centers, precisions, gamma, grad_output, n_threads=None):
+    """Gradients of a loss J through :func:`soft_vlad`.
+
+    Parameters are those of :func:`soft_bow`, plus ``grad_output`` (n_bags, K * D), dJ/dR.
+
+    Returns
+    -------
+    (grad_centers, grad_precisions, grad_gamma): two (K, D) arrays of the features' dtype
+    and a Python float.
+    """
+    args, nt = _soft_args(features, offsets, centers, precisions, gamma, n_threads)
+    return _core.soft_vlad_backward(*args, _float_array(grad_output, "grad_output", args[0].dtype), nt)
