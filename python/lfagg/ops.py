@@ -36,7 +36,8 @@ def _float_array(x, name: str, dtype=None) -> np.ndarray:
         raise ValueError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
     if dtype is None:
         dtype = np.float32 if arr.dtype == np.float32 else np.float64
-    return np.ascontiguousarray(arr, dtype=dtype)
+    with np.errstate(over="ignore"):  # values beyond float32 become inf, rejected by the core
+        return np.ascontiguousarray(arr, dtype=dtype)
 
 
 def as_offsets(offsets) -> np.ndarray:

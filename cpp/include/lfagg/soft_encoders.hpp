@@ -75,11 +75,14 @@ void soft_encode(const BagsView<T>& bags, const SoftParams<T>& params, T* out, i
 
     // A tile's first bag may have started in an earlier tile (head) and its last bag may
     // go on in a later one (tail); those partial sums are combined in tile order.
+    // Sums go to these aligned buffers, never straight to `out`: Eigen's vectorised
+    // reductions peel unaligned elements, so the summation order (and the last bit)
+    // would depend on where numpy placed the output.
     struct Work {
         TileBuffers<T> tile;
-        RowVec<T> head, tail;
+        RowVec<T> head, tail, whole;
         Index head_bag = -1, tail_bag = -1;
-        Work(Index r, Index d, Index k, Index o) : tile(r, d, k), head(o), tail(o) {}
+        Work(Index r, Index d, Index k, Index o) : tile(r, d, k), head(o), tail(o), whole(o) {}
     };
     std::vector<Work> work;
     work.reserve(nt);
@@ -102,9 +105,8 @@ void soft_encode(const BagsView<T>& bags, const SoftParams<T>& params, T* out, i
                     w.tail_bag = b;
                     Enc::segment_sum(sa, w.tile, s - r0, e - s, w.tail.data());
                 } else {  // the whole bag lies in this tile
-                    T* dst = out + b * out_dim;
-                    Enc::segment_sum(sa, w.tile, s - r0, e - s, dst);
-                    Eigen::Map<RowVec<T>>(dst, out_dim) /= static_cast<T>(bags.size(b));
+                    Enc::segment_sum(sa, w.tile, s - r0, e - s, w.whole.data());
+                    Eigen::Map<RowVec<T>>(out + b * out_dim, out_dim) = w.whole / static_cast<T>(bags.size(b));
                 }
             });
         });
@@ -142,14 +144,15 @@ double soft_backward(const BagsView<T>& bags, const SoftParams<T>& params, const
     struct Work {
         TileBuffers<T> tile;
         MatR<T> e, ex, direct;
-        RowVec<T> e_sum;
+        RowVec<T> e_sum, grad_bag;  // grad_bag: aligned copy of the bag's dJ/dR (see soft_encode)
         double ed = 0;
-        Work(Index r, Index d, Index k_)
-            : tile(r, d, k_), e(r, k_), ex(k_, 2 * d), direct(Enc::has_direct_term ? k_ : 0, d), e_sum(k_) {}
+        Work(Index r, Index d, Index k_, Index o)
+            : tile(r, d, k_), e(r, k_), ex(k_, 2 * d), direct(Enc::has_direct_term ? k_ : 0, d), e_sum(k_),
+              grad_bag(o) {}
     };
     std::vector<Work> work;
     work.reserve(nt);
-    for (int i = 0; i < nt; ++i) work.emplace_back(rows, dim, k);
+    for (int i = 0; i < nt; ++i) work.emplace_back(rows, dim, k, out_dim);
     MatD ex_total = MatD::Zero(k, 2 * dim), direct_total = MatD::Zero(k, dim);
     Eigen::Matrix<double, 1, Eigen::Dynamic> e_total = Eigen::Matrix<double, 1, Eigen::Dynamic>::Zero(k);
     double ed_total = 0;
@@ -168,7 +171,8 @@ double soft_backward(const BagsView<T>& bags, const SoftParams<T>& params, const
                 const Index r1 = std::min(c1, r0 + rows), m = r1 - r0;
                 sa.assign(bags.row(r0), m, w.tile);
                 bags.for_each_segment(r0, r1, [&](Index b, Index s, Index e) {
-                    Enc::upstream(sa, w.tile, s - r0, e - s, grad_out + b * out_dim,
+                    w.grad_bag = Eigen::Map<const RowVec<T>>(grad_out + b * out_dim, out_dim);
+                    Enc::upstream(sa, w.tile, s - r0, e - s, w.grad_bag.data(),
                                   T(1) / static_cast<T>(bags.size(b)), w.e.middleRows(s - r0, e - s), w.direct);
                 });
                 auto e = w.e.topRows(m);
