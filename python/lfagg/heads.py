@@ -1,0 +1,106 @@
+"""Differentiable heads trained jointly with an encoder: they map a batch of bag
+representations R to a loss and return dJ/dR plus the gradients of their own parameters.
+
+A head has ``params`` (list of float64 arrays updated in place by the optimiser) and
+``loss_grad(R, targets) -> (loss, dJ/dR, [grad per param])``.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import minimize
+from scipy.special import log_softmax
+
+
+class SoftmaxRegression:
+    """Multinomial logistic regression (eq. 10 of the paper) on fixed-scale inputs.
+
+    logits = ((X - mean) / scale) W + b; J = mean cross-entropy + l2 / 2 * ||W||^2.
+    ``mean`` and ``scale`` are frozen (set by :meth:`fit_scaler`) so that SGD and L-BFGS
+    see standardised inputs while the encoder keeps learning.
+
+    Parameters
+    ----------
+    n_inputs, n_classes : int.
+    l2 : float >= 0, the weight decay of W (not of b).
+    """
+
+    def __init__(self, n_inputs: int, n_classes: int, l2: float = 1e-4):
+        self.l2 = l2
+        self.W = np.zeros((n_inputs, n_classes))
+        self.b = np.zeros(n_classes)
+        self.mean = np.zeros(n_inputs)
+        self.scale = np.ones(n_inputs)
+
+    @property
+    def params(self):
+        return [self.W, self.b]
+
+    def fit_scaler(self, X: np.ndarray) -> None:
+        """Freeze the input standardisation to the statistics of X (n, n_inputs)."""
+        self.mean = X.mean(axis=0)
+        std = X.std(axis=0)
+        self.scale = np.where(std > 1e-12 * max(1.0, std.max()), std, 1.0)
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        """(n, n_inputs) -> (n, n_classes) float64 logits."""
+        return ((X - self.mean) / self.scale) @ self.W + self.b
+
+    def loss_grad(self, X: np.ndarray, y: np.ndarray):
+        """Loss, dJ/dX (n, n_inputs) and [dJ/dW, dJ/db] for class indices y (n,)."""
+        Z = (X - self.mean) / self.scale
+        logp = log_softmax(Z @ self.W + self.b, axis=1)
+        n = len(y)
+        loss = -logp[np.arange(n), y].mean() + 0.5 * self.l2 * np.sum(self.W ** 2)
+        dlogits = np.exp(logp)
+        dlogits[np.arange(n), y] -= 1
+        dlogits /= n
+        dW = Z.T @ dlogits + self.l2 * self.W
+        db = dlogits.sum(axis=0)
+        dX = (dlogits @ self.W.T) / self.scale
+        return loss, dX, [dW, db]
+
+    def fit(self, X: np.ndarray, y: np.ndarray, max_iter: int = 500) -> None:
+        """Minimise J over (W, b) with L-BFGS from the current values (the full-batch
+        steps of Algorithm 1: W0 and the final fine-tuning)."""
+        shapes = [p.shape for p in self.params]
+        sizes = [p.size for p in self.params]
+
+        def unpack(theta):
+            return [t.reshape(s) for t, s in zip(np.split(theta, np.cumsum(sizes)[:-1]), shapes)]
+
+        def objective(theta):
+            self.W[...], self.b[...] = unpack(theta)
+            loss, _, grads = self.loss_grad(X, y)
+            return loss, np.concatenate([g.ravel() for g in grads])
+
+        theta0 = np.concatenate([p.ravel() for p in self.params])
+        result = minimize(objective, theta0, jac=True, method="L-BFGS-B", options={"maxiter": max_iter})
+        self.W[...], self.b[...] = unpack(result.x)
+
+
+class MappedHead:
+    """A fixed differentiable feature map (e.g. the chi2 map) followed by a head."""
+
+    def __init__(self, feature_map, head):
+        self.feature_map, self.head = feature_map, head
+
+    @property
+    def params(self):
+        return self.head.params
+
+    def loss_grad(self, R: np.ndarray, targets: np.ndarray):
+        loss, d_mapped, grads = self.head.loss_grad(self.feature_map.transform(R), targets)
+        return loss, self.feature_map.backward(R, d_mapped), grads
+
+
+class LossFunction:
+    """A head without parameters around a callable ``loss(R, targets) -> (loss, dJ/dR)``."""
+
+    params: list = []
+
+    def __init__(self, loss):
+        self.loss = loss
+
+    def loss_grad(self, R, targets):
+        loss, dR = self.loss(R, targets)
+        return float(loss), np.asarray(dR), []
