@@ -151,9 +151,27 @@ def load_cifar10(path):
     return out
 
 
-def cifar10_patch_bags(path, patch_size: int = 6, stride: int = 2, n_train=None, n_test=None):
+def balanced_subset(labels: np.ndarray, n, random_state=0) -> np.ndarray:
+    """Sorted indices of n items (all when n is None) with the classes as balanced as
+    possible, drawn at random: files sorted by class must not give one class only."""
+    labels = np.asarray(labels)
+    if n is None or n >= len(labels):
+        return np.arange(len(labels))
+    rng = np.random.default_rng(random_state)
+    order = rng.permutation(len(labels))
+    # Rank of each item within its class in the random order; take the lowest ranks first.
+    ranks = np.empty(len(labels), dtype=np.int64)
+    for c in np.unique(labels):
+        members = order[labels[order] == c]
+        ranks[members] = np.arange(len(members))
+    return np.sort(order[np.argsort(ranks[order], kind="stable")[:n]])
+
+
+def cifar10_patch_bags(path, patch_size: int = 6, stride: int = 2, n_train=None, n_test=None, random_state=0):
     """CIFAR-10 images as bags of normalised, ZCA-whitened dense patches (whitening fitted
     on the training patches).
+
+    n_train, n_test : use class-balanced random subsets of that many images (None: all).
 
     Returns
     -------
@@ -161,10 +179,12 @@ def cifar10_patch_bags(path, patch_size: int = 6, stride: int = 2, n_train=None,
     patch_size**2 * 3 dimensions (108 for 6x6 patches).
     """
     data = load_cifar10(path)
-    bags = {}
+    bags, labels = {}, {}
     for split, n in (("train", n_train), ("test", n_test)):
-        raw = extract_patches(data[f"{split}_images"][:n], patch_size, stride)
+        keep = balanced_subset(data[f"{split}_labels"], n, random_state)
+        raw = extract_patches(data[f"{split}_images"][keep], patch_size, stride)
         bags[split] = Bags(normalize_patches(raw.features), raw.offsets)
+        labels[split] = data[f"{split}_labels"][keep]
     zca = ZCAWhitening().fit(bags["train"].features)
-    return (Bags(zca.transform(bags["train"].features), bags["train"].offsets), data["train_labels"][:n_train],
-            Bags(zca.transform(bags["test"].features), bags["test"].offsets), data["test_labels"][:n_test])
+    return (Bags(zca.transform(bags["train"].features), bags["train"].offsets), labels["train"],
+            Bags(zca.transform(bags["test"].features), bags["test"].offsets), labels["test"])
