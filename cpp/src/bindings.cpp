@@ -1,53 +1,18 @@
 // pybind11 bindings: validate (GIL held), unwrap, release the GIL, call the kernels.
 // Compiled once per instruction set; LFAGG_MODULE_NAME names the module.
-#include <pybind11/numpy.h>
-#include <pybind11/pybind11.h>
-
 #include <cmath>
 #include <sstream>
 #include <string>
 
+#include "checks.hpp"
 #include "lfagg/soft_encoders.hpp"
 
 namespace py = pybind11;
-using lfagg::Index;
+using namespace lfagg_py;
+
+void def_baselines(py::module_& m);  // baseline_bindings.cpp
 
 namespace {
-
-template <class T>
-using Array = py::array_t<T, py::array::c_style>;
-using Offsets = py::array_t<std::int64_t, py::array::c_style>;
-
-std::string shape_of(const py::array& a) {
-    std::ostringstream s;
-    s << "(";
-    for (py::ssize_t i = 0; i < a.ndim(); ++i) s << (i ? ", " : "") << a.shape(i);
-    s << (a.ndim() == 1 ? ",)" : ")");
-    return s.str();
-}
-
-[[noreturn]] void fail(const std::string& message) { throw py::value_error(message); }
-
-void check_ndim(const py::array& a, int ndim, const char* name, const char* expected) {
-    if (a.ndim() != ndim)
-        fail(std::string(name) + " must be a " + std::to_string(ndim) + "-D array of shape " + expected +
-             ", got shape " + shape_of(a));
-}
-
-template <class T>
-void check_finite(const Array<T>& a, const char* name, int n_threads) {
-    bool ok;
-    {
-        py::gil_scoped_release release;
-        ok = lfagg::all_finite(a.data(), static_cast<Index>(a.size()), n_threads);
-    }
-    if (!ok) fail(std::string(name) + " contains NaN or infinity");
-}
-
-int check_threads(int n_threads) {
-    if (n_threads < 0) fail("n_threads must be a positive integer or None, got " + std::to_string(n_threads));
-    return lfagg::resolve_threads(n_threads);
-}
 
 // Validated inputs of a soft-assignment kernel.
 template <class T>
@@ -61,29 +26,9 @@ template <class T>
 SoftProblem<T> check_soft_problem(const Array<T>& features, const Offsets& offsets, const Array<T>& centers,
                                   const Array<T>& precisions, double gamma, int n_threads) {
     const int nt = check_threads(n_threads);
-    check_ndim(features, 2, "features", "(n_features, dim)");
-    const Index n = features.shape(0), dim = features.shape(1);
-    if (dim < 1) fail("features must have at least one column, got shape " + shape_of(features));
-
-    check_ndim(offsets, 1, "offsets", "(n_bags + 1,)");
-    if (offsets.size() < 1) fail("offsets must hold at least one value (offsets[0] == 0), got shape (0,)");
-    const std::int64_t* off = offsets.data();
-    const Index n_bags = offsets.size() - 1;
-    if (off[0] != 0) fail("offsets[0] must be 0, got " + std::to_string(off[0]));
-    for (Index b = 0; b < n_bags; ++b)
-        if (off[b + 1] < off[b])
-            fail("offsets must be non-decreasing, but offsets[" + std::to_string(b + 1) + "] = " +
-                 std::to_string(off[b + 1]) + " < offsets[" + std::to_string(b) + "] = " + std::to_string(off[b]));
-    if (off[n_bags] != n)
-        fail("offsets[-1] must equal the number of features " + std::to_string(n) + ", got " +
-             std::to_string(off[n_bags]));
-
-    check_ndim(centers, 2, "centers", "(n_codewords, dim)");
-    if (centers.shape(1) != dim)
-        fail("centers must have dim = " + std::to_string(dim) + " columns like features, got shape " +
-             shape_of(centers));
-    if (centers.shape(0) < 1) fail("centers must have at least one codeword, got shape " + shape_of(centers));
-    if (precisions.ndim() != 2 || precisions.shape(0) != centers.shape(0) || precisions.shape(1) != dim)
+    const auto bags = check_bags(features, offsets);
+    check_codewords(centers, bags.dim, "centers", "codeword");
+    if (precisions.ndim() != 2 || precisions.shape(0) != centers.shape(0) || precisions.shape(1) != bags.dim)
         fail("precisions must have the shape of centers " + shape_of(centers) + ", got shape " +
              shape_of(precisions));
     if (!(std::isfinite(gamma) && gamma > 0)) {
@@ -94,22 +39,10 @@ SoftProblem<T> check_soft_problem(const Array<T>& features, const Offsets& offse
 
     check_finite(centers, "centers", nt);
     check_finite(precisions, "precisions", nt);
-    const T* p = precisions.data();
-    for (py::ssize_t i = 0; i < precisions.size(); ++i)
-        if (!(p[i] > 0)) fail("precisions must be strictly positive, found " + std::to_string(p[i]));
+    check_positive(precisions, "precisions");
     check_finite(features, "features", nt);
 
-    return {{features.data(), n, dim, off, n_bags},
-            {centers.data(), precisions.data(), centers.shape(0), static_cast<T>(gamma)},
-            nt};
-}
-
-template <class T>
-void check_result_finite(const T* data, Index size, int n_threads) {
-    if (!lfagg::all_finite(data, size, n_threads))
-        throw py::value_error(
-            "the result overflowed to NaN or infinity: features, centers or precisions are too large for "
-            "this floating-point type; rescale them or use float64");
+    return {bags, {centers.data(), precisions.data(), centers.shape(0), static_cast<T>(gamma)}, nt};
 }
 
 template <class Enc, class T>
@@ -208,4 +141,5 @@ PYBIND11_MODULE(LFAGG_MODULE_NAME, m) {
 
     def_soft_encoder<lfagg::SoftBowEncoder>(m, "soft_bow", "soft_bow_backward");
     def_soft_encoder<lfagg::SoftVladEncoder>(m, "soft_vlad", "soft_vlad_backward");
+    def_baselines(m);
 }

@@ -17,13 +17,16 @@ import numbers
 import numpy as np
 
 from . import _native
+from .normalize import improved_fisher_normalize
 
 _core = _native.core
 
 #: Instruction set of the compiled core in use ("baseline", "avx2", "avx512" or "native").
 isa: str = _core.isa
 
-__all__ = ["soft_bow", "soft_bow_backward", "soft_vlad", "soft_vlad_backward", "isa"]
+__all__ = [
+    "soft_bow", "soft_bow_backward", "soft_vlad", "soft_vlad_backward", "bow", "vlad", "fisher_vector", "isa",
+]
 
 
 def _float_array(x, name: str, dtype=None) -> np.ndarray:
@@ -135,3 +138,92 @@ def soft_vlad_backward(features, offsets, centers, precisions, gamma, grad_outpu
     """
     args, nt = _soft_args(features, offsets, centers, precisions, gamma, n_threads)
     return _core.soft_vlad_backward(*args, _float_array(grad_output, "grad_output", args[0].dtype), nt)
+
+
+def bow(features, offsets, centers, n_threads=None) -> np.ndarray:
+    """Hard-assignment Bag of Words (Csurka et al. 2004).
+
+    Every feature votes for its nearest centre (Euclidean distance; ties go to the lowest
+    index) and each bag's histogram is divided by the bag's size.
+
+    Parameters
+    ----------
+    features : (N, D) float array, the local features of all bags, concatenated.
+    offsets : (n_bags + 1,) integer array, offsets[0] == 0, non-decreasing, offsets[-1] == N.
+    centers : (K, D) float array, the codewords.
+    n_threads : positive int or None (all cores).
+
+    Returns
+    -------
+    (n_bags, K) array of the features' dtype: the fraction of each bag's features nearest
+    to each codeword, so rows sum to 1 (0 for an empty bag).
+    """
+    features = _float_array(features, "features")
+    return _core.bow(features, as_offsets(offsets), _float_array(centers, "centers", features.dtype),
+                     _threads(n_threads))
+
+
+def vlad(features, offsets, centers, assignments=None, n_threads=None) -> np.ndarray:
+    """VLAD, the Vector of Locally Aggregated Descriptors (Jegou et al. 2010), unnormalised.
+
+    R_b[k, :] = sum_n a_nk (f_n - C_k) over the features f_n of bag b, as VLFeat's
+    ``vl_vlad(..., 'Unnormalized')``: no division by the bag size or the mass of a
+    codeword, no normalisation (see :mod:`lfagg.normalize` for those).
+
+    Parameters
+    ----------
+    features : (N, D) float array, the local features of all bags, concatenated.
+    offsets : (n_bags + 1,) integer array, offsets[0] == 0, non-decreasing, offsets[-1] == N.
+    centers : (K, D) float array, the codewords C.
+    assignments : None, or (N, K) non-negative float array of weights a_nk (soft
+        assignments, one row per feature). None assigns each feature to its nearest centre
+        (Euclidean; a_nk = 1 for that centre, 0 otherwise).
+    n_threads : positive int or None (all cores).
+
+    Returns
+    -------
+    (n_bags, K * D) array of the features' dtype, k-major (codeword k's residual sum is
+    columns k*D:(k+1)*D); zeros for an empty bag.
+    """
+    features = _float_array(features, "features")
+    dtype = features.dtype
+    if assignments is not None:
+        assignments = _float_array(assignments, "assignments", dtype)
+    return _core.vlad(features, as_offsets(offsets), _float_array(centers, "centers", dtype), assignments,
+                      _threads(n_threads))
+
+
+def fisher_vector(features, offsets, means, variances, weights, improved=True, n_threads=None) -> np.ndarray:
+    """Fisher Vectors of a diagonal Gaussian mixture (Perronnin et al. 2010), as VLFeat's vl_fisher.
+
+    With posteriors q_nk = w_k N(f_n; mu_k, var_k) / sum_k' w_k' N(f_n; mu_k', var_k')
+    (computed in log space) and sigma_k = sqrt(var_k), bag b of N_b features gives
+
+        u_k = 1 / (N_b sqrt(w_k))   sum_n q_nk (f_n - mu_k) / sigma_k
+        v_k = 1 / (N_b sqrt(2 w_k)) sum_n q_nk ((f_n - mu_k)^2 / sigma_k^2 - 1)
+
+    laid out as VLFeat does: [u_1, ..., u_K, v_1, ..., v_K]. The gradient with respect to
+    the weights is not included (VLFeat omits it too). Unlike VLFeat, posteriors below
+    1e-6 are not dropped, and an empty bag encodes to zeros instead of NaN.
+
+    Parameters
+    ----------
+    features : (N, D) float array, the local features of all bags, concatenated.
+    offsets : (n_bags + 1,) integer array, offsets[0] == 0, non-decreasing, offsets[-1] == N.
+    means : (K, D) float array, the component means mu.
+    variances : (K, D) float array, strictly positive diagonal variances.
+    weights : (K,) float array, strictly positive mixture weights (normally summing to 1).
+    improved : bool; True applies the signed square root, then L2 normalisation of each
+        row, as ``vl_fisher(..., 'Improved')``.
+    n_threads : positive int or None (all cores).
+
+    Returns
+    -------
+    (n_bags, 2 * K * D) array of the features' dtype.
+    """
+    features = _float_array(features, "features")
+    dtype = features.dtype
+    fv = _core.fisher_vector(features, as_offsets(offsets), _float_array(means, "means", dtype),
+                             _float_array(variances, "variances", dtype), _float_array(weights, "weights", dtype),
+                             _threads(n_threads))
+    return improved_fisher_normalize(fv) if improved else fv

@@ -1,0 +1,337 @@
+// The unsupervised baseline encoders over ragged bags:
+//   hard Bag of Words (Csurka 2004):  R_b[k]    = (1/N_b) #{n : k = argmin_k' |f_n - C_k'|}
+//   VLAD (Jegou 2010):                R_b[k, :] = sum_n a_nk (f_n - C_k)   (unnormalised, like vl_vlad)
+//   Fisher Vector (Perronnin 2010):   the mean and variance blocks of VLFeat's vl_fisher
+//
+// Each encoder reduces a bag to sufficient statistics that are sums over its features,
+// so the driver tiles rows across bag boundaries: one large bag spreads over every
+// thread, partial sums crossing tiles are combined in tile order, and results are
+// bitwise identical for every thread count. Distances use the expanded GEMM form on
+// features shifted by the mean centre (see soft_assign.hpp).
+#pragma once
+
+#include <cmath>
+#include <stdexcept>
+#include <vector>
+
+#include "lfagg/soft_assign.hpp"
+
+namespace lfagg {
+
+using RowVecD = Eigen::Matrix<double, 1, Eigen::Dynamic>;
+
+// Per-thread buffers of the hard-assignment encoders.
+template <class T>
+struct HardTile {
+    MatR<T> shifted;  // rows x D: f' = f - mu
+    MatR<T> scores;   // rows x K
+    std::vector<Index> labels;
+    HardTile(Index rows, Index dim, Index k) : shifted(rows, dim), scores(rows, k), labels(rows) {}
+};
+
+// Nearest centre (Euclidean) of each feature: argmin_k |C'_k|^2 - 2 f'.C'_k, which drops
+// the row constant |f'|^2 of the squared distance. Ties go to the lowest index.
+template <class T>
+class NearestCenter {
+  public:
+    NearestCenter(const T* centers, Index k, Index dim) {
+        const CMapR<T> c(centers, k, dim);
+        shift_ = c.colwise().mean();
+        centers_ = c.rowwise() - shift_;
+        weights_ = T(-2) * centers_.transpose();
+        bias_ = centers_.rowwise().squaredNorm().transpose();
+    }
+
+    Index k() const { return centers_.rows(); }
+    Index dim() const { return centers_.cols(); }
+    const RowVec<T>& shift() const { return shift_; }
+    const MatR<T>& centers() const { return centers_; }  // C' = C - mu
+
+    // Fills t.shifted and t.labels for the m feature rows starting at `rows`.
+    void assign(const T* rows, Index m, HardTile<T>& t) const {
+        auto f = t.shifted.topRows(m);
+        f = CMapR<T>(rows, m, dim()).rowwise() - shift_;
+        auto s = t.scores.topRows(m);
+        s.noalias() = f * weights_;
+        s.rowwise() += bias_;
+        // An overflowed score would silently pick a wrong centre; domain_error reaches Python as ValueError.
+        if (!s.allFinite())
+            throw std::domain_error(
+                "nearest-centre distances overflowed: features or centers are too large for this "
+                "floating-point type; rescale them or use float64");
+        for (Index i = 0; i < m; ++i) s.row(i).minCoeff(&t.labels[i]);
+    }
+
+  private:
+    RowVec<T> shift_;
+    MatR<T> centers_;
+    Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> weights_;  // D x K: -2 C'^T
+    RowVec<T> bias_;
+};
+
+// Statistics: the number of features assigned to each centre (K).
+template <class T>
+class HardBowEncoder {
+  public:
+    using Tile = HardTile<T>;
+    HardBowEncoder(const T* centers, Index k, Index dim) : nearest_(centers, k, dim) {}
+
+    Index k() const { return nearest_.k(); }
+    Index stat_dim() const { return k(); }
+    Index out_dim() const { return k(); }
+    Tile tile(Index rows) const { return Tile(rows, nearest_.dim(), k()); }
+    void prepare(Tile& t, const T* rows, Index, Index m) const { nearest_.assign(rows, m, t); }
+
+    void segment_stats(const Tile& t, Index s, Index m, T* stats) const {
+        Eigen::Map<RowVec<T>> counts(stats, k());
+        counts.setZero();
+        for (Index i = s; i < s + m; ++i) counts[t.labels[i]] += T(1);
+    }
+
+    void finalize(const RowVecD& stats, Index n, T* out) const {
+        Eigen::Map<RowVec<T>>(out, k()) = (stats / static_cast<double>(n)).template cast<T>();
+    }
+
+  private:
+    NearestCenter<T> nearest_;
+};
+
+// Statistics: the mass sum_n a_nk (K), then sum_n a_nk f'_n (K x D). The assignments are
+// the nearest centre's indicator, or the rows of a user-supplied (N x K) weight matrix.
+template <class T>
+class VladEncoder {
+  public:
+    struct Tile : HardTile<T> {
+        const T* weights = nullptr;  // m x K rows of the given assignments
+        using HardTile<T>::HardTile;
+    };
+
+    VladEncoder(const T* centers, Index k, Index dim, const T* assignments)
+        : nearest_(centers, k, dim), assignments_(assignments) {}
+
+    Index k() const { return nearest_.k(); }
+    Index dim() const { return nearest_.dim(); }
+    Index stat_dim() const { return k() * (1 + dim()); }
+    Index out_dim() const { return k() * dim(); }
+    Tile tile(Index rows) const { return Tile(rows, dim(), k()); }
+
+    void prepare(Tile& t, const T* rows, Index r0, Index m) const {
+        if (!assignments_) return nearest_.assign(rows, m, t);
+        t.shifted.topRows(m) = CMapR<T>(rows, m, dim()).rowwise() - nearest_.shift();
+        t.weights = assignments_ + r0 * k();
+    }
+
+    void segment_stats(const Tile& t, Index s, Index m, T* stats) const {
+        Eigen::Map<RowVec<T>> mass(stats, k());
+        MapR<T> sums(stats + k(), k(), dim());
+        const auto f = t.shifted.middleRows(s, m);
+        if (assignments_) {
+            const CMapR<T> a(t.weights + s * k(), m, k());
+            mass = a.colwise().sum();
+            sums.noalias() = a.transpose() * f;
+            return;
+        }
+        mass.setZero();
+        sums.setZero();
+        for (Index i = 0; i < m; ++i) {
+            const Index label = t.labels[s + i];
+            mass[label] += T(1);
+            sums.row(label) += f.row(i);
+        }
+    }
+
+    // R_b[k, :] = sum_n a_nk f'_n - mass_k C'_k (the shift cancels in the residuals).
+    void finalize(const RowVecD& stats, Index, T* out) const {
+        const Eigen::Map<const MatR<double>> sums(stats.data() + k(), k(), dim());
+        const auto mass = stats.head(k()).transpose().array();
+        MapR<T>(out, k(), dim()) =
+            (sums.array() - nearest_.centers().template cast<double>().array().colwise() * mass)
+                .template cast<T>()
+                .matrix();
+    }
+
+  private:
+    NearestCenter<T> nearest_;
+    const T* assignments_;
+};
+
+// A diagonal Gaussian mixture (means, variances, weights: K x D, K x D, K).
+template <class T>
+struct GmmParams {
+    const T* means;
+    const T* variances;
+    const T* weights;
+    Index k;
+};
+
+// Statistics: S0 = sum_n q_nk (K), then per component k the row [S1_k, S2_k] (K x 2D) with
+// S1_k = sum_n q_nk f'_n and S2_k = sum_n q_nk f'_n^2, where q_nk is the posterior.
+template <class T>
+class FisherEncoder {
+  public:
+    struct Tile {
+        MatR<T> x;     // rows x 2D: [f', f'^2]
+        MatR<T> post;  // rows x K: log-likelihoods, then posteriors
+        Tile(Index rows, Index dim, Index k) : x(rows, 2 * dim), post(rows, k) {}
+    };
+
+    // log(w_k N(f; mu_k, var_k)) + D/2 log(2 pi) = [f', f'^2] W + bias_k, with
+    // W = [mu' P ; -P/2]^T, bias_k = log w_k - 1/2 sum_j (log var_kj + P_kj mu'_kj^2).
+    FisherEncoder(const GmmParams<T>& gmm, Index dim) : dim_(dim) {
+        const CMapR<T> mu(gmm.means, gmm.k, dim), var(gmm.variances, gmm.k, dim);
+        const Eigen::Map<const RowVec<T>> w(gmm.weights, gmm.k);
+        shift_ = mu.colwise().mean();
+        means_ = (mu.rowwise() - shift_).template cast<double>();
+        precisions_ = var.template cast<double>().cwiseInverse();
+        const MatR<double> mu_p = means_.cwiseProduct(precisions_);
+        weights_.resize(2 * dim, gmm.k);
+        weights_.topRows(dim) = mu_p.transpose().template cast<T>();
+        weights_.bottomRows(dim) = (-0.5 * precisions_).transpose().template cast<T>();
+        bias_ = (w.template cast<double>().array().log().transpose() -
+                 0.5 * (var.template cast<double>().array().log().rowwise().sum() +
+                        mu_p.cwiseProduct(means_).rowwise().sum().array()))
+                    .transpose()
+                    .template cast<T>();
+        // 1 / sqrt(w_k) and 1 / sqrt(2 w_k): Perronnin's normalisation by the Fisher information
+        mean_scale_ = w.template cast<double>().cwiseSqrt().cwiseInverse();
+        var_scale_ = mean_scale_ / std::sqrt(2.0);
+    }
+
+    Index k() const { return means_.rows(); }
+    Index stat_dim() const { return k() * (1 + 2 * dim_); }
+    Index out_dim() const { return 2 * k() * dim_; }
+    Tile tile(Index rows) const { return Tile(rows, dim_, k()); }
+
+    void prepare(Tile& t, const T* rows, Index, Index m) const {
+        auto x = t.x.topRows(m);
+        x.leftCols(dim_) = CMapR<T>(rows, m, dim_).rowwise() - shift_;
+        x.rightCols(dim_) = x.leftCols(dim_).cwiseAbs2();
+        auto p = t.post.topRows(m);
+        p.noalias() = x * weights_;
+        p.rowwise() += bias_;
+        for (Index i = 0; i < m; ++i) {  // softmax in log space: subtract the largest term
+            auto q = p.row(i);
+            q = (q.array() - q.maxCoeff()).exp().matrix();
+            q /= q.sum();
+        }
+    }
+
+    void segment_stats(const Tile& t, Index s, Index m, T* stats) const {
+        const auto q = t.post.middleRows(s, m);
+        Eigen::Map<RowVec<T>>(stats, k()) = q.colwise().sum();
+        MapR<T>(stats + k(), k(), 2 * dim_).noalias() = q.transpose() * t.x.middleRows(s, m);
+    }
+
+    // As vl_fisher: u_k = sum_n q_nk (f_n - mu_k) / sigma_k / (N sqrt(w_k)),
+    //               v_k = sum_n q_nk ((f_n - mu_k)^2 / sigma_k^2 - 1) / (N sqrt(2 w_k)).
+    void finalize(const RowVecD& stats, Index n, T* out) const {
+        const Eigen::Map<const MatR<double>> s12(stats.data() + k(), k(), 2 * dim_);
+        const auto s0 = stats.head(k()).transpose().array();
+        const auto s1 = s12.leftCols(dim_).array(), s2 = s12.rightCols(dim_).array();
+        const auto mu = means_.array();
+        const double inv_n = 1.0 / static_cast<double>(n);
+        const Eigen::ArrayXXd centred = s1 - mu.colwise() * s0;                     // sum q (f - mu)
+        const Eigen::ArrayXXd squared = s2 - 2.0 * mu * s1 + mu.square().colwise() * s0;  // sum q (f - mu)^2
+        const Eigen::ArrayXXd u = (centred * precisions_.array().sqrt()).colwise() * (inv_n * mean_scale_.array());
+        const Eigen::ArrayXXd v = ((squared * precisions_.array()).colwise() - s0).colwise() * (inv_n * var_scale_.array());
+        MapR<T>(out, k(), dim_) = u.matrix().template cast<T>();
+        MapR<T>(out + k() * dim_, k(), dim_) = v.matrix().template cast<T>();
+    }
+
+  private:
+    Index dim_;
+    RowVec<T> shift_;
+    MatR<double> means_, precisions_;  // mu' = mu - shift, P = 1 / var
+    Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> weights_;  // 2D x K
+    RowVec<T> bias_;
+    Eigen::VectorXd mean_scale_, var_scale_;
+};
+
+// Partial statistics of the bags that cross the boundaries of one tile: its first bag may
+// have started in an earlier tile (head), its last bag may go on in a later one (tail).
+template <class T>
+struct TilePartials {
+    RowVec<T> head, tail;
+    Index head_bag = -1, tail_bag = -1;
+    explicit TilePartials(Index stat_dim) : head(stat_dim), tail(stat_dim) {}
+};
+
+// Up to 16 tiles per thread in a wave, fewer when their partials (bytes_per_tile each)
+// would pass 32 MiB, at least one per thread.
+inline Index tiles_per_wave(Index n_tiles, int n_threads, Index bytes_per_tile) {
+    const Index by_memory = (Index(32) << 20) / std::max<Index>(1, bytes_per_tile);
+    return std::min(n_tiles, std::max<Index>(n_threads, std::min<Index>(16 * Index(n_threads), by_memory)));
+}
+
+// Encodes every bag: out (n_bags x enc.out_dim(), row-major) = enc.finalize(sum of the
+// statistics of the bag's features, N_b); empty bags encode to zeros.
+//
+// Tiles are processed in waves; a bag lying inside one tile is finalised by the thread
+// that encodes the tile, and the partials of the other bags are folded in tile order
+// after each wave. The result therefore does not depend on the thread count, and threads
+// meet only twice per wave: a per-tile `omp ordered` hand-off stalls every time the
+// thread holding the previous tile is descheduled, which on a loaded machine made two
+// threads several times slower than one.
+template <class Enc, class T>
+void encode_bags(const BagsView<T>& bags, const Enc& enc, T* out, int n_threads) {
+    const Index stat_dim = enc.stat_dim(), out_dim = enc.out_dim();
+    std::fill(out, out + bags.n_bags * out_dim, T(0));
+    const Index rows = tile_rows(enc.k()), n_tiles = (bags.n + rows - 1) / rows;
+    if (n_tiles == 0) return;
+    const int nt = static_cast<int>(std::min<Index>(resolve_threads(n_threads), n_tiles));
+    const Index wave = tiles_per_wave(n_tiles, nt, 2 * stat_dim * Index(sizeof(T)));
+
+    struct Scratch {
+        typename Enc::Tile tile;
+        RowVec<T> part;
+        RowVecD whole;
+        Scratch(const Enc& e, Index r, Index s) : tile(e.tile(r)), part(s), whole(s) {}
+    };
+    std::vector<Scratch> scratch;
+    scratch.reserve(nt);
+    for (int i = 0; i < nt; ++i) scratch.emplace_back(enc, rows, stat_dim);
+    std::vector<TilePartials<T>> partials(wave, TilePartials<T>(stat_dim));
+    RowVecD open_sum = RowVecD::Zero(stat_dim);
+    ErrorTrap trap;
+
+    auto encode_tile = [&](Index r0, Index r1, TilePartials<T>& p, Scratch& w) {
+        enc.prepare(w.tile, bags.row(r0), r0, r1 - r0);
+        bags.for_each_segment(r0, r1, [&](Index b, Index s, Index e) {
+            if (bags.begin(b) < r0) {
+                p.head_bag = b;
+                enc.segment_stats(w.tile, s - r0, e - s, p.head.data());
+            } else if (bags.end(b) > r1) {
+                p.tail_bag = b;
+                enc.segment_stats(w.tile, s - r0, e - s, p.tail.data());
+            } else {  // the whole bag lies in this tile
+                enc.segment_stats(w.tile, s - r0, e - s, w.part.data());
+                w.whole = w.part.template cast<double>();
+                enc.finalize(w.whole, bags.size(b), out + b * out_dim);
+            }
+        });
+    };
+    auto fold = [&](Index r1, const TilePartials<T>& p) {
+        if (p.head_bag >= 0) {
+            open_sum += p.head.template cast<double>();
+            if (bags.end(p.head_bag) <= r1) enc.finalize(open_sum, bags.size(p.head_bag), out + p.head_bag * out_dim);
+        }
+        if (p.tail_bag >= 0) open_sum = p.tail.template cast<double>();
+    };
+
+#pragma omp parallel num_threads(nt)
+    for (Index w0 = 0; w0 < n_tiles; w0 += wave) {
+        const Index w1 = std::min(n_tiles, w0 + wave);
+#pragma omp for schedule(dynamic, 1)
+        for (Index t = w0; t < w1; ++t) {
+            TilePartials<T>& p = partials[t - w0];
+            p.head_bag = p.tail_bag = -1;
+            trap.run([&] { encode_tile(t * rows, std::min(bags.n, (t + 1) * rows), p, scratch[thread_id()]); });
+        }
+#pragma omp single
+        if (!trap.failed())
+            for (Index t = w0; t < w1; ++t) trap.run([&] { fold(std::min(bags.n, (t + 1) * rows), partials[t - w0]); });
+    }
+    trap.rethrow();
+}
+
+}  // namespace lfagg

@@ -1,0 +1,101 @@
+// pybind11 bindings of the baseline encoders (hard BoW, VLAD, Fisher Vector): validate
+// with the GIL held, release it around the kernel. Compiled into every per-ISA module.
+#include <pybind11/stl.h>
+
+#include <optional>
+
+#include "checks.hpp"
+#include "lfagg/baselines.hpp"
+
+namespace py = pybind11;
+using namespace lfagg_py;
+
+namespace {
+
+// Runs encode_bags with the GIL released and returns the (n_bags, out_dim) result.
+template <class Enc, class T>
+Array<T> run_encoder(const lfagg::BagsView<T>& bags, const Enc& enc, int n_threads, const char* inputs) {
+    Array<T> out({bags.n_bags, enc.out_dim()});
+    T* dst = out.mutable_data();
+    {
+        py::gil_scoped_release release;
+        lfagg::encode_bags(bags, enc, dst, n_threads);
+    }
+    check_result_finite(dst, out.size(), n_threads, inputs);
+    return out;
+}
+
+template <class T>
+Array<T> bow(const Array<T>& features, const Offsets& offsets, const Array<T>& centers, int n_threads) {
+    const int nt = check_threads(n_threads);
+    const auto bags = check_bags(features, offsets);
+    check_codewords(centers, bags.dim, "centers", "codeword");
+    check_finite(centers, "centers", nt);
+    check_finite(features, "features", nt);
+    const lfagg::HardBowEncoder<T> enc(centers.data(), centers.shape(0), bags.dim);
+    return run_encoder(bags, enc, nt, "features or centers");
+}
+
+template <class T>
+Array<T> vlad(const Array<T>& features, const Offsets& offsets, const Array<T>& centers,
+              const std::optional<Array<T>>& assignments, int n_threads) {
+    const int nt = check_threads(n_threads);
+    const auto bags = check_bags(features, offsets);
+    check_codewords(centers, bags.dim, "centers", "codeword");
+    const Index k = centers.shape(0);
+    if (assignments) {
+        const auto& a = *assignments;
+        if (a.ndim() != 2 || a.shape(0) != bags.n || a.shape(1) != k)
+            fail("assignments must have shape (n_features, n_codewords) = (" + std::to_string(bags.n) + ", " +
+                 std::to_string(k) + "), got shape " + shape_of(a));
+        check_finite(a, "assignments", nt);
+        const T* p = a.data();
+        for (py::ssize_t i = 0; i < a.size(); ++i)
+            if (p[i] < 0) fail("assignments must be non-negative, found " + std::to_string(p[i]));
+    }
+    check_finite(centers, "centers", nt);
+    check_finite(features, "features", nt);
+    const lfagg::VladEncoder<T> enc(centers.data(), k, bags.dim, assignments ? assignments->data() : nullptr);
+    return run_encoder(bags, enc, nt, "features, centers or assignments");
+}
+
+template <class T>
+Array<T> fisher_vector(const Array<T>& features, const Offsets& offsets, const Array<T>& means,
+                       const Array<T>& variances, const Array<T>& weights, int n_threads) {
+    const int nt = check_threads(n_threads);
+    const auto bags = check_bags(features, offsets);
+    check_codewords(means, bags.dim, "means", "component");
+    const Index k = means.shape(0);
+    if (variances.ndim() != 2 || variances.shape(0) != k || variances.shape(1) != bags.dim)
+        fail("variances must have the shape of means " + shape_of(means) + ", got shape " + shape_of(variances));
+    if (weights.ndim() != 1 || weights.shape(0) != k)
+        fail("weights must have shape (n_components,) = (" + std::to_string(k) + ",), got shape " +
+             shape_of(weights));
+    check_finite(means, "means", nt);
+    check_finite(variances, "variances", nt);
+    check_positive(variances, "variances");
+    check_finite(weights, "weights", nt);
+    check_positive(weights, "weights");
+    check_finite(features, "features", nt);
+    const lfagg::FisherEncoder<T> enc({means.data(), variances.data(), weights.data(), k}, bags.dim);
+    return run_encoder(bags, enc, nt, "features, means or variances");
+}
+
+// float64 first, then float32, under one name; arrays are never converted here.
+template <class T>
+void def_baselines_for(py::module_& m) {
+    m.def("bow", &bow<T>, py::arg("features").noconvert(), py::arg("offsets").noconvert(),
+          py::arg("centers").noconvert(), py::arg("n_threads") = 0);
+    m.def("vlad", &vlad<T>, py::arg("features").noconvert(), py::arg("offsets").noconvert(),
+          py::arg("centers").noconvert(), py::arg("assignments").noconvert().none(true), py::arg("n_threads") = 0);
+    m.def("fisher_vector", &fisher_vector<T>, py::arg("features").noconvert(), py::arg("offsets").noconvert(),
+          py::arg("means").noconvert(), py::arg("variances").noconvert(), py::arg("weights").noconvert(),
+          py::arg("n_threads") = 0);
+}
+
+}  // namespace
+
+void def_baselines(py::module_& m) {
+    def_baselines_for<double>(m);
+    def_baselines_for<float>(m);
+}

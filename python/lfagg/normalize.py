@@ -1,0 +1,83 @@
+"""Normalisations of global representations (one row per bag), as used with VLAD and
+Fisher Vectors; every function returns a new array of the input's float dtype.
+
+The order VLFeat applies them in (vl_vlad) is power, then intra, then L2; the improved
+Fisher Vector (Perronnin 2010) is power with alpha = 0.5, then L2.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["power_normalize", "l2_normalize", "intra_normalize", "improved_fisher_normalize"]
+
+#: Norms below this are treated as this (VLFeat's guard): a zero row stays zero.
+MIN_NORM = 1e-12
+
+
+def _rows(x) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim != 2:
+        raise ValueError(f"x must be a 2-D array (n_bags, dim), got shape {x.shape}")
+    if x.dtype.kind not in "biuf":
+        raise ValueError(f"x must be a real numeric array, got dtype {x.dtype}")
+    return x if x.dtype.kind == "f" else x.astype(np.float64)
+
+
+def power_normalize(x, alpha: float = 0.5) -> np.ndarray:
+    """sign(x) |x|^alpha elementwise; alpha = 0.5 is the signed square root.
+
+    Parameters
+    ----------
+    x : (n_bags, dim) float array.
+    alpha : float in (0, 1].
+
+    Returns
+    -------
+    (n_bags, dim) array of x's dtype.
+    """
+    x = _rows(x)
+    if not 0 < alpha <= 1:
+        raise ValueError(f"alpha must be in (0, 1], got {alpha!r}")
+    return np.sign(x) * np.abs(x) ** x.dtype.type(alpha)
+
+
+def l2_normalize(x) -> np.ndarray:
+    """Each row divided by its Euclidean norm (at least MIN_NORM, so zero rows stay zero).
+
+    Parameters
+    ----------
+    x : (n_bags, dim) float array.
+
+    Returns
+    -------
+    (n_bags, dim) array of x's dtype.
+    """
+    x = _rows(x)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, MIN_NORM).astype(x.dtype)
+
+
+def intra_normalize(x, n_blocks: int) -> np.ndarray:
+    """Intra-normalisation (Arandjelovic & Zisserman 2013): each of the n_blocks
+    consecutive blocks of a row (VLAD's per-codeword residuals) is L2-normalised.
+
+    Parameters
+    ----------
+    x : (n_bags, n_blocks * block_dim) float array.
+    n_blocks : positive int, e.g. the number of codewords K of a (n_bags, K * D) VLAD.
+
+    Returns
+    -------
+    (n_bags, n_blocks * block_dim) array of x's dtype.
+    """
+    x = _rows(x)
+    if n_blocks < 1 or x.shape[1] % n_blocks:
+        raise ValueError(f"n_blocks must be a positive divisor of x.shape[1] = {x.shape[1]}, got {n_blocks!r}")
+    n = x.shape[0]
+    return l2_normalize(x.reshape(n * n_blocks, -1)).reshape(x.shape)
+
+
+def improved_fisher_normalize(x, alpha: float = 0.5) -> np.ndarray:
+    """The improved Fisher Vector normalisation: power_normalize(x, alpha), then l2_normalize;
+    (n_bags, dim) float array in, the same shape and dtype out."""
+    return l2_normalize(power_normalize(x, alpha))
