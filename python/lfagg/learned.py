@@ -43,12 +43,14 @@ def initial_codebook(sample: np.ndarray, n_codewords: int, init: str, random_sta
     raise ValueError(f"init must be 'kmeans', 'gmm' or 'random', got {init!r}")
 
 
-def auto_gamma(sample: np.ndarray, centers: np.ndarray, precisions: np.ndarray) -> float:
+def auto_gamma(sample: np.ndarray, centers: np.ndarray, precisions: np.ndarray, random_state=0) -> float:
     """The data-driven default of gamma: 1 / median over local features of the distance
     to their nearest codeword, so a typical feature's nearest codeword weighs e times
     more than a codeword at twice that distance. Scale-free: multiplying the features by
     s divides it by s^2 (the paper's values range from 5e-8 to 70 for this reason)."""
-    sample = sample[:10_000].astype(np.float64)
+    if len(sample) > 10_000:  # a random subset: the sample may be ordered by bag, hence by class
+        sample = sample[np.random.default_rng(random_state).choice(len(sample), 10_000, replace=False)]
+    sample = sample.astype(np.float64)
     d = (sample ** 2) @ precisions.T - 2 * sample @ (centers * precisions).T + (centers ** 2 * precisions).sum(1)
     nearest = np.median(np.maximum(d.min(axis=1), 0))
     return 1.0 / nearest if nearest > 0 else 1.0
@@ -118,7 +120,8 @@ class _LearnedAggregation(ClassifierMixin, TransformerMixin, BaseEstimator):
 
         sample = self._init_sample(bags, int(seeds[1]))
         centers, precisions = initial_codebook(sample, self.n_codewords, self.init, int(seeds[1]))
-        gamma = auto_gamma(sample, centers, precisions) if _is_auto(self.gamma) else self._check_gamma()
+        gamma = auto_gamma(sample, centers, precisions, int(seeds[1])) if _is_auto(self.gamma) \
+            else self._check_gamma()
         self.feature_map_ = self._make_feature_map()
         classifier = SoftmaxRegression(self._n_classifier_inputs(bags.dim), self.classes_.size, self.l2)
         head = MappedHead(self.feature_map_, classifier) if self.feature_map_ is not None else classifier
@@ -175,7 +178,8 @@ class _LearnedAggregation(ClassifierMixin, TransformerMixin, BaseEstimator):
 
     def predict(self, X) -> np.ndarray:
         """(n_bags,) predicted labels from classes_."""
-        return self.classes_[np.argmax(self._logits(X), axis=1)]
+        logits = self._logits(X)  # checks that the model is fitted before classes_ is read
+        return self.classes_[np.argmax(logits, axis=1)]
 
     # -- helpers -----------------------------------------------------------------------
     def _logits(self, X):
@@ -195,6 +199,9 @@ class _LearnedAggregation(ClassifierMixin, TransformerMixin, BaseEstimator):
         if name is None:
             return None
         if name == "chi2":
+            if self._encoder == "vlad":
+                raise ValueError("feature_map='chi2' needs non-negative representations, but soft VLAD's are "
+                                 "signed: use feature_map=None")
             return AdditiveChi2Map()
         raise ValueError(f"feature_map must be 'auto', 'chi2' or None, got {self.feature_map!r}")
 
