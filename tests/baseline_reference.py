@@ -7,7 +7,8 @@ independent of lfagg's C++ core (direct distances, one bag at a time):
         q_nk = w_k N(f_n; mu_k, sigma_k^2) / sum_k' ...      (log-sum-exp)
         u_k  = 1/(N_b sqrt(w_k))   sum_n q_nk (f_n - mu_k) / sigma_k
         v_k  = 1/(N_b sqrt(2 w_k)) sum_n q_nk ((f_n - mu_k)^2 / sigma_k^2 - 1)
-        FV   = [u_1 .. u_K, v_1 .. v_K]
+        a_k  = 1/(N_b sqrt(w_k))   sum_n (q_nk - w_k)          (Sanchez et al. 2013)
+        FV   = [u_1 .. u_K, v_1 .. v_K], with_weights followed by [a_1 .. a_K]
 
 Empty bags encode to zero rows.
 """
@@ -51,7 +52,7 @@ def posteriors(features, means, variances, weights):
     return np.exp(log_joint - logsumexp(log_joint, axis=1, keepdims=True))
 
 
-def ref_fisher_vector(features, offsets, means, variances, weights):
+def ref_fisher_vector(features, offsets, means, variances, weights, with_weights=False):
     f, mu, var, w = (np.asarray(x, np.float64) for x in (features, means, variances, weights))
     sigma = np.sqrt(var)
     q = posteriors(f, mu, var, w)
@@ -59,10 +60,11 @@ def ref_fisher_vector(features, offsets, means, variances, weights):
     for s in bag_slices(offsets):
         n = s.stop - s.start
         if n == 0:
-            rows.append(np.zeros(2 * mu.size))
+            rows.append(np.zeros(2 * mu.size + (len(w) if with_weights else 0)))
             continue
         z = (f[s, None, :] - mu[None]) / sigma[None]  # (N_b, K, D)
         u = np.einsum("nk,nkd->kd", q[s], z) / (n * np.sqrt(w)[:, None])
         v = np.einsum("nk,nkd->kd", q[s], z**2 - 1) / (n * np.sqrt(2 * w)[:, None])
-        rows.append(np.concatenate([u.ravel(), v.ravel()]))
+        a = (q[s] - w).sum(axis=0) / (n * np.sqrt(w))
+        rows.append(np.concatenate([u.ravel(), v.ravel()] + ([a] if with_weights else [])))
     return np.array(rows)

@@ -95,12 +95,14 @@ def test_vlad_soft_sums_the_soft_residuals():
     np.testing.assert_allclose(est.transform(bags), ref_vlad(f, bag_offsets(bags), c, a), rtol=1e-9, atol=1e-12)
 
 
-def test_fisher_vector_encodes_with_the_fitted_mixture():
+@pytest.mark.parametrize("with_weights", [False, True])
+def test_fisher_vector_encodes_with_the_fitted_mixture(with_weights):
     bags, _ = make_bags()
-    est = lfagg.FisherVector(3, improved=False, random_state=0).fit(bags)
+    est = lfagg.FisherVector(3, improved=False, with_weights=with_weights, random_state=0).fit(bags)
     assert est.means_.shape == est.variances_.shape == (3, D) and est.weights_.shape == (3,)
     assert est.weights_.sum() == pytest.approx(1.0)
-    ref = ref_fisher_vector(np.concatenate(bags), bag_offsets(bags), est.means_, est.variances_, est.weights_)
+    ref = ref_fisher_vector(np.concatenate(bags), bag_offsets(bags), est.means_, est.variances_, est.weights_,
+                            with_weights=with_weights)
     np.testing.assert_allclose(est.transform(bags), ref, rtol=1e-9, atol=1e-12)
 
 

@@ -123,19 +123,21 @@ def test_vlad_matches_vlfeat(flags, soft, dtype):
 # ----------------------------------------------------------------------------- Fisher Vectors
 
 
+@pytest.mark.parametrize("with_weights", [False, True])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_fisher_vector_matches_numpy(layout, dtype):
+def test_fisher_vector_matches_numpy(layout, dtype, with_weights):
     rng = np.random.default_rng(6)
     sizes = LAYOUTS[layout]
     means, variances, weights = gmm_params(rng, 5, 9)
     f = rng.normal(scale=2.0, size=(sum(sizes), 9)).astype(dtype)
     offsets = offsets_of(sizes)
-    raw = ops.fisher_vector(f, offsets, means, variances, weights, improved=False)
-    ref = ref_fisher_vector(f, offsets, means, variances, weights)
-    assert raw.dtype == dtype and raw.shape == (len(sizes), 2 * 5 * 9)
+    args = (f, offsets, means, variances, weights)
+    raw = ops.fisher_vector(*args, improved=False, with_weights=with_weights)
+    ref = ref_fisher_vector(*args, with_weights=with_weights)
+    assert raw.dtype == dtype and raw.shape == (len(sizes), 2 * 5 * 9 + (5 if with_weights else 0))
     np.testing.assert_allclose(raw, ref, rtol=tolerance(dtype)["rtol"], atol=1e-5 * np.abs(ref).max())
-    improved = ops.fisher_vector(f, offsets, means, variances, weights)
+    improved = ops.fisher_vector(*args, with_weights=with_weights)
     ref_improved = np.sign(ref) * np.sqrt(np.abs(ref))
     norms = np.linalg.norm(ref_improved, axis=1, keepdims=True)
     ref_improved = np.divide(ref_improved, norms, out=np.zeros_like(ref_improved), where=norms > 0)
@@ -159,7 +161,8 @@ def test_fisher_vector_far_from_origin_float32():
     f = rng.normal(scale=2.0, size=(2000, 6))
     ref = ref_fisher_vector(f, [0, 2000], means, variances, weights)
     shift = 1e3  # the same problem translated: the encoding must not change
-    out = ops.fisher_vector((f + shift).astype(np.float32), [0, 2000], means + shift, variances, weights, improved=False)
+    out = ops.fisher_vector((f + shift).astype(np.float32), [0, 2000], means + shift, variances, weights,
+                            improved=False)
     np.testing.assert_allclose(out, ref, atol=2e-3 * np.abs(ref).max())
 
 
@@ -169,8 +172,19 @@ def fitted_gmm(rng, features, k):
     return GaussianMixture(k, covariance_type="diag", random_state=0).fit(features)
 
 
+def from_scikit_image_layout(fv, k, kd):
+    """scikit-image's [d_pi (K), d_mu (K*D), d_sigma (K*D)] in lfagg's [u, v, a] layout.
+
+    scikit-image's variance block is the negative of Perronnin's (and VLFeat's): it uses
+    (sigma^2 - (x - mu)^2) where the gradient of the log-likelihood has ((x - mu)^2 - sigma^2).
+    Both the signed square root and the L2 normalisation commute with this map.
+    """
+    return np.concatenate([fv[k:k + kd], -fv[k + kd:], fv[:k]])
+
+
+@pytest.mark.parametrize("improved", [False, True])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_fisher_vector_matches_scikit_image(dtype):
+def test_fisher_vector_matches_scikit_image(dtype, improved):
     skimage_feature = pytest.importorskip("skimage.feature")
     if not hasattr(skimage_feature, "fisher_vector"):
         pytest.skip("this scikit-image has no fisher_vector")
@@ -180,15 +194,11 @@ def test_fisher_vector_matches_scikit_image(dtype):
     bags = [train[:400], rng.normal(size=(900, 7)) * 2.0]
     offsets = offsets_of([len(b) for b in bags])
     ours = ops.fisher_vector(np.concatenate(bags).astype(dtype), offsets, gmm.means_, gmm.covariances_,
-                             gmm.weights_, improved=False)
-    k, kd = 5, 5 * 7
+                             gmm.weights_, improved=improved, with_weights=True)
     tol = dict(rtol=1e-9, atol=1e-9) if dtype == np.float64 else dict(rtol=2e-4, atol=1e-5)
     for b, bag in enumerate(bags):
-        theirs = skimage_feature.fisher_vector(bag, gmm)  # [d_pi (K), d_mu (K*D), d_sigma (K*D)]
-        np.testing.assert_allclose(ours[b, :kd], theirs[k:k + kd], **tol)
-        # scikit-image's variance block is the negative of Perronnin's (and VLFeat's): it uses
-        # (sigma^2 - (x - mu)^2) where the gradient of the log-likelihood has ((x - mu)^2 - sigma^2)
-        np.testing.assert_allclose(ours[b, kd:], -theirs[k + kd:], **tol)
+        theirs = skimage_feature.fisher_vector(bag, gmm, improved=improved)
+        np.testing.assert_allclose(ours[b], from_scikit_image_layout(theirs, 5, 5 * 7), **tol)
 
 
 @pytest.mark.parametrize("improved", [False, True])
@@ -216,6 +226,8 @@ def encoders(rng, f, k=7):
         "vlad": lambda **kw: ops.vlad(f, OFFSETS, means, **kw),
         "vlad_weights": lambda **kw: ops.vlad(f, OFFSETS, means, weights_nk, **kw),
         "fisher_vector": lambda **kw: ops.fisher_vector(f, OFFSETS, means, variances, weights, **kw),
+        "fisher_vector_weights": lambda **kw: ops.fisher_vector(f, OFFSETS, means, variances, weights,
+                                                                with_weights=True, **kw),
     }
 
 
@@ -223,7 +235,7 @@ OFFSETS = offsets_of([2500, 0, 3, 1700, 511, 513])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("name", ["bow", "vlad", "vlad_weights", "fisher_vector"])
+@pytest.mark.parametrize("name", ["bow", "vlad", "vlad_weights", "fisher_vector", "fisher_vector_weights"])
 def test_results_identical_for_every_thread_count(name, dtype):
     rng = np.random.default_rng(11)
     f = rng.normal(scale=2.0, size=(OFFSETS[-1], 10)).astype(dtype)

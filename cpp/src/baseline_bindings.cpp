@@ -61,7 +61,7 @@ Array<T> vlad(const Array<T>& features, const Offsets& offsets, const Array<T>& 
 
 template <class T>
 Array<T> fisher_vector(const Array<T>& features, const Offsets& offsets, const Array<T>& means,
-                       const Array<T>& variances, const Array<T>& weights, int n_threads) {
+                       const Array<T>& variances, const Array<T>& weights, bool with_weights, int n_threads) {
     const int nt = check_threads(n_threads);
     const auto bags = check_bags(features, offsets);
     check_codewords(means, bags.dim, "means", "component");
@@ -77,7 +77,7 @@ Array<T> fisher_vector(const Array<T>& features, const Offsets& offsets, const A
     check_finite(weights, "weights", nt);
     check_positive(weights, "weights");
     check_finite(features, "features", nt);
-    const lfagg::FisherEncoder<T> enc({means.data(), variances.data(), weights.data(), k}, bags.dim);
+    const lfagg::FisherEncoder<T> enc({means.data(), variances.data(), weights.data(), k}, bags.dim, with_weights);
     return run_encoder(bags, enc, nt, "features, means or variances");
 }
 
@@ -90,7 +90,7 @@ void def_baselines_for(py::module_& m) {
           py::arg("centers").noconvert(), py::arg("assignments").noconvert().none(true), py::arg("n_threads") = 0);
     m.def("fisher_vector", &fisher_vector<T>, py::arg("features").noconvert(), py::arg("offsets").noconvert(),
           py::arg("means").noconvert(), py::arg("variances").noconvert(), py::arg("weights").noconvert(),
-          py::arg("n_threads") = 0);
+          py::arg("with_weights") = false, py::arg("n_threads") = 0);
 }
 
 }  // namespace

@@ -245,6 +245,7 @@ class FisherVector(_BaselineEncoder):
     ----------
     n_components : int, K, the number of Gaussians.
     improved : bool, the improved FV: signed square root, then L2 normalisation.
+    with_weights : bool, append the K gradients with respect to the mixture weights.
     max_features : int, the most local features the mixture is fitted on (a random sample).
     max_iter, n_init, reg_covar : passed to sklearn.mixture.GaussianMixture(covariance_type="diag").
     random_state : None, int or numpy.random.RandomState, for sampling and the mixture.
@@ -256,13 +257,15 @@ class FisherVector(_BaselineEncoder):
     weights_ : (K,) float64 array.
     dim_ : int, D.
 
-    ``transform`` returns (n_bags, 2 * K * D): the K mean blocks, then the K variance blocks.
+    ``transform`` returns (n_bags, 2 * K * D): the K mean blocks, then the K variance blocks
+    (and with_weights, K more columns).
     """
 
-    def __init__(self, n_components=64, improved=True, max_features=100_000, max_iter=100, n_init=1,
-                 reg_covar=1e-6, random_state=None, n_threads=None):
+    def __init__(self, n_components=64, improved=True, with_weights=False, max_features=100_000, max_iter=100,
+                 n_init=1, reg_covar=1e-6, random_state=None, n_threads=None):
         self.n_components = n_components
         self.improved = improved
+        self.with_weights = with_weights
         self.max_features = max_features
         self.max_iter = max_iter
         self.n_init = n_init
@@ -283,4 +286,4 @@ class FisherVector(_BaselineEncoder):
 
     def _encode(self, bags):
         return ops.fisher_vector(bags.features, bags.offsets, self.means_, self.variances_, self.weights_,
-                                 improved=self.improved, n_threads=self.n_threads)
+                                 improved=self.improved, n_threads=self.n_threads, with_weights=self.with_weights)

@@ -193,7 +193,8 @@ def vlad(features, offsets, centers, assignments=None, n_threads=None) -> np.nda
                       _threads(n_threads))
 
 
-def fisher_vector(features, offsets, means, variances, weights, improved=True, n_threads=None) -> np.ndarray:
+def fisher_vector(features, offsets, means, variances, weights, improved=True, n_threads=None, *,
+                  with_weights=False) -> np.ndarray:
     """Fisher Vectors of a diagonal Gaussian mixture (Perronnin et al. 2010), as VLFeat's vl_fisher.
 
     With posteriors q_nk = w_k N(f_n; mu_k, var_k) / sum_k' w_k' N(f_n; mu_k', var_k')
@@ -202,8 +203,9 @@ def fisher_vector(features, offsets, means, variances, weights, improved=True, n
         u_k = 1 / (N_b sqrt(w_k))   sum_n q_nk (f_n - mu_k) / sigma_k
         v_k = 1 / (N_b sqrt(2 w_k)) sum_n q_nk ((f_n - mu_k)^2 / sigma_k^2 - 1)
 
-    laid out as VLFeat does: [u_1, ..., u_K, v_1, ..., v_K]. The gradient with respect to
-    the weights is not included (VLFeat omits it too). Unlike VLFeat, posteriors below
+    laid out as VLFeat does: [u_1, ..., u_K, v_1, ..., v_K]; ``with_weights`` appends the
+    K gradients with respect to the mixture weights (Sanchez et al. 2013, which VLFeat
+    omits), a_k = 1 / (N_b sqrt(w_k)) sum_n (q_nk - w_k). Unlike VLFeat, posteriors below
     1e-6 are not dropped, and an empty bag encodes to zeros instead of NaN.
 
     Parameters
@@ -216,14 +218,15 @@ def fisher_vector(features, offsets, means, variances, weights, improved=True, n
     improved : bool; True applies the signed square root, then L2 normalisation of each
         row, as ``vl_fisher(..., 'Improved')``.
     n_threads : positive int or None (all cores).
+    with_weights : bool, append the K weight gradients (normalised with the rest when improved).
 
     Returns
     -------
-    (n_bags, 2 * K * D) array of the features' dtype.
+    (n_bags, 2 * K * D) array of the features' dtype, (n_bags, 2 * K * D + K) with_weights.
     """
     features = _float_array(features, "features")
     dtype = features.dtype
     fv = _core.fisher_vector(features, as_offsets(offsets), _float_array(means, "means", dtype),
                              _float_array(variances, "variances", dtype), _float_array(weights, "weights", dtype),
-                             _threads(n_threads))
+                             bool(with_weights), _threads(n_threads))
     return improved_fisher_normalize(fv) if improved else fv

@@ -166,6 +166,8 @@ struct GmmParams {
 
 // Statistics: S0 = sum_n q_nk (K), then per component k the row [S1_k, S2_k] (K x 2D) with
 // S1_k = sum_n q_nk f'_n and S2_k = sum_n q_nk f'_n^2, where q_nk is the posterior.
+// Output: the K mean blocks, the K variance blocks (D each), then with_weights the K
+// gradients with respect to the mixture weights.
 template <class T>
 class FisherEncoder {
   public:
@@ -177,29 +179,30 @@ class FisherEncoder {
 
     // log(w_k N(f; mu_k, var_k)) + D/2 log(2 pi) = [f', f'^2] W + bias_k, with
     // W = [mu' P ; -P/2]^T, bias_k = log w_k - 1/2 sum_j (log var_kj + P_kj mu'_kj^2).
-    FisherEncoder(const GmmParams<T>& gmm, Index dim) : dim_(dim) {
+    FisherEncoder(const GmmParams<T>& gmm, Index dim, bool with_weights) : dim_(dim), with_weights_(with_weights) {
         const CMapR<T> mu(gmm.means, gmm.k, dim), var(gmm.variances, gmm.k, dim);
         const Eigen::Map<const RowVec<T>> w(gmm.weights, gmm.k);
         shift_ = mu.colwise().mean();
         means_ = (mu.rowwise() - shift_).template cast<double>();
         precisions_ = var.template cast<double>().cwiseInverse();
         const MatR<double> mu_p = means_.cwiseProduct(precisions_);
-        weights_.resize(2 * dim, gmm.k);
-        weights_.topRows(dim) = mu_p.transpose().template cast<T>();
-        weights_.bottomRows(dim) = (-0.5 * precisions_).transpose().template cast<T>();
+        projection_.resize(2 * dim, gmm.k);
+        projection_.topRows(dim) = mu_p.transpose().template cast<T>();
+        projection_.bottomRows(dim) = (-0.5 * precisions_).transpose().template cast<T>();
         bias_ = (w.template cast<double>().array().log().transpose() -
                  0.5 * (var.template cast<double>().array().log().rowwise().sum() +
                         mu_p.cwiseProduct(means_).rowwise().sum().array()))
                     .transpose()
                     .template cast<T>();
         // 1 / sqrt(w_k) and 1 / sqrt(2 w_k): Perronnin's normalisation by the Fisher information
-        mean_scale_ = w.template cast<double>().cwiseSqrt().cwiseInverse();
+        mixture_weights_ = w.template cast<double>().transpose();
+        mean_scale_ = mixture_weights_.cwiseSqrt().cwiseInverse();
         var_scale_ = mean_scale_ / std::sqrt(2.0);
     }
 
     Index k() const { return means_.rows(); }
     Index stat_dim() const { return k() * (1 + 2 * dim_); }
-    Index out_dim() const { return 2 * k() * dim_; }
+    Index out_dim() const { return 2 * k() * dim_ + (with_weights_ ? k() : 0); }
     Tile tile(Index rows) const { return Tile(rows, dim_, k()); }
 
     void prepare(Tile& t, const T* rows, Index, Index m) const {
@@ -207,7 +210,7 @@ class FisherEncoder {
         x.leftCols(dim_) = CMapR<T>(rows, m, dim_).rowwise() - shift_;
         x.rightCols(dim_) = x.leftCols(dim_).cwiseAbs2();
         auto p = t.post.topRows(m);
-        p.noalias() = x * weights_;
+        p.noalias() = x * projection_;
         p.rowwise() += bias_;
         for (Index i = 0; i < m; ++i) {  // softmax in log space: subtract the largest term
             auto q = p.row(i);
@@ -223,7 +226,8 @@ class FisherEncoder {
     }
 
     // As vl_fisher: u_k = sum_n q_nk (f_n - mu_k) / sigma_k / (N sqrt(w_k)),
-    //               v_k = sum_n q_nk ((f_n - mu_k)^2 / sigma_k^2 - 1) / (N sqrt(2 w_k)).
+    //               v_k = sum_n q_nk ((f_n - mu_k)^2 / sigma_k^2 - 1) / (N sqrt(2 w_k));
+    // and (Sanchez et al. 2013) a_k = sum_n (q_nk - w_k) / (N sqrt(w_k)).
     void finalize(const RowVecD& stats, Index n, T* out) const {
         const Eigen::Map<const MatR<double>> s12(stats.data() + k(), k(), 2 * dim_);
         const auto s0 = stats.head(k()).transpose().array();
@@ -232,19 +236,24 @@ class FisherEncoder {
         const double inv_n = 1.0 / static_cast<double>(n);
         const Eigen::ArrayXXd centred = s1 - mu.colwise() * s0;                     // sum q (f - mu)
         const Eigen::ArrayXXd squared = s2 - 2.0 * mu * s1 + mu.square().colwise() * s0;  // sum q (f - mu)^2
-        const Eigen::ArrayXXd u = (centred * precisions_.array().sqrt()).colwise() * (inv_n * mean_scale_.array());
-        const Eigen::ArrayXXd v = ((squared * precisions_.array()).colwise() - s0).colwise() * (inv_n * var_scale_.array());
+        const Eigen::ArrayXd mean_scale = inv_n * mean_scale_.array(), var_scale = inv_n * var_scale_.array();
+        const Eigen::ArrayXXd u = (centred * precisions_.array().sqrt()).colwise() * mean_scale;
+        const Eigen::ArrayXXd v = ((squared * precisions_.array()).colwise() - s0).colwise() * var_scale;
         MapR<T>(out, k(), dim_) = u.matrix().template cast<T>();
         MapR<T>(out + k() * dim_, k(), dim_) = v.matrix().template cast<T>();
+        if (with_weights_)
+            Eigen::Map<RowVec<T>>(out + 2 * k() * dim_, k()) =
+                ((s0 * inv_n - mixture_weights_.array()) * mean_scale_.array()).transpose().matrix().template cast<T>();
     }
 
   private:
     Index dim_;
+    bool with_weights_;
     RowVec<T> shift_;
     MatR<double> means_, precisions_;  // mu' = mu - shift, P = 1 / var
-    Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> weights_;  // 2D x K
+    Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> projection_;  // 2D x K
     RowVec<T> bias_;
-    Eigen::VectorXd mean_scale_, var_scale_;
+    Eigen::VectorXd mixture_weights_, mean_scale_, var_scale_;
 };
 
 // Partial statistics of the bags that cross the boundaries of one tile: its first bag may
