@@ -10,14 +10,6 @@
 
 namespace lfagg {
 
-// Rows per tile: the tile's N x K blocks (distances, assignments) stay around 256 KiB
-// for float32, so they live in L2 and an N x K matrix never exists whole.
-inline Index tile_rows(Index k) {
-    Index rows = 512;
-    while (rows > 16 && rows * k > (Index(1) << 16)) rows /= 2;
-    return rows;
-}
-
 // Per-thread buffers, sized once for the largest tile.
 template <class T>
 struct TileBuffers {
@@ -27,7 +19,7 @@ struct TileBuffers {
     TileBuffers(Index rows, Index dim, Index k) : x(rows, 2 * dim), dist(rows, k), a(rows, k) {}
 
     // Shifted features f' of tile rows [s, s + m), valid after SoftAssigner::assign().
-    auto shifted(Index s, Index m) { return x.block(s, x.cols() / 2, m, x.cols() / 2); }
+    auto shifted(Index s, Index m) const { return x.block(s, x.cols() / 2, m, x.cols() / 2); }
 };
 
 template <class T>

@@ -2,59 +2,73 @@
 //   T1 soft BoW  (eq. 6):  R_b[k]    = (1/N_b) sum_n a_nk
 //   T2 soft VLAD (eq. 9):  R_b[k, :] = (1/N_b) sum_n a_nk (f_n - C_k)
 //
-// Work is split into tiles of rows that ignore bag boundaries, so one large bag spreads
-// over every thread. The tiling depends on (N, K) only and partial sums that cross tiles
-// are combined in tile order (`omp ordered`), so results are bitwise identical for every
-// thread count.
+// The forward pass runs on the shared driver of bag_reduce.hpp. The backward pass tiles
+// rows the same way; its sums over all features are formed per chunk of rows and folded
+// in chunk order, so results are bitwise identical for every thread count.
 #pragma once
 
 #include <vector>
 
+#include "lfagg/bag_reduce.hpp"
 #include "lfagg/soft_assign.hpp"
 
 namespace lfagg {
 
-// T1. The per-bag representation is the mean assignment.
+// T1. Statistics: the assignment mass of each codeword (K).
 struct SoftBowEncoder {
     static constexpr bool has_direct_term = false;
     static Index out_dim(Index k, Index) { return k; }
+    static Index stat_dim(Index k, Index) { return k; }
 
-    // out (K) = sum of the assignments of tile rows [s, s + m).
     template <class T>
-    static void segment_sum(const SoftAssigner<T>&, TileBuffers<T>& b, Index s, Index m, T* out) {
-        Eigen::Map<RowVec<T>>(out, b.a.cols()) = b.a.middleRows(s, m).colwise().sum();
+    static void segment_stats(const SoftAssigner<T>& sa, const TileBuffers<T>& b, Index s, Index m, T* stats) {
+        Eigen::Map<RowVec<T>>(stats, sa.k()) = b.a.middleRows(s, m).colwise().sum();
+    }
+
+    template <class T>
+    static void finalize(const SoftAssigner<T>& sa, const RowVecD& stats, Index n, T* out) {
+        Eigen::Map<RowVec<T>>(out, sa.k()) = (stats / static_cast<double>(n)).template cast<T>();
     }
 
     // g (m x K) = dJ/da for tile rows [s, s + m) of a bag with gradient grad_b (K).
     template <class T, class G>
-    static void upstream(const SoftAssigner<T>& sa, TileBuffers<T>&, Index, Index, const T* grad_b,
+    static void upstream(const SoftAssigner<T>& sa, const TileBuffers<T>&, Index, Index, const T* grad_b,
                          T inv_n, G&& g, MatR<T>&) {
         g.rowwise() = Eigen::Map<const RowVec<T>>(grad_b, sa.k()) * inv_n;
     }
 };
 
-// T2. The per-bag representation is the soft-assigned mean residual, k-major.
+// T2. Statistics: the mass of each codeword (K), then sum_n a_nk f'_n (K x D).
 struct SoftVladEncoder {
     static constexpr bool has_direct_term = true;
     static Index out_dim(Index k, Index dim) { return k * dim; }
+    static Index stat_dim(Index k, Index dim) { return k * (1 + dim); }
 
-    // out (K x D) = sum over tile rows [s, s + m) of a_nk (f'_n - C'_k).
     template <class T>
-    static void segment_sum(const SoftAssigner<T>& sa, TileBuffers<T>& b, Index s, Index m, T* out) {
+    static void segment_stats(const SoftAssigner<T>& sa, const TileBuffers<T>& b, Index s, Index m, T* stats) {
         const auto a = b.a.middleRows(s, m);
-        MapR<T> r(out, sa.k(), sa.dim());
-        r.noalias() = a.transpose() * b.shifted(s, m);
-        for (Index k = 0; k < sa.k(); ++k) r.row(k) -= a.col(k).sum() * sa.centers().row(k);
+        Eigen::Map<RowVec<T>>(stats, sa.k()) = a.colwise().sum();
+        MapR<T>(stats + sa.k(), sa.k(), sa.dim()).noalias() = a.transpose() * b.shifted(s, m);
+    }
+
+    // R_b[k, :] = (sum_n a_nk f'_n - mass_k C'_k) / N_b (the shift cancels in residuals).
+    template <class T>
+    static void finalize(const SoftAssigner<T>& sa, const RowVecD& stats, Index n, T* out) {
+        const Eigen::Map<const MatR<double>> sums(stats.data() + sa.k(), sa.k(), sa.dim());
+        const auto mass = stats.head(sa.k()).transpose().array();
+        MapR<T>(out, sa.k(), sa.dim()) =
+            ((sums.array() - sa.centers().template cast<double>().array().colwise() * mass) / static_cast<double>(n))
+                .template cast<T>()
+                .matrix();
     }
 
     // g_nk = G_b[k, :] . (f'_n - C'_k) / N_b; also the term of dJ/dC that does not pass
     // through the assignments: direct_k -= (1/N_b) sum_n a_nk G_b[k, :].
     template <class T, class G>
-    static void upstream(const SoftAssigner<T>& sa, TileBuffers<T>& b, Index s, Index m, const T* grad_b,
+    static void upstream(const SoftAssigner<T>& sa, const TileBuffers<T>& b, Index s, Index m, const T* grad_b,
                          T inv_n, G&& g, MatR<T>& direct) {
         const CMapR<T> gb(grad_b, sa.k(), sa.dim());
-        const auto f = b.shifted(s, m);
-        g.noalias() = f * gb.transpose();
+        g.noalias() = b.shifted(s, m) * gb.transpose();
         for (Index k = 0; k < sa.k(); ++k) {
             g.col(k).array() -= sa.centers().row(k).dot(gb.row(k));
             direct.row(k) -= (inv_n * b.a.middleRows(s, m).col(k).sum()) * gb.row(k);
@@ -63,67 +77,47 @@ struct SoftVladEncoder {
     }
 };
 
+// An encoder policy with its parameters, in the interface of encode_bags().
+template <class Enc, class T>
+class SoftStatistics {
+  public:
+    using Tile = TileBuffers<T>;
+    SoftStatistics(const SoftParams<T>& params, Index dim) : sa_(params, dim) {}
+
+    Index k() const { return sa_.k(); }
+    Index stat_dim() const { return Enc::stat_dim(sa_.k(), sa_.dim()); }
+    Index out_dim() const { return Enc::out_dim(sa_.k(), sa_.dim()); }
+    Tile tile(Index rows) const { return Tile(rows, sa_.dim(), sa_.k()); }
+    void prepare(Tile& t, const T* rows, Index, Index m) const { sa_.assign(rows, m, t); }
+    void segment_stats(const Tile& t, Index s, Index m, T* stats) const { Enc::segment_stats(sa_, t, s, m, stats); }
+    void finalize(const RowVecD& stats, Index n, T* out) const { Enc::finalize(sa_, stats, n, out); }
+
+  private:
+    SoftAssigner<T> sa_;
+};
+
 // Forward pass. out: (n_bags x out_dim) row-major; empty bags encode to zeros.
 template <class Enc, class T>
 void soft_encode(const BagsView<T>& bags, const SoftParams<T>& params, T* out, int n_threads) {
-    const SoftAssigner<T> sa(params, bags.dim);
-    const Index out_dim = Enc::out_dim(params.k, bags.dim);
-    std::fill(out, out + bags.n_bags * out_dim, T(0));
-    const Index rows = tile_rows(params.k), n_tiles = (bags.n + rows - 1) / rows;
-    if (n_tiles == 0) return;
-    const int nt = static_cast<int>(std::min<Index>(resolve_threads(n_threads), n_tiles));
-
-    // A tile's first bag may have started in an earlier tile (head) and its last bag may
-    // go on in a later one (tail); those partial sums are combined in tile order.
-    // Sums go to these aligned buffers, never straight to `out`: Eigen's vectorised
-    // reductions peel unaligned elements, so the summation order (and the last bit)
-    // would depend on where numpy placed the output.
-    struct Work {
-        TileBuffers<T> tile;
-        RowVec<T> head, tail, whole;
-        Index head_bag = -1, tail_bag = -1;
-        Work(Index r, Index d, Index k, Index o) : tile(r, d, k), head(o), tail(o), whole(o) {}
-    };
-    std::vector<Work> work;
-    work.reserve(nt);
-    for (int i = 0; i < nt; ++i) work.emplace_back(rows, bags.dim, params.k, out_dim);
-    Eigen::Matrix<double, 1, Eigen::Dynamic> open_sum = Eigen::Matrix<double, 1, Eigen::Dynamic>::Zero(out_dim);
-    ErrorTrap trap;
-
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) ordered
-    for (Index t = 0; t < n_tiles; ++t) {
-        Work& w = work[thread_id()];
-        const Index r0 = t * rows, r1 = std::min(bags.n, r0 + rows);
-        w.head_bag = w.tail_bag = -1;
-        trap.run([&] {
-            sa.assign(bags.row(r0), r1 - r0, w.tile);
-            bags.for_each_segment(r0, r1, [&](Index b, Index s, Index e) {
-                if (bags.begin(b) < r0) {
-                    w.head_bag = b;
-                    Enc::segment_sum(sa, w.tile, s - r0, e - s, w.head.data());
-                } else if (bags.end(b) > r1) {
-                    w.tail_bag = b;
-                    Enc::segment_sum(sa, w.tile, s - r0, e - s, w.tail.data());
-                } else {  // the whole bag lies in this tile
-                    Enc::segment_sum(sa, w.tile, s - r0, e - s, w.whole.data());
-                    Eigen::Map<RowVec<T>>(out + b * out_dim, out_dim) = w.whole / static_cast<T>(bags.size(b));
-                }
-            });
-        });
-#pragma omp ordered
-        if (!trap.failed()) {
-            if (w.head_bag >= 0) {
-                open_sum += w.head.template cast<double>();
-                if (bags.end(w.head_bag) <= r1) {
-                    Eigen::Map<RowVec<T>>(out + w.head_bag * out_dim, out_dim) =
-                        (open_sum / static_cast<double>(bags.size(w.head_bag))).template cast<T>();
-                }
-            }
-            if (w.tail_bag >= 0) open_sum = w.tail.template cast<double>();
-        }
-    }
-    trap.rethrow();
+    encode_bags(bags, SoftStatistics<Enc, T>(params, bags.dim), out, n_threads);
 }
+
+// Sums over the features of one chunk of rows that the backward pass needs:
+// sum_n e_nk [f'^2, f'] (K x 2D), sum_n e_nk (K), sum_nk e_nk d_nk and T2's direct term,
+// where e_nk = dJ/d(-gamma d_nk) is the softmax backward.
+template <class T>
+struct BackwardSums {
+    MatR<T> ex, direct;
+    RowVec<T> e_sum;
+    double ed = 0;
+    BackwardSums(Index k, Index dim, bool with_direct) : ex(k, 2 * dim), direct(with_direct ? k : 0, dim), e_sum(k) {}
+    void clear() {
+        ex.setZero();
+        direct.setZero();
+        e_sum.setZero();
+        ed = 0;
+    }
+};
 
 // Backward pass: gradients of J w.r.t. centres and precisions (K x D row-major, written
 // to grad_centers / grad_precisions) and gamma (returned), given grad_out = dJ/dR.
@@ -134,65 +128,68 @@ double soft_backward(const BagsView<T>& bags, const SoftParams<T>& params, const
     const SoftAssigner<T> sa(params, bags.dim);
     const Index k = params.k, dim = bags.dim, out_dim = Enc::out_dim(k, dim);
     const Index rows = tile_rows(k);
-    // Chunks of several tiles amortise the ordered reduction of the K x 2D sums.
+    // Chunks of several tiles amortise the fold of the K x 2D sums.
     const Index chunk_rows = rows * std::max<Index>(1, 512 / rows);
     const Index n_chunks = (bags.n + chunk_rows - 1) / chunk_rows;
     const int nt = static_cast<int>(std::max<Index>(1, std::min<Index>(resolve_threads(n_threads), n_chunks)));
+    const Index sums_bytes = k * (Enc::has_direct_term ? 3 * dim : 2 * dim) * Index(sizeof(T));
+    const Index wave = std::max<Index>(1, tiles_per_wave(n_chunks, nt, sums_bytes));
 
-    // Per chunk: sum_n e_nk [f'^2, f'] (K x 2D), sum_n e_nk (K), sum_nk e_nk d_nk, and the
-    // direct term of T2; e_nk = dJ/d(-gamma d_nk) is the softmax backward.
     struct Work {
         TileBuffers<T> tile;
-        MatR<T> e, ex, direct;
-        RowVec<T> e_sum, grad_bag;  // grad_bag: aligned copy of the bag's dJ/dR (see soft_encode)
-        double ed = 0;
-        Work(Index r, Index d, Index k_, Index o)
-            : tile(r, d, k_), e(r, k_), ex(k_, 2 * d), direct(Enc::has_direct_term ? k_ : 0, d), e_sum(k_),
-              grad_bag(o) {}
+        MatR<T> e;
+        RowVec<T> grad_bag;  // aligned copy of the bag's dJ/dR: reductions over it must not
+                             // depend on where numpy placed grad_out
+        Work(Index r, Index d, Index k_, Index o) : tile(r, d, k_), e(r, k_), grad_bag(o) {}
     };
     std::vector<Work> work;
     work.reserve(nt);
     for (int i = 0; i < nt; ++i) work.emplace_back(rows, dim, k, out_dim);
+    std::vector<BackwardSums<T>> sums(static_cast<std::size_t>(std::min(wave, n_chunks)),
+                                      BackwardSums<T>(k, dim, Enc::has_direct_term));
     MatD ex_total = MatD::Zero(k, 2 * dim), direct_total = MatD::Zero(k, dim);
-    Eigen::Matrix<double, 1, Eigen::Dynamic> e_total = Eigen::Matrix<double, 1, Eigen::Dynamic>::Zero(k);
+    RowVecD e_total = RowVecD::Zero(k);
     double ed_total = 0;
     ErrorTrap trap;
 
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) ordered
-    for (Index c = 0; c < n_chunks; ++c) {
-        Work& w = work[thread_id()];
-        trap.run([&] {
-            w.ex.setZero();
-            w.direct.setZero();
-            w.e_sum.setZero();
-            w.ed = 0;
-            const Index c1 = std::min(bags.n, (c + 1) * chunk_rows);
-            for (Index r0 = c * chunk_rows; r0 < c1; r0 += rows) {
-                const Index r1 = std::min(c1, r0 + rows), m = r1 - r0;
-                sa.assign(bags.row(r0), m, w.tile);
-                bags.for_each_segment(r0, r1, [&](Index b, Index s, Index e) {
-                    w.grad_bag = Eigen::Map<const RowVec<T>>(grad_out + b * out_dim, out_dim);
-                    Enc::upstream(sa, w.tile, s - r0, e - s, w.grad_bag.data(),
-                                  T(1) / static_cast<T>(bags.size(b)), w.e.middleRows(s - r0, e - s), w.direct);
-                });
-                auto e = w.e.topRows(m);
-                const auto a = w.tile.a.topRows(m);
-                for (Index i = 0; i < m; ++i) {
-                    const T ag = a.row(i).dot(e.row(i));
-                    e.row(i) = a.row(i).cwiseProduct((e.row(i).array() - ag).matrix());
-                }
-                w.ex.noalias() += e.transpose() * w.tile.x.topRows(m);
-                w.e_sum += e.colwise().sum();
-                w.ed += static_cast<double>(e.cwiseProduct(w.tile.dist.topRows(m)).sum());
+    auto chunk_sums = [&](Index c, Work& w, BackwardSums<T>& acc) {
+        acc.clear();
+        const Index c1 = std::min(bags.n, (c + 1) * chunk_rows);
+        for (Index r0 = c * chunk_rows; r0 < c1; r0 += rows) {
+            const Index r1 = std::min(c1, r0 + rows), m = r1 - r0;
+            sa.assign(bags.row(r0), m, w.tile);
+            bags.for_each_segment(r0, r1, [&](Index b, Index s, Index e) {
+                w.grad_bag = Eigen::Map<const RowVec<T>>(grad_out + b * out_dim, out_dim);
+                Enc::upstream(sa, w.tile, s - r0, e - s, w.grad_bag.data(), T(1) / static_cast<T>(bags.size(b)),
+                              w.e.middleRows(s - r0, e - s), acc.direct);
+            });
+            auto e = w.e.topRows(m);
+            const auto a = w.tile.a.topRows(m);
+            for (Index i = 0; i < m; ++i) {
+                const T ag = a.row(i).dot(e.row(i));
+                e.row(i) = a.row(i).cwiseProduct((e.row(i).array() - ag).matrix());
             }
-        });
-#pragma omp ordered
-        if (!trap.failed()) {
-            ex_total += w.ex.template cast<double>();
-            e_total += w.e_sum.template cast<double>();
-            ed_total += w.ed;
-            if (Enc::has_direct_term) direct_total += w.direct.template cast<double>();
+            acc.ex.noalias() += e.transpose() * w.tile.x.topRows(m);
+            acc.e_sum += e.colwise().sum();
+            acc.ed += static_cast<double>(e.cwiseProduct(w.tile.dist.topRows(m)).sum());
         }
+    };
+
+    // Waves of chunks, then a fold in chunk order (see encode_bags for why not `ordered`).
+#pragma omp parallel num_threads(nt)
+    for (Index w0 = 0; w0 < n_chunks; w0 += wave) {
+        const Index w1 = std::min(n_chunks, w0 + wave);
+#pragma omp for schedule(dynamic, 1)
+        for (Index c = w0; c < w1; ++c) trap.run([&] { chunk_sums(c, work[thread_id()], sums[c - w0]); });
+#pragma omp single
+        if (!trap.failed())
+            for (Index c = w0; c < w1; ++c) {
+                const BackwardSums<T>& s = sums[c - w0];
+                ex_total += s.ex.template cast<double>();
+                e_total += s.e_sum.template cast<double>();
+                ed_total += s.ed;
+                if (Enc::has_direct_term) direct_total += s.direct.template cast<double>();
+            }
     }
     trap.rethrow();
 
