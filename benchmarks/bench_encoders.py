@@ -211,6 +211,7 @@ def machine_info(ops, torch, n_threads):
         "lfagg": lfagg_version if ops is not None else None,
         "lfagg_isa": lfagg_isa(ops) if ops is not None else None,
         "threadpoolctl": threadpool_info() if threadpool_info is not None else None,
+        "load_average": os.getloadavg(),
     }
 
 
@@ -344,11 +345,16 @@ def run_benchmark(args, ops, torch):
 
 
 def write_results(args, rows, machine, notes):
-    """Write the run's configuration, machine information and rows as JSON; return the path."""
+    """Write the run's configuration, machine information and rows as JSON; return the path.
+
+    ``machine`` was taken before the run; the load average after it is added, since
+    other processes on the machine make the timings noisy.
+    """
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     path = RESULTS_DIR / f"encoders-{stamp}.json"
     config = {key: value for key, value in vars(args).items() if key != "check"}
+    machine = dict(machine, load_average_end=os.getloadavg())
     payload = dict(created=stamp, config=config, machine=machine, notes=notes, results=rows)
     path.write_text(json.dumps(payload, indent=2) + "\n")
     return path
@@ -414,7 +420,8 @@ def main(argv=None):
               f"numpy {machine['numpy']} ({machine['numpy_blas']}); torch {machine['torch']}; "
               f"lfagg {machine['lfagg']} isa {machine['lfagg_isa']}; "
               f"median of {args.repeats} after a warm-up; fwd = forward only "
-              f"(torch under no_grad), fwd+bwd = forward and all gradients")
+              f"(torch under no_grad), fwd+bwd = forward and all gradients; "
+              f"load average {machine['load_average'][0]:.2f}")
         rows = run_benchmark(args, ops, torch)
     path = write_results(args, rows, machine, notes)
     print(f"results written to {path}")
