@@ -47,17 +47,18 @@ class SoftmaxRegression:
 
     def loss_grad(self, X: np.ndarray, y: np.ndarray):
         """Loss, dJ/dX (n, n_inputs) and [dJ/dW, dJ/db] for class indices y (n,)."""
-        Z = (X - self.mean) / self.scale
+        loss, dlogits, grads = self._standardized_loss_grad((X - self.mean) / self.scale, y)
+        return loss, (dlogits @ self.W.T) / self.scale, grads
+
+    def _standardized_loss_grad(self, Z: np.ndarray, y: np.ndarray):
+        """Loss, dJ/dlogits and [dJ/dW, dJ/db] for standardised inputs Z (n, n_inputs)."""
         logp = log_softmax(Z @ self.W + self.b, axis=1)
         n = len(y)
         loss = -logp[np.arange(n), y].mean() + 0.5 * self.l2 * np.sum(self.W ** 2)
         dlogits = np.exp(logp)
         dlogits[np.arange(n), y] -= 1
         dlogits /= n
-        dW = Z.T @ dlogits + self.l2 * self.W
-        db = dlogits.sum(axis=0)
-        dX = (dlogits @ self.W.T) / self.scale
-        return loss, dX, [dW, db]
+        return loss, dlogits, [Z.T @ dlogits + self.l2 * self.W, dlogits.sum(axis=0)]
 
     def fit(self, X: np.ndarray, y: np.ndarray, max_iter: int = 500) -> None:
         """Minimise J over (W, b) with L-BFGS from the current values (the full-batch
@@ -68,9 +69,11 @@ class SoftmaxRegression:
         def unpack(theta):
             return [t.reshape(s) for t, s in zip(np.split(theta, np.cumsum(sizes)[:-1]), shapes)]
 
+        Z = (X - self.mean) / self.scale  # once: the scaler is frozen during the fit
+
         def objective(theta):
             self.W[...], self.b[...] = unpack(theta)
-            loss, _, grads = self.loss_grad(X, y)
+            loss, _, grads = self._standardized_loss_grad(Z, y)
             return loss, np.concatenate([g.ravel() for g in grads])
 
         theta0 = np.concatenate([p.ravel() for p in self.params])
