@@ -1,0 +1,294 @@
+"""The paper's experiments: Table I on CIFAR-10 patch bags, Fig. 1 (codewords found on
+the synthetic sets) and Fig. 2 (test accuracy per training epoch).
+
+Every representation is classified by the same softmax regression (standardised inputs,
+L2 penalty, L-BFGS; :class:`lfagg.heads.SoftmaxRegression`), after the chi2 feature map
+for BoW and T1 as in the paper, so that the rows of Table I differ only by their
+aggregation. The figures need matplotlib (``pip install "lfagg[plot]"``).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from threadpoolctl import threadpool_limits
+
+from .baselines import VLAD, BagOfWords, FisherVector
+from .datasets import cifar10_patch_bags, make_circles_bags, make_moons_bags
+from .feature_map import AdditiveChi2Map
+from .heads import SoftmaxRegression
+from .learned import LearnedBoW, LearnedVLAD
+
+__all__ = ["EncoderClassifier", "table1", "format_table", "figure1", "figure2", "T1_PARAMS", "T2_PARAMS"]
+
+#: LearnedBoW (T1) settings of Table I, measured on the CIFAR-10 patch bags (K=64, full
+#: 20k/5k: initial 50.0% -> learned 52.6%). The bags hold only 196 features, so none
+#: are subsampled (subsampling to 64 hurt); encoder learning rates >= 1e-2 destabilised
+#: training.
+T1_PARAMS = dict(gamma="auto", n_samples_per_bag=None, learning_rate=1e-3, classifier_learning_rate=1e-3)
+#: LearnedVLAD (T2) settings of Table I: those of T1.
+T2_PARAMS = dict(T1_PARAMS)
+
+
+class EncoderClassifier(ClassifierMixin, BaseEstimator):
+    """An unsupervised encoder (BagOfWords, VLAD, FisherVector), optionally a feature map,
+    then the softmax regression of LearnedBoW/LearnedVLAD: the baselines of Table I.
+
+    Parameters
+    ----------
+    encoder : an unfitted transformer of bags with ``fit(bags)`` / ``transform(bags)``.
+    feature_map : None or "chi2" (the additive chi2 map, for non-negative encodings).
+    l2 : float, the L2 penalty of the classifier weights.
+
+    Attributes
+    ----------
+    encoder_ : the fitted encoder; classes_ : (n_classes,); classifier_ : SoftmaxRegression.
+    """
+
+    def __init__(self, encoder, feature_map=None, l2=1e-4):
+        self.encoder = encoder
+        self.feature_map = feature_map
+        self.l2 = l2
+
+    def fit(self, bags, y):
+        """Fit the encoder on the bags' features, then the classifier on their encodings."""
+        self.encoder_ = clone(self.encoder).fit(bags)
+        self.classes_, y_index = np.unique(np.asarray(y), return_inverse=True)
+        X = self._features(bags)
+        self.classifier_ = SoftmaxRegression(X.shape[1], self.classes_.size, self.l2)
+        self.classifier_.fit_scaler(X)
+        self.classifier_.fit(X, y_index)
+        return self
+
+    def predict(self, bags) -> np.ndarray:
+        """(n_bags,) predicted labels."""
+        return self.classes_[np.argmax(self.classifier_.decision_function(self._features(bags)), axis=1)]
+
+    def _features(self, bags) -> np.ndarray:
+        X = self.encoder_.transform(bags).astype(np.float64)
+        if self.feature_map is None:
+            return X
+        if self.feature_map != "chi2":
+            raise ValueError(f"feature_map must be None or 'chi2', got {self.feature_map!r}")
+        return AdditiveChi2Map().transform(X)
+
+
+def _run_row(method, model, train, test, **info) -> dict:
+    """Fit ``model`` on train = (bags, y), test it on test = (bags, y): a row of Table I."""
+    start = time.perf_counter()
+    predicted = model.fit(*train).predict(test[0])
+    seconds = time.perf_counter() - start
+    row = {"method": method, "accuracy": float(np.mean(predicted == test[1])), "seconds": round(seconds, 2), **info}
+    if hasattr(model, "gamma_"):
+        row["gamma"] = model.gamma_
+    return row
+
+
+def _write_json(rows, path) -> None:
+    """Atomically (re)write the rows so far: a long run can be inspected while it goes."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(rows, f, indent=1)
+    os.replace(tmp, path)
+
+
+def table1(data_path, codebook_sizes=(64, 256, 1024), vlad_codewords=64, n_train=None, n_test=None, n_epochs=10,
+           random_state=0, n_threads=None, verbose=1, out_json=None) -> list:
+    """Table I of the paper on the CIFAR-10 arrays file, with 6x6 normalised, ZCA-whitened
+    patches (stride 2: 196 local features of D=108 per image) as local features.
+
+    Rows, in order: for each K in codebook_sizes "BoW-K" (hard BoW), "T1-K initial"
+    (LearnedBoW with n_epochs=0: K-Means init and the classifier W0), "T1-K learned"
+    (the same with n_epochs), all with the chi2 map; then "VLAD-{v}", "FV-{v}" (improved
+    Fisher Vectors), "T2-{v} initial", "T2-{v} learned" with v = vlad_codewords and a
+    linear classifier. T1 and T2 use :data:`T1_PARAMS` and :data:`T2_PARAMS`.
+
+    Parameters
+    ----------
+    data_path : path of the .npz file (see :func:`lfagg.datasets.load_cifar10`).
+    codebook_sizes : codebook sizes K of the BoW and T1 rows.
+    vlad_codewords : codebook size of the VLAD, FV and T2 rows.
+    n_train, n_test : class-balanced subsets of the images (None: all).
+    n_epochs : SGD epochs of the learned rows.
+    random_state : int, seeds the subsets and every model.
+    n_threads : threads of the C++ kernels and of K-Means/GMM (None: all cores).
+    verbose : > 0 prints each row when done (stdout) and a progress bar per training
+        epoch (stderr).
+    out_json : optional path, rewritten with the list of rows after every row.
+
+    Returns
+    -------
+    list of dicts, one per row: "method", "accuracy" (test accuracy, fraction),
+    "seconds" (wall time of fit + predict), "K", "n_epochs" (learned rows), "gamma"
+    (T1/T2 rows), "n_train", "n_test".
+    """
+    train_bags, train_y, test_bags, test_y = cifar10_patch_bags(data_path, n_train=n_train, n_test=n_test,
+                                                                random_state=random_state)
+    train, test = (train_bags, train_y), (test_bags, test_y)
+    common = dict(random_state=random_state, n_threads=n_threads)
+    learned = dict(common, verbose=verbose)
+    v = vlad_codewords
+    specs = []
+    for K in codebook_sizes:
+        specs += [(f"BoW-{K}", EncoderClassifier(BagOfWords(K, **common), feature_map="chi2"), K, None),
+                  (f"T1-{K} initial", LearnedBoW(K, n_epochs=0, **T1_PARAMS, **learned), K, 0),
+                  (f"T1-{K} learned", LearnedBoW(K, n_epochs=n_epochs, **T1_PARAMS, **learned), K, n_epochs)]
+    specs += [(f"VLAD-{v}", EncoderClassifier(VLAD(v, **common)), v, None),
+              (f"FV-{v}", EncoderClassifier(FisherVector(v, **common)), v, None),
+              (f"T2-{v} initial", LearnedVLAD(v, n_epochs=0, **T2_PARAMS, **learned), v, 0),
+              (f"T2-{v} learned", LearnedVLAD(v, n_epochs=n_epochs, **T2_PARAMS, **learned), v, n_epochs)]
+    rows = []
+    for method, model, K, epochs in specs:
+        info = {"K": K, "n_train": len(train_bags), "n_test": len(test_bags)}
+        if epochs is not None:
+            info["n_epochs"] = epochs
+        rows.append(_run_row(method, model, train, test, **info))
+        if verbose:
+            print(f"{method:<16} {100 * rows[-1]['accuracy']:6.2f}% {rows[-1]['seconds']:9.1f} s", flush=True)
+        if out_json is not None:
+            _write_json(rows, out_json)
+    return rows
+
+
+def format_table(rows) -> str:
+    """An aligned text table of Table I rows: method, accuracy (%), seconds."""
+    width = max([len("method")] + [len(r["method"]) for r in rows])
+    lines = [f"{'method':<{width}}  {'accuracy':>8}  {'seconds':>8}"]
+    lines += [f"{r['method']:<{width}}  {100 * r['accuracy']:7.2f}%  {r['seconds']:8.1f}" for r in rows]
+    return "\n".join(lines)
+
+
+# -- figures ---------------------------------------------------------------------------
+def _one_thread():
+    """One thread for the C++ kernels, K-Means and BLAS: on the small synthetic sets more
+    threads only add synchronisation cost (many times the work on a loaded machine)."""
+    return threadpool_limits(1)
+
+
+def _pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend, or a clear ImportError."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise ImportError('the figures need matplotlib: pip install "lfagg[plot]"') from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _synthetic(make, random_state, n_bags=200, n_per_bag=50, **kwargs):
+    """(train, test) pairs (bags, y) of a synthetic set, the test set with the next seed."""
+    return (make(n_bags, n_per_bag, random_state=random_state, **kwargs),
+            make(n_bags, n_per_bag, random_state=random_state + 1, **kwargs))
+
+
+def figure1(out_path, random_state=0, n_codewords=4):
+    """Fig. 1: the codewords that K-Means, a GMM and LearnedBoW find on the synthetic
+    concentric circles and moons bags, over the local features of both classes.
+
+    All three are LearnedBoW (T1, covariances fixed to the identity for the learned one,
+    as in the paper): K-Means and GMM are its initialisations with n_epochs=0, so each
+    panel's title also gives the test accuracy of a soft BoW on those codewords. GMM
+    panels draw each component's 2-standard-deviation ellipse.
+
+    Parameters
+    ----------
+    out_path : path of the PNG file written.
+    random_state : int, seeds the data and the models.
+    n_codewords : codebook size K.
+    """
+    plt = _pyplot()
+    from matplotlib.patches import Ellipse
+
+    common = dict(n_samples_per_bag=20, learning_rate=3e-2, random_state=random_state)
+    methods = [("K-Means", dict(n_epochs=0)), ("GMM", dict(init="gmm", n_epochs=0)),
+               ("LearnedBoW", dict(n_epochs=10, learn_covariances=False))]
+    sets = [("concentric circles", make_circles_bags), ("moons", make_moons_bags)]
+    fig, axes = plt.subplots(len(sets), len(methods), figsize=(4 * len(methods), 4 * len(sets)), squeeze=False)
+    for row, (name, make) in enumerate(sets):
+        (train_bags, train_y), test = _synthetic(make, random_state)
+        points = train_bags.features
+        labels = np.repeat(train_y, train_bags.sizes)
+        shown = np.random.default_rng(random_state).choice(len(points), min(len(points), 3000), replace=False)
+        for ax, (method, params) in zip(axes[row], methods):
+            with _one_thread():
+                model = LearnedBoW(n_codewords, **common, **params).fit(train_bags, train_y)
+            ax.scatter(*points[shown].T, c=np.where(labels[shown] == 0, "tab:blue", "tab:red"), s=3, alpha=0.3)
+            if method == "GMM":
+                for c, var in zip(model.centers_, model.covariances_):
+                    ax.add_patch(Ellipse(c, *(4 * np.sqrt(var)), fill=False, color="k", lw=1))
+            ax.plot(*model.centers_.T, "kx", ms=12, mew=3)
+            ax.set_title(f"{name}: {method}\ntest accuracy {model.score(*test):.2f}")
+            ax.set_aspect("equal")
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)
+
+
+def figure2(out_path, data_path=None, codebook_sizes=(16, 64), n_epochs=10, random_state=0, verbose=1, *,
+            n_train=2000, n_test=1000):
+    """Fig. 2: test accuracy of LearnedBoW (T1) after each training epoch for several
+    codebook sizes (epoch 0: the K-Means initialisation), with the accuracy of hard BoW
+    of each size (chi2 map, same classifier) as a dashed horizontal line.
+
+    Per-epoch accuracies are those of the jointly trained classifier
+    (``history_["val_accuracy"]`` with the test set as validation data); the final
+    classifier fine-tuning of Algorithm 1 is marked at the last epoch.
+
+    Parameters
+    ----------
+    out_path : path of the PNG file written.
+    data_path : None for synthetic concentric circles bags (purity 0.65), or a CIFAR-10 .npz path (class-balanced
+        subsets of n_train / n_test images, patch bags as in :func:`table1`).
+    codebook_sizes : codebook sizes K, one curve each.
+    n_epochs : training epochs.
+    random_state : int, seeds data and models.
+    verbose : > 0 prints each curve when done.
+
+    Returns
+    -------
+    dict K -> {"epochs": accuracies after epochs 0..n, "final": after fine-tuning, "bow": BoW accuracy}.
+    """
+    plt = _pyplot()
+    if data_path is None:
+        train, test = _synthetic(make_circles_bags, random_state, n_per_bag=30, purity=0.65, noise=0.15)
+        params, title = dict(n_samples_per_bag=20, learning_rate=3e-2), "synthetic concentric circles bags"
+        threads = _one_thread
+    else:
+        tr_bags, tr_y, te_bags, te_y = cifar10_patch_bags(data_path, n_train=n_train, n_test=n_test,
+                                                          random_state=random_state)
+        train, test = (tr_bags, tr_y), (te_bags, te_y)
+        params, title = T1_PARAMS, f"CIFAR-10 patches ({len(tr_bags)} train / {len(te_bags)} test images)"
+        threads = contextlib.nullcontext
+    results = {}
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for i, K in enumerate(codebook_sizes):
+        with threads():
+            initial = LearnedBoW(K, n_epochs=0, random_state=random_state, **params).fit(*train)
+            model = LearnedBoW(K, n_epochs=n_epochs, random_state=random_state, **params)
+            model.fit(*train, validation_data=test)
+            bow = EncoderClassifier(BagOfWords(K, random_state=random_state), feature_map="chi2").fit(*train)
+            results[K] = {"epochs": [initial.score(*test)] + list(model.history_["val_accuracy"]),
+                          "final": model.score(*test), "bow": bow.score(*test)}
+        color = f"C{i}"
+        ax.plot(range(len(results[K]["epochs"])), results[K]["epochs"], "o-", color=color, label=f"T1-{K}")
+        ax.plot([n_epochs], [results[K]["final"]], "*", color=color, ms=12)
+        ax.axhline(results[K]["bow"], color=color, ls="--", label=f"BoW-{K}")
+        if verbose:
+            print(f"K={K}: BoW {results[K]['bow']:.3f}, T1 per epoch "
+                  + " ".join(f"{a:.3f}" for a in results[K]["epochs"]) + f", fine-tuned {results[K]['final']:.3f}",
+                  file=sys.stderr, flush=True)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(f"{title}\n(star: after the final classifier fit)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)
+    return results

@@ -1,0 +1,92 @@
+"""lfagg.experiments: Table I on a tiny CIFAR-10 subset (rows, order, accuracies, the
+JSON file), the text table, the baselines' classifier, and Figs. 1-2 as PNG files."""
+
+import builtins
+import json
+from pathlib import Path
+
+import pytest
+from threadpoolctl import threadpool_limits
+
+from lfagg import BagOfWords, experiments
+from lfagg.datasets import make_circles_bags
+
+CIFAR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cifar10_subset.npz"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny problems: threads only add synchronisation cost (and spin under a loaded machine).
+    with threadpool_limits(1):
+        yield
+
+
+@pytest.fixture
+def matplotlib():
+    return pytest.importorskip("matplotlib", reason='the figures need matplotlib: pip install "lfagg[plot]"')
+
+
+def assert_png(path):
+    data = Path(path).read_bytes()
+    assert data[:8] == PNG_SIGNATURE and len(data) > 1000
+
+
+@pytest.mark.skipif(not CIFAR.exists(), reason=f"the CIFAR-10 arrays file {CIFAR} is absent")
+def test_table1_rows_order_and_json(tmp_path, capsys):
+    out = tmp_path / "table1.json"
+    rows = experiments.table1(CIFAR, codebook_sizes=(8,), vlad_codewords=4, n_train=100, n_test=50, n_epochs=1,
+                              verbose=1, out_json=out)
+    expected = ["BoW-8", "T1-8 initial", "T1-8 learned", "VLAD-4", "FV-4", "T2-4 initial", "T2-4 learned"]
+    assert [r["method"] for r in rows] == expected
+    for row in rows:
+        assert 0 <= row["accuracy"] <= 1 and row["seconds"] >= 0
+        assert (row["n_train"], row["n_test"]) == (100, 50)
+    assert [rows[i]["n_epochs"] for i in (1, 2, 5, 6)] == [0, 1, 0, 1]
+    assert json.loads(out.read_text()) == rows
+    printed = capsys.readouterr().out
+    assert all(m in printed for m in expected)
+
+
+def test_format_table_aligns_columns():
+    rows = [{"method": "BoW-64", "accuracy": 0.5, "seconds": 12.34},
+            {"method": "T1-64 learned", "accuracy": 0.526, "seconds": 238.0}]
+    lines = experiments.format_table(rows).splitlines()
+    assert lines[0].split() == ["method", "accuracy", "seconds"]
+    assert "50.00%" in lines[1] and "52.60%" in lines[2] and "238.0" in lines[2]
+    assert len({len(line) for line in lines}) == 1
+
+
+def test_encoder_classifier_learns_separable_bags():
+    train, test = make_circles_bags(60, 30, random_state=0), make_circles_bags(40, 30, random_state=1)
+    model = experiments.EncoderClassifier(BagOfWords(16, random_state=0), feature_map="chi2").fit(*train)
+    assert model.score(*test) > 0.8
+    assert set(model.predict(test[0])) <= {0, 1}
+    with pytest.raises(ValueError, match="feature_map"):
+        experiments.EncoderClassifier(BagOfWords(4), feature_map="rbf").fit(*train)
+
+
+def test_figure1_writes_png(tmp_path, matplotlib):
+    experiments.figure1(tmp_path / "figure1.png", n_codewords=3)
+    assert_png(tmp_path / "figure1.png")
+
+
+def test_figure2_writes_png(tmp_path, matplotlib):
+    results = experiments.figure2(tmp_path / "figure2.png", codebook_sizes=(4,), n_epochs=2, verbose=0)
+    assert_png(tmp_path / "figure2.png")
+    assert len(results[4]["epochs"]) == 3  # the initialisation, then one value per epoch
+    assert all(0 <= a <= 1 for a in results[4]["epochs"] + [results[4]["final"], results[4]["bow"]])
+
+
+def test_figures_without_matplotlib_say_how_to_install(tmp_path, monkeypatch):
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name.split(".")[0] == "matplotlib":
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    with pytest.raises(ImportError, match=r'pip install "lfagg\[plot\]"'):
+        experiments.figure1(tmp_path / "never.png")
+    assert list(tmp_path.iterdir()) == []
