@@ -1,0 +1,269 @@
+"""Loaders of users' own features (lfagg.datasets): a directory of .npy files, one .npz,
+label files; round trips, memory mapping, label formats and every malformed-file error."""
+
+import numpy as np
+import pytest
+
+import lfagg
+from lfagg.datasets import load_bags, load_labels, load_npy_dir, load_npz_bags, save_npz_bags
+
+
+def write_dir(folder, arrays):
+    """Each named array as folder/<name>.npy; returns folder."""
+    folder.mkdir(exist_ok=True)
+    for name, a in arrays.items():
+        np.save(folder / f"{name}.npy", a)
+    return folder
+
+
+def write_text(path, text):
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def arrays():
+    rng = np.random.default_rng(0)
+    return {"b": rng.normal(size=(4, 3)).astype(np.float32), "a": rng.normal(size=(2, 3)).astype(np.float32),
+            "c": np.zeros((0, 3), np.float32), "d10": rng.normal(size=(5, 3)).astype(np.float32)}
+
+
+# ---------------------------------------------------------------------------------------
+# Directory of .npy files
+# ---------------------------------------------------------------------------------------
+def test_npy_dir_round_trip(tmp_path, arrays):
+    folder = write_dir(tmp_path / "bags", arrays)
+    (folder / "notes.txt").write_text("ignored")
+    bags, names = load_npy_dir(folder)
+    assert names == ["a", "b", "c", "d10"]  # sorted file names, without .npy
+    assert bags.dtype == np.float32
+    np.testing.assert_array_equal(bags.offsets, [0, 2, 6, 6, 11])
+    for b, name in enumerate(names):
+        np.testing.assert_array_equal(bags[b], arrays[name])
+
+
+def test_npy_dir_mixed_dtypes_become_float64(tmp_path):
+    folder = write_dir(tmp_path / "bags", {"a": np.arange(6, dtype=np.int16).reshape(3, 2),
+                                           "b": np.full((1, 2), 0.5, np.float32)})
+    bags, _ = load_npy_dir(str(folder))
+    assert bags.dtype == np.float64
+    np.testing.assert_array_equal(bags.features, [[0, 1], [2, 3], [4, 5], [0.5, 0.5]])
+
+
+def test_npy_dir_files_are_memory_mapped(tmp_path, arrays, monkeypatch):
+    folder = write_dir(tmp_path / "bags", arrays)
+    modes = []
+    real_load = np.load
+
+    def spy(file, *args, **kwargs):
+        modes.append(kwargs.get("mmap_mode"))
+        return real_load(file, *args, **kwargs)
+
+    monkeypatch.setattr(np, "load", spy)
+    load_npy_dir(folder)
+    assert modes == ["r"] * len(arrays)
+
+
+# ---------------------------------------------------------------------------------------
+# One .npz
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("labels", [None, [3, 1, 3], ["cat", "dog", "cat"]])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_npz_round_trip(tmp_path, labels, dtype):
+    rng = np.random.default_rng(1)
+    bags = lfagg.Bags.from_arrays([rng.normal(size=(n, 4)).astype(dtype) for n in (3, 0, 5)])
+    save_npz_bags(tmp_path / "bags", bags, labels)  # numpy appends .npz
+    loaded, y = load_npz_bags(tmp_path / "bags.npz")
+    assert loaded.dtype == dtype
+    np.testing.assert_array_equal(loaded.features, bags.features)
+    np.testing.assert_array_equal(loaded.offsets, bags.offsets)
+    if labels is None:
+        assert y is None
+    else:
+        np.testing.assert_array_equal(y, labels)
+
+
+def test_save_npz_bags_accepts_arrays_and_rejects_bad_labels(tmp_path):
+    save_npz_bags(tmp_path / "x.npz", [np.ones((2, 2)), np.zeros((1, 2))], [0, 1])
+    bags, y = load_bags(tmp_path / "x.npz")
+    np.testing.assert_array_equal(bags.offsets, [0, 2, 3])
+    np.testing.assert_array_equal(y, [0, 1])
+    with pytest.raises(ValueError, match="one number or string per bag"):
+        save_npz_bags(tmp_path / "y.npz", bags, [0, 1, 2])
+    with pytest.raises(ValueError, match="one number or string per bag"):
+        save_npz_bags(tmp_path / "y.npz", bags, np.array([0, "a"], dtype=object))
+
+
+# ---------------------------------------------------------------------------------------
+# Labels
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name, text, expected", [
+    ("y.txt", "1\n0\n1\n", [1, 0, 1]),
+    ("y.txt", "label\n1\n0\n1\n\n\n", [1, 0, 1]),  # header, trailing blank lines
+    ("y.txt", "cat\r\ndog\r\ncat\r\n", ["cat", "dog", "cat"]),
+    ("y.txt", " 2 \n-1\n7", [2, -1, 7]),
+    ("y.csv", "1\n0\n1\n", [1, 0, 1]),
+    ("y.csv", "Class\ncat\ndog\n1\n", ["cat", "dog", "1"]),  # any non-integer makes them all strings
+    ("y.csv", "name,label\nc,0\na,1\nb,2\n", [1, 2, 0]),      # matched by name
+    ("y.csv", "b.npy,x\nunused,z\na.npy,y\nc,w\n", ["y", "x", "w"]),  # .npy suffix; other names ignored
+])
+def test_label_formats(tmp_path, name, text, expected):
+    y = load_labels(write_text(tmp_path / name, text), names=["a", "b", "c"])
+    np.testing.assert_array_equal(y, expected)
+    assert y.dtype == np.int64 if isinstance(expected[0], int) else y.dtype.kind == "U"
+
+
+def test_labels_without_names(tmp_path):
+    np.testing.assert_array_equal(load_labels(write_text(tmp_path / "y.txt", "4\n5\n")), [4, 5])
+
+
+def test_load_bags_matches_labels_by_name(tmp_path, arrays):
+    folder = write_dir(tmp_path / "bags", arrays)
+    csv = write_text(tmp_path / "y.csv", "d10,dog\nc,cat\nb,dog\na,cat\n")
+    bags, y = load_bags(folder, csv)
+    assert len(bags) == 4
+    np.testing.assert_array_equal(y, ["cat", "dog", "cat", "dog"])
+
+
+def test_labels_file_overrides_npz_labels(tmp_path):
+    save_npz_bags(tmp_path / "x.npz", [np.ones((1, 2))] * 3, [0, 0, 0])
+    _, y = load_bags(tmp_path / "x.npz", write_text(tmp_path / "y.txt", "1\n2\n3\n"))
+    np.testing.assert_array_equal(y, [1, 2, 3])
+
+
+# ---------------------------------------------------------------------------------------
+# Malformed files: ValueError naming the path
+# ---------------------------------------------------------------------------------------
+def garbage(path, data=b"this is not numpy data"):
+    path.write_bytes(data)
+
+
+def truncated(path):
+    np.save(path, np.ones((10, 3)))
+    path.write_bytes(path.read_bytes()[:-8])
+
+
+NPY_CASES = {
+    "one-dimensional": (lambda p: np.save(p, np.ones(3)), "2-D"),
+    "three-dimensional": (lambda p: np.save(p, np.ones((2, 3, 1))), "2-D"),
+    "no columns": (lambda p: np.save(p, np.ones((2, 0))), "2-D"),
+    "strings": (lambda p: np.save(p, np.array([["a", "b"]])), "real numbers"),
+    "complex": (lambda p: np.save(p, np.ones((2, 3), complex)), "real numbers"),
+    "objects": (lambda p: np.save(p, np.array([[1, None]], dtype=object), allow_pickle=True), "not a readable"),
+    "garbage": (garbage, "not a readable .npy"),
+    "truncated": (truncated, "not a readable .npy"),
+    "other dimension": (lambda p: np.save(p, np.ones((2, 4))), "dimension 4, but a.npy has 3"),
+    "nan": (lambda p: np.save(p, np.array([[0, 1, np.nan]])), r"bag 1 \(bad\) contains NaN or infinity"),
+    "inf": (lambda p: np.save(p, np.array([[0, 1, -np.inf]], np.float32)), "NaN or infinity"),
+}
+
+
+@pytest.mark.parametrize("case", NPY_CASES)
+def test_npy_dir_malformed_file(tmp_path, case):
+    folder = write_dir(tmp_path / "bags", {"a": np.ones((2, 3)), "c": np.ones((1, 3))})
+    write, message = NPY_CASES[case]
+    write(folder / "bad.npy")
+    with pytest.raises(ValueError, match=message) as err:
+        load_npy_dir(folder)
+    assert str(folder) in str(err.value)
+    with pytest.raises(ValueError, match=message):
+        load_bags(folder)
+
+
+def test_npy_dir_missing_or_empty(tmp_path):
+    with pytest.raises(ValueError, match="no such directory") as err:
+        load_npy_dir(tmp_path / "nowhere")
+    assert str(tmp_path / "nowhere") in str(err.value)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "x.npz").write_bytes(b"")
+    with pytest.raises(ValueError, match="no .npy files") as err:
+        load_npy_dir(tmp_path / "empty")
+    assert str(tmp_path / "empty") in str(err.value)
+
+
+def npz(**arrays):
+    return lambda p: np.savez(p, **arrays)
+
+
+NPZ_CASES = {
+    "garbage": (garbage, "not a readable .npz"),
+    "empty": (lambda p: garbage(p, b""), "not a readable .npz"),
+    "npy inside": (lambda p: p.write_bytes(_npy_bytes(p)), "single .npy array"),
+    "no offsets": (npz(features=np.ones((2, 2))), r"missing arrays \['offsets'\]"),
+    "offsets end": (npz(features=np.ones((2, 2)), offsets=[0, 1]), "offsets\\[-1\\] must equal"),
+    "float offsets": (npz(features=np.ones((2, 2)), offsets=[0.0, 2.0]), "offsets must be an integer array"),
+    "1-D features": (npz(features=np.ones(4), offsets=[0, 4]), "features must be a 2-D array"),
+    "string features": (npz(features=np.array([["a"]]), offsets=[0, 1]), "real numeric array"),
+    "labels length": (npz(features=np.ones((2, 2)), offsets=[0, 1, 2], labels=[1]), "one entry per bag"),
+    "nan": (npz(features=np.array([[0, 0], [0, np.nan]]), offsets=[0, 1, 2]), "bag 1 contains NaN"),
+}
+
+
+def _npy_bytes(path):
+    np.save(path.with_suffix(".npy"), np.ones(2))
+    return path.with_suffix(".npy").read_bytes()
+
+
+@pytest.mark.parametrize("case", NPZ_CASES)
+def test_npz_malformed_file(tmp_path, case):
+    path = tmp_path / "bags.npz"
+    write, message = NPZ_CASES[case]
+    write(path)
+    with pytest.raises(ValueError, match=message) as err:
+        load_npz_bags(path)
+    assert str(path) in str(err.value)
+    with pytest.raises(ValueError, match=message):
+        load_bags(path)
+
+
+def test_npz_missing_file(tmp_path):
+    with pytest.raises(ValueError, match="not a readable .npz") as err:
+        load_npz_bags(tmp_path / "no.npz")
+    assert str(tmp_path / "no.npz") in str(err.value)
+
+
+LABEL_CASES = {
+    "empty": ("y.txt", "", None, "no labels"),
+    "blank lines only": ("y.csv", "\n\n", None, "no labels"),
+    "header only": ("y.csv", "name,label\n", None, "no labels"),
+    "too few": ("y.txt", "1\n2\n", ["a", "b", "c"], "2 labels for 3 bags"),
+    "too many": ("y.csv", "1\n2\n3\n4\n", ["a", "b", "c"], "4 labels for 3 bags"),
+    "blank in the middle": ("y.txt", "1\n\n2\n", None, "line 2"),
+    "empty field": ("y.csv", "a,1\nb,\nc,2\n", ["a", "b", "c"], "line 2"),
+    "ragged": ("y.csv", "a,1\nb\n", ["a", "b"], "line 2"),
+    "three columns": ("y.csv", "a,1,x\n", ["a"], "one column .* or two"),
+    "missing names": ("y.csv", "a,1\n", ["a", "b", "c"], "no label for 2 bag\\(s\\): b, c"),
+    "listed twice": ("y.csv", "a,1\nb,0\na.npy,0\n", ["a", "b"], "'a' is listed twice"),
+    "names needed": ("y.csv", "a,1\nb,0\n", None, "need bag names"),
+    "suffix": ("y.json", "[1, 2]", None, ".txt or .csv"),
+}
+
+
+@pytest.mark.parametrize("case", LABEL_CASES)
+def test_labels_malformed_file(tmp_path, case):
+    name, text, names, message = LABEL_CASES[case]
+    path = write_text(tmp_path / name, text)
+    with pytest.raises(ValueError, match=message) as err:
+        load_labels(path, names)
+    assert str(path) in str(err.value)
+
+
+def test_labels_unreadable(tmp_path):
+    with pytest.raises(ValueError, match="cannot read labels") as err:
+        load_labels(tmp_path / "no.txt")
+    assert str(tmp_path / "no.txt") in str(err.value)
+    (tmp_path / "latin1.txt").write_bytes(b"caf\xe9\n")
+    with pytest.raises(ValueError, match="cannot read labels"):
+        load_labels(tmp_path / "latin1.txt")
+
+
+def test_load_bags_errors(tmp_path):
+    with pytest.raises(ValueError, match="no such file or directory"):
+        load_bags(tmp_path / "nowhere.npz")
+    with pytest.raises(ValueError, match="directory of .npy files .* or an .npz file"):
+        load_bags(write_text(tmp_path / "bags.txt", "1\n"))
+    save_npz_bags(tmp_path / "x.npz", [np.ones((1, 2))] * 3)
+    labels = write_text(tmp_path / "y.txt", "1\n2\n")
+    with pytest.raises(ValueError, match="2 labels for the 3 bags") as err:
+        load_bags(tmp_path / "x.npz", labels)
+    assert str(labels) in str(err.value)
