@@ -281,6 +281,25 @@ def test_train_encoder_is_deterministic():
     assert not np.array_equal(a.centers, c.centers)
 
 
+@pytest.mark.parametrize("encoder", ["bow", "vlad"])
+def test_training_with_and_without_kept_assignments_agree(encoder, monkeypatch):
+    """Steps whose assignments are too large to keep recompute them in the backward pass;
+    both paths give the same parameters (up to rounding of the gamma gradient)."""
+    def run(max_bytes):
+        monkeypatch.setattr(lfagg.training, "MAX_KEPT_ASSIGNMENTS_BYTES", max_bytes)
+        bags, y, C, P, gamma, head = circles_setup(0)
+        if encoder == "vlad":
+            head = SoftmaxRegression(len(C) * bags.dim, 2)
+        return train_encoder(bags, y, head, encoder, C, P, gamma, n_epochs=3, batch_size=8, n_samples_per_bag=10,
+                             learning_rate=0.05, learn_gamma=True, random_state=1)
+
+    kept, recomputed = run(1 << 40), run(0)
+    np.testing.assert_allclose(kept.centers, recomputed.centers, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(kept.precisions, recomputed.precisions, rtol=1e-9)
+    np.testing.assert_allclose(kept.gamma, recomputed.gamma, rtol=1e-9)
+    assert not np.allclose(kept.centers, circles_setup(0)[2])  # training moved the centres
+
+
 @pytest.mark.parametrize("cls", [lfagg.LearnedBoW, lfagg.LearnedVLAD])
 def test_estimators_are_deterministic(cls):
     bags, y = make_circles_bags(30, 20, random_state=3)

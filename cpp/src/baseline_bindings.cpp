@@ -43,16 +43,7 @@ Array<T> vlad(const Array<T>& features, const Offsets& offsets, const Array<T>& 
     const auto bags = check_bags(features, offsets);
     check_codewords(centers, bags.dim, "centers", "codeword");
     const Index k = centers.shape(0);
-    if (assignments) {
-        const auto& a = *assignments;
-        if (a.ndim() != 2 || a.shape(0) != bags.n || a.shape(1) != k)
-            fail("assignments must have shape (n_features, n_codewords) = (" + std::to_string(bags.n) + ", " +
-                 std::to_string(k) + "), got shape " + shape_of(a));
-        check_finite(a, "assignments", nt);
-        const T* p = a.data();
-        for (py::ssize_t i = 0; i < a.size(); ++i)
-            if (p[i] < 0) fail("assignments must be non-negative, found " + std::to_string(p[i]));
-    }
+    if (assignments) check_assignments(*assignments, bags.n, k, nt);
     check_finite(centers, "centers", nt);
     check_finite(features, "features", nt);
     const lfagg::VladEncoder<T> enc(centers.data(), k, bags.dim, assignments ? assignments->data() : nullptr);

@@ -1,6 +1,9 @@
 // pybind11 bindings: validate (GIL held), unwrap, release the GIL, call the kernels.
 // Compiled once per instruction set; LFAGG_MODULE_NAME names the module.
+#include <pybind11/stl.h>
+
 #include <cmath>
+#include <optional>
 #include <sstream>
 #include <string>
 
@@ -45,31 +48,37 @@ SoftProblem<T> check_soft_problem(const Array<T>& features, const Offsets& offse
     return {bags, {centers.data(), precisions.data(), centers.shape(0), static_cast<T>(gamma)}, nt};
 }
 
+// The encoding, or (encoding, assignments) with return_assignments.
 template <class Enc, class T>
-Array<T> soft_encode(const Array<T>& features, const Offsets& offsets, const Array<T>& centers,
-                     const Array<T>& precisions, double gamma, int n_threads) {
+py::object soft_encode(const Array<T>& features, const Offsets& offsets, const Array<T>& centers,
+                       const Array<T>& precisions, double gamma, int n_threads, bool return_assignments) {
     const auto pb = check_soft_problem(features, offsets, centers, precisions, gamma, n_threads);
     const Index out_dim = Enc::out_dim(pb.params.k, pb.bags.dim);
     Array<T> out({pb.bags.n_bags, out_dim});
+    Array<T> assignments(std::vector<py::ssize_t>{return_assignments ? pb.bags.n : 0, pb.params.k});
     T* dst = out.mutable_data();
+    T* a = return_assignments ? assignments.mutable_data() : nullptr;
     {
         py::gil_scoped_release release;
-        lfagg::soft_encode<Enc>(pb.bags, pb.params, dst, pb.n_threads);
+        lfagg::soft_encode<Enc>(pb.bags, pb.params, dst, pb.n_threads, a);
     }
     check_result_finite(dst, pb.bags.n_bags * out_dim, pb.n_threads);
-    return out;
+    if (return_assignments) return py::make_tuple(out, assignments);
+    return std::move(out);
 }
 
 template <class Enc, class T>
 py::tuple soft_backward(const Array<T>& features, const Offsets& offsets, const Array<T>& centers,
                         const Array<T>& precisions, double gamma, const Array<T>& grad_output,
-                        int n_threads) {
+                        const std::optional<Array<T>>& assignments, int n_threads) {
     const auto pb = check_soft_problem(features, offsets, centers, precisions, gamma, n_threads);
     const Index out_dim = Enc::out_dim(pb.params.k, pb.bags.dim);
     if (grad_output.ndim() != 2 || grad_output.shape(0) != pb.bags.n_bags || grad_output.shape(1) != out_dim)
         fail("grad_output must have the shape of the encoder's output (" + std::to_string(pb.bags.n_bags) + ", " +
              std::to_string(out_dim) + "), got shape " + shape_of(grad_output));
     check_finite(grad_output, "grad_output", pb.n_threads);
+    if (assignments) check_assignments(*assignments, pb.bags.n, pb.params.k, pb.n_threads);
+    const T* a = assignments ? assignments->data() : nullptr;
 
     Array<T> grad_centers({pb.params.k, pb.bags.dim}), grad_precisions({pb.params.k, pb.bags.dim});
     T* gc = grad_centers.mutable_data();
@@ -77,7 +86,7 @@ py::tuple soft_backward(const Array<T>& features, const Offsets& offsets, const 
     double grad_gamma;
     {
         py::gil_scoped_release release;
-        grad_gamma = lfagg::soft_backward<Enc>(pb.bags, pb.params, grad_output.data(), gc, gp, pb.n_threads);
+        grad_gamma = lfagg::soft_backward<Enc>(pb.bags, pb.params, grad_output.data(), gc, gp, pb.n_threads, a);
     }
     check_result_finite(gc, grad_centers.size(), pb.n_threads);
     check_result_finite(gp, grad_precisions.size(), pb.n_threads);
@@ -89,10 +98,11 @@ template <class Enc, class T>
 void def_soft_encoder_for(py::module_& m, const char* name, const char* backward_name) {
     m.def(name, &soft_encode<Enc, T>, py::arg("features").noconvert(), py::arg("offsets").noconvert(),
           py::arg("centers").noconvert(), py::arg("precisions").noconvert(), py::arg("gamma"),
-          py::arg("n_threads") = 0);
+          py::arg("n_threads") = 0, py::arg("return_assignments") = false);
     m.def(backward_name, &soft_backward<Enc, T>, py::arg("features").noconvert(), py::arg("offsets").noconvert(),
           py::arg("centers").noconvert(), py::arg("precisions").noconvert(), py::arg("gamma"),
-          py::arg("grad_output").noconvert(), py::arg("n_threads") = 0);
+          py::arg("grad_output").noconvert(), py::arg("assignments").noconvert().none(true) = py::none(),
+          py::arg("n_threads") = 0);
 }
 
 // Registers float64 then float32 under one name; arrays are never converted here

@@ -46,6 +46,21 @@ void check_finite(const Array<T>& a, const char* name, int n_threads) {
     if (!ok) fail(std::string(name) + " contains NaN or infinity");
 }
 
+// Soft assignments of the n features to k codewords: an (n, k) array of finite,
+// non-negative weights.
+template <class T>
+void check_assignments(const Array<T>& a, Index n, Index k, int n_threads) {
+    if (a.ndim() != 2 || a.shape(0) != n || a.shape(1) != k)
+        fail("assignments must have shape (n_features, n_codewords) = (" + std::to_string(n) + ", " +
+             std::to_string(k) + "), got shape " + shape_of(a));
+    bool ok;
+    {
+        py::gil_scoped_release release;
+        ok = lfagg::all_finite_nonnegative(a.data(), static_cast<Index>(a.size()), n_threads);
+    }
+    if (!ok) fail("assignments must be finite and non-negative");
+}
+
 inline int check_threads(int n_threads) {
     if (n_threads < 0) fail("n_threads must be a positive integer or None, got " + std::to_string(n_threads));
     return lfagg::resolve_threads(n_threads);

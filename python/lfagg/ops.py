@@ -73,7 +73,12 @@ def _soft_args(features, offsets, centers, precisions, gamma, n_threads):
             _float_array(precisions, "precisions", dtype), _gamma(gamma)), _threads(n_threads)
 
 
-def soft_bow(features, offsets, centers, precisions, gamma, n_threads=None) -> np.ndarray:
+def _backward_args(grad_output, assignments, dtype):
+    return (_float_array(grad_output, "grad_output", dtype),
+            None if assignments is None else _float_array(assignments, "assignments", dtype))
+
+
+def soft_bow(features, offsets, centers, precisions, gamma, n_threads=None, *, return_assignments=False):
     """T1, the learnable soft Bag of Words (eq. 6-8 of the paper).
 
     R_b[k] = (1/N_b) sum_n a_nk with a_nk = softmax_k(-gamma d_nk) and the Mahalanobis
@@ -87,20 +92,27 @@ def soft_bow(features, offsets, centers, precisions, gamma, n_threads=None) -> n
     precisions : (K, D) float array, strictly positive diagonal precisions P = Sigma^-1.
     gamma : positive float.
     n_threads : positive int or None (all cores).
+    return_assignments : bool, also return the soft assignments a (N, K), rows summing
+        to 1; passing them to :func:`soft_bow_backward` halves its cost, at the price of
+        N * K values of memory (the forward pass alone never holds more than a few rows).
 
     Returns
     -------
     (n_bags, K) array of the features' dtype (float32 or float64); rows sum to 1
-    (0 for an empty bag).
+    (0 for an empty bag). With return_assignments, the tuple (encoding, assignments).
     """
     args, nt = _soft_args(features, offsets, centers, precisions, gamma, n_threads)
-    return _core.soft_bow(*args, nt)
+    return _core.soft_bow(*args, nt, bool(return_assignments))
 
 
-def soft_bow_backward(features, offsets, centers, precisions, gamma, grad_output, n_threads=None):
+def soft_bow_backward(features, offsets, centers, precisions, gamma, grad_output, n_threads=None, *,
+                      assignments=None):
     """Gradients of a loss J through :func:`soft_bow`.
 
-    Parameters are those of :func:`soft_bow`, plus ``grad_output`` (n_bags, K), dJ/dR.
+    Parameters are those of :func:`soft_bow`, plus ``grad_output`` (n_bags, K), dJ/dR,
+    and ``assignments``: None to recompute the soft assignments, or the (N, K) array that
+    ``soft_bow(..., return_assignments=True)`` returned for the same features and
+    parameters (not checked: other values give wrong gradients).
 
     Returns
     -------
@@ -108,10 +120,10 @@ def soft_bow_backward(features, offsets, centers, precisions, gamma, grad_output
     and a Python float.
     """
     args, nt = _soft_args(features, offsets, centers, precisions, gamma, n_threads)
-    return _core.soft_bow_backward(*args, _float_array(grad_output, "grad_output", args[0].dtype), nt)
+    return _core.soft_bow_backward(*args, *_backward_args(grad_output, assignments, args[0].dtype), n_threads=nt)
 
 
-def soft_vlad(features, offsets, centers, precisions, gamma, n_threads=None) -> np.ndarray:
+def soft_vlad(features, offsets, centers, precisions, gamma, n_threads=None, *, return_assignments=False):
     """T2, the learnable soft VLAD (eq. 9 of the paper).
 
     R_b[k, :] = (1/N_b) sum_n a_nk (f_n - C_k), with a_nk as in :func:`soft_bow`.
@@ -120,16 +132,19 @@ def soft_vlad(features, offsets, centers, precisions, gamma, n_threads=None) -> 
     Returns
     -------
     (n_bags, K * D) array of the features' dtype, k-major (codeword k's residual is
-    columns k*D:(k+1)*D); zeros for an empty bag.
+    columns k*D:(k+1)*D); zeros for an empty bag. With return_assignments, the tuple
+    (encoding, assignments (N, K)).
     """
     args, nt = _soft_args(features, offsets, centers, precisions, gamma, n_threads)
-    return _core.soft_vlad(*args, nt)
+    return _core.soft_vlad(*args, nt, bool(return_assignments))
 
 
-def soft_vlad_backward(features, offsets, centers, precisions, gamma, grad_output, n_threads=None):
+def soft_vlad_backward(features, offsets, centers, precisions, gamma, grad_output, n_threads=None, *,
+                       assignments=None):
     """Gradients of a loss J through :func:`soft_vlad`.
 
-    Parameters are those of :func:`soft_bow`, plus ``grad_output`` (n_bags, K * D), dJ/dR.
+    Parameters are those of :func:`soft_bow_backward`, with ``grad_output`` (n_bags, K * D)
+    and ``assignments`` from ``soft_vlad(..., return_assignments=True)``.
 
     Returns
     -------
@@ -137,7 +152,7 @@ def soft_vlad_backward(features, offsets, centers, precisions, gamma, grad_outpu
     and a Python float.
     """
     args, nt = _soft_args(features, offsets, centers, precisions, gamma, n_threads)
-    return _core.soft_vlad_backward(*args, _float_array(grad_output, "grad_output", args[0].dtype), nt)
+    return _core.soft_vlad_backward(*args, *_backward_args(grad_output, assignments, args[0].dtype), n_threads=nt)
 
 
 def bow(features, offsets, centers, n_threads=None) -> np.ndarray:

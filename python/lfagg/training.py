@@ -26,6 +26,11 @@ ENCODERS = {
 }
 
 
+#: Largest (N, K) matrix of soft assignments a training step keeps from the forward pass
+#: for the backward pass (which then costs about half as much); larger batches recompute.
+MAX_KEPT_ASSIGNMENTS_BYTES = 256 << 20
+
+
 def _kernels(encoder: str):
     try:
         return ENCODERS[encoder]
@@ -124,12 +129,15 @@ def train_encoder(bags, targets, loss, encoder: str, centers, precisions, gamma,
             if n_samples_per_bag is not None:
                 batch = batch.subsample(n_samples_per_bag, rng)
             P, g = np.exp(log_p), float(np.exp(log_gamma[0]))
-            R = forward(batch.features, batch.offsets, C, P, g, n_threads).astype(np.float64)
+            keep = batch.n_features * len(C) * batch.features.itemsize <= MAX_KEPT_ASSIGNMENTS_BYTES
+            R, A = forward(batch.features, batch.offsets, C, P, g, n_threads, return_assignments=True) if keep \
+                else (forward(batch.features, batch.offsets, C, P, g, n_threads), None)
+            R = R.astype(np.float64)
             value, dR, head_grads = head.loss_grad(R, targets[idx])
             if not np.isfinite(value):
                 raise FloatingPointError(f"training diverged (loss {value}) at epoch {epoch + 1}: "
                                          "lower the learning rate")
-            gC, gP, g_gamma = backward(batch.features, batch.offsets, C, P, g, dR, n_threads)
+            gC, gP, g_gamma = backward(batch.features, batch.offsets, C, P, g, dR, n_threads, assignments=A)
             grads = [gC.astype(np.float64), gP * P, np.array([g_gamma * g])]
             opt.step([gr for (on, _, _), gr in zip(learnable, grads) if on] + list(head_grads))
             losses.append(value)

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <exception>
+#include <limits>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -110,19 +111,33 @@ class ErrorTrap {
     std::atomic<bool> failed_{false};
 };
 
-// True when every value of p[0..n) is finite (no NaN, no +-inf).
-template <class T>
-bool all_finite(const T* p, Index n, int n_threads) {
+// True when pred(block) holds for every block of p[0..n), blocks being Eigen arrays
+// checked in parallel.
+template <class T, class Pred>
+bool all_blocks(const T* p, Index n, int n_threads, Pred pred) {
     const Index block = Index(1) << 16;
     const Index n_blocks = (n + block - 1) / block;
     bool ok = true;
 #pragma omp parallel for num_threads(std::max(1, n_threads)) reduction(&& : ok) schedule(static)
     for (Index i = 0; i < n_blocks; ++i) {
         const Index s = i * block, len = std::min(block, n - s);
-        // x * 0 is NaN exactly for NaN and infinities, and the sum propagates it.
-        ok = ok && !std::isnan((Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>(p + s, len) * T(0)).sum());
+        ok = ok && pred(Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>(p + s, len));
     }
     return ok;
+}
+
+// True when every value of p[0..n) is finite (no NaN, no +-inf).
+template <class T>
+bool all_finite(const T* p, Index n, int n_threads) {
+    // x * 0 is NaN exactly for NaN and infinities, and the sum propagates it.
+    return all_blocks(p, n, n_threads, [](const auto& x) { return !std::isnan((x * T(0)).sum()); });
+}
+
+// True when every value of p[0..n) is finite and >= 0.
+template <class T>
+bool all_finite_nonnegative(const T* p, Index n, int n_threads) {
+    return all_blocks(p, n, n_threads,
+                      [](const auto& x) { return ((x >= T(0)) && (x <= std::numeric_limits<T>::max())).all(); });
 }
 
 }  // namespace lfagg

@@ -42,14 +42,19 @@ class SoftAssigner {
     const MatR<T>& centers() const { return centers_; }        // C' = C - mu
     const MatR<T>& precisions() const { return precisions_; }  // P
 
-    // Fills b.x, b.dist and b.a for the m feature rows starting at `rows`.
-    void assign(const T* rows, Index m, TileBuffers<T>& b) const {
+    // b.x = [f'^2, f'] for the m rows starting at `rows`.
+    void expand(const T* rows, Index m, TileBuffers<T>& b) const {
         const CMapR<T> f(rows, m, dim_);
         auto x = b.x.topRows(m);
         x.rightCols(dim_) = f.rowwise() - shift_;
         x.leftCols(dim_) = x.rightCols(dim_).cwiseAbs2();
+    }
+
+    // Fills b.x, b.dist and b.a for the m feature rows starting at `rows`.
+    void assign(const T* rows, Index m, TileBuffers<T>& b) const {
+        expand(rows, m, b);
         auto d = b.dist.topRows(m);
-        d.noalias() = x * weights_;
+        d.noalias() = b.x.topRows(m) * weights_;
         d.rowwise() += bias_;
         // Rounding can push a distance slightly below zero; distances are >= 0.
         d = d.cwiseMax(T(0));

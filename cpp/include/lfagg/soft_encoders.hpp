@@ -7,6 +7,7 @@
 // in chunk order, so results are bitwise identical for every thread count.
 #pragma once
 
+#include <limits>
 #include <vector>
 
 #include "lfagg/bag_reduce.hpp"
@@ -30,9 +31,10 @@ struct SoftBowEncoder {
         Eigen::Map<RowVec<T>>(out, sa.k()) = (stats / static_cast<double>(n)).template cast<T>();
     }
 
-    // g (m x K) = dJ/da for tile rows [s, s + m) of a bag with gradient grad_b (K).
-    template <class T, class G>
-    static void upstream(const SoftAssigner<T>& sa, const TileBuffers<T>&, Index, Index, const T* grad_b,
+    // g (m x K) = dJ/da for the m rows [s, s + m) of a tile, of one bag with gradient
+    // grad_b (K) and assignments a (m x K).
+    template <class T, class A, class G>
+    static void upstream(const SoftAssigner<T>& sa, const TileBuffers<T>&, Index, const A&, const T* grad_b,
                          T inv_n, G&& g, MatR<T>&) {
         g.rowwise() = Eigen::Map<const RowVec<T>>(grad_b, sa.k()) * inv_n;
     }
@@ -64,42 +66,50 @@ struct SoftVladEncoder {
 
     // g_nk = G_b[k, :] . (f'_n - C'_k) / N_b; also the term of dJ/dC that does not pass
     // through the assignments: direct_k -= (1/N_b) sum_n a_nk G_b[k, :].
-    template <class T, class G>
-    static void upstream(const SoftAssigner<T>& sa, const TileBuffers<T>& b, Index s, Index m, const T* grad_b,
+    template <class T, class A, class G>
+    static void upstream(const SoftAssigner<T>& sa, const TileBuffers<T>& b, Index s, const A& a, const T* grad_b,
                          T inv_n, G&& g, MatR<T>& direct) {
         const CMapR<T> gb(grad_b, sa.k(), sa.dim());
-        g.noalias() = b.shifted(s, m) * gb.transpose();
-        for (Index k = 0; k < sa.k(); ++k) {
-            g.col(k).array() -= sa.centers().row(k).dot(gb.row(k));
-            direct.row(k) -= (inv_n * b.a.middleRows(s, m).col(k).sum()) * gb.row(k);
-        }
+        g.noalias() = b.shifted(s, a.rows()) * gb.transpose();
+        g.rowwise() -= sa.centers().cwiseProduct(gb).rowwise().sum().transpose();
         g *= inv_n;
+        const RowVec<T> mass = inv_n * a.colwise().sum();
+        direct.noalias() -= mass.asDiagonal() * gb;
     }
 };
 
-// An encoder policy with its parameters, in the interface of encode_bags().
+// An encoder policy with its parameters, in the interface of encode_bags(); when
+// `assignments` is given, every feature's assignments are also written to that N x K
+// row-major matrix.
 template <class Enc, class T>
 class SoftStatistics {
   public:
     using Tile = TileBuffers<T>;
-    SoftStatistics(const SoftParams<T>& params, Index dim) : sa_(params, dim) {}
+    SoftStatistics(const SoftParams<T>& params, Index dim, T* assignments)
+        : sa_(params, dim), assignments_(assignments) {}
 
     Index k() const { return sa_.k(); }
     Index stat_dim() const { return Enc::stat_dim(sa_.k(), sa_.dim()); }
     Index out_dim() const { return Enc::out_dim(sa_.k(), sa_.dim()); }
     Tile tile(Index rows) const { return Tile(rows, sa_.dim(), sa_.k()); }
-    void prepare(Tile& t, const T* rows, Index, Index m) const { sa_.assign(rows, m, t); }
+    void prepare(Tile& t, const T* rows, Index r0, Index m) const {
+        sa_.assign(rows, m, t);
+        if (assignments_) MapR<T>(assignments_ + r0 * sa_.k(), m, sa_.k()) = t.a.topRows(m);
+    }
     void segment_stats(const Tile& t, Index s, Index m, T* stats) const { Enc::segment_stats(sa_, t, s, m, stats); }
     void finalize(const RowVecD& stats, Index n, T* out) const { Enc::finalize(sa_, stats, n, out); }
 
   private:
     SoftAssigner<T> sa_;
+    T* assignments_;
 };
 
-// Forward pass. out: (n_bags x out_dim) row-major; empty bags encode to zeros.
+// Forward pass. out: (n_bags x out_dim) row-major; empty bags encode to zeros. With
+// `assignments` (N x K row-major, or null) the soft assignments are kept for soft_backward.
 template <class Enc, class T>
-void soft_encode(const BagsView<T>& bags, const SoftParams<T>& params, T* out, int n_threads) {
-    encode_bags(bags, SoftStatistics<Enc, T>(params, bags.dim), out, n_threads);
+void soft_encode(const BagsView<T>& bags, const SoftParams<T>& params, T* out, int n_threads,
+                 T* assignments = nullptr) {
+    encode_bags(bags, SoftStatistics<Enc, T>(params, bags.dim, assignments), out, n_threads);
 }
 
 // Sums over the features of one chunk of rows that the backward pass needs:
@@ -121,15 +131,17 @@ struct BackwardSums {
 
 // Backward pass: gradients of J w.r.t. centres and precisions (K x D row-major, written
 // to grad_centers / grad_precisions) and gamma (returned), given grad_out = dJ/dR.
+// `assignments` (N x K, or null to recompute them) are those kept by soft_encode: with
+// them the backward costs about one forward instead of two.
 template <class Enc, class T>
 double soft_backward(const BagsView<T>& bags, const SoftParams<T>& params, const T* grad_out,
-                     T* grad_centers, T* grad_precisions, int n_threads) {
+                     T* grad_centers, T* grad_precisions, int n_threads, const T* assignments = nullptr) {
     using MatD = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
     const SoftAssigner<T> sa(params, bags.dim);
     const Index k = params.k, dim = bags.dim, out_dim = Enc::out_dim(k, dim);
-    const Index rows = tile_rows(k);
-    // Chunks of several tiles amortise the fold of the K x 2D sums.
-    const Index chunk_rows = rows * std::max<Index>(1, 512 / rows);
+    // Chunks of up to 512 rows, larger than the forward's tiles: the K x 2D sums are a
+    // matrix product over the chunk's rows, efficient only with a long inner dimension.
+    const Index chunk_rows = std::clamp<Index>((Index(1) << 19) / k, tile_rows(k), 512);
     const Index n_chunks = (bags.n + chunk_rows - 1) / chunk_rows;
     const int nt = static_cast<int>(std::max<Index>(1, std::min<Index>(resolve_threads(n_threads), n_chunks)));
     const Index sums_bytes = k * (Enc::has_direct_term ? 3 * dim : 2 * dim) * Index(sizeof(T));
@@ -144,7 +156,7 @@ double soft_backward(const BagsView<T>& bags, const SoftParams<T>& params, const
     };
     std::vector<Work> work;
     work.reserve(nt);
-    for (int i = 0; i < nt; ++i) work.emplace_back(rows, dim, k, out_dim);
+    for (int i = 0; i < nt; ++i) work.emplace_back(chunk_rows, dim, k, out_dim);
     std::vector<BackwardSums<T>> sums(static_cast<std::size_t>(std::min(wave, n_chunks)),
                                       BackwardSums<T>(k, dim, Enc::has_direct_term));
     MatD ex_total = MatD::Zero(k, 2 * dim), direct_total = MatD::Zero(k, dim);
@@ -154,25 +166,34 @@ double soft_backward(const BagsView<T>& bags, const SoftParams<T>& params, const
 
     auto chunk_sums = [&](Index c, Work& w, BackwardSums<T>& acc) {
         acc.clear();
-        const Index c1 = std::min(bags.n, (c + 1) * chunk_rows);
-        for (Index r0 = c * chunk_rows; r0 < c1; r0 += rows) {
-            const Index r1 = std::min(c1, r0 + rows), m = r1 - r0;
+        const Index r0 = c * chunk_rows, r1 = std::min(bags.n, r0 + chunk_rows), m = r1 - r0;
+        if (assignments)
+            sa.expand(bags.row(r0), m, w.tile);
+        else
             sa.assign(bags.row(r0), m, w.tile);
-            bags.for_each_segment(r0, r1, [&](Index b, Index s, Index e) {
-                w.grad_bag = Eigen::Map<const RowVec<T>>(grad_out + b * out_dim, out_dim);
-                Enc::upstream(sa, w.tile, s - r0, e - s, w.grad_bag.data(), T(1) / static_cast<T>(bags.size(b)),
-                              w.e.middleRows(s - r0, e - s), acc.direct);
-            });
-            auto e = w.e.topRows(m);
-            const auto a = w.tile.a.topRows(m);
-            for (Index i = 0; i < m; ++i) {
-                const T ag = a.row(i).dot(e.row(i));
-                e.row(i) = a.row(i).cwiseProduct((e.row(i).array() - ag).matrix());
-            }
-            acc.ex.noalias() += e.transpose() * w.tile.x.topRows(m);
-            acc.e_sum += e.colwise().sum();
-            acc.ed += static_cast<double>(e.cwiseProduct(w.tile.dist.topRows(m)).sum());
+        const CMapR<T> a(assignments ? assignments + r0 * k : w.tile.a.data(), m, k);
+        bags.for_each_segment(r0, r1, [&](Index b, Index s, Index e) {
+            w.grad_bag = Eigen::Map<const RowVec<T>>(grad_out + b * out_dim, out_dim);
+            Enc::upstream(sa, w.tile, s - r0, a.middleRows(s - r0, e - s), w.grad_bag.data(),
+                          T(1) / static_cast<T>(bags.size(b)), w.e.middleRows(s - r0, e - s), acc.direct);
+        });
+        // Softmax backward, and sum_nk e_nk d_nk for the gradient w.r.t. gamma. Kept
+        // assignments stand in for distances as -log(a) / gamma, which differs from d by a
+        // constant per row while e sums to zero over each row; where a_nk = 0, e_nk = 0
+        // and the clamp only keeps the log finite.
+        auto e = w.e.topRows(m);
+        double ed = 0;
+        for (Index i = 0; i < m; ++i) {
+            const T ag = a.row(i).dot(e.row(i));
+            e.row(i) = a.row(i).cwiseProduct((e.row(i).array() - ag).matrix());
+            ed += static_cast<double>(
+                assignments ? e.row(i).cwiseProduct(a.row(i).cwiseMax(std::numeric_limits<T>::min()).array().log()
+                                                       .matrix()).sum() / -sa.gamma()
+                            : e.row(i).dot(w.tile.dist.row(i)));
         }
+        acc.ed = ed;
+        acc.ex.noalias() = e.transpose() * w.tile.x.topRows(m);
+        acc.e_sum = e.colwise().sum();
     };
 
     // Waves of chunks, then a fold in chunk order (see encode_bags for why not `ordered`).

@@ -1,0 +1,101 @@
+"""The soft assignments kept by the forward pass (return_assignments=True) and the
+backward pass that reuses them, against the numpy reference and the recomputing backward."""
+
+import numpy as np
+import pytest
+
+import lfagg.ops as ops
+from reference import assignments as ref_assignments
+from test_soft_encoders import BWD, ENCODERS, FWD, REF_BWD, make_problem, out_dim, scaled_atol
+
+LAYOUTS = {"small": [4, 0, 6], "one_big_bag": [3000], "mixed": [5, 0, 1, 700, 0, 3, 129]}
+
+
+def problem(seed, sizes, dtype, D=6, K=5, gamma_times_d=1.5):
+    rng = np.random.default_rng(seed)
+    f, off, C, P, gamma = make_problem(rng, sizes, D=D, K=K, dtype=dtype, gamma_times_d=gamma_times_d)
+    return rng, f, off, C.astype(dtype), P.astype(dtype), gamma
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_forward_returns_the_encoding_and_the_assignments(encoder, layout, dtype):
+    _, f, off, C, P, gamma = problem(1, LAYOUTS[layout], dtype)
+    R, A = FWD[encoder](f, off, C, P, gamma, return_assignments=True)
+    np.testing.assert_array_equal(R, FWD[encoder](f, off, C, P, gamma))
+    assert A.shape == (len(f), len(C)) and A.dtype == dtype
+    ref = ref_assignments(f, C, P, gamma)
+    tol = dict(rtol=1e-10, atol=1e-13) if dtype == np.float64 else dict(rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(A, ref, **tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_backward_with_kept_assignments_matches_reference(encoder, layout, dtype):
+    rng, f, off, C, P, gamma = problem(2, LAYOUTS[layout], dtype)
+    _, A = FWD[encoder](f, off, C, P, gamma, return_assignments=True)
+    G = rng.normal(size=(len(off) - 1, out_dim(encoder, len(C), f.shape[1]))).astype(dtype)
+    gC, gP, gg = BWD[encoder](f, off, C, P, gamma, G, assignments=A)
+    rC, rP, rg = REF_BWD[encoder](f, off, C, P, gamma, G)
+    rtol, atol = (1e-9, 1e-11) if dtype == np.float64 else (1e-3, 1e-4)
+    assert gC.dtype == dtype and gP.dtype == dtype
+    np.testing.assert_allclose(gC, rC, rtol=rtol, atol=scaled_atol(rC, atol))
+    np.testing.assert_allclose(gP, rP, rtol=rtol, atol=scaled_atol(rP, atol))
+    np.testing.assert_allclose(float(gg), rg, rtol=rtol, atol=atol * max(abs(rg), 1.0))
+
+
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_kept_assignments_with_exact_zeros(encoder):
+    """gamma * distance ~ 1e4: most assignments underflow to exactly 0, whose logs the
+    gradient w.r.t. gamma must not turn into NaN."""
+    rng, f, off, C, P, gamma = problem(3, [40, 1, 0, 300], np.float64, gamma_times_d=1e4)
+    _, A = FWD[encoder](f, off, C, P, gamma, return_assignments=True)
+    assert np.mean(A == 0) > 0.5
+    G = rng.normal(size=(4, out_dim(encoder, len(C), f.shape[1])))
+    kept = BWD[encoder](f, off, C, P, gamma, G, assignments=A)
+    rC, rP, rg = REF_BWD[encoder](f, off, C, P, gamma, G)
+    np.testing.assert_allclose(kept[0], rC, rtol=1e-6, atol=scaled_atol(rC, 1e-8))
+    np.testing.assert_allclose(kept[1], rP, rtol=1e-6, atol=scaled_atol(rP, 1e-8))
+    np.testing.assert_allclose(float(kept[2]), rg, rtol=1e-6, atol=1e-8 * max(abs(rg), 1.0))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_kept_assignments_threads_deterministic(encoder, dtype):
+    rng, f, off, C, P, gamma = problem(4, [3, 5000, 0, 17, 700, 1], dtype, D=16, K=12)
+    G = rng.normal(size=(6, out_dim(encoder, 12, 16))).astype(dtype)
+    results = []
+    for nt in (1, 2, 3):
+        R, A = FWD[encoder](f, off, C, P, gamma, n_threads=nt, return_assignments=True)
+        results.append((R, A, *BWD[encoder](f, off, C, P, gamma, G, n_threads=nt, assignments=A)))
+    for other in results[1:]:
+        for x, y in zip(results[0], other):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+BAD_ASSIGNMENTS = {
+    "too_few_rows": lambda A: A[:-1],
+    "too_many_columns": lambda A: np.hstack([A, A[:, :1]]),
+    "one_dimensional": lambda A: A.ravel(),
+    "nan": lambda A: np.where(np.arange(A.size).reshape(A.shape) == 7, np.nan, A),
+    "inf": lambda A: np.where(np.arange(A.size).reshape(A.shape) == 3, np.inf, A),
+    "negative": lambda A: np.where(np.arange(A.size).reshape(A.shape) == 5, -0.5, A),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_ASSIGNMENTS))
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_bad_assignments_raise_value_error(encoder, case):
+    rng, f, off, C, P, gamma = problem(5, [4, 0, 6], np.float64)
+    _, A = FWD[encoder](f, off, C, P, gamma, return_assignments=True)
+    G = rng.normal(size=(3, out_dim(encoder, len(C), f.shape[1])))
+    with pytest.raises(ValueError, match="assignments"):
+        BWD[encoder](f, off, C, P, gamma, G, assignments=BAD_ASSIGNMENTS[case](A))
+
+
+def test_empty_input_gives_empty_assignments():
+    f = np.zeros((0, 3), dtype=np.float32)
+    R, A = ops.soft_bow(f, [0], np.ones((2, 3)), np.ones((2, 3)), 1.0, return_assignments=True)
+    assert R.shape == (0, 2) and A.shape == (0, 2) and A.dtype == np.float32
