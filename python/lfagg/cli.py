@@ -1,40 +1,325 @@
-"""The ``lfagg`` command line."""
+"""The ``lfagg`` command line: demo, train, encode, evaluate, reproduce, figures.
+
+Errors in the user's files (missing, malformed, not a model) print one line on stderr
+and exit with status 1; argparse's usage errors exit with status 2.
+"""
 from __future__ import annotations
 
 import argparse
+import os
+import pickle
 import sys
 import time
 
+METHODS = ("t1", "t2", "bow", "vlad", "fv")
 
+
+def build_model(method, n_codewords, *, epochs=10, gamma="auto", learning_rate=1e-3, samples_per_bag=128,
+                seed=0, threads=None, verbose=0):
+    """An unfitted classifier of bags for one of METHODS.
+
+    t1 / t2: LearnedBoW / LearnedVLAD (Algorithm 1). bow, vlad, fv: the unsupervised
+    encoder (BagOfWords, VLAD, FisherVector with ``n_codewords`` codewords or Gaussians),
+    the chi2 feature map for bow, and the same softmax regression, as in Table I
+    (:class:`lfagg.experiments.EncoderClassifier`).
+    """
+    from .baselines import VLAD, BagOfWords, FisherVector
+    from .experiments import EncoderClassifier
+    from .learned import LearnedBoW, LearnedVLAD
+
+    if method in ("t1", "t2"):
+        cls = LearnedBoW if method == "t1" else LearnedVLAD
+        return cls(n_codewords, gamma=gamma, n_epochs=epochs, n_samples_per_bag=samples_per_bag,
+                   learning_rate=learning_rate, random_state=seed, n_threads=threads, verbose=verbose)
+    encoders = {"bow": BagOfWords, "vlad": VLAD, "fv": FisherVector}
+    if method not in encoders:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    return EncoderClassifier(encoders[method](n_codewords, random_state=seed, n_threads=threads),
+                             feature_map="chi2" if method == "bow" else None)
+
+
+def encoder_of(model):
+    """The fitted part of a model built by :func:`build_model` that maps bags to their representation."""
+    return getattr(model, "encoder_", model)
+
+
+def load_model(path):
+    """The fitted model pickled at path by ``lfagg train``; ValueError for anything else."""
+    from .experiments import EncoderClassifier
+    from .learned import LearnedBoW, LearnedVLAD
+
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: no such file")
+    try:
+        with open(path, "rb") as fh:
+            model = pickle.load(fh)
+    except Exception as exc:  # unpickling random bytes raises almost anything
+        raise ValueError(f"{path}: not a model saved by 'lfagg train' ({type(exc).__name__}: {exc})") from None
+    if not isinstance(model, (EncoderClassifier, LearnedBoW, LearnedVLAD)):
+        raise ValueError(f"{path}: not a model saved by 'lfagg train' (it holds a {type(model).__name__})")
+    return model
+
+
+# ---------------------------------------------------------------------------------------
+# Subcommands
+# ---------------------------------------------------------------------------------------
 def _demo(args) -> int:
-    """Learned soft BoW against its K-Means initialisation on the synthetic circles bags."""
-    from .datasets import make_circles_bags
-    from .learned import LearnedBoW
+    """Every representation on the embedded synthetic circles bags, as a table."""
+    from threadpoolctl import threadpool_limits
 
+    from .datasets import make_circles_bags
+
+    K = args.codewords
     train_bags, train_y = make_circles_bags(args.n_bags, args.n_per_bag, random_state=args.seed)
     test_bags, test_y = make_circles_bags(args.n_bags, args.n_per_bag, random_state=args.seed + 1)
     print(f"concentric circles: {len(train_bags)} training and {len(test_bags)} test bags of "
           f"{args.n_per_bag} 2-D local features, two classes")
-    print(f"{'representation':<28}{'test accuracy':>14}{'time (s)':>10}")
-    for label, epochs in ((f"T1-{args.codewords} initial (K-Means)", 0), (f"T1-{args.codewords} learned", args.epochs)):
-        start = time.perf_counter()
-        model = LearnedBoW(args.codewords, n_epochs=epochs, n_samples_per_bag=20, learning_rate=1e-2,
-                           random_state=args.seed, verbose=args.verbose).fit(train_bags, train_y)
-        print(f"{label:<28}{model.score(test_bags, test_y):>14.3f}{time.perf_counter() - start:>10.1f}")
+    learned = dict(samples_per_bag=20, learning_rate=1e-2, seed=args.seed, threads=args.threads,
+                   verbose=args.verbose)
+    rows = [
+        (f"BoW-{K}", build_model("bow", K, seed=args.seed, threads=args.threads)),
+        (f"BoW-{16 * K}", build_model("bow", 16 * K, seed=args.seed, threads=args.threads)),
+        (f"VLAD-{K}", build_model("vlad", K, seed=args.seed, threads=args.threads)),
+        (f"FV-{K}", build_model("fv", K, seed=args.seed, threads=args.threads)),
+        (f"T1-{K} initial (K-Means)", build_model("t1", K, epochs=0, **learned)),
+        (f"T1-{K} learned", build_model("t1", K, epochs=args.epochs, **learned)),
+        (f"T2-{K} initial (K-Means)", build_model("t2", K, epochs=0, **learned)),
+        (f"T2-{K} learned", build_model("t2", K, epochs=args.epochs, **learned)),
+    ]
+    print(f"{'representation':<26}{'dim':>5}{'test accuracy':>15}{'time (s)':>10}")
+    with threadpool_limits(args.threads):  # K-Means, GMM and BLAS too
+        for label, model in rows:
+            start = time.perf_counter()
+            model.fit(train_bags, train_y)
+            accuracy, seconds = model.score(test_bags, test_y), time.perf_counter() - start
+            dim = encoder_of(model).transform(test_bags[:1]).shape[1]
+            print(f"{label:<26}{dim:>5}{accuracy:>15.3f}{seconds:>10.2f}", flush=True)
     return 0
 
 
+def _labelled_bags(args):
+    from .datasets import load_bags
+
+    bags, y = load_bags(args.bags, args.labels)
+    if y is None:
+        raise ValueError(f"{args.bags}: no labels; pass --labels")
+    return bags, y
+
+
+def _train(args) -> int:
+    folder = os.path.dirname(os.path.abspath(args.model))
+    if not os.path.isdir(folder):
+        raise ValueError(f"{args.model}: no such directory {folder}")
+    bags, y = _labelled_bags(args)
+    model = build_model(args.method, args.codewords, epochs=args.epochs, gamma=args.gamma, learning_rate=args.lr,
+                        samples_per_bag=args.samples_per_bag, seed=args.seed, threads=args.threads,
+                        verbose=args.verbose)
+    start = time.perf_counter()
+    model.fit(bags, y)
+    with open(args.model, "wb") as fh:
+        pickle.dump(model, fh, protocol=pickle.HIGHEST_PROTOCOL)
+    print(f"{args.method} with {args.codewords} codewords trained on {len(bags)} bags in "
+          f"{time.perf_counter() - start:.1f} s, training accuracy {model.score(bags, y):.3f}; saved to {args.model}")
+    return 0
+
+
+def _encode(args) -> int:
+    import numpy as np
+
+    from .datasets import load_bags
+
+    model = load_model(args.model)
+    bags, _ = load_bags(args.bags)
+    R = encoder_of(model).transform(bags)
+    np.save(args.out, R)
+    print(f"{len(bags)} bags encoded as {R.shape} {R.dtype}; saved to {args.out}")
+    return 0
+
+
+def _evaluate(args) -> int:
+    import numpy as np
+
+    model = load_model(args.model)
+    bags, y = _labelled_bags(args)
+    correct = model.predict(bags) == y
+    print(f"accuracy {correct.mean():.4f} ({correct.sum()} of {len(y)} bags)")
+    print(f"{'class':<16}{'bags':>8}{'correct':>9}{'accuracy':>10}")
+    for c in np.unique(y):
+        hits = correct[y == c]
+        print(f"{str(c):<16}{hits.size:>8}{hits.sum():>9}{hits.mean():>10.4f}")
+    return 0
+
+
+def _reproduce(args) -> int:
+    from . import experiments
+
+    rows = experiments.table1(args.data, codebook_sizes=tuple(args.codewords), vlad_codewords=args.vlad_codewords,
+                              n_train=args.n_train, n_test=args.n_test, n_epochs=args.epochs,
+                              random_state=args.seed, n_threads=args.threads, verbose=args.verbose,
+                              out_json=args.out_json)
+    print(experiments.format_table(rows))
+    return 0
+
+
+def _figures(args) -> int:
+    from . import experiments
+
+    os.makedirs(args.out_dir, exist_ok=True)
+    fig1, fig2 = (os.path.join(args.out_dir, f"figure{i}.png") for i in (1, 2))
+    experiments.figure1(fig1, random_state=args.seed)
+    print(f"wrote {fig1}", flush=True)
+    experiments.figure2(fig2, data_path=args.data, codebook_sizes=tuple(args.codewords), n_epochs=args.epochs,
+                        random_state=args.seed, verbose=args.verbose)
+    print(f"wrote {fig2}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+# Parser
+# ---------------------------------------------------------------------------------------
+_BAGS_HELP = ("the bags: a directory of .npy files, one (n_i, D) array per bag, taken in sorted file-name order, "
+              "or an .npz file with 'features' (N, D), 'offsets' (n_bags + 1,) and optionally 'labels'")
+_LABELS_HELP = ("class labels: a .txt file with one label per line in bag order, or a .csv file with one column "
+                "(label) or two (name,label: name = the .npy file name, for a directory); optional header "
+                "(default: the 'labels' array of the .npz)")
+_MODEL_HELP = "a model written by 'lfagg train' (a pickle: load only files you trust)"
+
+
+def _gamma(text):
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a positive number, got {text!r}")
+    return value
+
+
+def _int_at_least(minimum):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
+        return value
+    return parse
+
+
+_positive_int, _count = _int_at_least(1), _int_at_least(0)
+
+
+def _add_common(parser, threads=True):
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    if threads:
+        parser.add_argument("--threads", type=_positive_int, default=None,
+                            help="threads of the encoders (default: all cores)")
+    parser.add_argument("--verbose", type=_count, default=1,
+                        help="1 shows a progress bar per training epoch on stderr, 0 hides them")
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except None ones (their help says what None means)."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lfagg", description="Learnable local feature aggregation.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="learn a soft BoW on an embedded synthetic dataset and compare")
-    demo.add_argument("--codewords", type=int, default=4, help="codebook size K (default 4)")
-    demo.add_argument("--epochs", type=int, default=10, help="training epochs (default 10)")
-    demo.add_argument("--n-bags", type=int, default=400, help="bags per split (default 400)")
-    demo.add_argument("--n-per-bag", type=int, default=50, help="local features per bag (default 50)")
-    demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    demo.add_argument("--verbose", type=int, default=1, help="1 shows progress bars (default), 0 hides them")
+    formatter = _Formatter
+    parser = argparse.ArgumentParser(
+        prog="lfagg", description="Learnable local feature aggregation: encode bags of local descriptors with "
+        "soft BoW (T1) or soft VLAD (T2) learned by backpropagation, or with BoW, VLAD and Fisher Vectors.",
+        epilog="Run 'lfagg COMMAND --help' for a command's options.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser(
+        "demo", help="compare every representation on embedded synthetic data (seconds)",
+        description="Fit BoW, VLAD, Fisher Vectors and T1/T2 before (K-Means) and after learning, each with a "
+        "softmax regression (after the chi2 map for BoW and T1), on the synthetic 'concentric circles' bags of the "
+        "paper's Fig. 1, and print each one's test accuracy, representation size and fit + test time.",
+        formatter_class=formatter)
+    demo.add_argument("--codewords", type=_positive_int, metavar="K", default=4, help="codebook size K")
+    demo.add_argument("--epochs", type=_count, default=10, help="training epochs of T1 and T2")
+    demo.add_argument("--n-bags", type=_positive_int, default=400, help="bags per split")
+    demo.add_argument("--n-per-bag", type=_positive_int, default=50, help="local features per bag")
+    _add_common(demo, threads=False)
+    demo.add_argument("--threads", type=_positive_int, default=1,
+                      help="threads (more only add synchronisation cost on bags this small)")
     demo.set_defaults(run=_demo)
+
+    train = sub.add_parser(
+        "train", help="fit a representation and a classifier on your bags; save the model",
+        description="Fit a classifier of bags and pickle it. t1/t2: soft BoW/VLAD learned jointly with softmax "
+        "regression (lfagg.LearnedBoW/LearnedVLAD); bow/vlad/fv: the unsupervised encoder (lfagg.BagOfWords, "
+        "VLAD, FisherVector) followed by the same softmax regression, after the chi2 feature map for bow and t1.",
+        formatter_class=formatter)
+    train.add_argument("--bags", required=True, metavar="PATH", help=_BAGS_HELP)
+    train.add_argument("--labels", metavar="PATH", help=_LABELS_HELP)
+    train.add_argument("--method", choices=METHODS, default="t1", help="representation")
+    train.add_argument("--codewords", type=_positive_int, metavar="K", default=64,
+                       help="codebook size K (Gaussians for fv)")
+    train.add_argument("--epochs", type=_count, default=10, help="SGD epochs (t1, t2)")
+    train.add_argument("--gamma", type=_gamma, default="auto", help="softness of the assignment, or 'auto' (t1, t2)")
+    train.add_argument("--lr", type=float, default=1e-3, help="learning rate (t1, t2)")
+    train.add_argument("--samples-per-bag", type=_positive_int, default=128,
+                       help="local features drawn from each bag per SGD step (t1, t2)")
+    train.add_argument("--model", required=True, metavar="OUT", help="output file of the fitted model (pickle)")
+    _add_common(train)
+    train.set_defaults(run=_train)
+
+    encode = sub.add_parser(
+        "encode", help="write the representation of bags as an .npy array",
+        description="Encode bags with a trained model's representation (before the classifier) and save the "
+        "(n_bags, dim) array with numpy.save.", formatter_class=formatter)
+    encode.add_argument("--model", required=True, metavar="PATH", help=_MODEL_HELP)
+    encode.add_argument("--bags", required=True, metavar="PATH", help=_BAGS_HELP)
+    encode.add_argument("--out", required=True, help="output .npy file")
+    encode.set_defaults(run=_encode)
+
+    evaluate = sub.add_parser(
+        "evaluate", help="print a trained model's accuracy on labelled bags",
+        description="Predict the class of each bag with a trained model; print the accuracy, overall and per class.",
+        formatter_class=formatter)
+    evaluate.add_argument("--model", required=True, metavar="PATH", help=_MODEL_HELP)
+    evaluate.add_argument("--bags", required=True, metavar="PATH", help=_BAGS_HELP)
+    evaluate.add_argument("--labels", metavar="PATH", help=_LABELS_HELP)
+    evaluate.set_defaults(run=_evaluate)
+
+    reproduce = sub.add_parser(
+        "reproduce", help="the paper's Table I on CIFAR-10 patch descriptors",
+        description="BoW-K, T1-K initial and learned for each K, and VLAD, FV, T2 initial and learned, on dense "
+        "whitened 6x6 patches of CIFAR-10 images; prints the table of test accuracies and run times.",
+        formatter_class=formatter)
+    reproduce.add_argument("--data", required=True, metavar="NPZ",
+                           help="CIFAR-10 .npz with train_images, train_labels, test_images, test_labels")
+    reproduce.add_argument("--codewords", type=_positive_int, nargs="+", metavar="K", default=[64, 256, 1024],
+                           help="codebook sizes K of BoW and T1")
+    reproduce.add_argument("--vlad-codewords", type=_positive_int, default=64, help="codebook size of VLAD, FV, T2")
+    reproduce.add_argument("--n-train", type=_positive_int, default=None,
+                           help="class-balanced subset of training images (default: all)")
+    reproduce.add_argument("--n-test", type=_positive_int, default=None,
+                           help="class-balanced subset of test images (default: all)")
+    reproduce.add_argument("--epochs", type=_count, default=10, help="training epochs of T1 and T2")
+    reproduce.add_argument("--out-json", default=None, help="also write the rows to this JSON file")
+    _add_common(reproduce)
+    reproduce.set_defaults(run=_reproduce)
+
+    figures = sub.add_parser(
+        "figures", help="draw the paper's Figures 1 and 2 as PNG files (needs matplotlib)",
+        description="Fig. 1: codewords of K-Means, GMM and LearnedBoW on the synthetic bags; Fig. 2: test accuracy "
+        "per epoch for several codebook sizes, with BoW for comparison. Writes DIR/figure1.png and "
+        "DIR/figure2.png; needs matplotlib (pip install 'lfagg[plot]').", formatter_class=formatter)
+    figures.add_argument("--out-dir", required=True, metavar="DIR", help="directory of the PNG files (created if missing)")
+    figures.add_argument("--data", default=None, metavar="NPZ", help="CIFAR-10 .npz for Fig. 2 (default: synthetic bags)")
+    figures.add_argument("--codewords", type=_positive_int, nargs="+", metavar="K", default=[16, 64],
+                         help="codebook sizes of Fig. 2")
+    figures.add_argument("--epochs", type=_count, default=10, help="training epochs of Fig. 2")
+    _add_common(figures, threads=False)
+    figures.set_defaults(run=_figures)
     return parser
 
 
@@ -42,6 +327,9 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, ImportError) as exc:
         print(f"lfagg {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return 1
+    except KeyboardInterrupt:
+        print(f"lfagg {args.command}: interrupted", file=sys.stderr)
+        return 130

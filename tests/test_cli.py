@@ -1,0 +1,247 @@
+"""The lfagg command line: `python -m lfagg` in a subprocess for the demo, the train /
+evaluate round trip and an error exit; in-process `main([...])` for the rest (help,
+encode against the model's own transform, every error exit, reproduce/figures plumbing)."""
+
+import os
+import pickle
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_limits
+
+import lfagg
+from lfagg import cli, experiments
+from lfagg.datasets import make_circles_bags, save_npz_bags
+
+SUBCOMMANDS = ["demo", "train", "encode", "evaluate", "reproduce", "figures"]
+TRAIN = ["--codewords", "3", "--epochs", "1", "--samples-per-bag", "10", "--lr", "0.01", "--verbose", "0"]
+
+
+def run_cli(*args):
+    """`python -m lfagg args` with the lfagg that this test process imported."""
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(lfagg.__file__)), OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "lfagg", *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=120)
+
+
+def run_main(capsys, *args):
+    """(exit status, stdout, stderr) of cli.main(args) in this process."""
+    with threadpool_limits(1):
+        try:
+            rc = cli.main([str(a) for a in args])
+        except SystemExit as exc:  # argparse: --help and usage errors
+            rc = exc.code
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def assert_one_line_error(rc, err, *fragments):
+    assert rc == 1
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+    for fragment in fragments:
+        assert str(fragment) in err
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """Training bags as a directory of .npy files + a name,label CSV (string labels, rows
+    shuffled); test bags as an .npz with stored labels."""
+    root = tmp_path_factory.mktemp("cli")
+    train_bags, train_y = make_circles_bags(24, 15, random_state=0)
+    names = [f"bag{i:02d}" for i in range(len(train_bags))]
+    (root / "train").mkdir()
+    for name, bag in zip(names, train_bags):
+        np.save(root / "train" / f"{name}.npy", bag.astype(np.float32))
+    classes = np.array(["inner", "outer"])
+    rows = [f"{n},{classes[y]}" for n, y in zip(names, train_y)]
+    (root / "train.csv").write_text("name,label\n" + "\n".join(rows[::-1]) + "\n")
+    test_bags, test_y = make_circles_bags(10, 15, random_state=1)
+    save_npz_bags(root / "test.npz", lfagg.Bags(test_bags.features.astype(np.float32), test_bags.offsets),
+                  classes[test_y])
+    return root
+
+
+@pytest.fixture(scope="module")
+def t1_model(files):
+    """`lfagg train` of T1 in a subprocess: (completed process, model path)."""
+    path = files / "t1.pkl"
+    done = run_cli("train", "--bags", files / "train", "--labels", files / "train.csv", "--method", "t1",
+                   *TRAIN[:-1], "1", "--model", path)
+    return done, path
+
+
+# ---------------------------------------------------------------------------------------
+# Subprocess runs
+# ---------------------------------------------------------------------------------------
+def test_demo(tmp_path):
+    done = run_cli("demo", "--n-bags", 20, "--n-per-bag", 10, "--epochs", 1, "--codewords", 2, "--verbose", 0)
+    assert done.returncode == 0, done.stderr
+    rows = re.findall(r"^(\S+(?: \S+)*?)\s+(\d+)\s+(\d\.\d{3})\s+\d+\.\d+$", done.stdout, re.M)
+    assert [r[0] for r in rows] == ["BoW-2", "BoW-32", "VLAD-2", "FV-2", "T1-2 initial (K-Means)", "T1-2 learned",
+                                    "T2-2 initial (K-Means)", "T2-2 learned"]
+    assert [int(r[1]) for r in rows] == [2, 32, 4, 8, 2, 2, 4, 4]  # representation sizes, D = 2
+    # The initial T1 row, computed independently.
+    train, test = make_circles_bags(20, 10, random_state=0), make_circles_bags(20, 10, random_state=1)
+    with threadpool_limits(1):
+        initial = lfagg.LearnedBoW(2, n_epochs=0, random_state=0).fit(*train).score(*test)
+    assert float(rows[4][2]) == pytest.approx(initial, abs=5e-4)
+
+
+def test_train_then_evaluate(files, t1_model):
+    done, path = t1_model
+    assert done.returncode == 0, done.stderr
+    assert "epoch 1/1" in done.stderr  # progress bar with --verbose 1
+    assert f"saved to {path}" in done.stdout
+    with open(path, "rb") as fh:
+        model = pickle.load(fh)
+    assert isinstance(model, lfagg.LearnedBoW)
+    np.testing.assert_array_equal(model.classes_, ["inner", "outer"])
+    # The same training in this process gives the same model: the options reached it.
+    bags, y = lfagg.datasets.load_bags(files / "train", files / "train.csv")
+    with threadpool_limits(1):
+        again = cli.build_model("t1", 3, epochs=1, samples_per_bag=10, learning_rate=0.01, seed=0).fit(bags, y)
+    np.testing.assert_allclose(model.centers_, again.centers_, rtol=1e-12)
+
+    evaluated = run_cli("evaluate", "--model", path, "--bags", files / "test.npz")
+    assert evaluated.returncode == 0, evaluated.stderr
+    test_bags, test_y = lfagg.datasets.load_npz_bags(files / "test.npz")
+    predicted = model.predict(test_bags)
+    expected = np.mean(predicted == test_y)
+    assert evaluated.stdout.startswith(f"accuracy {expected:.4f} ({np.sum(predicted == test_y)} of 10 bags)")
+    for c in ("inner", "outer"):
+        hits = (predicted == test_y)[test_y == c]
+        assert re.search(rf"^{c}\s+{hits.size}\s+{hits.sum()}\s", evaluated.stdout, re.M)
+
+
+def test_missing_file_exits_with_one_line(tmp_path):
+    done = run_cli("train", "--bags", tmp_path / "nowhere", "--labels", tmp_path / "y.txt", "--model",
+                   tmp_path / "m.pkl")
+    assert_one_line_error(done.returncode, done.stderr, "lfagg train: error:", tmp_path / "nowhere")
+    assert not (tmp_path / "m.pkl").exists()
+
+
+# ---------------------------------------------------------------------------------------
+# In process
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_help(capsys, command):
+    rc, out, _ = run_main(capsys, command, "--help")
+    assert rc == 0
+    assert out.startswith(f"usage: lfagg {command}")
+    assert "--seed" in out or "--model" in out
+
+
+def test_encode_equals_transform(capsys, files, t1_model, tmp_path):
+    _, path = t1_model
+    rc, out, _ = run_main(capsys, "encode", "--model", path, "--bags", files / "test.npz", "--out", tmp_path / "r.npy")
+    assert rc == 0 and "(10, 3) float32" in out
+    with open(path, "rb") as fh:
+        model = pickle.load(fh)
+    bags, _ = lfagg.datasets.load_npz_bags(files / "test.npz")
+    np.testing.assert_array_equal(np.load(tmp_path / "r.npy"), model.transform(bags))
+
+
+@pytest.mark.parametrize("method, encoder, dim", [("bow", lfagg.BagOfWords, 3), ("vlad", lfagg.VLAD, 6),
+                                                   ("fv", lfagg.FisherVector, 12), ("t2", lfagg.LearnedVLAD, 6)])
+def test_train_encode_other_methods(capsys, files, tmp_path, method, encoder, dim):
+    model_path = tmp_path / "m.pkl"
+    rc, out, err = run_main(capsys, "train", "--bags", files / "test.npz", "--method", method, *TRAIN,
+                            "--model", model_path)
+    assert rc == 0, err
+    with open(model_path, "rb") as fh:
+        model = pickle.load(fh)
+    assert isinstance(cli.encoder_of(model), encoder)
+    rc, _, err = run_main(capsys, "encode", "--model", model_path, "--bags", files / "train", "--out", tmp_path / "r")
+    assert rc == 0, err
+    bags, _ = lfagg.datasets.load_npy_dir(files / "train")
+    encoded = np.load(tmp_path / "r.npy")
+    assert encoded.shape == (24, dim)
+    np.testing.assert_array_equal(encoded, cli.encoder_of(model).transform(bags))
+
+
+def test_errors(capsys, files, tmp_path):
+    (tmp_path / "bad.npz").write_bytes(b"not a zip file")
+    (tmp_path / "bad.pkl").write_bytes(b"not a pickle")
+    with open(tmp_path / "dict.pkl", "wb") as fh:
+        pickle.dump({"a": 1}, fh)
+    (tmp_path / "empty.csv").write_text("")
+    train = ["train", "--bags", files / "train", "--labels", files / "train.csv", *TRAIN]
+    cases = [
+        (["train", "--bags", tmp_path / "bad.npz", "--model", tmp_path / "m.pkl"], "not a readable .npz"),
+        ([*train[:4], tmp_path / "empty.csv", *TRAIN, "--model", tmp_path / "m.pkl"], "no labels in this file"),
+        (["train", "--bags", files / "train", *TRAIN, "--model", tmp_path / "m.pkl"], "no labels; pass --labels"),
+        ([*train, "--model", tmp_path / "no" / "m.pkl"], "no such directory"),
+        (["encode", "--model", tmp_path / "bad.pkl", "--bags", files / "test.npz", "--out", tmp_path / "r.npy"],
+         "not a model saved by 'lfagg train'"),
+        (["evaluate", "--model", tmp_path / "dict.pkl", "--bags", files / "test.npz"], "it holds a dict"),
+        (["evaluate", "--model", tmp_path / "none.pkl", "--bags", files / "test.npz"], "no such file"),
+        (["reproduce", "--data", tmp_path / "none.npz"], "none.npz"),
+    ]
+    for args, message in cases:
+        rc, _, err = run_main(capsys, *args)
+        assert_one_line_error(rc, err, message)
+    assert not (tmp_path / "m.pkl").exists()
+
+
+def test_model_of_other_dimension(capsys, files, t1_model, tmp_path):
+    save_npz_bags(tmp_path / "wide.npz", [np.ones((3, 5))], ["inner"])
+    rc, _, err = run_main(capsys, "evaluate", "--model", t1_model[1], "--bags", tmp_path / "wide.npz")
+    assert_one_line_error(rc, err, "dimension 5")
+
+
+@pytest.mark.parametrize("args", [
+    ["train", "--bags", "x", "--model", "m", "--method", "nope"],
+    ["train", "--bags", "x", "--model", "m", "--codewords", "0"],
+    ["train", "--bags", "x", "--model", "m", "--gamma", "-1"],
+    ["train", "--bags", "x"],
+    ["demo", "--epochs", "-1"],
+    ["reproduce"],
+    ["figures", "--out-dir", "d", "--codewords", "a"],
+    [],
+])
+def test_usage_errors(capsys, args):
+    rc, _, err = run_main(capsys, *args)
+    assert rc == 2
+    assert "usage: lfagg" in err and "Traceback" not in err
+
+
+def test_reproduce_calls_table1(capsys, monkeypatch):
+    calls = []
+    rows = [{"method": "BoW-8", "accuracy": 0.25, "seconds": 1.5}, {"method": "T1-8 learned", "accuracy": 0.5,
+                                                                    "seconds": 3.0}]
+
+    def table1(*args, **kwargs):
+        calls.append((args, kwargs))
+        return rows
+
+    monkeypatch.setattr(experiments, "table1", table1)
+    rc, out, _ = run_main(capsys, "reproduce", "--data", "c.npz", "--codewords", 8, 16, "--n-train", 40,
+                          "--epochs", 2, "--out-json", "t.json", "--threads", 2, "--verbose", 0)
+    assert rc == 0
+    assert out == experiments.format_table(rows) + "\n"
+    assert calls == [(("c.npz",), dict(codebook_sizes=(8, 16), vlad_codewords=64, n_train=40, n_test=None,
+                                       n_epochs=2, random_state=0, n_threads=2, verbose=0, out_json="t.json"))]
+
+
+def test_figures_calls_figure1_and_figure2(capsys, monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(experiments, "figure1", lambda *a, **k: calls.append(("figure1", a, k)))
+    monkeypatch.setattr(experiments, "figure2", lambda *a, **k: calls.append(("figure2", a, k)))
+    out_dir = tmp_path / "new" / "figs"
+    rc, out, _ = run_main(capsys, "figures", "--out-dir", out_dir, "--seed", 3, "--epochs", 4)
+    assert rc == 0 and out_dir.is_dir()
+    fig1, fig2 = str(out_dir / "figure1.png"), str(out_dir / "figure2.png")
+    assert calls == [("figure1", (fig1,), dict(random_state=3)),
+                     ("figure2", (fig2,), dict(data_path=None, codebook_sizes=(16, 64), n_epochs=4, random_state=3,
+                                               verbose=1))]
+    assert out == f"wrote {fig1}\nwrote {fig2}\n"
+
+
+def test_figures_without_matplotlib(capsys, monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
+    rc, _, err = run_main(capsys, "figures", "--out-dir", tmp_path)
+    assert_one_line_error(rc, err, "pip install")
