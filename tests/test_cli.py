@@ -155,8 +155,8 @@ def test_train_encode_other_methods(capsys, files, tmp_path, method, encoder, di
     with open(model_path, "rb") as fh:
         model = pickle.load(fh)
     assert isinstance(cli.encoder_of(model), encoder)
-    rc, _, err = run_main(capsys, "encode", "--model", model_path, "--bags", files / "train", "--out", tmp_path / "r")
-    assert rc == 0, err
+    rc, out, err = run_main(capsys, "encode", "--model", model_path, "--bags", files / "train", "--out", tmp_path / "r")
+    assert rc == 0 and out.endswith(f"saved to {tmp_path / 'r.npy'}\n"), err
     bags, _ = lfagg.datasets.load_npy_dir(files / "train")
     encoded = np.load(tmp_path / "r.npy")
     assert encoded.shape == (24, dim)
@@ -185,6 +185,14 @@ def test_errors(capsys, files, tmp_path):
         rc, _, err = run_main(capsys, *args)
         assert_one_line_error(rc, err, message)
     assert not (tmp_path / "m.pkl").exists()
+
+
+def test_evaluate_warns_about_unknown_labels(capsys, files, t1_model, tmp_path):
+    (tmp_path / "y.txt").write_text("0\n1\n" * 5)  # integers, but the model's classes are strings
+    rc, out, err = run_main(capsys, "evaluate", "--model", t1_model[1], "--bags", files / "test.npz", "--labels",
+                            tmp_path / "y.txt")
+    assert rc == 0 and out.startswith("accuracy 0.0000 (0 of 10 bags)")
+    assert "warning: labels the model was not trained on: [0, 1] (its classes: ['inner', 'outer'])" in err
 
 
 def test_model_of_other_dimension(capsys, files, t1_model, tmp_path):

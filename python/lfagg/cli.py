@@ -131,8 +131,9 @@ def _encode(args) -> int:
     model = load_model(args.model)
     bags, _ = load_bags(args.bags)
     R = encoder_of(model).transform(bags)
-    np.save(args.out, R)
-    print(f"{len(bags)} bags encoded as {R.shape} {R.dtype}; saved to {args.out}")
+    out = args.out if args.out.endswith(".npy") else f"{args.out}.npy"  # what numpy.save writes
+    np.save(out, R)
+    print(f"{len(bags)} bags encoded as {R.shape} {R.dtype}; saved to {out}")
     return 0
 
 
@@ -141,6 +142,11 @@ def _evaluate(args) -> int:
 
     model = load_model(args.model)
     bags, y = _labelled_bags(args)
+    known = set(model.classes_.tolist())
+    unknown = [c for c in np.unique(y).tolist() if c not in known]
+    if unknown:
+        print(f"lfagg evaluate: warning: labels the model was not trained on: {unknown[:5]} (its classes: "
+              f"{sorted(known)[:5]})", file=sys.stderr)
     correct = model.predict(bags) == y
     print(f"accuracy {correct.mean():.4f} ({correct.sum()} of {len(y)} bags)")
     print(f"{'class':<16}{'bags':>8}{'correct':>9}{'accuracy':>10}")
