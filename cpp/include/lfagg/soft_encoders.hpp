@@ -117,7 +117,10 @@ void soft_encode(const BagsView<T>& bags, const SoftParams<T>& params, T* out, i
 // where e_nk = dJ/d(-gamma d_nk) is the softmax backward.
 template <class T>
 struct BackwardSums {
-    MatR<T> ex, direct;
+    // Column-major: the product e^T [f'^2, f'] then reads e^T, a view of the row-major
+    // e, in the layout the matrix product packs fastest.
+    Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> ex;
+    MatR<T> direct;
     RowVec<T> e_sum;
     double ed = 0;
     BackwardSums(Index k, Index dim, bool with_direct) : ex(k, 2 * dim), direct(with_direct ? k : 0, dim), e_sum(k) {}
@@ -159,7 +162,8 @@ double soft_backward(const BagsView<T>& bags, const SoftParams<T>& params, const
     for (int i = 0; i < nt; ++i) work.emplace_back(chunk_rows, dim, k, out_dim);
     std::vector<BackwardSums<T>> sums(static_cast<std::size_t>(std::min(wave, n_chunks)),
                                       BackwardSums<T>(k, dim, Enc::has_direct_term));
-    MatD ex_total = MatD::Zero(k, 2 * dim), direct_total = MatD::Zero(k, dim);
+    Eigen::MatrixXd ex_total = Eigen::MatrixXd::Zero(k, 2 * dim);  // the layout of BackwardSums::ex
+    MatD direct_total = MatD::Zero(k, dim);
     RowVecD e_total = RowVecD::Zero(k);
     double ed_total = 0;
     ErrorTrap trap;
