@@ -1,0 +1,36 @@
+"""Interface shared by the compiled cores ``lfagg._core_{baseline,avx2,avx512,native}``
+(one module per instruction set, chosen by ``lfagg._native``). Use :mod:`lfagg.ops`:
+these functions take exactly-typed C-contiguous arrays (float64 or float32, int64 offsets)
+and never convert them. Each soft-encoder function has a float64 and a float32 overload."""
+from typing import Optional, Tuple, Union, overload
+
+import numpy as np
+from numpy.typing import NDArray
+
+F = Union[NDArray[np.float64], NDArray[np.float32]]
+Offsets = NDArray[np.int64]
+
+isa: str
+
+def cpu_supports(isa: str) -> bool: ...
+def max_threads() -> int: ...
+@overload
+def soft_bow(features: F, offsets: Offsets, centers: F, precisions: F, gamma: float, n_threads: int = 0,
+             return_assignments: bool = False) -> F: ...
+@overload
+def soft_bow(features: F, offsets: Offsets, centers: F, precisions: F, gamma: float, n_threads: int,
+             return_assignments: bool) -> Tuple[F, F]: ...
+def soft_bow_backward(features: F, offsets: Offsets, centers: F, precisions: F, gamma: float, grad_output: F,
+                      assignments: Optional[F] = None, n_threads: int = 0) -> Tuple[F, F, float]: ...
+@overload
+def soft_vlad(features: F, offsets: Offsets, centers: F, precisions: F, gamma: float, n_threads: int = 0,
+              return_assignments: bool = False) -> F: ...
+@overload
+def soft_vlad(features: F, offsets: Offsets, centers: F, precisions: F, gamma: float, n_threads: int,
+              return_assignments: bool) -> Tuple[F, F]: ...
+def soft_vlad_backward(features: F, offsets: Offsets, centers: F, precisions: F, gamma: float, grad_output: F,
+                       assignments: Optional[F] = None, n_threads: int = 0) -> Tuple[F, F, float]: ...
+def bow(features: F, offsets: Offsets, centers: F, n_threads: int = 0) -> F: ...
+def vlad(features: F, offsets: Offsets, centers: F, assignments: Optional[F], n_threads: int = 0) -> F: ...
+def fisher_vector(features: F, offsets: Offsets, means: F, variances: F, weights: F, with_weights: bool = False,
+                  n_threads: int = 0) -> F: ...
