@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sys
 import time
 
 import numpy as np
@@ -244,12 +243,14 @@ def figure2(out_path, data_path=None, codebook_sizes=(16, 64), n_epochs=10, rand
     Parameters
     ----------
     out_path : path of the PNG file written.
-    data_path : None for synthetic concentric circles bags (purity 0.65), or a CIFAR-10 .npz path (class-balanced
-        subsets of n_train / n_test images, patch bags as in :func:`table1`).
+    data_path : None for synthetic concentric circles bags (purity 0.65), or a CIFAR-10
+        .npz path (class-balanced subsets of n_train / n_test images, patch bags as in
+        :func:`table1`).
     codebook_sizes : codebook sizes K, one curve each.
     n_epochs : training epochs.
     random_state : int, seeds data and models.
-    verbose : > 0 prints each curve when done.
+    verbose : > 0 prints each curve when done (stdout) and a progress bar per training
+        epoch (stderr).
 
     Returns
     -------
@@ -271,7 +272,7 @@ def figure2(out_path, data_path=None, codebook_sizes=(16, 64), n_epochs=10, rand
     for i, K in enumerate(codebook_sizes):
         with threads():
             initial = LearnedBoW(K, n_epochs=0, random_state=random_state, **params).fit(*train)
-            model = LearnedBoW(K, n_epochs=n_epochs, random_state=random_state, **params)
+            model = LearnedBoW(K, n_epochs=n_epochs, random_state=random_state, verbose=verbose, **params)
             model.fit(*train, validation_data=test)
             bow = EncoderClassifier(BagOfWords(K, random_state=random_state), feature_map="chi2").fit(*train)
             results[K] = {"epochs": [initial.score(*test)] + list(model.history_["val_accuracy"]),
@@ -283,7 +284,7 @@ def figure2(out_path, data_path=None, codebook_sizes=(16, 64), n_epochs=10, rand
         if verbose:
             print(f"K={K}: BoW {results[K]['bow']:.3f}, T1 per epoch "
                   + " ".join(f"{a:.3f}" for a in results[K]["epochs"]) + f", fine-tuned {results[K]['final']:.3f}",
-                  file=sys.stderr, flush=True)
+                  flush=True)
     ax.set_xlabel("epoch")
     ax.set_ylabel("test accuracy")
     ax.set_title(f"{title}\n(star: after the final classifier fit)")
