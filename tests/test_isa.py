@@ -34,11 +34,13 @@ def test_every_isa_matches_reference(problem, isa, name, ref_forward, ref_backwa
 
     grad_output = np.random.default_rng(1).normal(size=expected.shape)
     exp_c, exp_p, exp_g = ref_backward(features, offsets, centers, precisions, gamma, grad_output)
-    g_c, g_p, g_g = getattr(core, name + "_backward")(*args, grad_output.astype(dtype), 0)
+    _, kept = getattr(core, name)(*args, 0, True)
     tol = 10 * rtol
-    np.testing.assert_allclose(g_c, exp_c, rtol=tol, atol=tol * np.abs(exp_c).max())
-    np.testing.assert_allclose(g_p, exp_p, rtol=tol, atol=tol * np.abs(exp_p).max())
-    np.testing.assert_allclose(g_g, exp_g, rtol=tol, atol=tol * abs(exp_g))
+    for assignments in (None, kept):  # recomputed, then kept from the forward pass
+        g_c, g_p, g_g = getattr(core, name + "_backward")(*args, grad_output.astype(dtype), assignments, n_threads=0)
+        np.testing.assert_allclose(g_c, exp_c, rtol=tol, atol=tol * np.abs(exp_c).max())
+        np.testing.assert_allclose(g_p, exp_p, rtol=tol, atol=tol * np.abs(exp_p).max())
+        np.testing.assert_allclose(g_g, exp_g, rtol=tol, atol=tol * abs(exp_g))
 
 
 def test_forcing_an_unavailable_isa_is_a_clear_error():
