@@ -14,8 +14,10 @@ Vectors, its means as the VLAD codebook. Measurements:
 
 Before timing, every output is compared with lfagg's float64 result (max |difference| /
 max |reference|, after flipping scikit-image's variance sign and dropping its weight block). Each
-timing is one warm-up call, then the median of ``--repeats`` calls. Ratios are peer time /
-lfagg time (> 1: lfagg is faster). Results go to benchmarks/results/baselines-<stamp>.json.
+timing is one warm-up call, then the median of ``--repeats`` calls, the implementations
+of a measurement called in turn within each repeat. Ratios are peer time / lfagg time
+(> 1: lfagg is faster). Results go to benchmarks/results/baselines-<stamp>.json.
+``run_suite.py`` runs this as part (c) of the suite.
 
 Usage::
 
@@ -23,21 +25,16 @@ Usage::
 """
 
 import argparse
-import datetime
-import json
 import os
-import platform
 import sys
-from pathlib import Path
 
 import numpy as np
 
 try:
-    from .bench_encoders import cpu_model, numpy_blas, time_ms
+    from . import _common
 except ImportError:  # run as a script: benchmarks/ is on sys.path
-    from bench_encoders import cpu_model, numpy_blas, time_ms
+    import _common
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 N_FEATURES, N_DIMS, N_COMPONENTS = 22_000, 108, 64
 QUICK = (3_000, 32, 16)
 SEED = 0
@@ -134,6 +131,8 @@ def set_peer_threads(n_threads):
 
 
 def run(args):
+    """Check and time every measurement; print a table. ``args`` needs ``quick``,
+    ``threads`` and ``repeats``. Returns (sizes, float32 errors, result rows)."""
     from threadpoolctl import threadpool_limits
 
     n_features, n_dims, n_components = QUICK if args.quick else (N_FEATURES, N_DIMS, N_COMPONENTS)
@@ -148,31 +147,12 @@ def run(args):
             print(f"float32 error {key}: max |x - x64| / max |x64| = {error:.2e}")
         print(f"{'measurement':<14}{'implementation':<16}{'median ms':>11}{'peer / lfagg':>14}")
         for name, peers in impl.items():
-            lfagg_ms = None
-            for peer, (fn, _) in peers.items():
-                ms, runs = time_ms(fn, args.repeats)
-                lfagg_ms = ms if peer == "lfagg" else lfagg_ms
-                ratio = ms / lfagg_ms
+            timed = _common.time_interleaved({peer: fn for peer, (fn, _) in peers.items()}, args.repeats)
+            for peer, (ms, runs) in timed.items():
+                ratio = ms / timed["lfagg"][0]
                 rows.append(dict(measurement=name, implementation=peer, ms=ms, runs_ms=runs, ratio=ratio))
                 print(f"{name:<14}{peer:<16}{ms:>11.2f}{ratio:>14.2f}", flush=True)
     return dict(n_features=n_features, n_dims=n_dims, n_components=n_components), errors, rows
-
-
-def machine_info(n_threads):
-    """Platform, CPU and library versions recorded with the results."""
-    import importlib.metadata
-
-    versions = {}
-    for package in ("lfagg", "numpy", "scikit-learn", "scikit-image", "cyvlfeat"):
-        try:
-            versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            versions[package] = None
-    import lfagg.ops
-
-    return dict(platform=platform.platform(), python=platform.python_version(), cpu_model=cpu_model(),
-                cpu_count=os.cpu_count(), n_threads=n_threads, numpy_blas=numpy_blas(), lfagg_isa=lfagg.ops.isa,
-                versions=versions)
 
 
 def main(argv=None):
@@ -184,16 +164,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.threads < 1:
         parser.error("--repeats and --threads must be at least 1")
-    machine = machine_info(args.threads)
-    print(f"threads {args.threads}; cpu {machine['cpu_model']} ({machine['cpu_count']} cores); "
-          f"lfagg isa {machine['lfagg_isa']}; median of {args.repeats} after a warm-up")
+    machine = _common.machine_info(args.threads)
+    print(f"{_common.describe_machine(machine)}; median of {args.repeats} after a warm-up")
     sizes, errors, rows = run(args)
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = RESULTS_DIR / f"baselines-{stamp}.json"
-    payload = dict(created=stamp, config=dict(vars(args), **sizes), machine=machine, float32_errors=errors,
-                   results=rows)
-    path.write_text(json.dumps(payload, indent=2) + "\n")
+    path = _common.write_json("baselines", dict(config=dict(vars(args), **sizes), machine=machine,
+                                                float32_errors=errors, results=rows))
     print(f"results written to {path}")
     return 0
 

@@ -4,14 +4,28 @@ For every case, encoder and dtype this times the forward pass alone and forward 
 backward (the gradients with respect to centres, precisions and gamma given a random
 dJ/dR) for ``lfagg.ops``, a vectorised numpy implementation with a hand-written backward
 and PyTorch autograd (see ``_peers.py``; all three implement the same maths, DESIGN.md).
+Ops:
+
+* ``fwd``: the forward pass alone (torch under ``no_grad``);
+* ``fwd+bwd``: forward and all gradients as in lfagg's training loop: lfagg's forward
+  returns the soft assignments (``return_assignments=True``) and its backward reuses them
+  (``assignments=A``), as numpy and torch autograd keep their forward's intermediates;
+* ``fwd+bwd (recompute)``: lfagg's low-memory variant, whose backward recomputes the
+  assignments instead of holding the N x K matrix; the peers' columns repeat their
+  ``fwd+bwd`` measurement (they have no such variant).
+
 Each measurement is one warm-up call, then the median of ``--repeats`` calls timed with
-``time.perf_counter``. A table is printed and the results are written as JSON to
-``benchmarks/results/encoders-<timestamp>.json`` together with machine information.
+``time.perf_counter``, the implementations called in turn within each repeat (so that a
+change of the shared machine's load affects them alike). A table is printed and the
+results are written as JSON to ``benchmarks/results/encoders-<timestamp>.json`` together
+with machine information.
+``run_suite.py`` runs this as part (a) of the suite.
 
-Cases (D = 108, K = 1024 for soft BoW and 64 for soft VLAD):
+Cases (K = 1024 for soft BoW and 64 for soft VLAD):
 
-* ``idt``: one video of 22,000 Improved Dense Trajectory descriptors;
-* ``minibatch``: 32 bags of 1,000 features, a training mini-batch.
+* ``idt``: one video of 22,000 Improved Dense Trajectory descriptors, D = 108;
+* ``minibatch``: 32 bags of 1,000 features, D = 108, a training mini-batch;
+* ``conv``: 256 CIFAR images, each a bag of 5 x 5 = 25 conv features of D = 256.
 
 Features are standard normal, centres are sampled from the features, precisions are
 uniform in [0.5, 1.5] and gamma is set so that gamma times the median distance is 10, so
@@ -25,43 +39,34 @@ Usage::
     python benchmarks/bench_encoders.py                 # all cases, float32
     python benchmarks/bench_encoders.py --check
     python benchmarks/bench_encoders.py --quick --dtype both --no-torch
+    python benchmarks/bench_encoders.py --cases conv --encoders soft_bow
 """
 
 import argparse
-import contextlib
 import dataclasses
-import datetime
-import importlib.metadata
-import json
 import os
-import platform
-import statistics
 import sys
-import time
-from pathlib import Path
 
 import numpy as np
 
 try:
-    from . import _peers
+    from . import _common, _peers
 except ImportError:  # run as a script: benchmarks/ is on sys.path
+    import _common
     import _peers
 
-try:
-    from threadpoolctl import threadpool_info, threadpool_limits
-except ImportError:
-    threadpool_info = threadpool_limits = None
+format_ms, format_ratio, time_interleaved = _common.format_ms, _common.format_ratio, _common.time_interleaved
 
-CASES = {"idt": (1, 22_000), "minibatch": (32, 1_000)}  # (n_bags, features per bag)
-QUICK_CASES = {"idt": (1, 2_000), "minibatch": (8, 250)}
+# case -> (n_bags, features per bag, D)
+CASES = {"idt": (1, 22_000, 108), "minibatch": (32, 1_000, 108), "conv": (256, 25, 256)}
+QUICK_CASES = {"idt": (1, 2_000, 108), "minibatch": (8, 250, 108), "conv": (32, 25, 256)}
 N_CODEWORDS = {"soft_bow": 1024, "soft_vlad": 64}
 QUICK_CODEWORDS = {"soft_bow": 128, "soft_vlad": 16}
-N_DIMS = 108
 GAMMA_TIMES_MEDIAN_DISTANCE = 10.0
 IMPLEMENTATIONS = ("lfagg", "numpy", "torch")
-OPS = ("fwd", "fwd+bwd")
+RECOMPUTE = "fwd+bwd (recompute)"
+OPS = ("fwd", "fwd+bwd", RECOMPUTE)
 OUTPUTS = ("R", "grad_centers", "grad_precisions", "grad_gamma")
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SEED = 0
 
 # --check: bag sizes (ragged, one single-feature bag, one spanning several feature blocks),
@@ -129,11 +134,19 @@ class LfaggImpl:
         """Return R."""
         return self.forward_op(*self.args, n_threads=self.n_threads)
 
-    def forward_backward(self, grad_output):
-        """Return ``(R, grad_centers, grad_precisions, grad_gamma)``."""
-        r = self.forward_op(*self.args, n_threads=self.n_threads)
-        grad_c, grad_p, grad_gamma = self.backward_op(*self.args, grad_output,
-                                                      n_threads=self.n_threads)
+    def forward_backward(self, grad_output, recompute=False):
+        """Return ``(R, grad_centers, grad_precisions, grad_gamma)``.
+
+        As in lfagg's training loop, the forward returns the soft assignments and the
+        backward reuses them; ``recompute`` is the low-memory variant whose backward
+        recomputes them.
+        """
+        if recompute:
+            r, assignments = self.forward_op(*self.args, n_threads=self.n_threads), None
+        else:
+            r, assignments = self.forward_op(*self.args, n_threads=self.n_threads, return_assignments=True)
+        grad_c, grad_p, grad_gamma = self.backward_op(*self.args, grad_output, n_threads=self.n_threads,
+                                                      assignments=assignments)
         return r, grad_c, grad_p, float(grad_gamma)
 
 
@@ -146,84 +159,6 @@ def make_implementations(problem, ops, torch, n_threads):
     if torch is not None:
         impls["torch"] = _peers.TorchPeer(**problem.params())
     return impls
-
-
-def load_lfagg():
-    """Return (lfagg.ops or None, a note saying why it is missing)."""
-    try:
-        import lfagg.ops
-    except ImportError as exc:
-        return None, f"lfagg not importable ({exc}); its columns are left empty"
-    return lfagg.ops, None
-
-
-def load_torch(disabled):
-    """Return (torch or None, a note saying why it is skipped)."""
-    if disabled:
-        return None, "torch skipped (--no-torch)"
-    try:
-        import torch
-    except ImportError as exc:
-        return None, f"torch not importable ({exc}); skipped"
-    return torch, None
-
-
-def lfagg_isa(ops):
-    """The instruction set lfagg dispatched to, if it exposes one."""
-    isa = getattr(ops, "isa", None)
-    return isa() if callable(isa) else isa
-
-
-def cpu_model():
-    """CPU model name from /proc/cpuinfo, else platform.processor()."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or None
-
-
-def numpy_blas():
-    """Name and version of the BLAS numpy was built against."""
-    with contextlib.suppress(Exception):
-        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
-        return f"{blas.get('name')} {blas.get('version')}"
-    return None
-
-
-def machine_info(ops, torch, n_threads):
-    """Platform, CPU and library versions recorded with the results."""
-    try:
-        lfagg_version = importlib.metadata.version("lfagg")
-    except importlib.metadata.PackageNotFoundError:
-        lfagg_version = None
-    return {
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "python": platform.python_version(),
-        "cpu_model": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "n_threads": n_threads,
-        "numpy": np.__version__,
-        "numpy_blas": numpy_blas(),
-        "torch": torch.__version__ if torch is not None else None,
-        "torch_threads": torch.get_num_threads() if torch is not None else None,
-        "lfagg": lfagg_version if ops is not None else None,
-        "lfagg_isa": lfagg_isa(ops) if ops is not None else None,
-        "threadpoolctl": threadpool_info() if threadpool_info is not None else None,
-        "load_average": os.getloadavg(),
-    }
-
-
-def time_ms(fn, repeats):
-    """One warm-up call, then ``repeats`` timed calls; return (median ms, all ms)."""
-    fn()
-    runs = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        runs.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(runs), runs
 
 
 def normwise_error(value, reference):
@@ -263,14 +198,14 @@ def run_check(encoders, ops, torch, n_threads):
     print(f"check: bags {CHECK_BAG_SIZES}, D={CHECK_DIMS}, K={CHECK_CODEWORDS}, "
           f"gamma * median distance = {GAMMA_TIMES_MEDIAN_DISTANCE:g}; "
           f"normwise relative error vs numpy float64")
-    print(f"{'encoder':<10} {'impl':<6} {'dtype':<8} {'output':<20} {'error':>10} {'tol':>8}")
+    print(f"{'encoder':<10} {'impl':<17} {'dtype':<8} {'output':<20} {'error':>10} {'tol':>8}")
     failures = 0
 
     def report(encoder, impl, dtype, output, error, tol):
         nonlocal failures
         ok = error <= tol
         failures += not ok
-        print(f"{encoder:<10} {impl:<6} {dtype:<8} {output:<20} {error:10.2e} {tol:8.0e}"
+        print(f"{encoder:<10} {impl:<17} {dtype:<8} {output:<20} {error:10.2e} {tol:8.0e}"
               f"{'' if ok else '  FAIL'}")
 
     for encoder in encoders:
@@ -285,99 +220,83 @@ def run_check(encoders, ops, torch, n_threads):
                 if name == "numpy" and dtype == "float64":
                     continue  # the reference itself
                 forward_only = impl.forward()
-                results = impl.forward_backward(problem.grad_output)
                 report(encoder, name, dtype, "R (fwd only)", normwise_error(forward_only, reference[0]), tol)
-                for output, value, ref in zip(OUTPUTS, results, reference):
-                    report(encoder, name, dtype, output, normwise_error(value, ref), tol)
+                variants = {name: impl.forward_backward(problem.grad_output)}
+                if name == "lfagg":
+                    variants["lfagg (recompute)"] = impl.forward_backward(problem.grad_output, recompute=True)
+                for label, results in variants.items():
+                    for output, value, ref in zip(OUTPUTS, results, reference):
+                        report(encoder, label, dtype, output, normwise_error(value, ref), tol)
     print("check passed" if not failures else f"check FAILED: {failures} comparison(s) out of tolerance")
     return 1 if failures else 0
 
 
-def format_ms(value):
-    """Milliseconds for the table; '-' when the implementation did not run."""
-    return f"{value:.1f}" if value is not None else "-"
-
-
-def format_ratio(value):
-    """Ratio for the table; '-' when undefined."""
-    return f"{value:.2f}" if value is not None else "-"
-
-
-TABLE_HEADER = (f"{'case':<10} {'encoder':<10} {'dtype':<8} {'op':<8} {'lfagg ms':>10} "
+TABLE_HEADER = (f"{'case':<10} {'encoder':<10} {'dtype':<8} {'op':<20} {'lfagg ms':>10} "
                 f"{'numpy ms':>10} {'torch ms':>10} {'numpy/lfagg':>12} {'torch/lfagg':>12}")
 
 
 def format_row(row):
     """One table line for a result row."""
     ms, ratio = row["ms"], row["ratio"]
-    return (f"{row['case']:<10} {row['encoder']:<10} {row['dtype']:<8} {row['op']:<8} "
+    return (f"{row['case']:<10} {row['encoder']:<10} {row['dtype']:<8} {row['op']:<20} "
             f"{format_ms(ms['lfagg']):>10} {format_ms(ms['numpy']):>10} {format_ms(ms['torch']):>10} "
             f"{format_ratio(ratio['numpy/lfagg']):>12} {format_ratio(ratio['torch/lfagg']):>12}")
 
 
+def operation(impl, name, op, grad_output):
+    """The call that ``op`` times for implementation ``name``."""
+    if op == "fwd":
+        return impl.forward
+    if name == "lfagg":
+        return lambda: impl.forward_backward(grad_output, recompute=op == RECOMPUTE)
+    return lambda: impl.forward_backward(grad_output)
+
+
 def run_benchmark(args, ops, torch):
-    """Time every case, encoder, dtype and op; print each row as it completes; return rows."""
+    """Time every case, encoder, dtype and op; print each row as it completes; return rows.
+
+    ``args`` needs ``quick``, ``cases``, ``encoders``, ``dtypes``, ``threads`` and
+    ``repeats`` (see :func:`parse_args`). The peers are timed once for ``fwd+bwd``; the
+    ``fwd+bwd (recompute)`` row repeats their figures against lfagg's low-memory variant.
+    """
     cases = QUICK_CASES if args.quick else CASES
     codewords = QUICK_CODEWORDS if args.quick else N_CODEWORDS
     print(TABLE_HEADER)
     rows = []
     for case in args.cases:
-        n_bags, per_bag = cases[case]
+        n_bags, per_bag, n_dims = cases[case]
         for encoder in args.encoders:
             for dtype in args.dtypes:
-                problem = make_problem(encoder, [per_bag] * n_bags, N_DIMS, codewords[encoder], dtype)
+                problem = make_problem(encoder, [per_bag] * n_bags, n_dims, codewords[encoder], dtype)
                 impls = make_implementations(problem, ops, torch, args.threads)
+                # two interleaved rounds: the forwards, then every fwd+bwd variant together
+                timed = {}
+                for ops_in_round in (("fwd",), ("fwd+bwd", RECOMPUTE)):
+                    fns = {(name, op): operation(impl, name, op, problem.grad_output)
+                           for op in ops_in_round for name, impl in impls.items()
+                           if op != RECOMPUTE or name == "lfagg"}
+                    timed.update(time_interleaved(fns, args.repeats))
                 for op in OPS:
                     ms, runs = dict.fromkeys(IMPLEMENTATIONS), {}
-                    for name, impl in impls.items():
-                        fn = impl.forward if op == "fwd" else (
-                            lambda impl=impl: impl.forward_backward(problem.grad_output))
-                        ms[name], runs[name] = time_ms(fn, args.repeats)
-                    ratio = {f"{peer}/lfagg": ms[peer] / ms["lfagg"]
-                             if ms[peer] is not None and ms["lfagg"] is not None else None
-                             for peer in ("numpy", "torch")}
+                    for name in impls:  # the peers have no recompute variant: their fwd+bwd is repeated
+                        ms[name], runs[name] = timed.get((name, op), timed.get((name, "fwd+bwd")))
+                    ratio = {f"{peer}/lfagg": _common.ratio(ms[peer], ms["lfagg"]) for peer in ("numpy", "torch")}
                     row = dict(case=case, encoder=encoder, dtype=dtype, op=op, n_bags=n_bags,
-                               features_per_bag=per_bag, n_dims=N_DIMS, n_codewords=codewords[encoder],
-                               gamma=problem.gamma, ms=ms, runs_ms=runs, ratio=ratio)
+                               features_per_bag=per_bag, n_dims=n_dims, n_codewords=codewords[encoder],
+                               gamma=problem.gamma, ms=ms, runs_ms=runs, ratio=ratio,
+                               peers_op="fwd+bwd" if op == RECOMPUTE else op)
                     rows.append(row)
                     print(format_row(row), flush=True)
     return rows
-
-
-def write_results(args, rows, machine, notes):
-    """Write the run's configuration, machine information and rows as JSON; return the path.
-
-    ``machine`` was taken before the run; the load average after it is added, since
-    other processes on the machine make the timings noisy.
-    """
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = RESULTS_DIR / f"encoders-{stamp}.json"
-    config = {key: value for key, value in vars(args).items() if key != "check"}
-    machine = dict(machine, load_average_end=os.getloadavg())
-    payload = dict(created=stamp, config=config, machine=machine, notes=notes, results=rows)
-    path.write_text(json.dumps(payload, indent=2) + "\n")
-    return path
-
-
-def comma_list(choices):
-    """argparse type: a comma-separated subset of ``choices``, order kept."""
-    def parse(text):
-        items = [item.strip() for item in text.split(",") if item.strip()]
-        unknown = [item for item in items if item not in choices]
-        if unknown or not items:
-            raise argparse.ArgumentTypeError(f"choose from {','.join(choices)}, got {text!r}")
-        return items
-    return parse
 
 
 def parse_args(argv=None):
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cases", type=comma_list(tuple(CASES)), default=list(CASES),
+    parser.add_argument("--cases", type=_common.comma_list(tuple(CASES)), default=list(CASES),
                         help="comma-separated cases (default: %(default)s)")
-    parser.add_argument("--encoders", type=comma_list(_peers.ENCODERS), default=list(_peers.ENCODERS),
+    parser.add_argument("--encoders", type=_common.comma_list(_peers.ENCODERS), default=list(_peers.ENCODERS),
                         help="comma-separated encoders (default: %(default)s)")
     parser.add_argument("--dtype", choices=("float32", "float64", "both"), default="float32",
                         help="compute dtype (default: %(default)s)")
@@ -399,31 +318,21 @@ def parse_args(argv=None):
 def main(argv=None):
     """Entry point; returns the process exit status."""
     args = parse_args(argv)
-    ops, lfagg_note = load_lfagg()
-    torch, torch_note = load_torch(args.no_torch)
-    if torch is not None:
-        torch.set_num_threads(args.threads)
-    if threadpool_limits is not None:
-        blas_limit = threadpool_limits(limits=args.threads, user_api="blas")
-        blas_note = f"BLAS limited to {args.threads} thread(s) with threadpoolctl"
-    else:
-        blas_limit = contextlib.nullcontext()
-        blas_note = "threadpoolctl not installed: numpy's BLAS threads are not limited"
+    ops, lfagg_note = _common.load_lfagg()
+    torch, torch_note = _common.load_torch(args.no_torch, args.threads)
+    blas_limit, blas_note = _common.blas_threads(args.threads)
     notes = [note for note in (lfagg_note, torch_note, blas_note) if note]
     for note in notes:
         print("note:", note)
     with blas_limit:
         if args.check:
             return run_check(args.encoders, ops, torch, args.threads)
-        machine = machine_info(ops, torch, args.threads)
-        print(f"threads {args.threads}; cpu {machine['cpu_model']} ({machine['cpu_count']} cores); "
-              f"numpy {machine['numpy']} ({machine['numpy_blas']}); torch {machine['torch']}; "
-              f"lfagg {machine['lfagg']} isa {machine['lfagg_isa']}; "
-              f"median of {args.repeats} after a warm-up; fwd = forward only "
-              f"(torch under no_grad), fwd+bwd = forward and all gradients; "
-              f"load average {machine['load_average'][0]:.2f}")
+        machine = _common.machine_info(args.threads, torch)
+        print(f"{_common.describe_machine(machine)}; median of {args.repeats} after a warm-up; "
+              f"fwd = forward only (torch under no_grad), fwd+bwd = forward and all gradients")
         rows = run_benchmark(args, ops, torch)
-    path = write_results(args, rows, machine, notes)
+    config = {key: value for key, value in vars(args).items() if key != "check"}
+    path = _common.write_json("encoders", dict(config=config, machine=machine, notes=notes, results=rows))
     print(f"results written to {path}")
     return 0
 

@@ -1,0 +1,237 @@
+"""Helpers shared by the benchmark scripts: timing, optional peers, thread limits,
+machine information and the JSON results files.
+
+Every script of ``benchmarks/`` times with :func:`time_ms` (warm-up, then the median of
+the repeats), records :func:`machine_info` and the load average before and after its run
+(the machines are shared: a high load average makes the figures noisy) and writes its
+results with :func:`write_json` under ``benchmarks/results/`` (git-ignored).
+"""
+
+import argparse
+import contextlib
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+try:
+    from threadpoolctl import threadpool_info, threadpool_limits
+except ImportError:
+    threadpool_info = threadpool_limits = None
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+VERSIONED_PACKAGES = ("lfagg", "numpy", "scipy", "scikit-learn", "torch", "cyvlfeat", "scikit-image", "threadpoolctl")
+
+
+def time_ms(fn, repeats, warmup=1):
+    """``warmup`` untimed calls, then ``repeats`` timed calls; return (median ms, all ms)."""
+    for _ in range(warmup):
+        fn()
+    runs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        runs.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(runs), runs
+
+
+def time_interleaved(fns, repeats, warmup=1):
+    """Time several callables round-robin: ``warmup`` untimed calls of each, then
+    ``repeats`` rounds calling each once, so that a change of the machine's load during
+    the measurement affects them all alike. ``fns``: {name: callable}; returns
+    {name: (median ms, all ms)}."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    runs = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            runs[name].append((time.perf_counter() - start) * 1e3)
+    return {name: (statistics.median(values), values) for name, values in runs.items()}
+
+
+def load_average():
+    """The 1, 5 and 15 minute load averages (None where the OS has none)."""
+    with contextlib.suppress(OSError, AttributeError):
+        return list(os.getloadavg())
+    return None
+
+
+def load1():
+    """The 1-minute load average, NaN where the OS has none."""
+    load = load_average()
+    return load[0] if load else float("nan")
+
+
+def load_lfagg():
+    """Return (lfagg.ops or None, a note saying why it is missing)."""
+    try:
+        import lfagg.ops
+    except ImportError as exc:
+        return None, f"lfagg not importable ({exc}); its columns are left empty"
+    return lfagg.ops, None
+
+
+def load_torch(disabled=False, n_threads=None):
+    """Return (torch or None, a note saying why it is skipped); sets torch's intra-op
+    thread count to ``n_threads`` when given."""
+    if disabled:
+        return None, "torch skipped (--no-torch)"
+    try:
+        import torch
+    except ImportError as exc:
+        return None, f"torch not importable ({exc}); skipped (pip install torch)"
+    if n_threads is not None:
+        torch.set_num_threads(n_threads)
+    return torch, None
+
+
+def blas_threads(n_threads):
+    """Return (context manager limiting numpy's BLAS to ``n_threads`` while it is entered
+    (once), a note)."""
+    if threadpool_limits is None:
+        return contextlib.nullcontext(), "threadpoolctl not installed: numpy's BLAS threads are not limited"
+
+    @contextlib.contextmanager
+    def limit():
+        with threadpool_limits(limits=n_threads, user_api="blas"):
+            yield
+
+    return limit(), f"BLAS limited to {n_threads} thread(s) with threadpoolctl"
+
+
+def cpu_model():
+    """CPU model name from /proc/cpuinfo, else platform.processor()."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or None
+
+
+def numpy_blas():
+    """Name and version of the BLAS numpy was built against."""
+    with contextlib.suppress(Exception):
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        return f"{blas.get('name')} {blas.get('version')}"
+    return None
+
+
+def lfagg_core():
+    """(instruction set, module name, file) of the compiled lfagg core in use, or Nones."""
+    try:
+        import lfagg.ops
+        from lfagg import _native
+    except ImportError:
+        return None, None, None
+    core = _native.core
+    return lfagg.ops.isa, core.__name__, getattr(core, "__file__", None)
+
+
+def package_versions(packages=VERSIONED_PACKAGES):
+    """{distribution: installed version or None}."""
+    versions = {}
+    for package in packages:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def machine_info(n_threads, torch=None):
+    """Platform, CPU, library versions and the load average, recorded with the results."""
+    isa, core_module, core_file = lfagg_core()
+    return {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "n_threads": n_threads,
+        "numpy_blas": numpy_blas(),
+        "versions": package_versions(),
+        "torch_threads": torch.get_num_threads() if torch is not None else None,
+        "lfagg_isa": isa,
+        "lfagg_core": core_module,
+        "lfagg_core_file": core_file,
+        "threadpoolctl": threadpool_info() if threadpool_info is not None else None,
+        "load_average": load_average(),
+    }
+
+
+def describe_machine(machine):
+    """One line for the console: CPU, threads, libraries, load average."""
+    versions = machine["versions"]
+    load = machine["load_average"]
+    load_text = f"load average {load[0]:.2f}" if load else "load average unknown"
+    return (f"threads {machine['n_threads']}; cpu {machine['cpu_model']} ({machine['cpu_count']} cores); "
+            f"numpy {versions['numpy']} ({machine['numpy_blas']}); torch {versions['torch']}; "
+            f"lfagg {versions['lfagg']} ({machine['lfagg_core']}, isa {machine['lfagg_isa']}); {load_text}")
+
+
+def timestamp():
+    """Local time as YYYYmmdd-HHMMSS, for file names."""
+    return datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def write_json(prefix, payload):
+    """Write ``payload`` to ``benchmarks/results/<prefix>-<timestamp>.json``; return the path.
+
+    The load average at the end of the run is added to ``payload["machine"]``.
+    """
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    stamp = timestamp()
+    path = RESULTS_DIR / f"{prefix}-{stamp}.json"
+    payload = dict(payload, created=stamp)
+    if isinstance(payload.get("machine"), dict):
+        payload["machine"] = dict(payload["machine"], load_average_end=load_average())
+    path.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
+    return path
+
+
+def _json_default(value):
+    """numpy scalars and arrays, Paths, sets: as plain JSON values."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (Path, set, tuple)):
+        return str(value) if isinstance(value, Path) else list(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def comma_list(choices):
+    """argparse type: a comma-separated subset of ``choices``, order kept."""
+    def parse(text):
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        unknown = [item for item in items if item not in choices]
+        if unknown or not items:
+            raise argparse.ArgumentTypeError(f"choose from {','.join(choices)}, got {text!r}")
+        return items
+    return parse
+
+
+def format_ms(value):
+    """Milliseconds for a table; '-' when not measured."""
+    return f"{value:.1f}" if value is not None else "-"
+
+
+def format_ratio(value):
+    """A ratio for a table; '-' when undefined."""
+    return f"{value:.2f}" if value is not None else "-"
+
+
+def ratio(numerator, denominator):
+    """numerator / denominator, None when either is missing."""
+    if numerator is None or denominator is None or denominator == 0:
+        return None
+    return numerator / denominator

@@ -1,0 +1,273 @@
+"""The lfagg benchmark suite: every part in one process, a summary of ratios, the targets.
+
+Parts (``--parts``, default all; each also runs alone):
+
+  a  soft_bow / soft_vlad forward, fwd+bwd and fwd+bwd (recompute) against numpy and
+     PyTorch autograd, float32 and float64, at the idt, minibatch and conv sizes
+     (bench_encoders.py)
+  b  numpy matmul peak (GFLOP/s) and the fraction of it lfagg's soft BoW forward
+     reaches at K = 1024, counting 4 N K D flops (bench_scaling.py)
+  c  Fisher Vector and VLAD against VLFeat (cyvlfeat) and scikit-image (bench_baselines.py)
+  d  soft BoW forward time against N, K, D and the thread count (bench_scaling.py)
+  e  peak memory of encoding one 22,000 x 108 bag with K = 2048, beyond inputs and
+     outputs, each in a fresh process (bench_memory.py)
+  f  end-to-end LearnedBoW fit, 400 bags x 2,000 x 108, K = 256, 5 epochs, and where
+     its time goes (bench_training.py)
+
+Every timing is a warm-up call, then the median of ``--repeats`` calls; ratios are peer
+time / lfagg time (> 1: lfagg is faster), measured in this one process on the same data,
+the implementations of a measurement called in turn. lfagg, torch and numpy's BLAS use
+``--threads`` threads (default: all cores). Optional peers (torch, cyvlfeat,
+scikit-image) are skipped with a note when absent. Each part prints its own table as it
+runs; at the end come a summary table of ratios and the targets of the performance issue
+(met / missed, with the measured figure; float32). Everything, with the machine's
+description and the load average before and after, goes to
+``benchmarks/results/suite-<timestamp>.json``.
+
+``--quick`` shrinks every size (about a minute on two cores): a smoke test, whose
+figures do not measure the targets.
+
+Usage::
+
+    python benchmarks/run_suite.py                  # everything, full sizes
+    python benchmarks/run_suite.py --quick          # smoke test
+    python benchmarks/run_suite.py --parts a,b --threads 1
+"""
+
+import argparse
+import os
+import sys
+import time
+import traceback
+
+try:
+    from . import _common, bench_baselines, bench_encoders, bench_memory, bench_scaling, bench_training
+except ImportError:  # run as a script: benchmarks/ is on sys.path
+    import _common
+    import bench_baselines
+    import bench_encoders
+    import bench_memory
+    import bench_scaling
+    import bench_training
+
+
+def run_encoders(args, ops, torch):
+    """Part (a): bench_encoders' benchmark, both dtypes, all cases."""
+    if ops is None:
+        raise RuntimeError("lfagg is not importable")
+    options = ["--dtype", "both", "--threads", str(args.threads), "--repeats", str(args.repeats)]
+    encoder_args = bench_encoders.parse_args(options + ["--quick"] * args.quick + ["--no-torch"] * args.no_torch)
+    return dict(rows=bench_encoders.run_benchmark(encoder_args, ops, torch),
+                cases=bench_encoders.QUICK_CASES if args.quick else bench_encoders.CASES,
+                codewords=bench_encoders.QUICK_CODEWORDS if args.quick else bench_encoders.N_CODEWORDS)
+
+
+def run_baselines(args, ops, torch):
+    """Part (c): bench_baselines' measurements."""
+    sizes, errors, rows = bench_baselines.run(args)
+    return dict(sizes=sizes, float32_errors=errors, rows=rows)
+
+
+def run_peak(args, ops, torch):
+    return bench_scaling.run_peak(args, ops)
+
+
+def run_scaling(args, ops, torch):
+    return bench_scaling.run_scaling(args, ops)
+
+
+def run_memory(args, ops, torch):
+    return bench_memory.run_memory(args)
+
+
+def run_training(args, ops, torch):
+    """Part (f), with every thread pool (BLAS, OpenMP of scikit-learn) at --threads."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=args.threads):
+        return bench_training.run_training(args)
+
+
+#: a load average above this fraction of the cores before the run gets a warning
+BUSY_LOAD = 0.5
+
+PARTS = {
+    "a": ("soft encoders vs numpy and torch autograd", run_encoders),
+    "b": ("matmul peak and the forward's fraction of it", run_peak),
+    "c": ("Fisher Vector and VLAD vs VLFeat and scikit-image", run_baselines),
+    "d": ("scaling in N, K, D and threads", run_scaling),
+    "e": ("peak memory beyond inputs and outputs", run_memory),
+    "f": ("end-to-end LearnedBoW fit", run_training),
+}
+
+
+# -- summary ---------------------------------------------------------------------------
+def summary_lines(results):
+    """The summary table: ratios and key figures of every part that ran."""
+    lines = []
+    if "a" in results:
+        lines.append("(a) peer time / lfagg time (> 1: lfagg faster)")
+        header = f"    {'case':<10} {'encoder':<10} {'op':<20}"
+        dtypes = ("float32", "float64")
+        for dtype in dtypes:
+            header += f" {'torch f' + dtype[-2:]:>9} {'numpy f' + dtype[-2:]:>9}"
+        lines.append(header)
+        table = {}
+        for row in results["a"]["rows"]:
+            table.setdefault((row["case"], row["encoder"], row["op"]), {})[row["dtype"]] = row["ratio"]
+        for (case, encoder, op), by_dtype in table.items():
+            line = f"    {case:<10} {encoder:<10} {op:<20}"
+            for dtype in dtypes:
+                ratio = by_dtype.get(dtype, {})
+                line += (f" {_common.format_ratio(ratio.get('torch/lfagg')):>9}"
+                         f" {_common.format_ratio(ratio.get('numpy/lfagg')):>9}")
+            lines.append(line)
+    if "b" in results:
+        for row in results["b"]["rows"]:
+            lines.append(f"(b) {row['dtype']}: matmul {row['matmul_gflops']:.0f} GFLOP/s; soft_bow forward "
+                         f"(N={row['n_features']}, K={row['n_codewords']}) {row['forward_gflops']:.0f} GFLOP/s "
+                         f"= {row['fraction_of_peak']:.0%} of it")
+    if "c" in results:
+        for row in results["c"]["rows"]:
+            if row["implementation"] != "lfagg":
+                lines.append(f"(c) {row['measurement']:<13} {row['implementation']:<13} / lfagg: {row['ratio']:.2f}")
+    if "d" in results:
+        linearity = results["d"]["ns_per_nkd_max_over_min"]
+        lines.append("(d) time per N K D, max / min over each sweep (1 = linear): "
+                     + ", ".join(f"{dim} {value:.2f}" for dim, value in linearity.items()))
+        for row in results["d"]["threads"]:
+            if row["threads"] > 1:
+                lines.append(f"(d) {row['op']:<8} {row['threads']} threads: speed-up {row['speedup']:.2f}, "
+                             f"parallel efficiency {row['efficiency']:.2f}")
+    if "e" in results:
+        nk = results["e"]["nk_matrix_mib"]
+        for row in results["e"]["rows"]:
+            beyond = row["beyond_inputs_outputs_bytes"] / bench_memory.MiB
+            lines.append(f"(e) {row['operation']:<44} {beyond:7.1f} MiB beyond inputs/outputs "
+                         f"({beyond / nk:.3f} of the N x K matrix)")
+    if "f" in results:
+        f = results["f"]
+        lines.append(f"(f) LearnedBoW fit {f['wall_s']:.1f} s: "
+                     + ", ".join(f"{group} {fraction:.0%}" for group, fraction in f["group_fractions"].items()))
+    return lines
+
+
+def _find(rows, **match):
+    return next((row for row in rows if all(row.get(key) == value for key, value in match.items())), None)
+
+
+def targets(results, errors, cpu_count):
+    """The performance issue's targets: list of dicts (target, status, figure)."""
+    out = []
+
+    def add(name, part, measure, threshold, describe, why_missing=None):
+        if part not in results:
+            reason = f"part ({part}) " + ("failed" if part in errors else "not run")
+            out.append(dict(target=name, status="not measured", figure=None, note=reason))
+            return
+        value = measure(results[part])
+        if value is None:
+            out.append(dict(target=name, status="not measured", figure=None, note=why_missing))
+            return
+        out.append(dict(target=name, status="met" if threshold(value) else "missed", figure=value,
+                        note=describe(value)))
+
+    def encoder_ratio(case, encoder):
+        def measure(part):
+            row = _find(part["rows"], case=case, encoder=encoder, dtype="float32", op="fwd+bwd")
+            return row["ratio"]["torch/lfagg"] if row else None
+        return measure
+
+    for case, encoder, goal in (("idt", "soft_bow", 3), ("minibatch", "soft_bow", 5), ("idt", "soft_vlad", 3)):
+        add(f"{encoder} fwd+bwd vs torch autograd at {case}: >= {goal}x", "a", encoder_ratio(case, encoder),
+            lambda v, goal=goal: v >= goal, lambda v: f"torch/lfagg = {v:.2f}x", "torch not available")
+    add("soft_bow forward at K=1024: >= 50% of the measured matmul peak", "b",
+        lambda part: _find(part["rows"], dtype="float32")["fraction_of_peak"], lambda v: v >= 0.5,
+        lambda v: f"{v:.0%} of peak")
+    add("Fisher Vector (K=64, 22,000 x 108): no slower than vl_fisher", "c",
+        lambda part: (_find(part["rows"], measurement="fv", implementation="vlfeat") or {}).get("ratio"),
+        lambda v: v >= 1, lambda v: f"vl_fisher / lfagg = {v:.2f}x", "cyvlfeat not installed")
+    add("parallel efficiency 1 -> 2 threads: >= 80%", "d",
+        lambda part: (_find(part["threads"], op="fwd", threads=2) or {}).get("efficiency"), lambda v: v >= 0.8,
+        lambda v: f"soft_bow forward efficiency {v:.0%}", f"only {cpu_count} core(s)")
+    add("memory of encoding 22,000 x 108, K=2048: < 32 MB beyond inputs/outputs", "e",
+        lambda part: _find(part["rows"], operation="soft_bow fwd")["beyond_inputs_outputs_bytes"],
+        lambda v: v < bench_memory.TARGET_BYTES, lambda v: f"{v / 1e6:.1f} MB")
+    return out
+
+
+def target_lines(target_rows, quick):
+    lines = ["targets (float32" + ("; --quick sizes: indicative only, not the targets' conditions)" if quick
+                                   else ", full sizes)")]
+    for row in target_rows:
+        lines.append(f"  [{row['status']:<12}] {row['target']}: {row['note']}")
+    return lines
+
+
+# -- entry point -----------------------------------------------------------------------
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     epilog="parts: " + "; ".join(f"{key} = {text}" for key, (text, _) in
+                                                                  PARTS.items()))
+    parser.add_argument("--parts", type=_common.comma_list(tuple(PARTS)), default=list(PARTS),
+                        help="comma-separated parts to run (default: all)")
+    parser.add_argument("--quick", action="store_true", help="small sizes, about a minute: a smoke test")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(),
+                        help="threads for lfagg, torch, numpy's BLAS and the peers (default: all cores, %(default)s)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed calls per measurement (default: 5, 3 with --quick)")
+    parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch peer")
+    args = parser.parse_args(argv)
+    if args.repeats is None:
+        args.repeats = 3 if args.quick else 5
+    if args.repeats < 1 or args.threads < 1:
+        parser.error("--repeats and --threads must be at least 1")
+    return args
+
+
+def main(argv=None):
+    """Run the selected parts; return 0, or 1 when a part failed."""
+    args = parse_args(argv)
+    ops, lfagg_note = _common.load_lfagg()
+    torch, torch_note = _common.load_torch(args.no_torch, args.threads)
+    blas_limit, blas_note = _common.blas_threads(args.threads)
+    notes = [note for note in (lfagg_note, torch_note, blas_note) if note]
+    machine = _common.machine_info(args.threads, torch)
+    print(f"lfagg benchmark suite, parts {','.join(args.parts)}{' (--quick)' if args.quick else ''}; "
+          f"median of {args.repeats} after a warm-up")
+    print(_common.describe_machine(machine))
+    busy = _common.load1()
+    if busy >= BUSY_LOAD * (os.cpu_count() or 1):
+        notes.append(f"load average {busy:.2f} before the run on {os.cpu_count()} cores: other processes compete "
+                     "for the cores and the timings (of multithreaded code above all: a thread descheduled "
+                     "at a barrier stalls the others) are unreliable")
+    for note in notes:
+        print("note:", note)
+    results, errors, seconds = {}, {}, {}
+    with blas_limit:
+        for part in args.parts:
+            title, fn = PARTS[part]
+            print(f"\n== ({part}) {title}", flush=True)
+            start = time.perf_counter()
+            try:
+                results[part] = fn(args, ops, torch)
+            except Exception as exc:  # report and go on with the other parts
+                traceback.print_exc()
+                errors[part] = f"{type(exc).__name__}: {exc}"
+                print(f"part ({part}) FAILED: {errors[part]}")
+            seconds[part] = time.perf_counter() - start
+            print(f"({part}) took {seconds[part]:.1f} s; load average {_common.load1():.2f}", flush=True)
+    target_rows = targets(results, errors, os.cpu_count())
+    lines = summary_lines(results) + [""] + target_lines(target_rows, args.quick)
+    print("\n== summary (threads {}; load average before {:.2f}, after {:.2f})".format(
+        args.threads, (machine["load_average"] or [float("nan")])[0], _common.load1()))
+    print("\n".join(lines))
+    payload = dict(config=vars(args), machine=machine, notes=notes, seconds=seconds, errors=errors,
+                   targets=target_rows, summary=lines, parts={key: results[key] for key in results})
+    path = _common.write_json("suite", payload)
+    print(f"\nresults written to {path}")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
