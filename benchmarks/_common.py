@@ -164,6 +164,8 @@ def machine_info(n_threads, torch=None):
         "lfagg_core": core_module,
         "lfagg_core_file": core_file,
         "threadpoolctl": threadpool_info() if threadpool_info is not None else None,
+        # lfagg sets OMP_WAIT_POLICY=PASSIVE unless set, before torch's OpenMP starts too
+        "environment": {key: os.environ.get(key) for key in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "LFAGG_ISA")},
         "load_average": load_average(),
     }
 

@@ -157,14 +157,15 @@ def _find(rows, **match):
 
 
 def targets(results, errors, cpu_count):
-    """The performance issue's targets: list of dicts (target, status, figure)."""
+    """The performance issue's targets measured by the parts that ran (or failed):
+    list of dicts (target, status, figure, note)."""
     out = []
 
     def add(name, part, measure, threshold, describe, why_missing=None):
         if part not in results:
-            reason = f"part ({part}) " + ("failed" if part in errors else "not run")
-            out.append(dict(target=name, status="not measured", figure=None, note=reason))
-            return
+            if part in errors:
+                out.append(dict(target=name, status="not measured", figure=None, note=f"part ({part}) failed"))
+            return  # a part not run: its targets are left out
         value = measure(results[part])
         if value is None:
             out.append(dict(target=name, status="not measured", figure=None, note=why_missing))
@@ -199,6 +200,8 @@ def targets(results, errors, cpu_count):
 def target_lines(target_rows, quick):
     lines = ["targets (float32" + ("; --quick sizes: indicative only, not the targets' conditions)" if quick
                                    else ", full sizes)")]
+    if not target_rows:
+        lines.append("  (none among the parts run)")
     for row in target_rows:
         lines.append(f"  [{row['status']:<12}] {row['target']}: {row['note']}")
     return lines
