@@ -9,6 +9,16 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import minimize
 from scipy.special import log_softmax
+from threadpoolctl import threadpool_limits
+
+
+def single_threaded_blas():
+    """Context limiting BLAS to one thread. Outside lfagg's own kernels, Algorithm 1 makes
+    thousands of small or thin matrix products (classifier steps, L-BFGS evaluations,
+    K-Means++ distances), where BLAS threads cost more than they save; on a machine
+    shared with other processes, OpenBLAS's spinning threads made LearnedBoW's fit on
+    2,000 CIFAR-10 bags take 61 s instead of 8 s."""
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 class SoftmaxRegression:
@@ -77,7 +87,8 @@ class SoftmaxRegression:
             return loss, np.concatenate([g.ravel() for g in grads])
 
         theta0 = np.concatenate([p.ravel() for p in self.params])
-        result = minimize(objective, theta0, jac=True, method="L-BFGS-B", options={"maxiter": max_iter})
+        with single_threaded_blas():
+            result = minimize(objective, theta0, jac=True, method="L-BFGS-B", options={"maxiter": max_iter})
         self.W[...], self.b[...] = unpack(result.x)
 
 

@@ -20,7 +20,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._bags import as_bags
 from .feature_map import AdditiveChi2Map
-from .heads import MappedHead, SoftmaxRegression
+from .heads import MappedHead, SoftmaxRegression, single_threaded_blas
 from .training import encode, train_encoder
 
 
@@ -92,6 +92,8 @@ class _LearnedAggregation(ClassifierMixin, TransformerMixin, BaseEstimator):
     def fit(self, X, y, validation_data=None):
         """Learn the encoder and the classifier (Algorithm 1).
 
+        BLAS runs single-threaded meanwhile (see :func:`single_threaded_blas`).
+
         Parameters
         ----------
         X : Bags or list of (N_i, D) float arrays, the training bags.
@@ -104,6 +106,10 @@ class _LearnedAggregation(ClassifierMixin, TransformerMixin, BaseEstimator):
         -------
         self
         """
+        with single_threaded_blas():
+            return self._fit(X, y, validation_data)
+
+    def _fit(self, X, y, validation_data):
         bags, y = self._check_bags_labels(X, y)
         seeds = np.random.default_rng(self.random_state).integers(2 ** 31, size=3)
         if validation_data is None and self.validation_fraction:
@@ -184,7 +190,8 @@ class _LearnedAggregation(ClassifierMixin, TransformerMixin, BaseEstimator):
     # -- helpers -----------------------------------------------------------------------
     def _logits(self, X):
         check_is_fitted(self, "classifier_")
-        return self.classifier_.decision_function(self._features_for_classifier(X))
+        with single_threaded_blas():
+            return self.classifier_.decision_function(self._features_for_classifier(X))
 
     def _features_for_classifier(self, X):
         R = self.transform(X).astype(np.float64)
