@@ -41,17 +41,25 @@ def time_ms(fn, repeats, warmup=1):
     return statistics.median(runs), runs
 
 
-def time_interleaved(fns, repeats, warmup=1):
+#: Pause before each timed call of time_interleaved: OpenBLAS's worker threads keep
+#: spinning for about 2^28 cycles (~0.1 s) after a call, which would take cores away from
+#: whichever implementation runs next (numpy's matmul made lfagg's forward look 40%
+#: slower in turn with it than alone).
+SETTLE_S = 0.15
+
+
+def time_interleaved(fns, repeats, warmup=1, settle=SETTLE_S):
     """Time several callables round-robin: ``warmup`` untimed calls of each, then
     ``repeats`` rounds calling each once, so that a change of the machine's load during
-    the measurement affects them all alike. ``fns``: {name: callable}; returns
-    {name: (median ms, all ms)}."""
+    the measurement affects them all alike; each timed call follows a ``settle``-second
+    pause (see SETTLE_S). ``fns``: {name: callable}; returns {name: (median ms, all ms)}."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     runs = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
+            time.sleep(settle)
             start = time.perf_counter()
             fn()
             runs[name].append((time.perf_counter() - start) * 1e3)
