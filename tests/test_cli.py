@@ -181,6 +181,9 @@ def test_errors(capsys, files, tmp_path):
         (["evaluate", "--model", tmp_path / "none.pkl", "--bags", files / "test.npz"], "no such file"),
         (["reproduce", "--data", tmp_path / "none.npz"], "none.npz"),
     ]
+    for lr in ("nan", "0", "-1e-3", "inf"):
+        rc, _, err = run_main(capsys, *train, f"--lr={lr}", "--model", tmp_path / "m.pkl")
+        assert rc == 2 and "expected a positive number" in err
     for args, message in cases:
         rc, _, err = run_main(capsys, *args)
         assert_one_line_error(rc, err, message)

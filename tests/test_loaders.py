@@ -199,6 +199,17 @@ NPZ_CASES = {
 }
 
 
+def _corrupt_compressed(path):
+    """A compressed .npz whose deflated data is damaged (zlib, not zipfile, fails)."""
+    np.savez_compressed(path, features=np.arange(4000.0).reshape(1000, 4), offsets=[0, 1000])
+    data = bytearray(path.read_bytes())
+    data[200:260] = bytes(60)
+    path.write_bytes(bytes(data))
+
+
+NPZ_CASES["corrupt compressed data"] = (_corrupt_compressed, "not a readable .npz")
+
+
 def _npy_bytes(path):
     np.save(path.with_suffix(".npy"), np.ones(2))
     return path.with_suffix(".npy").read_bytes()

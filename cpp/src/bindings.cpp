@@ -34,7 +34,7 @@ SoftProblem<T> check_soft_problem(const Array<T>& features, const Offsets& offse
     if (precisions.ndim() != 2 || precisions.shape(0) != centers.shape(0) || precisions.shape(1) != bags.dim)
         fail("precisions must have the shape of centers " + shape_of(centers) + ", got shape " +
              shape_of(precisions));
-    if (!(std::isfinite(gamma) && gamma > 0)) {
+    if (!(std::isfinite(gamma) && gamma > 0 && static_cast<T>(gamma) > 0 && std::isfinite(static_cast<T>(gamma)))) {
         std::ostringstream s;
         s << "gamma must be a positive finite number, got " << gamma;
         fail(s.str());

@@ -191,16 +191,23 @@ _LABELS_HELP = ("class labels: a .txt file with one label per line in bag order,
 _MODEL_HELP = "a model written by 'lfagg train' (a pickle: load only files you trust)"
 
 
-def _gamma(text):
-    if text == "auto":
-        return text
+def _positive_float(text):
     try:
         value = float(text)
     except ValueError:
         value = -1.0
     if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a positive number, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return value
+
+
+def _gamma(text):
+    if text == "auto":
+        return text
+    try:
+        return _positive_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a positive number, got {text!r}") from None
 
 
 def _int_at_least(minimum):
@@ -270,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="codebook size K (Gaussians for fv)")
     train.add_argument("--epochs", type=_count, default=10, help="SGD epochs (t1, t2)")
     train.add_argument("--gamma", type=_gamma, default="auto", help="softness of the assignment, or 'auto' (t1, t2)")
-    train.add_argument("--lr", type=float, default=1e-3, help="learning rate (t1, t2)")
+    train.add_argument("--lr", type=_positive_float, default=1e-3, help="learning rate (t1, t2)")
     train.add_argument("--samples-per-bag", type=_positive_int, default=128,
                        help="local features drawn from each bag per SGD step (t1, t2)")
     train.add_argument("--model", required=True, metavar="OUT", help="output file of the fitted model (pickle)")
@@ -333,7 +340,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, OSError, ImportError) as exc:
+    except (ValueError, OSError, ImportError, ArithmeticError) as exc:
         print(f"lfagg {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

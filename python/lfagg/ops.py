@@ -112,7 +112,8 @@ def soft_bow_backward(features, offsets, centers, precisions, gamma, grad_output
     Parameters are those of :func:`soft_bow`, plus ``grad_output`` (n_bags, K), dJ/dR,
     and ``assignments``: None to recompute the soft assignments, or the (N, K) array that
     ``soft_bow(..., return_assignments=True)`` returned for the same features and
-    parameters (not checked: other values give wrong gradients).
+    parameters (their shape, finiteness and sign are checked; whether they come from these
+    features and parameters is not: other values give wrong gradients).
 
     Returns
     -------

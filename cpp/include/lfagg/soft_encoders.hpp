@@ -2,12 +2,11 @@
 //   T1 soft BoW  (eq. 6):  R_b[k]    = (1/N_b) sum_n a_nk
 //   T2 soft VLAD (eq. 9):  R_b[k, :] = (1/N_b) sum_n a_nk (f_n - C_k)
 //
-// The forward pass runs on the shared driver of bag_reduce.hpp. The backward pass tiles
-// rows the same way; its sums over all features are formed per chunk of rows and folded
+// The forward pass runs on the shared driver of bag_reduce.hpp. The backward pass works
+// on chunks of up to 512 rows; its sums over all features are formed per chunk and folded
 // in chunk order, so results are bitwise identical for every thread count.
 #pragma once
 
-#include <limits>
 #include <vector>
 
 #include "lfagg/bag_reduce.hpp"
@@ -31,7 +30,7 @@ struct SoftBowEncoder {
         Eigen::Map<RowVec<T>>(out, sa.k()) = (stats / static_cast<double>(n)).template cast<T>();
     }
 
-    // g (m x K) = dJ/da for the m rows [s, s + m) of a tile, of one bag with gradient
+    // g (m x K) = dJ/da for the m rows [s, s + m) of a chunk, of one bag with gradient
     // grad_b (K) and assignments a (m x K).
     template <class T, class A, class G>
     static void upstream(const SoftAssigner<T>& sa, const TileBuffers<T>&, Index, const A&, const T* grad_b,
@@ -113,7 +112,7 @@ void soft_encode(const BagsView<T>& bags, const SoftParams<T>& params, T* out, i
 }
 
 // Sums over the features of one chunk of rows that the backward pass needs:
-// sum_n e_nk [f'^2, f'] (K x 2D), sum_n e_nk (K), sum_nk e_nk d_nk and T2's direct term,
+// sum_n e_nk [f'^2, f'] (K x 2D), sum_n e_nk (K) and T2's direct term,
 // where e_nk = dJ/d(-gamma d_nk) is the softmax backward.
 template <class T>
 struct BackwardSums {
@@ -122,13 +121,11 @@ struct BackwardSums {
     Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> ex;
     MatR<T> direct;
     RowVec<T> e_sum;
-    double ed = 0;
     BackwardSums(Index k, Index dim, bool with_direct) : ex(k, 2 * dim), direct(with_direct ? k : 0, dim), e_sum(k) {}
     void clear() {
         ex.setZero();
         direct.setZero();
         e_sum.setZero();
-        ed = 0;
     }
 };
 
@@ -165,7 +162,6 @@ double soft_backward(const BagsView<T>& bags, const SoftParams<T>& params, const
     Eigen::MatrixXd ex_total = Eigen::MatrixXd::Zero(k, 2 * dim);  // the layout of BackwardSums::ex
     MatD direct_total = MatD::Zero(k, dim);
     RowVecD e_total = RowVecD::Zero(k);
-    double ed_total = 0;
     ErrorTrap trap;
 
     auto chunk_sums = [&](Index c, Work& w, BackwardSums<T>& acc) {
@@ -181,21 +177,11 @@ double soft_backward(const BagsView<T>& bags, const SoftParams<T>& params, const
             Enc::upstream(sa, w.tile, s - r0, a.middleRows(s - r0, e - s), w.grad_bag.data(),
                           T(1) / static_cast<T>(bags.size(b)), w.e.middleRows(s - r0, e - s), acc.direct);
         });
-        // Softmax backward, and sum_nk e_nk d_nk for the gradient w.r.t. gamma. Kept
-        // assignments stand in for distances as -log(a) / gamma, which differs from d by a
-        // constant per row while e sums to zero over each row; where a_nk = 0, e_nk = 0
-        // and the clamp only keeps the log finite.
-        auto e = w.e.topRows(m);
-        double ed = 0;
+        auto e = w.e.topRows(m);  // softmax backward
         for (Index i = 0; i < m; ++i) {
             const T ag = a.row(i).dot(e.row(i));
             e.row(i) = a.row(i).cwiseProduct((e.row(i).array() - ag).matrix());
-            ed += static_cast<double>(
-                assignments ? e.row(i).cwiseProduct(a.row(i).cwiseMax(std::numeric_limits<T>::min()).array().log()
-                                                       .matrix()).sum() / -sa.gamma()
-                            : e.row(i).dot(w.tile.dist.row(i)));
         }
-        acc.ed = ed;
         acc.ex.noalias() = e.transpose() * w.tile.x.topRows(m);
         acc.e_sum = e.colwise().sum();
     };
@@ -212,7 +198,6 @@ double soft_backward(const BagsView<T>& bags, const SoftParams<T>& params, const
                 const BackwardSums<T>& s = sums[c - w0];
                 ex_total += s.ex.template cast<double>();
                 e_total += s.e_sum.template cast<double>();
-                ed_total += s.ed;
                 if (Enc::has_direct_term) direct_total += s.direct.template cast<double>();
             }
     }
@@ -224,9 +209,12 @@ double soft_backward(const BagsView<T>& bags, const SoftParams<T>& params, const
     const auto c_e = c.array().colwise() * e_total.transpose().array();  // C'_kj sum_n e_nk
     MapR<T>(grad_centers, k, dim) =
         ((2 * gamma) * p.array() * (s1 - c_e) + direct_total.array()).template cast<T>().matrix();
-    MapR<T>(grad_precisions, k, dim) =
-        (-gamma * (s2 - 2 * c.array() * s1 + c.array() * c_e)).template cast<T>().matrix();
-    return -ed_total;
+    // dJ/d(-gamma d_kj-part) summed over features, i.e. sum_n e_nk (f'_nj - C'_kj)^2.
+    const Eigen::ArrayXXd e_sq = s2 - 2 * c.array() * s1 + c.array() * c_e;
+    MapR<T>(grad_precisions, k, dim) = (-gamma * e_sq).template cast<T>().matrix();
+    // d_nk is linear in P, so dJ/dgamma = -sum_nk e_nk d_nk = -sum_kj P_kj e_sq_kj: exact,
+    // and no distances are needed (the kept assignments do not give them).
+    return -(p.array() * e_sq).sum();
 }
 
 }  // namespace lfagg
