@@ -34,7 +34,8 @@ SoftProblem<T> check_soft_problem(const Array<T>& features, const Offsets& offse
     if (precisions.ndim() != 2 || precisions.shape(0) != centers.shape(0) || precisions.shape(1) != bags.dim)
         fail("precisions must have the shape of centers " + shape_of(centers) + ", got shape " +
              shape_of(precisions));
-    if (!(std::isfinite(gamma) && gamma > 0 && static_cast<T>(gamma) > 0 && std::isfinite(static_cast<T>(gamma)))) {
+    const T gamma_t = static_cast<T>(gamma);  // in the compute dtype: 1e-46 is 0 in float32
+    if (!(std::isfinite(gamma_t) && gamma_t > 0)) {
         std::ostringstream s;
         s << "gamma must be a positive finite number, got " << gamma;
         fail(s.str());
@@ -45,7 +46,7 @@ SoftProblem<T> check_soft_problem(const Array<T>& features, const Offsets& offse
     check_positive(precisions, "precisions");
     check_finite(features, "features", nt);
 
-    return {bags, {centers.data(), precisions.data(), centers.shape(0), static_cast<T>(gamma)}, nt};
+    return {bags, {centers.data(), precisions.data(), centers.shape(0), gamma_t}, nt};
 }
 
 // The encoding, or (encoding, assignments) with return_assignments.

@@ -130,8 +130,8 @@ def train_encoder(bags, targets, loss, encoder: str, centers, precisions, gamma,
                 batch = batch.subsample(n_samples_per_bag, rng)
             P, g = np.exp(log_p), float(np.exp(log_gamma[0]))
             keep = batch.n_features * len(C) * batch.features.itemsize <= MAX_KEPT_ASSIGNMENTS_BYTES
-            R, A = forward(batch.features, batch.offsets, C, P, g, n_threads, return_assignments=True) if keep \
-                else (forward(batch.features, batch.offsets, C, P, g, n_threads), None)
+            out = forward(batch.features, batch.offsets, C, P, g, n_threads, return_assignments=keep)
+            R, A = out if keep else (out, None)
             R = R.astype(np.float64)
             value, dR, head_grads = head.loss_grad(R, targets[idx])
             if not np.isfinite(value):

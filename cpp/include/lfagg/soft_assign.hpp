@@ -18,7 +18,7 @@ struct TileBuffers {
     MatR<T> a;     // rows x K: assignments
     TileBuffers(Index rows, Index dim, Index k) : x(rows, 2 * dim), dist(rows, k), a(rows, k) {}
 
-    // Shifted features f' of tile rows [s, s + m), valid after SoftAssigner::assign().
+    // Shifted features f' of tile rows [s, s + m), valid after SoftAssigner::expand() or assign().
     auto shifted(Index s, Index m) const { return x.block(s, x.cols() / 2, m, x.cols() / 2); }
 };
 

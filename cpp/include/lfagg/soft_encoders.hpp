@@ -122,11 +122,6 @@ struct BackwardSums {
     MatR<T> direct;
     RowVec<T> e_sum;
     BackwardSums(Index k, Index dim, bool with_direct) : ex(k, 2 * dim), direct(with_direct ? k : 0, dim), e_sum(k) {}
-    void clear() {
-        ex.setZero();
-        direct.setZero();
-        e_sum.setZero();
-    }
 };
 
 // Backward pass: gradients of J w.r.t. centres and precisions (K x D row-major, written
@@ -165,7 +160,7 @@ double soft_backward(const BagsView<T>& bags, const SoftParams<T>& params, const
     ErrorTrap trap;
 
     auto chunk_sums = [&](Index c, Work& w, BackwardSums<T>& acc) {
-        acc.clear();
+        acc.direct.setZero();  // accumulated over the chunk's bags; ex and e_sum are assigned below
         const Index r0 = c * chunk_rows, r1 = std::min(bags.n, r0 + chunk_rows), m = r1 - r0;
         if (assignments)
             sa.expand(bags.row(r0), m, w.tile);
@@ -209,7 +204,7 @@ double soft_backward(const BagsView<T>& bags, const SoftParams<T>& params, const
     const auto c_e = c.array().colwise() * e_total.transpose().array();  // C'_kj sum_n e_nk
     MapR<T>(grad_centers, k, dim) =
         ((2 * gamma) * p.array() * (s1 - c_e) + direct_total.array()).template cast<T>().matrix();
-    // dJ/d(-gamma d_kj-part) summed over features, i.e. sum_n e_nk (f'_nj - C'_kj)^2.
+    // e_sq_kj = sum_n e_nk (f'_nj - C'_kj)^2.
     const Eigen::ArrayXXd e_sq = s2 - 2 * c.array() * s1 + c.array() * c_e;
     MapR<T>(grad_precisions, k, dim) = (-gamma * e_sq).template cast<T>().matrix();
     // d_nk is linear in P, so dJ/dgamma = -sum_nk e_nk d_nk = -sum_kj P_kj e_sq_kj: exact,
