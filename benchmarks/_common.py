@@ -102,6 +102,15 @@ def load_torch(disabled=False, n_threads=None):
     return torch, None
 
 
+def load_implementations(no_torch, n_threads):
+    """lfagg.ops and torch (either None when absent), the BLAS thread limit and the notes
+    saying what is missing: (ops, torch, blas_limit, notes)."""
+    ops, lfagg_note = load_lfagg()
+    torch, torch_note = load_torch(no_torch, n_threads)
+    blas_limit, blas_note = blas_threads(n_threads)
+    return ops, torch, blas_limit, [note for note in (lfagg_note, torch_note, blas_note) if note]
+
+
 def blas_threads(n_threads):
     """Return (context manager limiting numpy's BLAS to ``n_threads`` while it is entered
     (once), a note)."""

@@ -318,10 +318,7 @@ def parse_args(argv=None):
 def main(argv=None):
     """Entry point; returns the process exit status."""
     args = parse_args(argv)
-    ops, lfagg_note = _common.load_lfagg()
-    torch, torch_note = _common.load_torch(args.no_torch, args.threads)
-    blas_limit, blas_note = _common.blas_threads(args.threads)
-    notes = [note for note in (lfagg_note, torch_note, blas_note) if note]
+    ops, torch, blas_limit, notes = _common.load_implementations(args.no_torch, args.threads)
     for note in notes:
         print("note:", note)
     with blas_limit:

@@ -231,10 +231,7 @@ def parse_args(argv=None):
 def main(argv=None):
     """Run the selected parts; return 0, or 1 when a part failed."""
     args = parse_args(argv)
-    ops, lfagg_note = _common.load_lfagg()
-    torch, torch_note = _common.load_torch(args.no_torch, args.threads)
-    blas_limit, blas_note = _common.blas_threads(args.threads)
-    notes = [note for note in (lfagg_note, torch_note, blas_note) if note]
+    ops, torch, blas_limit, notes = _common.load_implementations(args.no_torch, args.threads)
     machine = _common.machine_info(args.threads, torch)
     print(f"lfagg benchmark suite, parts {','.join(args.parts)}{' (--quick)' if args.quick else ''}; "
           f"median of {args.repeats} after a warm-up")
