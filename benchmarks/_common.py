@@ -41,7 +41,7 @@ def time_ms(fn, repeats, warmup=1):
     return statistics.median(runs), runs
 
 
-#: Pause before each timed call of time_interleaved: OpenBLAS's worker threads keep
+#: Pause before each timed pair of time_interleaved: OpenBLAS's worker threads keep
 #: spinning for about 2^28 cycles (~0.1 s) after a call, which would take cores away from
 #: whichever implementation runs next (numpy's matmul made lfagg's forward look 40%
 #: slower in turn with it than alone).
@@ -50,9 +50,12 @@ SETTLE_S = 0.15
 
 def time_interleaved(fns, repeats, warmup=1, settle=SETTLE_S):
     """Time several callables round-robin: ``warmup`` untimed calls of each, then
-    ``repeats`` rounds calling each once, so that a change of the machine's load during
-    the measurement affects them all alike; each timed call follows a ``settle``-second
-    pause (see SETTLE_S). ``fns``: {name: callable}; returns {name: (median ms, all ms)}."""
+    ``repeats`` rounds timing each once, so that a change of the machine's load during
+    the measurement affects them all alike. In a round, each callable gets a
+    ``settle``-second pause (see SETTLE_S), one untimed call, then the timed one: the
+    pause idles the cores and lets their threads fall asleep, and a call straight after
+    it ran up to twice as slow as one in a sequence of calls (a training loop's case).
+    ``fns``: {name: callable}; returns {name: (median ms, all ms)}."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
@@ -60,6 +63,7 @@ def time_interleaved(fns, repeats, warmup=1, settle=SETTLE_S):
     for _ in range(repeats):
         for name, fn in fns.items():
             time.sleep(settle)
+            fn()
             start = time.perf_counter()
             fn()
             runs[name].append((time.perf_counter() - start) * 1e3)

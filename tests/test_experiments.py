@@ -44,7 +44,7 @@ def test_table1_rows_order_and_json(tmp_path, capsys):
         assert (row["n_train"], row["n_test"]) == (100, 50)
     assert [rows[i]["n_epochs"] for i in (1, 2, 5, 6)] == [0, 1, 0, 1]
     assert json.loads(out.read_text()) == rows
-    printed = capsys.readouterr().out
+    printed = capsys.readouterr().err  # rows as they finish: progress, on stderr
     assert all(m in printed for m in expected)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import time
 
 import numpy as np
@@ -116,8 +117,8 @@ def table1(data_path, codebook_sizes=(64, 256, 1024), vlad_codewords=64, n_train
     n_epochs : SGD epochs of the learned rows.
     random_state : int, seeds the subsets and every model.
     n_threads : threads of the C++ kernels and of K-Means/GMM (None: all cores).
-    verbose : > 0 prints each row when done (stdout) and a progress bar per training
-        epoch (stderr).
+    verbose : > 0 prints each row when done and a progress bar per training epoch
+        (both on stderr).
     out_json : optional path, rewritten with the list of rows after every row.
 
     Returns
@@ -148,7 +149,8 @@ def table1(data_path, codebook_sizes=(64, 256, 1024), vlad_codewords=64, n_train
             info["n_epochs"] = epochs
         rows.append(_run_row(method, model, train, test, **info))
         if verbose:
-            print(f"{method:<16} {100 * rows[-1]['accuracy']:6.2f}% {rows[-1]['seconds']:9.1f} s", flush=True)
+            print(f"{method:<16} {100 * rows[-1]['accuracy']:6.2f}% {rows[-1]['seconds']:9.1f} s", file=sys.stderr,
+                  flush=True)
         if out_json is not None:
             _write_json(rows, out_json)
     return rows

@@ -14,6 +14,14 @@
 
 namespace lfagg {
 
+// e = a * (g - <a, g>) for one feature: the softmax backward, dJ/d(-gamma d_n) from
+// g = dJ/da_n (e may be g itself).
+template <class A, class G, class E>
+void softmax_backward_row(const A& a, const G& g, E&& e) {
+    const auto ag = a.dot(g);
+    e = a.cwiseProduct((g.array() - ag).matrix());
+}
+
 // T1. Statistics: the assignment mass of each codeword (K).
 struct SoftBowEncoder {
     static constexpr bool has_direct_term = false;
@@ -30,12 +38,14 @@ struct SoftBowEncoder {
         Eigen::Map<RowVec<T>>(out, sa.k()) = (stats / static_cast<double>(n)).template cast<T>();
     }
 
-    // g (m x K) = dJ/da for the m rows [s, s + m) of a chunk, of one bag with gradient
-    // grad_b (K) and assignments a (m x K).
-    template <class T, class A, class G>
-    static void upstream(const SoftAssigner<T>& sa, const TileBuffers<T>&, Index, const A&, const T* grad_b,
-                         T inv_n, G&& g, MatR<T>&) {
-        g.rowwise() = Eigen::Map<const RowVec<T>>(grad_b, sa.k()) * inv_n;
+    // e (m x K) = dJ/d(-gamma d) for the m rows [s, s + m) of a chunk, of one bag with
+    // gradient grad_b (K) and assignments a (m x K): dJ/da is the same row for every
+    // feature of the bag, so it is never written out.
+    template <class T, class A, class E>
+    static void backprop_segment(const SoftAssigner<T>& sa, const TileBuffers<T>&, Index, const A& a,
+                                 const T* grad_b, T inv_n, E&& e, MatR<T>&) {
+        const RowVec<T> g = Eigen::Map<const RowVec<T>>(grad_b, sa.k()) * inv_n;
+        for (Index i = 0; i < a.rows(); ++i) softmax_backward_row(a.row(i), g, e.row(i));
     }
 };
 
@@ -63,15 +73,17 @@ struct SoftVladEncoder {
                 .matrix();
     }
 
-    // g_nk = G_b[k, :] . (f'_n - C'_k) / N_b; also the term of dJ/dC that does not pass
-    // through the assignments: direct_k -= (1/N_b) sum_n a_nk G_b[k, :].
-    template <class T, class A, class G>
-    static void upstream(const SoftAssigner<T>& sa, const TileBuffers<T>& b, Index s, const A& a, const T* grad_b,
-                         T inv_n, G&& g, MatR<T>& direct) {
+    // e as for T1, from dJ/da_nk = G_b[k, :] . (f'_n - C'_k) / N_b (formed in e first);
+    // also the term of dJ/dC that does not pass through the assignments:
+    // direct_k -= (1/N_b) sum_n a_nk G_b[k, :].
+    template <class T, class A, class E>
+    static void backprop_segment(const SoftAssigner<T>& sa, const TileBuffers<T>& b, Index s, const A& a,
+                                 const T* grad_b, T inv_n, E&& e, MatR<T>& direct) {
         const CMapR<T> gb(grad_b, sa.k(), sa.dim());
-        g.noalias() = b.shifted(s, a.rows()) * gb.transpose();
-        g.rowwise() -= sa.centers().cwiseProduct(gb).rowwise().sum().transpose();
-        g *= inv_n;
+        e.noalias() = b.shifted(s, a.rows()) * gb.transpose();
+        e.rowwise() -= sa.centers().cwiseProduct(gb).rowwise().sum().transpose();
+        e *= inv_n;
+        for (Index i = 0; i < a.rows(); ++i) softmax_backward_row(a.row(i), e.row(i), e.row(i));
         const RowVec<T> mass = inv_n * a.colwise().sum();
         direct.noalias() -= mass.asDiagonal() * gb;
     }
@@ -169,14 +181,10 @@ double soft_backward(const BagsView<T>& bags, const SoftParams<T>& params, const
         const CMapR<T> a(assignments ? assignments + r0 * k : w.tile.a.data(), m, k);
         bags.for_each_segment(r0, r1, [&](Index b, Index s, Index e) {
             w.grad_bag = Eigen::Map<const RowVec<T>>(grad_out + b * out_dim, out_dim);
-            Enc::upstream(sa, w.tile, s - r0, a.middleRows(s - r0, e - s), w.grad_bag.data(),
-                          T(1) / static_cast<T>(bags.size(b)), w.e.middleRows(s - r0, e - s), acc.direct);
+            Enc::backprop_segment(sa, w.tile, s - r0, a.middleRows(s - r0, e - s), w.grad_bag.data(),
+                                  T(1) / static_cast<T>(bags.size(b)), w.e.middleRows(s - r0, e - s), acc.direct);
         });
-        auto e = w.e.topRows(m);  // softmax backward
-        for (Index i = 0; i < m; ++i) {
-            const T ag = a.row(i).dot(e.row(i));
-            e.row(i) = a.row(i).cwiseProduct((e.row(i).array() - ag).matrix());
-        }
+        const auto e = w.e.topRows(m);
         acc.ex.noalias() = e.transpose() * w.tile.x.topRows(m);
         acc.e_sum = e.colwise().sum();
     };
@@ -187,13 +195,16 @@ double soft_backward(const BagsView<T>& bags, const SoftParams<T>& params, const
         const Index w1 = std::min(n_chunks, w0 + wave);
 #pragma omp for schedule(dynamic, 1)
         for (Index c = w0; c < w1; ++c) trap.run([&] { chunk_sums(c, work[thread_id()], sums[c - w0]); });
+        // The fold is split by columns of the K x 2D sums, each folded in chunk order.
+#pragma omp for schedule(static)
+        for (Index j = 0; j < ex_total.cols(); ++j)
+            if (!trap.failed())
+                for (Index c = w0; c < w1; ++c) ex_total.col(j) += sums[c - w0].ex.col(j).template cast<double>();
 #pragma omp single
         if (!trap.failed())
             for (Index c = w0; c < w1; ++c) {
-                const BackwardSums<T>& s = sums[c - w0];
-                ex_total += s.ex.template cast<double>();
-                e_total += s.e_sum.template cast<double>();
-                if (Enc::has_direct_term) direct_total += s.direct.template cast<double>();
+                e_total += sums[c - w0].e_sum.template cast<double>();
+                if (Enc::has_direct_term) direct_total += sums[c - w0].direct.template cast<double>();
             }
     }
     trap.rethrow();
