@@ -13,7 +13,7 @@ import lfagg
 import lfagg.ops as ops
 from lfagg.datasets import make_circles_bags
 from lfagg.feature_map import AdditiveChi2Map
-from lfagg.heads import MappedHead, SoftmaxRegression
+from lfagg.heads import L2_GRID, MappedHead, SoftmaxRegression, select_l2
 from lfagg.learned import auto_gamma, initial_codebook
 from lfagg.training import encode, train_encoder
 
@@ -230,6 +230,43 @@ def test_softmax_regression_fit_matches_sklearn_logistic_regression():
     # The gradient at the solution vanishes.
     _, _, (dW, db) = clf.loss_grad(X, y)
     assert np.max(np.abs(dW)) < 1e-4 and np.max(np.abs(db)) < 1e-4
+
+
+def weak_inputs(rng, n, n_inputs=200, shift=0.08):
+    """Two classes, each of the n_inputs inputs shifted by +-shift: every input is weak,
+    together they separate the classes."""
+    y = np.arange(n) % 2
+    return rng.standard_normal((n, n_inputs)) + shift * (2 * y[:, None] - 1), y
+
+
+def test_select_l2_penalises_a_classifier_that_would_memorise():
+    # 300 examples of 200 inputs: little more than the classifier can memorise, where a
+    # weak penalty fits the noise. The chosen penalty must classify fresh data better
+    # than the weakest one of the grid.
+    rng = np.random.default_rng(0)
+    X, y = weak_inputs(rng, 300)
+    X_new, y_new = weak_inputs(rng, 4000)
+    chosen = select_l2(X, y, 2, random_state=0)
+    assert chosen in L2_GRID and chosen >= 1e-2
+
+    def fresh_accuracy(l2):
+        clf = SoftmaxRegression(X.shape[1], 2, l2)
+        clf.fit_scaler(X)
+        clf.fit(X, y)
+        return np.mean(np.argmax(clf.decision_function(X_new), axis=1) == y_new)
+
+    assert fresh_accuracy(chosen) > fresh_accuracy(min(L2_GRID)) + 0.02
+
+
+def test_select_l2_and_estimators_reject_bad_input():
+    with pytest.raises(ValueError, match="more training examples"):
+        select_l2(np.zeros((3, 2)), np.array([0, 1, 1]), 2)
+    bags, y = make_circles_bags(20, 10, random_state=0)
+    for bad in (-1.0, float("nan"), "large"):
+        with pytest.raises(ValueError, match="l2 must be 'auto' or a finite number >= 0"):
+            lfagg.LearnedBoW(2, l2=bad, n_epochs=0, random_state=0).fit(bags, y)
+    model = lfagg.LearnedBoW(2, n_epochs=0, random_state=0).fit(bags, y)
+    assert model.l2_ in L2_GRID and model.classifier_.l2 == model.l2_
 
 
 # ---------------------------------------------------------------------------------------

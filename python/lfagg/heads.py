@@ -6,9 +6,12 @@ A head has ``params`` (list of float64 arrays updated in place by the optimiser)
 """
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 from scipy.optimize import minimize
 from scipy.special import log_softmax
+from sklearn.model_selection import train_test_split
 from threadpoolctl import threadpool_limits
 
 
@@ -90,6 +93,55 @@ class SoftmaxRegression:
         with single_threaded_blas():
             result = minimize(objective, theta0, jac=True, method="L-BFGS-B", options={"maxiter": max_iter})
         self.W[...], self.b[...] = unpack(result.x)
+
+
+def check_l2(l2) -> float:
+    """``l2`` as a float; ValueError unless it is a finite number >= 0."""
+    if isinstance(l2, numbers.Real) and np.isfinite(l2) and l2 >= 0:
+        return float(l2)
+    raise ValueError(f"l2 must be 'auto' or a finite number >= 0, got {l2!r}")
+
+
+#: Candidate L2 penalties of ``l2="auto"`` (the inputs are standardised, so one grid fits
+#: every representation).
+L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1)
+
+
+def select_l2(X: np.ndarray, y: np.ndarray, n_classes: int, grid=L2_GRID, validation_fraction: float = 0.2,
+              random_state=0) -> float:
+    """The penalty of ``grid`` whose :class:`SoftmaxRegression`, fitted on the rest of
+    (X, y), best classifies a held-out ``validation_fraction`` of the rows (stratified
+    when every class has two rows or more); ties go to the larger penalty.
+
+    With many inputs per training example a weak penalty lets the classifier memorise
+    its training set (on 4,000 CIFAR-10 images with T1-1024, l2 = 1e-4 gave 99.7%
+    training and 43% validation accuracy, l2 = 1e-2 49%) and then leaves a learned
+    encoder almost no gradient.
+
+    Parameters
+    ----------
+    X : (n, n_inputs) float array; y : (n,) class indices in [0, n_classes).
+    grid : candidate penalties (positive floats).
+
+    Returns
+    -------
+    float, the chosen penalty.
+    """
+    y = np.asarray(y)
+    stratify = y if np.bincount(y, minlength=n_classes)[np.unique(y)].min() >= 2 else None
+    n_val = max(n_classes, int(round(validation_fraction * len(y))))
+    if len(y) - n_val < 2:
+        raise ValueError(f"l2='auto' needs more training examples than the {len(y)} given")
+    train, val = train_test_split(np.arange(len(y)), test_size=n_val, stratify=stratify, random_state=random_state)
+    best, best_accuracy = None, -1.0
+    for l2 in sorted(grid, reverse=True):  # ties go to the larger penalty
+        clf = SoftmaxRegression(X.shape[1], n_classes, l2)
+        clf.fit_scaler(X[train])
+        clf.fit(X[train], y[train])
+        accuracy = float(np.mean(np.argmax(clf.decision_function(X[val]), axis=1) == y[val]))
+        if accuracy > best_accuracy:
+            best, best_accuracy = l2, accuracy
+    return float(best)
 
 
 class MappedHead:

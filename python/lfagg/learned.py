@@ -20,7 +20,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._bags import as_bags
 from .feature_map import AdditiveChi2Map
-from .heads import MappedHead, SoftmaxRegression, single_threaded_blas
+from .heads import MappedHead, SoftmaxRegression, check_l2, select_l2, single_threaded_blas
 from .training import encode, train_encoder
 
 
@@ -64,7 +64,7 @@ class _LearnedAggregation(ClassifierMixin, TransformerMixin, BaseEstimator):
 
     def __init__(self, n_codewords=64, *, gamma="auto", learn_gamma=False, learn_covariances=True,
                  init="kmeans", feature_map="auto", n_epochs=10, batch_size=32, n_samples_per_bag=128,
-                 optimizer="adam", learning_rate=1e-3, classifier_learning_rate=None, l2=1e-4,
+                 optimizer="adam", learning_rate=1e-3, classifier_learning_rate=None, l2="auto",
                  max_init_features=100_000, validation_fraction=None, early_stopping=False,
                  n_iter_no_change=3, random_state=None, n_threads=None, verbose=0):
         self.n_codewords = n_codewords
@@ -128,12 +128,16 @@ class _LearnedAggregation(ClassifierMixin, TransformerMixin, BaseEstimator):
         centers, precisions = initial_codebook(sample, self.n_codewords, self.init, int(seeds[1]))
         gamma = auto_gamma(sample, centers, precisions, int(seeds[1])) if _is_auto(self.gamma) \
             else self._check_gamma()
+        l2 = None if _is_auto(self.l2) else check_l2(self.l2)
         self.feature_map_ = self._make_feature_map()
-        classifier = SoftmaxRegression(self._n_classifier_inputs(bags.dim), self.classes_.size, self.l2)
+        classifier = SoftmaxRegression(self._n_classifier_inputs(bags.dim), self.classes_.size, l2)
         head = MappedHead(self.feature_map_, classifier) if self.feature_map_ is not None else classifier
         self._set_state(centers, precisions, gamma, classifier)
 
         X0 = self._features_for_classifier(bags)  # W0 on the initial representation
+        if l2 is None:
+            classifier.l2 = select_l2(X0, y_index, self.classes_.size, random_state=int(seeds[0]))
+        self.l2_ = classifier.l2
         classifier.fit_scaler(X0)
         classifier.fit(X0, y_index)
 
@@ -276,7 +280,9 @@ class LearnedBoW(_LearnedAggregation):
     optimizer : "adam" or "sgd" (momentum 0.9).
     learning_rate : encoder step size (centres: this times the features' std).
     classifier_learning_rate : classifier step size (default learning_rate).
-    l2 : L2 penalty of the classifier weights.
+    l2 : L2 penalty of the classifier weights (on standardised inputs), or "auto": the
+        value of :data:`lfagg.heads.L2_GRID` that classifies a held-out fifth of the
+        training bags best from their initial representation (:func:`lfagg.heads.select_l2`).
     max_init_features : local features sampled for the K-Means/GMM initialisation.
     validation_fraction : fraction of bags held out for per-epoch validation accuracy.
     early_stopping : stop when validation accuracy has not improved for
@@ -288,7 +294,7 @@ class LearnedBoW(_LearnedAggregation):
     Attributes
     ----------
     centers_ : (K, D) float64; covariances_ : (K, D) float64 diagonal covariances;
-    gamma_ : float; classes_ : (n_classes,); history_ : dict of per-epoch lists
+    gamma_ : float; l2_ : float, the classifier's penalty; classes_ : (n_classes,); history_ : dict of per-epoch lists
     ("loss", "time" and, with validation, "val_accuracy"); classifier_ : the softmax
     regression; feature_map_ : the chi2 map or None.
     """
