@@ -26,13 +26,14 @@ from .learned import LearnedBoW, LearnedVLAD
 
 __all__ = ["EncoderClassifier", "table1", "format_table", "figure1", "figure2", "T1_PARAMS", "T2_PARAMS"]
 
-#: LearnedBoW (T1) settings of Table I, measured on the CIFAR-10 patch bags (K=64, full
-#: 20k/5k: initial 50.0% -> learned 52.6%). The bags hold only 196 features, so none
-#: are subsampled (subsampling to 64 hurt); encoder learning rates >= 1e-2 destabilised
-#: training.
+#: LearnedBoW (T1) settings of Table I on the CIFAR-10 patch bags (with the default
+#: l2="auto"). The bags hold only 196 features, so none are subsampled (subsampling to
+#: 64 hurt); encoder learning rates >= 1e-2 destabilised training.
 T1_PARAMS = dict(gamma="auto", n_samples_per_bag=None, learning_rate=1e-3, classifier_learning_rate=1e-3)
-#: LearnedVLAD (T2) settings of Table I: those of T1.
-T2_PARAMS = dict(T1_PARAMS)
+#: LearnedVLAD (T2) settings of Table I: those of T1 but a classifier step of 1e-4: on
+#: 4,000 training images, 1e-3 steps on the 6,912 classifier weights raised the training
+#: loss from W0's 0.16 to 1.00 in the first epoch, 1e-4 to 0.34.
+T2_PARAMS = dict(T1_PARAMS, classifier_learning_rate=1e-4)
 
 
 class EncoderClassifier(ClassifierMixin, BaseEstimator):
