@@ -10,6 +10,7 @@ from threadpoolctl import threadpool_limits
 
 from lfagg import BagOfWords, experiments
 from lfagg.datasets import make_circles_bags
+from lfagg.heads import L2_GRID
 
 CIFAR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cifar10_subset.npz"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -42,6 +43,7 @@ def test_table1_rows_order_and_json(tmp_path, capsys):
     for row in rows:
         assert 0 <= row["accuracy"] <= 1 and row["seconds"] >= 0
         assert (row["n_train"], row["n_test"]) == (100, 50)
+        assert row["l2"] in L2_GRID  # every classifier chose its penalty (l2="auto")
     assert [rows[i]["n_epochs"] for i in (1, 2, 5, 6)] == [0, 1, 0, 1]
     assert json.loads(out.read_text()) == rows
     printed = capsys.readouterr().err  # rows as they finish: progress, on stderr

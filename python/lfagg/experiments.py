@@ -90,6 +90,7 @@ def _run_row(method, model, train, test, **info) -> dict:
     row = {"method": method, "accuracy": float(np.mean(predicted == test[1])), "seconds": round(seconds, 2), **info}
     if hasattr(model, "gamma_"):
         row["gamma"] = model.gamma_
+    row["l2"] = model.classifier_.l2
     return row
 
 
@@ -129,7 +130,7 @@ def table1(data_path, codebook_sizes=(64, 256, 1024), vlad_codewords=64, n_train
     -------
     list of dicts, one per row: "method", "accuracy" (test accuracy, fraction),
     "seconds" (wall time of fit + predict), "K", "n_epochs" (learned rows), "gamma"
-    (T1/T2 rows), "n_train", "n_test".
+    (T1/T2 rows), "l2" (the classifier's penalty), "n_train", "n_test".
     """
     train_bags, train_y, test_bags, test_y = cifar10_patch_bags(data_path, n_train=n_train, n_test=n_test,
                                                                 random_state=random_state)
