@@ -247,7 +247,7 @@ def test_figures_calls_figure1_and_figure2(capsys, monkeypatch, tmp_path):
     assert rc == 0 and out_dir.is_dir()
     fig1, fig2 = str(out_dir / "figure1.png"), str(out_dir / "figure2.png")
     assert calls == [("figure1", (fig1,), dict(random_state=3)),
-                     ("figure2", (fig2,), dict(data_path=None, codebook_sizes=(16, 64), n_epochs=4, random_state=3,
+                     ("figure2", (fig2,), dict(data_path=None, codebook_sizes=None, n_epochs=4, random_state=3,
                                                verbose=1))]
     assert out == f"wrote {fig1}\nwrote {fig2}\n"
 

@@ -80,6 +80,14 @@ def test_figure2_writes_png(tmp_path, matplotlib):
     assert all(0 <= a <= 1 for a in results[4]["epochs"] + [results[4]["final"], results[4]["bow"]])
 
 
+def test_figure2_synthetic_curve_rises_above_bow(tmp_path, matplotlib):
+    # Fig. 2's point on the synthetic bags: with as few codewords as the default, BoW
+    # cannot tell the circles apart and T1 learns to.
+    curve = experiments.figure2(tmp_path / "figure2.png", codebook_sizes=(4,), verbose=0)[4]
+    assert curve["bow"] < 0.6 and curve["epochs"][0] < 0.6
+    assert curve["final"] > 0.85 and max(curve["epochs"]) > 0.85
+
+
 def test_figures_without_matplotlib_say_how_to_install(tmp_path, monkeypatch):
     real_import = builtins.__import__
 

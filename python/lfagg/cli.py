@@ -174,7 +174,8 @@ def _figures(args) -> int:
     fig1, fig2 = (os.path.join(args.out_dir, f"figure{i}.png") for i in (1, 2))
     experiments.figure1(fig1, random_state=args.seed)
     print(f"wrote {fig1}", flush=True)
-    experiments.figure2(fig2, data_path=args.data, codebook_sizes=tuple(args.codewords), n_epochs=args.epochs,
+    experiments.figure2(fig2, data_path=args.data, codebook_sizes=args.codewords and tuple(args.codewords),
+                        n_epochs=args.epochs,
                         random_state=args.seed, verbose=args.verbose)
     print(f"wrote {fig2}")
     return 0
@@ -328,8 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
         "DIR/figure2.png; needs matplotlib (pip install 'lfagg[plot]').", formatter_class=formatter)
     figures.add_argument("--out-dir", required=True, metavar="DIR", help="directory of the PNG files (created if missing)")
     figures.add_argument("--data", default=None, metavar="NPZ", help="CIFAR-10 .npz for Fig. 2 (default: synthetic bags)")
-    figures.add_argument("--codewords", type=_positive_int, nargs="+", metavar="K", default=[16, 64],
-                         help="codebook sizes of Fig. 2")
+    figures.add_argument("--codewords", type=_positive_int, nargs="+", metavar="K", default=None,
+                         help="codebook sizes of Fig. 2 (default: 4 8 on the synthetic bags, 16 64 on CIFAR-10)")
     figures.add_argument("--epochs", type=_count, default=10, help="training epochs of Fig. 2")
     _add_common(figures, threads=False)
     figures.set_defaults(run=_figures)

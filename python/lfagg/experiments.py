@@ -237,7 +237,7 @@ def figure1(out_path, random_state=0, n_codewords=4):
     plt.close(fig)
 
 
-def figure2(out_path, data_path=None, codebook_sizes=(16, 64), n_epochs=10, random_state=0, verbose=1, *,
+def figure2(out_path, data_path=None, codebook_sizes=None, n_epochs=10, random_state=0, verbose=1, *,
             n_train=2000, n_test=1000):
     """Fig. 2: test accuracy of LearnedBoW (T1) after each training epoch for several
     codebook sizes (epoch 0: the K-Means initialisation), with the accuracy of hard BoW
@@ -253,7 +253,9 @@ def figure2(out_path, data_path=None, codebook_sizes=(16, 64), n_epochs=10, rand
     data_path : None for synthetic concentric circles bags (purity 0.65), or a CIFAR-10
         .npz path (class-balanced subsets of n_train / n_test images, patch bags as in
         :func:`table1`).
-    codebook_sizes : codebook sizes K, one curve each.
+    codebook_sizes : codebook sizes K, one curve each; None: (4, 8) on the synthetic
+        bags (from 16 on, BoW already separates them and the curves are flat), (16, 64)
+        on CIFAR-10.
     n_epochs : training epochs.
     random_state : int, seeds data and models.
     verbose : > 0 prints each curve when done (stdout) and a progress bar per training
@@ -268,12 +270,14 @@ def figure2(out_path, data_path=None, codebook_sizes=(16, 64), n_epochs=10, rand
         train, test = _synthetic(make_circles_bags, random_state, n_per_bag=30, purity=0.65, noise=0.15)
         params, title = dict(n_samples_per_bag=20, learning_rate=3e-2), "synthetic concentric circles bags"
         threads = _one_thread
+        codebook_sizes = codebook_sizes or (4, 8)
     else:
         tr_bags, tr_y, te_bags, te_y = cifar10_patch_bags(data_path, n_train=n_train, n_test=n_test,
                                                           random_state=random_state)
         train, test = (tr_bags, tr_y), (te_bags, te_y)
         params, title = T1_PARAMS, f"CIFAR-10 patches ({len(tr_bags)} train / {len(te_bags)} test images)"
         threads = contextlib.nullcontext
+        codebook_sizes = codebook_sizes or (16, 64)
     results = {}
     fig, ax = plt.subplots(figsize=(7, 5))
     for i, K in enumerate(codebook_sizes):
