@@ -153,7 +153,8 @@ def summary_lines(results):
 
 
 #: Matrix-product flops of forward + backward per N K D: soft BoW's distances (4) and
-#: sums e^T [f^2, f] (4); soft VLAD adds sum_n a_nk f_n (2) and dJ/da = f G^T (2).
+#: sums e^T [f'^2, f'] (4); soft VLAD adds sum_n a_nk f'_n (2) and dJ/da = f' G^T (2),
+#: f' being the shifted features (see soft_assign.hpp).
 FWD_BWD_FLOPS_PER_NKD = {"soft_bow": 8, "soft_vlad": 12}
 
 

@@ -64,7 +64,8 @@ def test_kept_assignments_with_exact_zeros(encoder):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("encoder", ENCODERS)
 def test_kept_assignments_threads_deterministic(encoder, dtype):
-    rng, f, off, C, P, gamma = problem(4, [3, 5000, 0, 17, 700, 1], dtype, D=16, K=12)
+    # ~60 chunks of 512 rows: several waves of the parallel loops for 1-3 threads
+    rng, f, off, C, P, gamma = problem(4, [3, 30000, 0, 17, 700, 1], dtype, D=16, K=12)
     G = rng.normal(size=(6, out_dim(encoder, 12, 16))).astype(dtype)
     results = []
     for nt in (1, 2, 3):

@@ -269,7 +269,8 @@ def test_backward_float32_matches_reference(encoder):
 @pytest.mark.parametrize("encoder", ENCODERS)
 def test_threads_deterministic(encoder, dtype):
     rng = np.random.default_rng(5000)
-    sizes = [3, 5000, 0, 17, 700, 1]
+    # ~60 chunks of 512 rows: several waves of the parallel loops for 1-3 threads
+    sizes = [3, 30000, 0, 17, 700, 1]
     f, off, C, P, gamma = make_problem(rng, sizes, D=16, K=12, dtype=dtype)
     C, P = C.astype(dtype), P.astype(dtype)
     G = rng.normal(size=(len(sizes), out_dim(encoder, 12, 16))).astype(dtype)

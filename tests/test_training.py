@@ -13,7 +13,7 @@ import lfagg
 import lfagg.ops as ops
 from lfagg.datasets import make_circles_bags
 from lfagg.feature_map import AdditiveChi2Map
-from lfagg.heads import L2_GRID, MappedHead, SoftmaxRegression, select_l2
+from lfagg.heads import L2_FEW_EXAMPLES, L2_GRID, MappedHead, SoftmaxRegression, select_l2
 from lfagg.learned import auto_gamma, initial_codebook
 from lfagg.training import encode, train_encoder
 
@@ -258,11 +258,32 @@ def test_select_l2_penalises_a_classifier_that_would_memorise():
     assert fresh_accuracy(chosen) > fresh_accuracy(min(L2_GRID)) + 0.02
 
 
+def test_select_l2_prefers_a_penalty_that_fits_and_the_larger_of_equals():
+    rng = np.random.default_rng(1)
+    y = np.arange(200) % 2
+    shared = 5 * rng.standard_normal(200)
+    X = np.column_stack([shared + (2 * y - 1), shared])  # x1 - x2 separates the classes
+    # A huge penalty leaves W along the difference of the class means, i.e. x1 alone
+    # (about 58% accuracy): the weak penalty, which finds x1 - x2, must win.
+    assert select_l2(X, y, 2, grid=(1e3, 1e-4)) == 1e-4
+    # Both classify the held-out rows perfectly: the tie goes to the larger penalty.
+    assert select_l2(X, y, 2, grid=(1e-4, 1e-3)) == 1e-3
+    # Deterministic for a given split seed; a class with one example is allowed.
+    X_noisy, y_noisy = weak_inputs(rng, 120)
+    assert select_l2(X_noisy, y_noisy, 2, random_state=4) == select_l2(X_noisy, y_noisy, 2, random_state=4)
+    y_single = y_noisy.copy()
+    y_single[0] = 2
+    assert select_l2(X_noisy, y_single, 3) in L2_GRID
+
+
 def test_select_l2_and_estimators_reject_bad_input():
-    with pytest.raises(ValueError, match="more training examples"):
-        select_l2(np.zeros((3, 2)), np.array([0, 1, 1]), 2)
+    with pytest.warns(UserWarning, match="too few to choose l2"):
+        assert select_l2(np.zeros((3, 2)), np.array([0, 1, 1]), 2) == L2_FEW_EXAMPLES
+    for grid in ((), (1e-3, -1.0)):
+        with pytest.raises(ValueError, match="grid must hold|l2 must be"):
+            select_l2(np.zeros((30, 2)), np.arange(30) % 2, 2, grid=grid)
     bags, y = make_circles_bags(20, 10, random_state=0)
-    for bad in (-1.0, float("nan"), "large"):
+    for bad in (-1.0, float("nan"), "large", True):
         with pytest.raises(ValueError, match="l2 must be 'auto' or a finite number >= 0"):
             lfagg.LearnedBoW(2, l2=bad, n_epochs=0, random_state=0).fit(bags, y)
     model = lfagg.LearnedBoW(2, n_epochs=0, random_state=0).fit(bags, y)

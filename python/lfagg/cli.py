@@ -35,7 +35,7 @@ def build_model(method, n_codewords, *, epochs=10, gamma="auto", learning_rate=1
     if method not in encoders:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     return EncoderClassifier(encoders[method](n_codewords, random_state=seed, n_threads=threads),
-                             feature_map="chi2" if method == "bow" else None)
+                             feature_map="chi2" if method == "bow" else None, random_state=seed)
 
 
 def encoder_of(model):

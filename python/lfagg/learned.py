@@ -281,8 +281,9 @@ class LearnedBoW(_LearnedAggregation):
     learning_rate : encoder step size (centres: this times the features' std).
     classifier_learning_rate : classifier step size (default learning_rate).
     l2 : L2 penalty of the classifier weights (on standardised inputs), or "auto": the
-        value of :data:`lfagg.heads.L2_GRID` that classifies a held-out fifth of the
-        training bags best from their initial representation (:func:`lfagg.heads.select_l2`).
+        value of :data:`lfagg.heads.L2_GRID` that best classifies about a fifth of the
+        training bags, held out, from their initial representation
+        (:func:`lfagg.heads.select_l2`; its own split, also when validation data are given).
     max_init_features : local features sampled for the K-Means/GMM initialisation.
     validation_fraction : fraction of bags held out for per-epoch validation accuracy.
     early_stopping : stop when validation accuracy has not improved for

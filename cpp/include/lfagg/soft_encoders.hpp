@@ -195,8 +195,9 @@ double soft_backward(const BagsView<T>& bags, const SoftParams<T>& params, const
         const Index w1 = std::min(n_chunks, w0 + wave);
 #pragma omp for schedule(dynamic, 1)
         for (Index c = w0; c < w1; ++c) trap.run([&] { chunk_sums(c, work[thread_id()], sums[c - w0]); });
-        // The fold is split by columns of the K x 2D sums, each folded in chunk order.
-#pragma omp for schedule(static)
+        // The fold is split by columns of the K x 2D sums, each folded in chunk order; the
+        // barrier of the `single` below keeps the next wave from overwriting `sums` early.
+#pragma omp for schedule(static) nowait
         for (Index j = 0; j < ex_total.cols(); ++j)
             if (!trap.failed())
                 for (Index c = w0; c < w1; ++c) ex_total.col(j) += sums[c - w0].ex.col(j).template cast<double>();
