@@ -295,9 +295,10 @@ class LearnedBoW(_LearnedAggregation):
     Attributes
     ----------
     centers_ : (K, D) float64; covariances_ : (K, D) float64 diagonal covariances;
-    gamma_ : float; l2_ : float, the classifier's penalty; classes_ : (n_classes,); history_ : dict of per-epoch lists
-    ("loss", "time" and, with validation, "val_accuracy"); classifier_ : the softmax
-    regression; feature_map_ : the chi2 map or None.
+    gamma_ : float; l2_ : float, the classifier's penalty; classes_ : (n_classes,);
+    history_ : dict of per-epoch lists ("loss", "time" and, with validation,
+    "val_accuracy"); classifier_ : the softmax regression; feature_map_ : the chi2 map
+    or None.
     """
 
     _encoder = "bow"
