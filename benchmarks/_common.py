@@ -41,20 +41,26 @@ def time_ms(fn, repeats, warmup=1):
     return statistics.median(runs), runs
 
 
-#: Pause before each timed pair of time_interleaved: OpenBLAS's worker threads keep
+#: Pause before each timed call of time_interleaved: OpenBLAS's worker threads keep
 #: spinning for about 2^28 cycles (~0.1 s) after a call, which would take cores away from
 #: whichever implementation runs next (numpy's matmul made lfagg's forward look 40%
 #: slower in turn with it than alone).
 SETTLE_S = 0.15
 
+#: Untimed calls between the pause and the timed call. After an idle pause the first two
+#: calls of every implementation ran up to 1.6x slower than the calls that follow them
+#: (sleeping OpenMP workers and idle cores waking up: lfagg soft_vlad at the idt size
+#: 18.6, 22.0, then 15.3 ms; torch 35.6, 27.3, then 22.8 ms); the third call is in the
+#: steady state of a training loop, which calls the encoder back to back.
+STEADY_CALLS = 2
 
-def time_interleaved(fns, repeats, warmup=1, settle=SETTLE_S):
+
+def time_interleaved(fns, repeats, warmup=1, settle=SETTLE_S, steady_calls=STEADY_CALLS):
     """Time several callables round-robin: ``warmup`` untimed calls of each, then
     ``repeats`` rounds timing each once, so that a change of the machine's load during
     the measurement affects them all alike. In a round, each callable gets a
-    ``settle``-second pause (see SETTLE_S), one untimed call, then the timed one: the
-    pause idles the cores and lets their threads fall asleep, and a call straight after
-    it ran up to twice as slow as one in a sequence of calls (a training loop's case).
+    ``settle``-second pause (see SETTLE_S), ``steady_calls`` untimed calls (see
+    STEADY_CALLS), then the timed one.
     ``fns``: {name: callable}; returns {name: (median ms, all ms)}."""
     for fn in fns.values():
         for _ in range(warmup):
@@ -63,7 +69,8 @@ def time_interleaved(fns, repeats, warmup=1, settle=SETTLE_S):
     for _ in range(repeats):
         for name, fn in fns.items():
             time.sleep(settle)
-            fn()
+            for _ in range(steady_calls):
+                fn()
             start = time.perf_counter()
             fn()
             runs[name].append((time.perf_counter() - start) * 1e3)
