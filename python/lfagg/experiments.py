@@ -21,8 +21,8 @@ from threadpoolctl import threadpool_limits
 from .baselines import VLAD, BagOfWords, FisherVector
 from .datasets import cifar10_patch_bags, make_circles_bags, make_moons_bags
 from .feature_map import AdditiveChi2Map
-from .heads import SoftmaxRegression, check_l2, select_l2
-from .learned import LearnedBoW, LearnedVLAD, _is_auto
+from .heads import SoftmaxRegression, resolve_l2
+from .learned import LearnedBoW, LearnedVLAD
 
 __all__ = ["EncoderClassifier", "table1", "format_table", "figure1", "figure2", "T1_PARAMS", "T2_PARAMS"]
 
@@ -65,8 +65,7 @@ class EncoderClassifier(ClassifierMixin, BaseEstimator):
         self.encoder_ = clone(self.encoder).fit(bags)
         self.classes_, y_index = np.unique(np.asarray(y), return_inverse=True)
         X = self._features(bags)
-        self.l2_ = select_l2(X, y_index, self.classes_.size, random_state=self.random_state) if _is_auto(self.l2) \
-            else check_l2(self.l2)
+        self.l2_ = resolve_l2(self.l2, X, y_index, self.classes_.size, self.random_state)
         self.classifier_ = SoftmaxRegression(X.shape[1], self.classes_.size, self.l2_)
         self.classifier_.fit_scaler(X)
         self.classifier_.fit(X, y_index)

@@ -77,13 +77,15 @@ class SoftmaxRegression:
     def fit(self, X: np.ndarray, y: np.ndarray, max_iter: int = 500) -> None:
         """Minimise J over (W, b) with L-BFGS from the current values (the full-batch
         steps of Algorithm 1: W0 and the final fine-tuning)."""
+        self._fit_standardized((X - self.mean) / self.scale, y, max_iter)  # the scaler is frozen during the fit
+
+    def _fit_standardized(self, Z: np.ndarray, y: np.ndarray, max_iter: int = 500) -> None:
+        """:meth:`fit` on standardised inputs Z (n, n_inputs)."""
         shapes = [p.shape for p in self.params]
         sizes = [p.size for p in self.params]
 
         def unpack(theta):
             return [t.reshape(s) for t, s in zip(np.split(theta, np.cumsum(sizes)[:-1]), shapes)]
-
-        Z = (X - self.mean) / self.scale  # once: the scaler is frozen during the fit
 
         def objective(theta):
             self.W[...], self.b[...] = unpack(theta)
@@ -143,16 +145,25 @@ def select_l2(X: np.ndarray, y: np.ndarray, n_classes: int, grid=L2_GRID, valida
         return L2_FEW_EXAMPLES
     stratify = y if np.bincount(y, minlength=n_classes)[np.unique(y)].min() >= 2 else None
     train, val = train_test_split(np.arange(len(y)), test_size=n_val, stratify=stratify, random_state=random_state)
-    X_train, y_train, X_val, y_val = X[train], y[train], X[val], y[val]
+    clf = SoftmaxRegression(X.shape[1], n_classes)
+    clf.fit_scaler(X[train])
+    Z_train, Z_val = (X[train] - clf.mean) / clf.scale, (X[val] - clf.mean) / clf.scale
     best, best_accuracy = None, -1.0
-    for l2 in grid:
-        clf = SoftmaxRegression(X.shape[1], n_classes, l2)
-        clf.fit_scaler(X_train)
-        clf.fit(X_train, y_train)
-        accuracy = float(np.mean(np.argmax(clf.decision_function(X_val), axis=1) == y_val))
+    for l2 in grid:  # each fit starts from the previous, more strongly penalised, solution
+        clf.l2 = l2
+        clf._fit_standardized(Z_train, y[train])
+        accuracy = float(np.mean(np.argmax(Z_val @ clf.W + clf.b, axis=1) == y[val]))
         if accuracy > best_accuracy:
             best, best_accuracy = l2, accuracy
     return best
+
+
+def resolve_l2(l2, X: np.ndarray, y: np.ndarray, n_classes: int, random_state=0) -> float:
+    """The penalty ``l2`` stands for: :func:`select_l2` on (X, y) for "auto", else ``l2``
+    checked by :func:`check_l2`."""
+    if isinstance(l2, str) and l2 == "auto":
+        return select_l2(X, y, n_classes, random_state=random_state)
+    return check_l2(l2)
 
 
 class MappedHead:

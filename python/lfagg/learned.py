@@ -20,7 +20,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._bags import as_bags
 from .feature_map import AdditiveChi2Map
-from .heads import MappedHead, SoftmaxRegression, check_l2, select_l2, single_threaded_blas
+from .heads import MappedHead, SoftmaxRegression, check_l2, resolve_l2, single_threaded_blas
 from .training import encode, train_encoder
 
 
@@ -128,16 +128,15 @@ class _LearnedAggregation(ClassifierMixin, TransformerMixin, BaseEstimator):
         centers, precisions = initial_codebook(sample, self.n_codewords, self.init, int(seeds[1]))
         gamma = auto_gamma(sample, centers, precisions, int(seeds[1])) if _is_auto(self.gamma) \
             else self._check_gamma()
-        l2 = None if _is_auto(self.l2) else check_l2(self.l2)
+        if not _is_auto(self.l2):
+            check_l2(self.l2)  # fail before the initial encoding, not after it
         self.feature_map_ = self._make_feature_map()
-        classifier = SoftmaxRegression(self._n_classifier_inputs(bags.dim), self.classes_.size, l2)
+        classifier = SoftmaxRegression(self._n_classifier_inputs(bags.dim), self.classes_.size)
         head = MappedHead(self.feature_map_, classifier) if self.feature_map_ is not None else classifier
         self._set_state(centers, precisions, gamma, classifier)
 
         X0 = self._features_for_classifier(bags)  # W0 on the initial representation
-        if l2 is None:
-            classifier.l2 = select_l2(X0, y_index, self.classes_.size, random_state=int(seeds[0]))
-        self.l2_ = classifier.l2
+        self.l2_ = classifier.l2 = resolve_l2(self.l2, X0, y_index, self.classes_.size, int(seeds[0]))
         classifier.fit_scaler(X0)
         classifier.fit(X0, y_index)
 
