@@ -70,7 +70,7 @@ def t1_model(files):
     """`lfagg train` of T1 in a subprocess: (completed process, model path)."""
     path = files / "t1.pkl"
     done = run_cli("train", "--bags", files / "train", "--labels", files / "train.csv", "--method", "t1",
-                   *TRAIN[:-1], "1", "--model", path)
+                   *TRAIN[:-1], "1", "--gamma-scale", "2", "--model", path)
     return done, path
 
 
@@ -103,8 +103,10 @@ def test_train_then_evaluate(files, t1_model):
     # The same training in this process gives the same model: the options reached it.
     bags, y = lfagg.datasets.load_bags(files / "train", files / "train.csv")
     with threadpool_limits(1):
-        again = cli.build_model("t1", 3, epochs=1, samples_per_bag=10, learning_rate=0.01, seed=0).fit(bags, y)
+        again = cli.build_model("t1", 3, epochs=1, gamma_scale=2, samples_per_bag=10, learning_rate=0.01,
+                                seed=0).fit(bags, y)
     np.testing.assert_allclose(model.centers_, again.centers_, rtol=1e-12)
+    assert model.gamma_scale == 2 and model.gamma_ == again.gamma_
 
     evaluated = run_cli("evaluate", "--model", path, "--bags", files / "test.npz")
     assert evaluated.returncode == 0, evaluated.stderr
@@ -208,6 +210,7 @@ def test_model_of_other_dimension(capsys, files, t1_model, tmp_path):
     ["train", "--bags", "x", "--model", "m", "--method", "nope"],
     ["train", "--bags", "x", "--model", "m", "--codewords", "0"],
     ["train", "--bags", "x", "--model", "m", "--gamma", "-1"],
+    ["train", "--bags", "x", "--model", "m", "--gamma-scale", "0"],
     ["train", "--bags", "x"],
     ["demo", "--epochs", "-1"],
     ["reproduce"],

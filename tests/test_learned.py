@@ -306,6 +306,15 @@ def test_gamma_auto_does_not_depend_on_bag_order():
         assert model.gamma_ == pytest.approx(1 / np.median(d.min(axis=1)), rel=0.15)
 
 
+def test_gamma_scale_multiplies_the_auto_gamma(circles):
+    (bags, y), _ = circles
+    for scale in (1.0, 4.0, 0.5):
+        model = lfagg.LearnedBoW(3, gamma_scale=scale, n_epochs=0, random_state=0).fit(bags, y)
+        d = (((bags.features[:, None, :] - model.centers_[None]) ** 2) / model.covariances_[None]).sum(-1)
+        d_min = np.median(d.min(axis=1))  # the same K-Means codebook for every scale (same seed)
+        assert model.gamma_ == pytest.approx(scale / d_min, rel=1e-9)
+
+
 def test_explicit_gamma_is_used(circles):
     (bags, y), _ = circles
     assert lfagg.LearnedBoW(3, gamma=2.5, n_epochs=0, random_state=0).fit(bags, y).gamma_ == 2.5
@@ -477,6 +486,20 @@ def test_error_bad_gamma(cls, gamma, circles):
     (bags, y), _ = circles
     with pytest.raises(ValueError, match="gamma"):
         cls(3, gamma=gamma, **FAST).fit(bags, y)
+
+
+@pytest.mark.parametrize("gamma_scale", [0, -2.0, np.nan, np.inf, "4", None, True])
+def test_error_bad_gamma_scale(gamma_scale, circles):
+    (bags, y), _ = circles
+    with pytest.raises(ValueError, match="gamma_scale must be a positive number"):
+        lfagg.LearnedBoW(3, gamma_scale=gamma_scale, **FAST).fit(bags, y)
+
+
+def test_error_gamma_scale_with_a_numeric_gamma(circles):
+    (bags, y), _ = circles
+    with pytest.raises(ValueError, match="gamma_scale multiplies gamma='auto' only"):
+        lfagg.LearnedVLAD(3, gamma=0.5, gamma_scale=2.0, **FAST).fit(bags, y)
+    assert lfagg.LearnedVLAD(3, gamma=0.5, gamma_scale=1, n_epochs=0, random_state=0).fit(bags, y).gamma_ == 0.5
 
 
 @pytest.mark.parametrize("init", ["k-means", "KMEANS", "", None])

@@ -14,8 +14,8 @@ import time
 METHODS = ("t1", "t2", "bow", "vlad", "fv")
 
 
-def build_model(method, n_codewords, *, epochs=10, gamma="auto", learning_rate=1e-3, samples_per_bag=128,
-                seed=0, threads=None, verbose=0):
+def build_model(method, n_codewords, *, epochs=10, gamma="auto", gamma_scale=1.0, learning_rate=1e-3,
+                samples_per_bag=128, seed=0, threads=None, verbose=0):
     """An unfitted classifier of bags for one of METHODS.
 
     t1 / t2: LearnedBoW / LearnedVLAD (Algorithm 1). bow, vlad, fv: the unsupervised
@@ -29,8 +29,9 @@ def build_model(method, n_codewords, *, epochs=10, gamma="auto", learning_rate=1
 
     if method in ("t1", "t2"):
         cls = LearnedBoW if method == "t1" else LearnedVLAD
-        return cls(n_codewords, gamma=gamma, n_epochs=epochs, n_samples_per_bag=samples_per_bag,
-                   learning_rate=learning_rate, random_state=seed, n_threads=threads, verbose=verbose)
+        return cls(n_codewords, gamma=gamma, gamma_scale=gamma_scale, n_epochs=epochs,
+                   n_samples_per_bag=samples_per_bag, learning_rate=learning_rate, random_state=seed,
+                   n_threads=threads, verbose=verbose)
     encoders = {"bow": BagOfWords, "vlad": VLAD, "fv": FisherVector}
     if method not in encoders:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -111,7 +112,8 @@ def _train(args) -> int:
     if not os.path.isdir(folder):
         raise ValueError(f"{args.model}: no such directory {folder}")
     bags, y = _labelled_bags(args)
-    model = build_model(args.method, args.codewords, epochs=args.epochs, gamma=args.gamma, learning_rate=args.lr,
+    model = build_model(args.method, args.codewords, epochs=args.epochs, gamma=args.gamma,
+                        gamma_scale=args.gamma_scale, learning_rate=args.lr,
                         samples_per_bag=args.samples_per_bag, seed=args.seed, threads=args.threads,
                         verbose=args.verbose)
     start = time.perf_counter()
@@ -278,6 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="codebook size K (Gaussians for fv)")
     train.add_argument("--epochs", type=_count, default=10, help="SGD epochs (t1, t2)")
     train.add_argument("--gamma", type=_gamma, default="auto", help="softness of the assignment, or 'auto' (t1, t2)")
+    train.add_argument("--gamma-scale", type=_positive_float, default=1.0,
+                       help="multiplies the 'auto' gamma; above 1, sharper assignments (t1, t2)")
     train.add_argument("--lr", type=_positive_float, default=1e-3, help="learning rate (t1, t2)")
     train.add_argument("--samples-per-bag", type=_positive_int, default=128,
                        help="local features drawn from each bag per SGD step (t1, t2)")
