@@ -145,9 +145,11 @@ def select_l2(X: np.ndarray, y: np.ndarray, n_classes: int, grid=L2_GRID, valida
         return L2_FEW_EXAMPLES
     stratify = y if np.bincount(y, minlength=n_classes)[np.unique(y)].min() >= 2 else None
     train, val = train_test_split(np.arange(len(y)), test_size=n_val, stratify=stratify, random_state=random_state)
+    X_train = X[train]  # one copy: for a T2 row it is 16,000 x 6,912 float64
     clf = SoftmaxRegression(X.shape[1], n_classes)
-    clf.fit_scaler(X[train])
-    Z_train, Z_val = (X[train] - clf.mean) / clf.scale, (X[val] - clf.mean) / clf.scale
+    clf.fit_scaler(X_train)
+    Z_train, Z_val = (X_train - clf.mean) / clf.scale, (X[val] - clf.mean) / clf.scale
+    del X_train
     best, best_accuracy = None, -1.0
     for l2 in grid:  # each fit starts from the previous, more strongly penalised, solution
         clf.l2 = l2
