@@ -21,7 +21,7 @@ ESTIMATORS = {
     "bow_soft": lambda **kw: lfagg.BagOfWords(8, assignment="soft", gamma=0.3, **kw),
     "vlad_hard": lambda **kw: lfagg.VLAD(4, **kw),
     "vlad_soft": lambda **kw: lfagg.VLAD(4, assignment="soft", power_alpha=0.5, **kw),
-    "fisher": lambda **kw: lfagg.FisherVector(3, **kw),
+    "fisher": lambda **kw: lfagg.FisherVector(n_codewords=3, **kw),
 }
 N_CLUSTERS = {"bow_hard": 8, "bow_soft": 8, "vlad_hard": 4, "vlad_soft": 4, "fisher": 3}
 
@@ -58,12 +58,26 @@ def test_bag_of_words_soft_is_the_kernel_codebook():
     np.testing.assert_allclose(est.transform(bags), expected, rtol=1e-9)
 
 
-def test_soft_gamma_defaults_to_the_inverse_mean_squared_distance():
+@pytest.mark.parametrize("scale", [1.0, 3.0])
+def test_soft_gamma_defaults_to_the_inverse_median_squared_distance(scale):
     bags, _ = make_bags()
-    est = lfagg.BagOfWords(8, assignment="soft", random_state=0).fit(bags)
+    est = lfagg.BagOfWords(8, assignment="soft", gamma_scale=scale, random_state=0).fit(bags)
     f = np.concatenate(bags)
-    mean_sq = ((f - est.cluster_centers_[ref_labels(f, est.cluster_centers_)]) ** 2).sum(axis=1).mean()
-    assert est.gamma_ == pytest.approx(1 / mean_sq, rel=1e-6)
+    median_sq = np.median(((f - est.cluster_centers_[ref_labels(f, est.cluster_centers_)]) ** 2).sum(axis=1))
+    assert est.gamma_ == pytest.approx(scale / median_sq, rel=1e-6)
+
+
+def test_codebook_equals_the_learned_encoders_initial_one():
+    """One codebook module: BagOfWords, VLAD and LearnedBoW(n_epochs=0) with the same
+    random_state learn the same K-Means centres, as FisherVector and init="gmm" the same mixture."""
+    bags, y = make_bags()
+    learned = lfagg.LearnedBoW(4, n_epochs=0, random_state=7).fit(bags, y)
+    np.testing.assert_array_equal(lfagg.BagOfWords(4, random_state=7).fit(bags).cluster_centers_, learned.centers_)
+    np.testing.assert_array_equal(lfagg.VLAD(4, random_state=7).fit(bags).cluster_centers_, learned.centers_)
+    gmm = lfagg.LearnedVLAD(3, init="gmm", n_epochs=0, random_state=7).fit(bags, y)
+    fv = lfagg.FisherVector(3, random_state=7).fit(bags)
+    np.testing.assert_array_equal(fv.means_, gmm.centers_)
+    np.testing.assert_allclose(fv.variances_, gmm.covariances_, rtol=1e-12)
 
 
 def ref_labels(f, c):
@@ -120,14 +134,14 @@ def test_bags_and_list_inputs_agree_and_float32_stays_float32(name):
 @pytest.mark.parametrize("name", ESTIMATORS)
 def test_random_state_makes_fit_reproducible(name):
     bags, _ = make_bags()
-    first = ESTIMATORS[name](random_state=3, max_features=200).fit_transform(bags)
-    np.testing.assert_array_equal(ESTIMATORS[name](random_state=3, max_features=200).fit_transform(bags), first)
+    first = ESTIMATORS[name](random_state=3, max_init_features=200).fit_transform(bags)
+    np.testing.assert_array_equal(ESTIMATORS[name](random_state=3, max_init_features=200).fit_transform(bags), first)
 
 
-def test_max_features_limits_the_training_sample():
+def test_max_init_features_limits_the_training_sample():
     bags, _ = make_bags()
-    a = lfagg.BagOfWords(8, max_features=20, random_state=0).fit(bags)
-    b = lfagg.BagOfWords(8, max_features=10_000, random_state=0).fit(bags)
+    a = lfagg.BagOfWords(8, max_init_features=20, random_state=0).fit(bags)
+    b = lfagg.BagOfWords(8, max_init_features=10_000, random_state=0).fit(bags)
     assert not np.allclose(a.cluster_centers_, b.cluster_centers_)
 
 
@@ -155,9 +169,9 @@ def test_pipeline_and_grid_search(name):
     clf = LogisticRegression(C=1e3, max_iter=2000).fit(features, y)
     np.testing.assert_array_equal(pipe.predict(bags), clf.predict(features))
     step = pipe.steps[0][0]
-    search = GridSearchCV(pipe, {f"{step}__max_features": [100, 400]}, cv=3)
+    search = GridSearchCV(pipe, {f"{step}__max_init_features": [100, 400]}, cv=3)
     search.fit(lfagg.Bags.from_arrays(bags), y)
-    assert search.best_params_[f"{step}__max_features"] in (100, 400)
+    assert search.best_params_[f"{step}__max_init_features"] in (100, 400)
     assert search.predict(bags[:5]).shape == (5,)
 
 
@@ -175,7 +189,7 @@ def test_transform_before_fit_is_a_value_error(name):
 def test_dimension_mismatch(name):
     bags, _ = make_bags()
     est = ESTIMATORS[name](random_state=0).fit(bags)
-    with pytest.raises(ValueError, match=f"dim {D + 1}.*fitted on dim {D}"):
+    with pytest.raises(ValueError, match=f"dimension {D + 1}.*fitted on dimension {D}"):
         est.transform([np.ones((4, D + 1))])
 
 
@@ -194,18 +208,23 @@ def test_non_finite_features(name, value):
 @pytest.mark.parametrize("name", ESTIMATORS)
 def test_too_few_features_for_the_codebook(name):
     k = N_CLUSTERS[name]
-    with pytest.raises(ValueError, match=f"too few local features to learn {k} clusters"):
+    with pytest.raises(ValueError, match=f"too few local features to learn {k} codewords"):
         ESTIMATORS[name]().fit([np.ones((k - 1, D)), np.ones((0, D))])
 
 
 @pytest.mark.parametrize("make, name", [
     (lambda: lfagg.BagOfWords(0), "n_codewords"),
     (lambda: lfagg.VLAD(2.5), "n_codewords"),
-    (lambda: lfagg.FisherVector(-1), "n_components"),
+    (lambda: lfagg.FisherVector(-1), "n_codewords"),
+    (lambda: lfagg.FisherVector(np.int64(2), n_threads=True), "n_threads"),
+    (lambda: lfagg.BagOfWords(True), "n_codewords"),
+    (lambda: lfagg.BagOfWords(4, assignment="soft", gamma="8"), "gamma"),
+    (lambda: lfagg.BagOfWords(4, assignment="soft", gamma=2.0, gamma_scale=2.0), "gamma_scale"),
+    (lambda: lfagg.VLAD(4, random_state="seed"), "random_state"),
     (lambda: lfagg.BagOfWords(4, assignment="fuzzy"), "assignment"),
     (lambda: lfagg.BagOfWords(4, assignment="soft", gamma=-1.0), "gamma"),
-    (lambda: lfagg.VLAD(4, max_features=0), "max_features"),
-    (lambda: lfagg.VLAD(4, max_features=3), "max_features"),
+    (lambda: lfagg.VLAD(4, max_init_features=0), "max_init_features"),
+    (lambda: lfagg.VLAD(4, max_init_features=3), "max_init_features"),
     (lambda: lfagg.FisherVector(2, n_threads=0), "n_threads"),
     (lambda: lfagg.VLAD(4, power_alpha=2.0), "alpha"),
 ])

@@ -133,11 +133,11 @@ def test_fisher_vector_matches_numpy(layout, dtype, with_weights):
     f = rng.normal(scale=2.0, size=(sum(sizes), 9)).astype(dtype)
     offsets = offsets_of(sizes)
     args = (f, offsets, means, variances, weights)
-    raw = ops.fisher_vector(*args, improved=False, with_weights=with_weights)
+    raw = ops.fisher_vector(*args, with_weights=with_weights)
     ref = ref_fisher_vector(*args, with_weights=with_weights)
     assert raw.dtype == dtype and raw.shape == (len(sizes), 2 * 5 * 9 + (5 if with_weights else 0))
     np.testing.assert_allclose(raw, ref, rtol=tolerance(dtype)["rtol"], atol=1e-5 * np.abs(ref).max())
-    improved = ops.fisher_vector(*args, with_weights=with_weights)
+    improved = improved_fisher_normalize(raw)
     ref_improved = np.sign(ref) * np.sqrt(np.abs(ref))
     norms = np.linalg.norm(ref_improved, axis=1, keepdims=True)
     ref_improved = np.divide(ref_improved, norms, out=np.zeros_like(ref_improved), where=norms > 0)
@@ -150,7 +150,7 @@ def test_fisher_vector_posteriors_are_stable_far_from_every_component():
     means, variances, weights = gmm_params(rng, 4, 6)
     f = rng.normal(size=(50, 6)) + 60.0
     ref = ref_fisher_vector(f, [0, 50], means, variances, weights)
-    out = ops.fisher_vector(f, [0, 50], means, variances, weights, improved=False)
+    out = ops.fisher_vector(f, [0, 50], means, variances, weights)
     assert np.isfinite(out).all()
     np.testing.assert_allclose(out, ref, rtol=1e-9)
 
@@ -161,8 +161,7 @@ def test_fisher_vector_far_from_origin_float32():
     f = rng.normal(scale=2.0, size=(2000, 6))
     ref = ref_fisher_vector(f, [0, 2000], means, variances, weights)
     shift = 1e3  # the same problem translated: the encoding must not change
-    out = ops.fisher_vector((f + shift).astype(np.float32), [0, 2000], means + shift, variances, weights,
-                            improved=False)
+    out = ops.fisher_vector((f + shift).astype(np.float32), [0, 2000], means + shift, variances, weights)
     np.testing.assert_allclose(out, ref, atol=2e-3 * np.abs(ref).max())
 
 
@@ -194,7 +193,9 @@ def test_fisher_vector_matches_scikit_image(dtype, improved):
     bags = [train[:400], rng.normal(size=(900, 7)) * 2.0]
     offsets = offsets_of([len(b) for b in bags])
     ours = ops.fisher_vector(np.concatenate(bags).astype(dtype), offsets, gmm.means_, gmm.covariances_,
-                             gmm.weights_, improved=improved, with_weights=True)
+                             gmm.weights_, with_weights=True)
+    if improved:
+        ours = improved_fisher_normalize(ours)
     tol = dict(rtol=1e-9, atol=1e-9) if dtype == np.float64 else dict(rtol=2e-4, atol=1e-5)
     for b, bag in enumerate(bags):
         theirs = skimage_feature.fisher_vector(bag, gmm, improved=improved)
@@ -208,7 +209,9 @@ def test_fisher_vector_matches_vlfeat(improved):
     means, variances, weights = (x.astype(np.float32) for x in gmm_params(rng, 6, 8))
     f = (rng.normal(scale=2.0, size=(1500, 8))).astype(np.float32)
     offsets = offsets_of([1000, 13, 487])
-    ours = ops.fisher_vector(f, offsets, means, variances, weights, improved=improved)
+    ours = ops.fisher_vector(f, offsets, means, variances, weights)
+    if improved:
+        ours = improved_fisher_normalize(ours)
     for b, s in enumerate(bag_slices(offsets)):
         theirs = cy_fisher(f[s], means, variances, weights, improved=improved).ravel()
         # VLFeat drops posteriors below 1e-6; lfagg keeps them: a few 1e-6 of difference
@@ -252,8 +255,7 @@ def test_bags_crossing_waves_of_tiles(n_threads):
     f = rng.normal(scale=2.0, size=(OFFSETS[-1], 10))
     means, variances, weights = gmm_params(rng, 300, 10)  # 41 tiles of 128 rows: 3 waves on one thread
     np.testing.assert_allclose(ops.bow(f, OFFSETS, means, n_threads=n_threads), ref_bow(f, OFFSETS, means))
-    np.testing.assert_allclose(ops.fisher_vector(f, OFFSETS, means, variances, weights, improved=False,
-                                                 n_threads=n_threads),
+    np.testing.assert_allclose(ops.fisher_vector(f, OFFSETS, means, variances, weights, n_threads=n_threads),
                                ref_fisher_vector(f, OFFSETS, means, variances, weights), rtol=1e-9, atol=1e-12)
 
 

@@ -156,13 +156,13 @@ def test_train_encode_other_methods(capsys, files, tmp_path, method, encoder, di
     assert rc == 0, err
     with open(model_path, "rb") as fh:
         model = pickle.load(fh)
-    assert isinstance(cli.encoder_of(model), encoder)
+    assert isinstance(getattr(model, "encoder_", model), encoder)
     rc, out, err = run_main(capsys, "encode", "--model", model_path, "--bags", files / "train", "--out", tmp_path / "r")
     assert rc == 0 and out.endswith(f"saved to {tmp_path / 'r.npy'}\n"), err
     bags, _ = lfagg.datasets.load_npy_dir(files / "train")
     encoded = np.load(tmp_path / "r.npy")
     assert encoded.shape == (24, dim)
-    np.testing.assert_array_equal(encoded, cli.encoder_of(model).transform(bags))
+    np.testing.assert_array_equal(encoded, model.transform(bags))
 
 
 def test_errors(capsys, files, tmp_path):

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from threadpoolctl import threadpool_limits
 
-from lfagg import BagOfWords, experiments
+from lfagg import experiments
 from lfagg.datasets import make_circles_bags
-from lfagg.heads import L2_GRID
+from lfagg.models.l2 import L2_GRID
 
 CIFAR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cifar10_subset.npz"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -59,13 +59,6 @@ def test_format_table_aligns_columns():
     assert len({len(line) for line in lines}) == 1
 
 
-def test_encoder_classifier_learns_separable_bags():
-    train, test = make_circles_bags(60, 30, random_state=0), make_circles_bags(40, 30, random_state=1)
-    model = experiments.EncoderClassifier(BagOfWords(16, random_state=0), feature_map="chi2").fit(*train)
-    assert model.score(*test) > 0.8
-    assert set(model.predict(test[0])) <= {0, 1}
-    with pytest.raises(ValueError, match="feature_map"):
-        experiments.EncoderClassifier(BagOfWords(4), feature_map="rbf").fit(*train)
 
 
 def test_figure1_writes_png(tmp_path, matplotlib):

@@ -1,11 +1,11 @@
-"""lfagg.feature_map.AdditiveChi2Map: values against scikit-learn's AdditiveChi2Sampler,
+"""lfagg.models.feature_map.AdditiveChi2Map: values against scikit-learn's AdditiveChi2Sampler,
 backward pass against central finite differences, the clamp at 0, and errors."""
 
 import numpy as np
 import pytest
 from sklearn.kernel_approximation import AdditiveChi2Sampler
 
-from lfagg.feature_map import AdditiveChi2Map
+from lfagg.models.feature_map import AdditiveChi2Map
 
 
 def inputs_with_zeros(rng, n=7, dim=5):

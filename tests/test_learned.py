@@ -491,7 +491,7 @@ def test_error_bad_gamma(cls, gamma, circles):
 @pytest.mark.parametrize("gamma_scale", [0, -2.0, np.nan, np.inf, "4", None, True])
 def test_error_bad_gamma_scale(gamma_scale, circles):
     (bags, y), _ = circles
-    with pytest.raises(ValueError, match="gamma_scale must be a positive number"):
+    with pytest.raises(ValueError, match="gamma_scale must be a positive finite number"):
         lfagg.LearnedBoW(3, gamma_scale=gamma_scale, **FAST).fit(bags, y)
 
 

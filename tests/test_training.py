@@ -12,10 +12,16 @@ from threadpoolctl import threadpool_limits
 import lfagg
 import lfagg.ops as ops
 from lfagg.datasets import make_circles_bags
-from lfagg.feature_map import AdditiveChi2Map
-from lfagg.heads import L2_FEW_EXAMPLES, L2_GRID, MappedHead, SoftmaxRegression, select_l2
-from lfagg.learned import auto_gamma, initial_codebook
-from lfagg.training import encode, train_encoder
+from lfagg.encoders.codebook import auto_gamma, fit_codebook
+from lfagg.models.feature_map import AdditiveChi2Map
+from lfagg.models.heads import MappedHead, SoftmaxRegression
+from lfagg.models.l2 import L2_FEW_EXAMPLES, L2_GRID, select_l2
+from lfagg.training import train_encoder
+
+
+def encode(bags, C, P, gamma):
+    """The soft BoW (T1) representation of every bag."""
+    return ops.soft_bow(bags.features, bags.offsets, C, P, gamma)
 
 FWD = {"bow": ops.soft_bow, "vlad": ops.soft_vlad}
 BWD = {"bow": ops.soft_bow_backward, "vlad": ops.soft_vlad_backward}
@@ -296,11 +302,12 @@ def test_select_l2_and_estimators_reject_bad_input():
 def circles_setup(seed, n_bags=40, n_per_bag=30, K=3):
     """Algorithm 1's start: K-Means codebook, unit precisions, auto gamma, W0 fitted."""
     bags, y = make_circles_bags(n_bags, n_per_bag, random_state=seed)
-    C, P = initial_codebook(bags.features, K, "kmeans", seed)
+    codebook = fit_codebook(bags.features, K, "kmeans", seed)
+    C, P = codebook.centers, codebook.precisions
     gamma = auto_gamma(bags.features, C, P)
     fmap = AdditiveChi2Map()
     clf = SoftmaxRegression(fmap.output_dim(K), 2, l2=1e-4)
-    X0 = fmap.transform(encode(bags, "bow", C, P, gamma))
+    X0 = fmap.transform(encode(bags, C, P, gamma))
     clf.fit_scaler(X0)
     clf.fit(X0, y)
     return bags, y, C, P, gamma, MappedHead(fmap, clf)
@@ -344,7 +351,7 @@ def test_training_with_and_without_kept_assignments_agree(encoder, monkeypatch):
     """Steps whose assignments are too large to keep recompute them in the backward pass;
     both paths give the same parameters (up to rounding of the gamma gradient)."""
     def run(max_bytes):
-        monkeypatch.setattr(lfagg.training, "MAX_KEPT_ASSIGNMENTS_BYTES", max_bytes)
+        monkeypatch.setattr(lfagg.training.loop, "MAX_KEPT_ASSIGNMENTS_BYTES", max_bytes)
         bags, y, C, P, gamma, head = circles_setup(0)
         if encoder == "vlad":
             head = SoftmaxRegression(len(C) * bags.dim, 2)
@@ -453,10 +460,10 @@ def test_generic_callable_loss_regression(seed):
         residual = R @ readout - t
         return 0.5 * np.mean(residual ** 2), np.outer(residual, readout) / len(t)
 
-    R_start = encode(bags, "bow", C0, P0, gamma0)
+    R_start = encode(bags, C0, P0, gamma0)
     res = train_encoder(bags, target, squared_loss, "bow", C0, P0, gamma0, n_epochs=20, batch_size=10,
                         learning_rate=0.05, random_state=seed)
-    R_end = encode(bags, "bow", res.centers, res.precisions, res.gamma)
+    R_end = encode(bags, res.centers, res.precisions, res.gamma)
     assert all(shape[1] == 2 and dtype == np.float64 for shape, dtype in calls)
     assert len(calls) == 20 * 6
     loss = np.asarray(res.history["loss"])
@@ -508,10 +515,10 @@ def test_linear_regression_head_gradient():
 def test_generic_head_object_regression(seed):
     bags, target, C0, P0, gamma0 = regression_problem(seed)
     head = LinearRegressionHead(2)
-    R_start = encode(bags, "bow", C0, P0, gamma0)
+    R_start = encode(bags, C0, P0, gamma0)
     res = train_encoder(bags, target, head, "bow", C0, P0, gamma0, n_epochs=20, batch_size=10,
                         learning_rate=0.05, random_state=seed)
-    R_end = encode(bags, "bow", res.centers, res.precisions, res.gamma)
+    R_end = encode(bags, res.centers, res.precisions, res.gamma)
     loss = np.asarray(res.history["loss"])
     assert np.mean(loss[-4:]) < 0.5 * np.mean(loss[:4])
     assert np.any(head.w != 0)  # the head's parameters were optimised too

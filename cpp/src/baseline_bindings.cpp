@@ -26,33 +26,35 @@ Array<T> run_encoder(const lfagg::BagsView<T>& bags, const Enc& enc, int n_threa
 }
 
 template <class T>
-Array<T> bow(const Array<T>& features, const Offsets& offsets, const Array<T>& centers, int n_threads) {
+Array<T> bow(const Array<T>& features, const Offsets& offsets, const Array<T>& centers, int n_threads,
+             bool check_features) {
     const int nt = check_threads(n_threads);
     const auto bags = check_bags(features, offsets);
     check_codewords(centers, bags.dim, "centers", "codeword");
     check_finite(centers, "centers", nt);
-    check_finite(features, "features", nt);
+    if (check_features) check_finite(features, "features", nt);
     const lfagg::HardBowEncoder<T> enc(centers.data(), centers.shape(0), bags.dim);
     return run_encoder(bags, enc, nt, "features or centers");
 }
 
 template <class T>
 Array<T> vlad(const Array<T>& features, const Offsets& offsets, const Array<T>& centers,
-              const std::optional<Array<T>>& assignments, int n_threads) {
+              const std::optional<Array<T>>& assignments, int n_threads, bool check_features) {
     const int nt = check_threads(n_threads);
     const auto bags = check_bags(features, offsets);
     check_codewords(centers, bags.dim, "centers", "codeword");
     const Index k = centers.shape(0);
     if (assignments) check_assignments(*assignments, bags.n, k, nt);
     check_finite(centers, "centers", nt);
-    check_finite(features, "features", nt);
+    if (check_features) check_finite(features, "features", nt);
     const lfagg::VladEncoder<T> enc(centers.data(), k, bags.dim, assignments ? assignments->data() : nullptr);
     return run_encoder(bags, enc, nt, "features, centers or assignments");
 }
 
 template <class T>
 Array<T> fisher_vector(const Array<T>& features, const Offsets& offsets, const Array<T>& means,
-                       const Array<T>& variances, const Array<T>& weights, bool with_weights, int n_threads) {
+                       const Array<T>& variances, const Array<T>& weights, bool with_weights, int n_threads,
+                       bool check_features) {
     const int nt = check_threads(n_threads);
     const auto bags = check_bags(features, offsets);
     check_codewords(means, bags.dim, "means", "component");
@@ -67,21 +69,23 @@ Array<T> fisher_vector(const Array<T>& features, const Offsets& offsets, const A
     check_positive(variances, "variances");
     check_finite(weights, "weights", nt);
     check_positive(weights, "weights");
-    check_finite(features, "features", nt);
+    if (check_features) check_finite(features, "features", nt);
     const lfagg::FisherEncoder<T> enc({means.data(), variances.data(), weights.data(), k}, bags.dim, with_weights);
     return run_encoder(bags, enc, nt, "features, means or variances");
 }
 
 // float64 first, then float32, under one name; arrays are never converted here.
+// check_features=false skips the scan of features that lfagg already validated.
 template <class T>
 void def_baselines_for(py::module_& m) {
     m.def("bow", &bow<T>, py::arg("features").noconvert(), py::arg("offsets").noconvert(),
-          py::arg("centers").noconvert(), py::arg("n_threads") = 0);
+          py::arg("centers").noconvert(), py::arg("n_threads") = 0, py::arg("check_features") = true);
     m.def("vlad", &vlad<T>, py::arg("features").noconvert(), py::arg("offsets").noconvert(),
-          py::arg("centers").noconvert(), py::arg("assignments").noconvert().none(true), py::arg("n_threads") = 0);
+          py::arg("centers").noconvert(), py::arg("assignments").noconvert().none(true), py::arg("n_threads") = 0,
+          py::arg("check_features") = true);
     m.def("fisher_vector", &fisher_vector<T>, py::arg("features").noconvert(), py::arg("offsets").noconvert(),
           py::arg("means").noconvert(), py::arg("variances").noconvert(), py::arg("weights").noconvert(),
-          py::arg("with_weights") = false, py::arg("n_threads") = 0);
+          py::arg("with_weights") = false, py::arg("n_threads") = 0, py::arg("check_features") = true);
 }
 
 }  // namespace

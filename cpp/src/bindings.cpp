@@ -27,7 +27,7 @@ struct SoftProblem {
 
 template <class T>
 SoftProblem<T> check_soft_problem(const Array<T>& features, const Offsets& offsets, const Array<T>& centers,
-                                  const Array<T>& precisions, double gamma, int n_threads) {
+                                  const Array<T>& precisions, double gamma, int n_threads, bool check_features) {
     const int nt = check_threads(n_threads);
     const auto bags = check_bags(features, offsets);
     check_codewords(centers, bags.dim, "centers", "codeword");
@@ -44,7 +44,7 @@ SoftProblem<T> check_soft_problem(const Array<T>& features, const Offsets& offse
     check_finite(centers, "centers", nt);
     check_finite(precisions, "precisions", nt);
     check_positive(precisions, "precisions");
-    check_finite(features, "features", nt);
+    if (check_features) check_finite(features, "features", nt);
 
     return {bags, {centers.data(), precisions.data(), centers.shape(0), gamma_t}, nt};
 }
@@ -52,8 +52,9 @@ SoftProblem<T> check_soft_problem(const Array<T>& features, const Offsets& offse
 // The encoding, or (encoding, assignments) with return_assignments.
 template <class Enc, class T>
 py::object soft_encode(const Array<T>& features, const Offsets& offsets, const Array<T>& centers,
-                       const Array<T>& precisions, double gamma, int n_threads, bool return_assignments) {
-    const auto pb = check_soft_problem(features, offsets, centers, precisions, gamma, n_threads);
+                       const Array<T>& precisions, double gamma, int n_threads, bool return_assignments,
+                       bool check_features) {
+    const auto pb = check_soft_problem(features, offsets, centers, precisions, gamma, n_threads, check_features);
     const Index out_dim = Enc::out_dim(pb.params.k, pb.bags.dim);
     Array<T> out({pb.bags.n_bags, out_dim});
     Array<T> assignments(std::vector<py::ssize_t>{return_assignments ? pb.bags.n : 0, pb.params.k});
@@ -71,8 +72,8 @@ py::object soft_encode(const Array<T>& features, const Offsets& offsets, const A
 template <class Enc, class T>
 py::tuple soft_backward(const Array<T>& features, const Offsets& offsets, const Array<T>& centers,
                         const Array<T>& precisions, double gamma, const Array<T>& grad_output,
-                        const std::optional<Array<T>>& assignments, int n_threads) {
-    const auto pb = check_soft_problem(features, offsets, centers, precisions, gamma, n_threads);
+                        const std::optional<Array<T>>& assignments, int n_threads, bool check_features) {
+    const auto pb = check_soft_problem(features, offsets, centers, precisions, gamma, n_threads, check_features);
     const Index out_dim = Enc::out_dim(pb.params.k, pb.bags.dim);
     if (grad_output.ndim() != 2 || grad_output.shape(0) != pb.bags.n_bags || grad_output.shape(1) != out_dim)
         fail("grad_output must have the shape of the encoder's output (" + std::to_string(pb.bags.n_bags) + ", " +
@@ -99,15 +100,30 @@ template <class Enc, class T>
 void def_soft_encoder_for(py::module_& m, const char* name, const char* backward_name) {
     m.def(name, &soft_encode<Enc, T>, py::arg("features").noconvert(), py::arg("offsets").noconvert(),
           py::arg("centers").noconvert(), py::arg("precisions").noconvert(), py::arg("gamma"),
-          py::arg("n_threads") = 0, py::arg("return_assignments") = false);
+          py::arg("n_threads") = 0, py::arg("return_assignments") = false, py::arg("check_features") = true);
     m.def(backward_name, &soft_backward<Enc, T>, py::arg("features").noconvert(), py::arg("offsets").noconvert(),
           py::arg("centers").noconvert(), py::arg("precisions").noconvert(), py::arg("gamma"),
           py::arg("grad_output").noconvert(), py::arg("assignments").noconvert().none(true) = py::none(),
-          py::arg("n_threads") = 0);
+          py::arg("n_threads") = 0, py::arg("check_features") = true);
 }
 
-// Registers float64 then float32 under one name; arrays are never converted here
+// Registers float64 then float32 under one name (check_features=false skips the scan of
+// features that lfagg already validated); arrays are never converted here
 // (lfagg.ops does the one conversion), so a dtype mismatch is a TypeError, not a copy.
+// Whether every value of an array is finite: one threaded, allocation-free scan, so that
+// lfagg validates a collection once and its kernels can then skip their own scan.
+template <class T>
+void def_all_finite_for(py::module_& m) {
+    m.def(
+        "all_finite",
+        [](const Array<T>& a, int n_threads) {
+            const int nt = check_threads(n_threads);
+            py::gil_scoped_release release;
+            return lfagg::all_finite(a.data(), static_cast<Index>(a.size()), nt);
+        },
+        py::arg("a").noconvert(), py::arg("n_threads") = 0);
+}
+
 template <class Enc>
 void def_soft_encoder(py::module_& m, const char* name, const char* backward_name) {
     def_soft_encoder_for<Enc, double>(m, name, backward_name);
@@ -150,6 +166,8 @@ PYBIND11_MODULE(LFAGG_MODULE_NAME, m) {
     m.def("cpu_supports", &cpu_supports, py::arg("isa"));
     m.def("max_threads", [] { return lfagg::resolve_threads(0); });
 
+    def_all_finite_for<double>(m);
+    def_all_finite_for<float>(m);
     def_soft_encoder<lfagg::SoftBowEncoder>(m, "soft_bow", "soft_bow_backward");
     def_soft_encoder<lfagg::SoftVladEncoder>(m, "soft_vlad", "soft_vlad_backward");
     def_baselines(m);

@@ -9,6 +9,8 @@ import importlib
 import os
 from types import ModuleType
 
+from ._threads import default_wait_policy
+
 #: Instruction sets lfagg builds extensions for, best first.
 ISAS = ("native", "avx512", "avx2", "baseline")
 
@@ -49,10 +51,5 @@ def _select() -> ModuleType:
     return _import(isas[0])
 
 
-# Threads that finish their share of a call sleep instead of spinning (unless the user set
-# OMP_WAIT_POLICY): the kernels' parallel regions are coarse, so waking costs little, while
-# spinning threads on a machine shared with other processes stole the cores of the
-# threads they waited for (two threads ran 2-5x slower than one). libgomp reads the
-# variable when the first core module loads it.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+default_wait_policy()
 core = _select()

@@ -21,11 +21,10 @@ def build_model(method, n_codewords, *, epochs=10, gamma="auto", gamma_scale=1.0
     t1 / t2: LearnedBoW / LearnedVLAD (Algorithm 1). bow, vlad, fv: the unsupervised
     encoder (BagOfWords, VLAD, FisherVector with ``n_codewords`` codewords or Gaussians),
     the chi2 feature map for bow, and the same softmax regression, as in Table I
-    (:class:`lfagg.experiments.EncoderClassifier`).
+    (:class:`lfagg.BagClassifier`).
     """
-    from .baselines import VLAD, BagOfWords, FisherVector
-    from .experiments import EncoderClassifier
-    from .learned import LearnedBoW, LearnedVLAD
+    from .encoders import VLAD, BagOfWords, FisherVector
+    from .models import BagClassifier, LearnedBoW, LearnedVLAD
 
     if method in ("t1", "t2"):
         cls = LearnedBoW if method == "t1" else LearnedVLAD
@@ -35,19 +34,12 @@ def build_model(method, n_codewords, *, epochs=10, gamma="auto", gamma_scale=1.0
     encoders = {"bow": BagOfWords, "vlad": VLAD, "fv": FisherVector}
     if method not in encoders:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    return EncoderClassifier(encoders[method](n_codewords, random_state=seed, n_threads=threads),
-                             feature_map="chi2" if method == "bow" else None, random_state=seed)
-
-
-def encoder_of(model):
-    """The fitted part of a model built by :func:`build_model` that maps bags to their representation."""
-    return getattr(model, "encoder_", model)
+    return BagClassifier(encoders[method](n_codewords, random_state=seed, n_threads=threads), random_state=seed)
 
 
 def load_model(path):
     """The fitted model pickled at path by ``lfagg train``; ValueError for anything else."""
-    from .experiments import EncoderClassifier
-    from .learned import LearnedBoW, LearnedVLAD
+    from .models import BagClassifier, LearnedBoW, LearnedVLAD
 
     if not os.path.isfile(path):
         raise ValueError(f"{path}: no such file")
@@ -56,7 +48,7 @@ def load_model(path):
             model = pickle.load(fh)
     except Exception as exc:  # unpickling random bytes raises almost anything
         raise ValueError(f"{path}: not a model saved by 'lfagg train' ({type(exc).__name__}: {exc})") from None
-    if not isinstance(model, (EncoderClassifier, LearnedBoW, LearnedVLAD)):
+    if not isinstance(model, (BagClassifier, LearnedBoW, LearnedVLAD)):
         raise ValueError(f"{path}: not a model saved by 'lfagg train' (it holds a {type(model).__name__})")
     return model
 
@@ -66,8 +58,7 @@ def load_model(path):
 # ---------------------------------------------------------------------------------------
 def _demo(args) -> int:
     """Every representation on the embedded synthetic circles bags, as a table."""
-    from threadpoolctl import threadpool_limits
-
+    from ._threads import limit_threads
     from .datasets import make_circles_bags
 
     K = args.codewords
@@ -88,12 +79,12 @@ def _demo(args) -> int:
         (f"T2-{K} learned", build_model("t2", K, epochs=args.epochs, **learned)),
     ]
     print(f"{'representation':<26}{'dim':>5}{'test accuracy':>15}{'time (s)':>10}")
-    with threadpool_limits(args.threads):  # K-Means, GMM and BLAS too
+    with limit_threads(args.threads):  # K-Means, GMM and BLAS too
         for label, model in rows:
             start = time.perf_counter()
             model.fit(train_bags, train_y)
             accuracy, seconds = model.score(test_bags, test_y), time.perf_counter() - start
-            dim = encoder_of(model).transform(test_bags[:1]).shape[1]
+            dim = model.transform(test_bags[:1]).shape[1]
             print(f"{label:<26}{dim:>5}{accuracy:>15.3f}{seconds:>10.2f}", flush=True)
     return 0
 
@@ -132,7 +123,7 @@ def _encode(args) -> int:
 
     model = load_model(args.model)
     bags, _ = load_bags(args.bags)
-    R = encoder_of(model).transform(bags)
+    R = model.transform(bags)
     out = args.out if args.out.endswith(".npy") else f"{args.out}.npy"  # what numpy.save writes
     np.save(out, R)
     print(f"{len(bags)} bags encoded as {R.shape} {R.dtype}; saved to {out}")

@@ -2,8 +2,8 @@
 the synthetic sets) and Fig. 2 (test accuracy per training epoch).
 
 Every representation is classified by the same softmax regression (standardised inputs,
-L2 penalty, L-BFGS; :class:`lfagg.heads.SoftmaxRegression`), after the chi2 feature map
-for BoW and T1 as in the paper, so that the rows of Table I differ only by their
+L2 penalty, L-BFGS; :class:`lfagg.BagClassifier` for the baselines), after the chi2
+feature map for BoW and T1 as in the paper, so that the rows of Table I differ only by their
 aggregation. The figures need matplotlib (``pip install "lfagg[plot]"``).
 """
 from __future__ import annotations
@@ -15,16 +15,13 @@ import sys
 import time
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, clone
-from threadpoolctl import threadpool_limits
 
-from .baselines import VLAD, BagOfWords, FisherVector
+from ._threads import limit_threads
 from .datasets import cifar10_patch_bags, make_circles_bags, make_moons_bags
-from .feature_map import AdditiveChi2Map
-from .heads import SoftmaxRegression, resolve_l2
-from .learned import LearnedBoW, LearnedVLAD
+from .encoders import VLAD, BagOfWords, FisherVector
+from .models import BagClassifier, LearnedBoW, LearnedVLAD
 
-__all__ = ["EncoderClassifier", "table1", "format_table", "figure1", "figure2", "T1_PARAMS", "T2_PARAMS"]
+__all__ = ["table1", "format_table", "figure1", "figure2", "T1_PARAMS", "T2_PARAMS"]
 
 #: LearnedBoW (T1) settings of Table I on the CIFAR-10 patch bags (with the default
 #: l2="auto"), chosen on 2,000 training images held out from 4,000 others (never the
@@ -42,54 +39,6 @@ T1_PARAMS = dict(gamma="auto", gamma_scale=8.0, n_samples_per_bag=None, learning
 T2_PARAMS = dict(T1_PARAMS)
 
 
-class EncoderClassifier(ClassifierMixin, BaseEstimator):
-    """An unsupervised encoder (BagOfWords, VLAD, FisherVector), optionally a feature map,
-    then the softmax regression of LearnedBoW/LearnedVLAD: the baselines of Table I.
-
-    Parameters
-    ----------
-    encoder : an unfitted transformer of bags with ``fit(bags)`` / ``transform(bags)``.
-    feature_map : None or "chi2" (the additive chi2 map, for non-negative encodings).
-    l2 : float or "auto", the L2 penalty of the classifier weights ("auto": chosen on
-        held-out training bags, as in LearnedBoW).
-    random_state : int, seeds the split of l2="auto".
-
-    Attributes
-    ----------
-    encoder_ : the fitted encoder; classes_ : (n_classes,); l2_ : float, the penalty;
-    classifier_ : SoftmaxRegression.
-    """
-
-    def __init__(self, encoder, feature_map=None, l2="auto", random_state=0):
-        self.encoder = encoder
-        self.feature_map = feature_map
-        self.l2 = l2
-        self.random_state = random_state
-
-    def fit(self, bags, y):
-        """Fit the encoder on the bags' features, then the classifier on their encodings."""
-        self.encoder_ = clone(self.encoder).fit(bags)
-        self.classes_, y_index = np.unique(np.asarray(y), return_inverse=True)
-        X = self._features(bags)
-        self.l2_ = resolve_l2(self.l2, X, y_index, self.classes_.size, self.random_state)
-        self.classifier_ = SoftmaxRegression(X.shape[1], self.classes_.size, self.l2_)
-        self.classifier_.fit_scaler(X)
-        self.classifier_.fit(X, y_index)
-        return self
-
-    def predict(self, bags) -> np.ndarray:
-        """(n_bags,) predicted labels."""
-        return self.classes_[np.argmax(self.classifier_.decision_function(self._features(bags)), axis=1)]
-
-    def _features(self, bags) -> np.ndarray:
-        X = self.encoder_.transform(bags).astype(np.float64)
-        if self.feature_map is None:
-            return X
-        if self.feature_map != "chi2":
-            raise ValueError(f"feature_map must be None or 'chi2', got {self.feature_map!r}")
-        return AdditiveChi2Map().transform(X)
-
-
 def _run_row(method, model, train, test, **info) -> dict:
     """Fit ``model`` on train = (bags, y), test it on test = (bags, y): a row of Table I."""
     start = time.perf_counter()
@@ -98,7 +47,7 @@ def _run_row(method, model, train, test, **info) -> dict:
     row = {"method": method, "accuracy": float(np.mean(predicted == test[1])), "seconds": round(seconds, 2), **info}
     if hasattr(model, "gamma_"):
         row["gamma"] = model.gamma_
-    row["l2"] = model.classifier_.l2
+    row["l2"] = model.l2_
     return row
 
 
@@ -148,11 +97,11 @@ def table1(data_path, codebook_sizes=(64, 256, 1024), vlad_codewords=64, n_train
     v = vlad_codewords
     specs = []
     for K in codebook_sizes:
-        specs += [(f"BoW-{K}", EncoderClassifier(BagOfWords(K, **common), "chi2", random_state=random_state), K, None),
+        specs += [(f"BoW-{K}", BagClassifier(BagOfWords(K, **common), random_state=random_state), K, None),
                   (f"T1-{K} initial", LearnedBoW(K, n_epochs=0, **T1_PARAMS, **learned), K, 0),
                   (f"T1-{K} learned", LearnedBoW(K, n_epochs=n_epochs, **T1_PARAMS, **learned), K, n_epochs)]
-    specs += [(f"VLAD-{v}", EncoderClassifier(VLAD(v, **common), random_state=random_state), v, None),
-              (f"FV-{v}", EncoderClassifier(FisherVector(v, **common), random_state=random_state), v, None),
+    specs += [(f"VLAD-{v}", BagClassifier(VLAD(v, **common), random_state=random_state), v, None),
+              (f"FV-{v}", BagClassifier(FisherVector(v, **common), random_state=random_state), v, None),
               (f"T2-{v} initial", LearnedVLAD(v, n_epochs=0, **T2_PARAMS, **learned), v, 0),
               (f"T2-{v} learned", LearnedVLAD(v, n_epochs=n_epochs, **T2_PARAMS, **learned), v, n_epochs)]
     rows = []
@@ -181,7 +130,7 @@ def format_table(rows) -> str:
 def _one_thread():
     """One thread for the C++ kernels, K-Means and BLAS: on the small synthetic sets more
     threads only add synchronisation cost (many times the work on a loaded machine)."""
-    return threadpool_limits(1)
+    return limit_threads(1)
 
 
 def _pyplot():
@@ -293,7 +242,7 @@ def figure2(out_path, data_path=None, codebook_sizes=None, n_epochs=10, random_s
             initial = LearnedBoW(K, n_epochs=0, random_state=random_state, **params).fit(*train)
             model = LearnedBoW(K, n_epochs=n_epochs, random_state=random_state, verbose=verbose, **params)
             model.fit(*train, validation_data=test)
-            bow = EncoderClassifier(BagOfWords(K, random_state=random_state), "chi2", random_state=random_state)
+            bow = BagClassifier(BagOfWords(K, random_state=random_state), random_state=random_state)
             bow.fit(*train)
             results[K] = {"epochs": [initial.score(*test)] + list(model.history_["val_accuracy"]),
                           "final": model.score(*test), "bow": bow.score(*test)}

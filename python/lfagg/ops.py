@@ -9,15 +9,18 @@ float64. Empty bags encode to zero vectors and contribute nothing to gradients.
 limits are honoured); results are bitwise identical for every thread count.
 
 Bad input raises ValueError naming the argument; NaN or infinity is rejected.
+
+Every function returns the raw encoding; normalisations (power, intra, L2, the improved
+Fisher Vector) are the separate step :mod:`lfagg.normalize`, which the estimators compose.
+The soft encoders and BoW average over each bag's features (the paper's T1 and T2), as
+the Fisher Vector does by its definition; :func:`vlad` sums them, as VLFeat's vl_vlad.
 """
 from __future__ import annotations
-
-import numbers
 
 import numpy as np
 
 from . import _native
-from .normalize import improved_fisher_normalize
+from ._validation import as_offsets, float_array, n_threads_arg
 
 _core = _native.core
 
@@ -29,34 +32,17 @@ __all__ = [
 ]
 
 
-def _float_array(x, name: str, dtype=None) -> np.ndarray:
-    """C-contiguous float array; float32 stays float32 unless ``dtype`` says otherwise."""
-    try:
-        arr = np.asarray(x)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be a numeric array: {exc}") from None
-    if arr.dtype.kind not in "biuf":
-        raise ValueError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
-    if dtype is None:
-        dtype = np.float32 if arr.dtype == np.float32 else np.float64
-    with np.errstate(over="ignore"):  # values beyond float32 become inf, rejected by the core
-        return np.ascontiguousarray(arr, dtype=dtype)
+def run_validated(kernel, bags, *params, n_threads: int, **kwargs):
+    """``kernel`` of the core on a validated Bags: its features are not scanned again, the
+    array arguments (positional or keyword) are cast to their dtype and ``n_threads`` is
+    the core's int argument (0: all cores). The estimators' path, after they checked their
+    input once."""
+    def cast(a):
+        return np.ascontiguousarray(a, dtype=bags.dtype) if isinstance(a, np.ndarray) else a
 
-
-def as_offsets(offsets) -> np.ndarray:
-    """``offsets`` as a C-contiguous int64 array; ValueError for non-integer input."""
-    arr = np.asarray(offsets)
-    if arr.dtype.kind not in "iu":
-        raise ValueError(f"offsets must be an integer array, got dtype {arr.dtype}")
-    return np.ascontiguousarray(arr, dtype=np.int64)
-
-
-def _threads(n_threads) -> int:
-    if n_threads is None:
-        return 0  # the core reads omp_get_max_threads() at each call
-    if isinstance(n_threads, bool) or not isinstance(n_threads, numbers.Integral) or n_threads < 1:
-        raise ValueError(f"n_threads must be a positive integer or None, got {n_threads!r}")
-    return int(n_threads)
+    kwargs = {name: cast(value) for name, value in kwargs.items()}
+    return kernel(bags.features, bags.offsets, *map(cast, params), n_threads=n_threads, check_features=False,
+                  **kwargs)
 
 
 def _gamma(gamma) -> float:
@@ -67,15 +53,15 @@ def _gamma(gamma) -> float:
 
 
 def _soft_args(features, offsets, centers, precisions, gamma, n_threads):
-    features = _float_array(features, "features")
+    features = float_array(features, "features")
     dtype = features.dtype
-    return (features, as_offsets(offsets), _float_array(centers, "centers", dtype),
-            _float_array(precisions, "precisions", dtype), _gamma(gamma)), _threads(n_threads)
+    return (features, as_offsets(offsets), float_array(centers, "centers", dtype),
+            float_array(precisions, "precisions", dtype), _gamma(gamma)), n_threads_arg(n_threads)
 
 
 def _backward_args(grad_output, assignments, dtype):
-    return (_float_array(grad_output, "grad_output", dtype),
-            None if assignments is None else _float_array(assignments, "assignments", dtype))
+    return (float_array(grad_output, "grad_output", dtype),
+            None if assignments is None else float_array(assignments, "assignments", dtype))
 
 
 def soft_bow(features, offsets, centers, precisions, gamma, n_threads=None, *, return_assignments=False):
@@ -174,9 +160,9 @@ def bow(features, offsets, centers, n_threads=None) -> np.ndarray:
     (n_bags, K) array of the features' dtype: the fraction of each bag's features nearest
     to each codeword, so rows sum to 1 (0 for an empty bag).
     """
-    features = _float_array(features, "features")
-    return _core.bow(features, as_offsets(offsets), _float_array(centers, "centers", features.dtype),
-                     _threads(n_threads))
+    features = float_array(features, "features")
+    return _core.bow(features, as_offsets(offsets), float_array(centers, "centers", features.dtype),
+                     n_threads_arg(n_threads))
 
 
 def vlad(features, offsets, centers, assignments=None, n_threads=None) -> np.ndarray:
@@ -201,15 +187,15 @@ def vlad(features, offsets, centers, assignments=None, n_threads=None) -> np.nda
     (n_bags, K * D) array of the features' dtype, k-major (codeword k's residual sum is
     columns k*D:(k+1)*D); zeros for an empty bag.
     """
-    features = _float_array(features, "features")
+    features = float_array(features, "features")
     dtype = features.dtype
     if assignments is not None:
-        assignments = _float_array(assignments, "assignments", dtype)
-    return _core.vlad(features, as_offsets(offsets), _float_array(centers, "centers", dtype), assignments,
-                      _threads(n_threads))
+        assignments = float_array(assignments, "assignments", dtype)
+    return _core.vlad(features, as_offsets(offsets), float_array(centers, "centers", dtype), assignments,
+                      n_threads_arg(n_threads))
 
 
-def fisher_vector(features, offsets, means, variances, weights, improved=True, n_threads=None, *,
+def fisher_vector(features, offsets, means, variances, weights, n_threads=None, *,
                   with_weights=False) -> np.ndarray:
     """Fisher Vectors of a diagonal Gaussian mixture (Perronnin et al. 2010), as VLFeat's vl_fisher.
 
@@ -231,18 +217,17 @@ def fisher_vector(features, offsets, means, variances, weights, improved=True, n
     means : (K, D) float array, the component means mu.
     variances : (K, D) float array, strictly positive diagonal variances.
     weights : (K,) float array, strictly positive mixture weights (normally summing to 1).
-    improved : bool; True applies the signed square root, then L2 normalisation of each
-        row, as ``vl_fisher(..., 'Improved')``.
     n_threads : positive int or None (all cores).
-    with_weights : bool, append the K weight gradients (normalised with the rest when improved).
+    with_weights : bool, append the K weight gradients.
 
     Returns
     -------
-    (n_bags, 2 * K * D) array of the features' dtype, (n_bags, 2 * K * D + K) with_weights.
+    (n_bags, 2 * K * D) array of the features' dtype, (n_bags, 2 * K * D + K) with_weights,
+    unnormalised: :func:`lfagg.normalize.improved_fisher_normalize` of it is VLFeat's
+    ``vl_fisher(..., 'Improved')``.
     """
-    features = _float_array(features, "features")
+    features = float_array(features, "features")
     dtype = features.dtype
-    fv = _core.fisher_vector(features, as_offsets(offsets), _float_array(means, "means", dtype),
-                             _float_array(variances, "variances", dtype), _float_array(weights, "weights", dtype),
-                             bool(with_weights), _threads(n_threads))
-    return improved_fisher_normalize(fv) if improved else fv
+    return _core.fisher_vector(features, as_offsets(offsets), float_array(means, "means", dtype),
+                               float_array(variances, "variances", dtype), float_array(weights, "weights", dtype),
+                               bool(with_weights), n_threads_arg(n_threads))

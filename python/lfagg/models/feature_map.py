@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._validation import is_auto
+
 #: scikit-learn's default sampling interval for sample_steps = 1, 2, 3.
 _DEFAULT_INTERVAL = {1: 0.8, 2: 0.5, 3: 0.4}
 
@@ -78,3 +80,25 @@ class AdditiveChi2Map:
             # d/dx sqrt(x) cos(jL log x) = (cos/2 - jL sin) / sqrt(x), and likewise for sin.
             grad += c * inv_root * (g_cos * (0.5 * cos - j * L * sin) + g_sin * (0.5 * sin + j * L * cos))
         return grad.astype(x.dtype, copy=False)
+
+
+def make_feature_map(feature_map, nonnegative: bool, encoder_name: str):
+    """The feature map a classifier applies to an encoder's representation.
+
+    feature_map : "auto" (the chi2 map for non-negative representations such as BoW's,
+        none for signed ones such as VLAD's), "chi2" or None.
+    nonnegative : whether the encoder's representation is non-negative.
+    encoder_name : named in the error for "chi2" on a signed representation.
+
+    Returns an :class:`AdditiveChi2Map` or None.
+    """
+    if is_auto(feature_map):
+        feature_map = "chi2" if nonnegative else None
+    if feature_map is None:
+        return None
+    if isinstance(feature_map, str) and feature_map == "chi2":
+        if not nonnegative:
+            raise ValueError(f"feature_map='chi2' needs non-negative representations, but {encoder_name}'s are "
+                             "signed: use feature_map=None")
+        return AdditiveChi2Map()
+    raise ValueError(f"feature_map must be 'auto', 'chi2' or None, got {feature_map!r}")

@@ -49,8 +49,12 @@ class Adam:
             p -= (lr * correction) * m / (np.sqrt(v) + self.eps)
 
 
+#: The optimisers by name.
+OPTIMIZERS = ("adam", "sgd")
+
+
 def make_optimizer(name: str, params, learning_rates, momentum: float = 0.9):
-    """``"sgd"`` (with momentum) or ``"adam"``."""
+    """``"sgd"`` (with momentum) or ``"adam"`` over the arrays ``params``."""
     if name == "sgd":
         return SGD(params, learning_rates, momentum)
     if name == "adam":

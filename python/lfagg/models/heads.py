@@ -6,23 +6,11 @@ A head has ``params`` (list of float64 arrays updated in place by the optimiser)
 """
 from __future__ import annotations
 
-import numbers
-import warnings
-
 import numpy as np
 from scipy.optimize import minimize
 from scipy.special import log_softmax
-from sklearn.model_selection import train_test_split
-from threadpoolctl import threadpool_limits
 
-
-def single_threaded_blas():
-    """Context limiting BLAS to one thread. Outside lfagg's own kernels, Algorithm 1 makes
-    thousands of small or thin matrix products (classifier steps, L-BFGS evaluations,
-    K-Means++ distances), where BLAS threads cost more than they save; on a machine
-    shared with other processes, OpenBLAS's spinning threads made LearnedBoW's fit on
-    2,000 CIFAR-10 bags take 61 s instead of 8 s."""
-    return threadpool_limits(limits=1, user_api="blas")
+from .._threads import single_threaded_blas
 
 
 class SoftmaxRegression:
@@ -96,76 +84,6 @@ class SoftmaxRegression:
         with single_threaded_blas():
             result = minimize(objective, theta0, jac=True, method="L-BFGS-B", options={"maxiter": max_iter})
         self.W[...], self.b[...] = unpack(result.x)
-
-
-def check_l2(l2) -> float:
-    """``l2`` as a float; ValueError unless it is a finite number >= 0."""
-    if isinstance(l2, numbers.Real) and not isinstance(l2, bool) and np.isfinite(l2) and l2 >= 0:
-        return float(l2)
-    raise ValueError(f"l2 must be 'auto' or a finite number >= 0, got {l2!r}")
-
-
-#: Candidate L2 penalties of ``l2="auto"`` (the inputs are standardised, so one grid fits
-#: every representation).
-L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1)
-#: The penalty of ``l2="auto"`` when too few examples are given to hold any out.
-L2_FEW_EXAMPLES = 1e-2
-
-
-def select_l2(X: np.ndarray, y: np.ndarray, n_classes: int, grid=L2_GRID, validation_fraction: float = 0.2,
-              random_state=0) -> float:
-    """The penalty of ``grid`` whose :class:`SoftmaxRegression`, fitted on the other rows
-    of (X, y), best classifies ``max(n_classes, validation_fraction * n)`` held-out rows
-    (stratified when every class has two rows or more); ties go to the larger penalty.
-    With fewer than that plus two rows, :data:`L2_FEW_EXAMPLES` and a warning.
-
-    With many inputs per training example a weak penalty lets the classifier memorise
-    its training set (on 4,000 CIFAR-10 images with T1-1024, l2 = 1e-4 gave 99.7%
-    training and 43% validation accuracy, l2 = 1e-2 49%) and then leaves a learned
-    encoder almost no gradient.
-
-    Parameters
-    ----------
-    X : (n, n_inputs) float array; y : (n,) int class indices in [0, n_classes).
-    grid : candidate penalties (finite floats >= 0).
-    random_state : int, seeds the split.
-
-    Returns
-    -------
-    float, the chosen penalty.
-    """
-    grid = sorted((check_l2(value) for value in grid), reverse=True)  # ties go to the larger penalty
-    if not grid:
-        raise ValueError("grid must hold at least one penalty")
-    y = np.asarray(y)
-    n_val = max(n_classes, int(round(validation_fraction * len(y))))
-    if len(y) - n_val < 2:
-        warnings.warn(f"{len(y)} training examples are too few to choose l2 on held-out ones: "
-                      f"l2={L2_FEW_EXAMPLES:g}", stacklevel=2)
-        return L2_FEW_EXAMPLES
-    stratify = y if np.bincount(y, minlength=n_classes)[np.unique(y)].min() >= 2 else None
-    train, val = train_test_split(np.arange(len(y)), test_size=n_val, stratify=stratify, random_state=random_state)
-    X_train = X[train]  # one copy: for a T2 row it is 16,000 x 6,912 float64
-    clf = SoftmaxRegression(X.shape[1], n_classes)
-    clf.fit_scaler(X_train)
-    Z_train, Z_val = (X_train - clf.mean) / clf.scale, (X[val] - clf.mean) / clf.scale
-    del X_train
-    best, best_accuracy = None, -1.0
-    for l2 in grid:  # each fit starts from the previous, more strongly penalised, solution
-        clf.l2 = l2
-        clf._fit_standardized(Z_train, y[train])
-        accuracy = float(np.mean(np.argmax(Z_val @ clf.W + clf.b, axis=1) == y[val]))
-        if accuracy > best_accuracy:
-            best, best_accuracy = l2, accuracy
-    return best
-
-
-def resolve_l2(l2, X: np.ndarray, y: np.ndarray, n_classes: int, random_state=0) -> float:
-    """The penalty ``l2`` stands for: :func:`select_l2` on (X, y) for "auto", else ``l2``
-    checked by :func:`check_l2`."""
-    if isinstance(l2, str) and l2 == "auto":
-        return select_l2(X, y, n_classes, random_state=random_state)
-    return check_l2(l2)
 
 
 class MappedHead:

@@ -1,4 +1,6 @@
-"""Datasets of bags of local features."""
+"""Users' own local features on disk, in the formats the ``lfagg`` command line reads: a
+directory of .npy files (one bag each), an .npz of features/offsets/labels, and labels in
+.txt/.csv files."""
 from __future__ import annotations
 
 import csv
@@ -6,193 +8,14 @@ import os
 
 import numpy as np
 
-from ._bags import Bags, as_bags
+from .._validation import first_nonfinite_bag
+from ..bags import Bags, as_bags
 
-
-def _two_class_bags(sample_a, sample_b, n_bags, n_per_bag, purity, random_state):
-    """Bags whose features come from population a with probability `purity` for class 0
-    and 1 - purity for class 1 (the rest from population b); classes alternate."""
-    if not 0.5 < purity <= 1:
-        raise ValueError(f"purity must be in (0.5, 1], got {purity!r}")
-    if n_bags < 2 or n_per_bag < 1:
-        raise ValueError(f"need n_bags >= 2 and n_per_bag >= 1, got {n_bags} and {n_per_bag}")
-    rng = np.random.default_rng(random_state)
-    y = np.arange(n_bags) % 2
-    p_a = np.where(y == 0, purity, 1 - purity)
-    from_a = rng.random((n_bags, n_per_bag)) < p_a[:, None]
-    n_a = int(from_a.sum())
-    features = np.empty((n_bags * n_per_bag, 2))
-    flat = from_a.ravel()
-    features[flat] = sample_a(rng, n_a)
-    features[~flat] = sample_b(rng, flat.size - n_a)
-    return Bags(features, np.arange(n_bags + 1) * n_per_bag), y
-
-
-def make_circles_bags(n_bags: int = 200, n_per_bag: int = 50, purity: float = 0.8, noise: float = 0.1,
-                      random_state=None):
-    """Two-class bags of 2-D points on two concentric circles (Fig. 1a of the paper).
-
-    Class 0 bags draw each point from the inner circle (radius 0.5) with probability
-    ``purity`` and from the outer circle (radius 1) otherwise; class 1 bags the reverse.
-    Gaussian noise of std ``noise`` is added to each point.
-
-    Returns
-    -------
-    (Bags of float64 features (n_bags * n_per_bag, 2), labels (n_bags,) int64 in {0, 1})
-    """
-    def circle(radius):
-        def sample(rng, n):
-            angle = rng.uniform(0, 2 * np.pi, n)
-            return radius * np.c_[np.cos(angle), np.sin(angle)] + rng.normal(scale=noise, size=(n, 2))
-        return sample
-
-    return _two_class_bags(circle(0.5), circle(1.0), n_bags, n_per_bag, purity, random_state)
-
-
-def make_moons_bags(n_bags: int = 200, n_per_bag: int = 50, purity: float = 0.8, noise: float = 0.1,
-                    random_state=None):
-    """Two-class bags of 2-D points on two interleaved half circles ("moons").
-
-    Like :func:`make_circles_bags`, with the upper moon as class 0's main population.
-    """
-    def moon(upper):
-        def sample(rng, n):
-            t = rng.uniform(0, np.pi, n)
-            pts = np.c_[np.cos(t), np.sin(t)] if upper else np.c_[1 - np.cos(t), 0.5 - np.sin(t)]
-            return pts + rng.normal(scale=noise, size=(n, 2))
-        return sample
-
-    return _two_class_bags(moon(True), moon(False), n_bags, n_per_bag, purity, random_state)
-
-
-def extract_patches(images: np.ndarray, patch_size: int = 6, stride: int = 2) -> Bags:
-    """Dense square patches of each image as a bag of local features (Coates et al., 2011).
-
-    Parameters
-    ----------
-    images : (n_images, height, width, channels) or (n_images, height, width) array.
-    patch_size, stride : patch side and step in pixels.
-
-    Returns
-    -------
-    Bags of float32 features, one bag per image with one row per patch position
-    (row-major over positions), each row the patch flattened as (y, x, channel):
-    patch_size**2 * channels values.
-    """
-    images = np.asarray(images)
-    if images.ndim == 3:
-        images = images[..., None]
-    if images.ndim != 4:
-        raise ValueError(f"images must have shape (n, height, width[, channels]), got {images.shape}")
-    if not (1 <= patch_size <= min(images.shape[1:3]) and stride >= 1):
-        raise ValueError(f"need 1 <= patch_size <= image side and stride >= 1, got {patch_size}, {stride}")
-    windows = np.lib.stride_tricks.sliding_window_view(images, (patch_size, patch_size), axis=(1, 2))
-    windows = windows[:, ::stride, ::stride]  # (n, py, px, channels, patch, patch)
-    n, py, px = windows.shape[:3]
-    features = windows.transpose(0, 1, 2, 4, 5, 3).reshape(n * py * px, -1).astype(np.float32)
-    return Bags(features, np.arange(n + 1) * (py * px))
-
-
-def normalize_patches(features: np.ndarray, eps: float = 10.0) -> np.ndarray:
-    """Per-patch brightness and contrast normalisation: (x - mean(x)) / sqrt(var(x) + eps),
-    with eps = 10 for 0-255 pixel values as in Coates et al. (2011). (n, d) -> (n, d)."""
-    features = np.asarray(features, dtype=np.float32)
-    centred = features - features.mean(axis=1, keepdims=True)
-    return centred / np.sqrt(centred.var(axis=1, keepdims=True) + eps)
-
-
-class ZCAWhitening:
-    """ZCA whitening of local features, fitted on training features.
-
-    transform(x) = (x - mean) U diag(1 / sqrt(lambda + eps)) U^T, with (U, lambda) the
-    eigen-decomposition of the training covariance.
-    """
-
-    def __init__(self, eps: float = 0.1):
-        self.eps = eps
-
-    def fit(self, features: np.ndarray, max_samples: int = 200_000, random_state=0) -> "ZCAWhitening":
-        """Estimate the mean and whitening matrix from at most max_samples rows of (n, d)."""
-        features = np.asarray(features)
-        rng = np.random.default_rng(random_state)
-        if len(features) > max_samples:
-            features = features[rng.choice(len(features), max_samples, replace=False)]
-        x = features.astype(np.float64)
-        self.mean_ = x.mean(axis=0)
-        eigval, eigvec = np.linalg.eigh(np.cov(x - self.mean_, rowvar=False))
-        self.matrix_ = (eigvec / np.sqrt(np.maximum(eigval, 0) + self.eps)) @ eigvec.T
-        return self
-
-    def transform(self, features: np.ndarray) -> np.ndarray:
-        """(n, d) -> (n, d) float32 whitened features."""
-        return ((np.asarray(features) - self.mean_) @ self.matrix_).astype(np.float32)
-
-
-def load_cifar10(path):
-    """The CIFAR-10 arrays of an .npz file with train_images (n, 32, 32, 3) uint8,
-    train_labels (n,), test_images, test_labels and optionally class_names.
-
-    Returns
-    -------
-    dict with those arrays (class_names as a list of str when present).
-    """
-    out = _read_npz(path, ("train_images", "train_labels", "test_images", "test_labels"), ("class_names",))
-    if "class_names" in out:
-        out["class_names"] = [str(c) for c in out["class_names"]]
-    for split in ("train", "test"):
-        images, labels = out[f"{split}_images"], out[f"{split}_labels"]
-        if images.ndim != 4 or len(images) != len(labels):
-            raise ValueError(f"{path}: {split}_images {images.shape} and {split}_labels {labels.shape} do not match")
-    return out
-
-
-def balanced_subset(labels: np.ndarray, n, random_state=0) -> np.ndarray:
-    """Sorted indices of n items (all when n is None) with the classes as balanced as
-    possible, drawn at random: files sorted by class must not give one class only."""
-    labels = np.asarray(labels)
-    if n is None or n >= len(labels):
-        return np.arange(len(labels))
-    rng = np.random.default_rng(random_state)
-    order = rng.permutation(len(labels))
-    # Rank of each item within its class in the random order; take the lowest ranks first.
-    ranks = np.empty(len(labels), dtype=np.int64)
-    for c in np.unique(labels):
-        members = order[labels[order] == c]
-        ranks[members] = np.arange(len(members))
-    return np.sort(order[np.argsort(ranks[order], kind="stable")[:n]])
-
-
-def cifar10_patch_bags(path, patch_size: int = 6, stride: int = 2, n_train=None, n_test=None, random_state=0):
-    """CIFAR-10 images as bags of normalised, ZCA-whitened dense patches (whitening fitted
-    on the training patches).
-
-    n_train, n_test : use class-balanced random subsets of that many images (None: all).
-
-    Returns
-    -------
-    (train_bags, train_labels, test_bags, test_labels); bags are float32 with
-    patch_size**2 * 3 dimensions (108 for 6x6 patches).
-    """
-    data = load_cifar10(path)
-    bags, labels = {}, {}
-    for split, n in (("train", n_train), ("test", n_test)):
-        keep = balanced_subset(data[f"{split}_labels"], n, random_state)
-        raw = extract_patches(data[f"{split}_images"][keep], patch_size, stride)
-        bags[split] = Bags(normalize_patches(raw.features), raw.offsets)
-        labels[split] = data[f"{split}_labels"][keep]
-    zca = ZCAWhitening().fit(bags["train"].features)
-    return (Bags(zca.transform(bags["train"].features), bags["train"].offsets), labels["train"],
-            Bags(zca.transform(bags["test"].features), bags["test"].offsets), labels["test"])
-
-
-# ---------------------------------------------------------------------------------------
-# Users' own features
-# ---------------------------------------------------------------------------------------
 #: A first row whose label field is one of these (any case) is a header.
 _LABEL_HEADERS = ("label", "labels", "class", "target", "y")
 
 
-def _read_npz(path, required, optional=()) -> dict:
+def read_npz(path, required, optional=()) -> dict:
     """The arrays ``required`` (all must be present) and those of ``optional`` that are
     present in the .npz file at path; ValueError naming the path for anything unreadable."""
     try:
@@ -211,9 +34,8 @@ def _read_npz(path, required, optional=()) -> dict:
 
 def _check_finite(bags: Bags, path, names=None) -> Bags:
     """bags, or ValueError naming path and the first bag holding NaN or infinity."""
-    if not np.isfinite(bags.features).all():
-        row = np.flatnonzero(~np.isfinite(bags.features).all(axis=1))[0]
-        b = int(np.searchsorted(bags.offsets, row, side="right")) - 1
+    b = first_nonfinite_bag(bags)
+    if b is not None:
         raise ValueError(f"{path}: bag {b}{f' ({names[b]})' if names else ''} contains NaN or infinity")
     return bags
 
@@ -282,7 +104,7 @@ def load_npz_bags(path):
     ValueError naming the path for a missing or unreadable file, missing arrays, bad
     shapes or offsets, NaN or infinity.
     """
-    data = _read_npz(path, ("features", "offsets"), ("labels",))
+    data = read_npz(path, ("features", "offsets"), ("labels",))
     try:
         bags = Bags(data["features"], data["offsets"])
     except ValueError as exc:

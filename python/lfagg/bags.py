@@ -1,11 +1,9 @@
 """Ragged bags of local features: one feature matrix plus CSR-style offsets."""
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
-from .ops import _float_array, as_offsets
+from ._validation import as_generator, as_offsets, check_offsets, float_array, positive_int
 
 
 class Bags:
@@ -23,21 +21,21 @@ class Bags:
     """
 
     def __init__(self, features, offsets):
-        features = _float_array(features, "features")
+        features = float_array(features, "features")
         offsets = as_offsets(offsets)
         if features.ndim != 2:
             raise ValueError(f"features must be a 2-D array (n_features, dim), got shape {features.shape}")
-        if offsets.ndim != 1 or offsets.size < 1:
-            raise ValueError(f"offsets must be a non-empty 1-D array (n_bags + 1,), got shape {offsets.shape}")
-        if offsets[0] != 0:
-            raise ValueError(f"offsets[0] must be 0, got {offsets[0]}")
-        if np.any(np.diff(offsets) < 0):
-            raise ValueError("offsets must be non-decreasing")
-        if offsets[-1] != features.shape[0]:
-            raise ValueError(
-                f"offsets[-1] must equal the number of features {features.shape[0]}, got {offsets[-1]}")
+        check_offsets(offsets, features.shape[0])
         self._features = features
         self._offsets = offsets
+
+    @classmethod
+    def _trusted(cls, features: np.ndarray, offsets: np.ndarray) -> "Bags":
+        """Bags of arrays already in Bags' form (C-contiguous float, int64 offsets that
+        delimit them), unchecked: the parts a validated Bags is cut into."""
+        bags = cls.__new__(cls)
+        bags._features, bags._offsets = features, offsets
+        return bags
 
     @classmethod
     def from_arrays(cls, arrays) -> "Bags":
@@ -96,7 +94,7 @@ class Bags:
             yield self._features[self._offsets[b]:self._offsets[b + 1]]
 
     def __getitem__(self, index):
-        if isinstance(index, numbers.Integral) and not isinstance(index, bool):
+        if isinstance(index, (int, np.integer)) and not isinstance(index, bool):
             b = int(index)
             if not -len(self) <= b < len(self):
                 raise IndexError(f"bag index {index} out of range for {len(self)} bags")
@@ -106,7 +104,7 @@ class Bags:
             start, stop, _ = index.indices(len(self))
             stop = max(start, stop)
             lo, hi = self._offsets[start], self._offsets[stop]
-            return Bags(self._features[lo:hi], self._offsets[start:stop + 1] - lo)
+            return Bags._trusted(self._features[lo:hi], self._offsets[start:stop + 1] - lo)
         chosen = np.arange(len(self))[index]  # slices with steps, integer arrays, boolean masks
         return self._take(np.atleast_1d(chosen))
 
@@ -116,7 +114,7 @@ class Bags:
         offsets = np.zeros(bag_ids.size + 1, dtype=np.int64)
         np.cumsum(sizes, out=offsets[1:])
         rows = np.repeat(starts - offsets[:-1], sizes) + np.arange(offsets[-1])
-        return Bags(self._features[rows], offsets)
+        return Bags._trusted(self._features[rows], offsets)
 
     def subsample(self, n_per_bag: int, random_state=None) -> "Bags":
         """Each bag reduced to ``min(n_per_bag, N_b)`` of its features (eq. 5 of the paper).
@@ -129,9 +127,8 @@ class Bags:
         n_per_bag : positive int.
         random_state : None, int, numpy.random.Generator or numpy.random.RandomState.
         """
-        if isinstance(n_per_bag, bool) or not isinstance(n_per_bag, numbers.Integral) or n_per_bag < 1:
-            raise ValueError(f"n_per_bag must be a positive integer, got {n_per_bag!r}")
-        rng = _generator(random_state)
+        n_per_bag = positive_int(n_per_bag, "n_per_bag")
+        rng = as_generator(random_state)
         sizes = self.sizes
         rows = []
         for b in np.flatnonzero(sizes > n_per_bag):
@@ -139,25 +136,17 @@ class Bags:
             picked.sort()
             rows.append((b, picked + self._offsets[b]))
         if not rows:
-            return Bags(self._features, self._offsets)
+            return self
         keep = np.ones(self.n_features, dtype=bool)
         for b, picked in rows:
             keep[self._offsets[b]:self._offsets[b + 1]] = False
             keep[picked] = True
         offsets = np.zeros_like(self._offsets)
         np.cumsum(np.minimum(sizes, n_per_bag), out=offsets[1:])
-        return Bags(self._features[keep], offsets)
+        return Bags._trusted(self._features[keep], offsets)
 
     def __repr__(self) -> str:
         return f"Bags(n_bags={len(self)}, n_features={self.n_features}, dim={self.dim}, dtype={self.dtype})"
-
-
-def _generator(random_state) -> np.random.Generator:
-    if isinstance(random_state, np.random.Generator):
-        return random_state
-    if isinstance(random_state, np.random.RandomState):
-        return np.random.default_rng(random_state.randint(np.iinfo(np.int32).max))
-    return np.random.default_rng(random_state)
 
 
 def as_bags(bags) -> Bags:

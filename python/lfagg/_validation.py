@@ -1,0 +1,161 @@
+"""Checks of user input, in one place: Bags, the ops, every estimator and the loaders use
+these, each at its public entry only; internal paths take already-validated values.
+
+Every check raises ValueError naming the argument. Integers are ``numbers.Integral``
+(NumPy's too) and reals ``numbers.Real``; booleans are neither.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from ._native import core
+
+
+def is_auto(value) -> bool:
+    return isinstance(value, str) and value == "auto"
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and bool(np.isfinite(value))
+
+
+def positive_int(value, name: str, minimum: int = 1) -> int:
+    """``value`` as an int; ValueError unless it is an integer >= minimum."""
+    if _is_int(value) and value >= minimum:
+        return int(value)
+    what = {0: "a non-negative integer", 1: "a positive integer"}.get(minimum, f"an integer >= {minimum}")
+    raise ValueError(f"{name} must be {what}, got {value!r}")
+
+
+def nonnegative_int(value, name: str) -> int:
+    return positive_int(value, name, minimum=0)
+
+
+def positive_real(value, name: str, *, allow_auto: bool = False) -> float:
+    """``value`` as a float; ValueError unless it is a finite number > 0."""
+    if _is_real(value) and value > 0:
+        return float(value)
+    auto = "'auto' or " if allow_auto else ""
+    raise ValueError(f"{name} must be {auto}a positive finite number, got {value!r}")
+
+
+def nonnegative_real(value, name: str, *, allow_auto: bool = False) -> float:
+    """``value`` as a float; ValueError unless it is a finite number >= 0."""
+    if _is_real(value) and value >= 0:
+        return float(value)
+    auto = "'auto' or " if allow_auto else ""
+    raise ValueError(f"{name} must be {auto}a finite number >= 0, got {value!r}")
+
+
+def choice(value, name: str, choices):
+    """``value`` if it is one of ``choices``."""
+    try:
+        if value in choices:
+            return value
+    except (TypeError, ValueError):  # unhashable or array-like values are never a choice
+        pass
+    raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+
+
+def n_threads_arg(n_threads) -> int:
+    """The core's ``n_threads`` argument: 0 (all cores OpenMP may use) for None."""
+    if n_threads is None:
+        return 0
+    if _is_int(n_threads) and 1 <= n_threads <= 1 << 16:
+        return int(n_threads)
+    raise ValueError(f"n_threads must be a positive integer or None, got {n_threads!r}")
+
+
+def as_generator(random_state) -> np.random.Generator:
+    """A NumPy Generator from None, an int, a Generator or a legacy RandomState."""
+    if isinstance(random_state, np.random.Generator):
+        return random_state
+    if isinstance(random_state, np.random.RandomState):
+        return np.random.default_rng(random_state.randint(np.iinfo(np.int32).max))
+    if random_state is None or _is_int(random_state):
+        return np.random.default_rng(random_state)
+    raise ValueError(f"random_state must be None, an integer or a numpy random generator, got {random_state!r}")
+
+
+def spawn_seeds(random_state, n: int) -> list[int]:
+    """``n`` int seeds drawn from ``random_state``: how every estimator seeds its stages."""
+    return [int(s) for s in as_generator(random_state).integers(2 ** 31, size=n)]
+
+
+def float_array(x, name: str, dtype=None) -> np.ndarray:
+    """C-contiguous float array; float32 stays float32 unless ``dtype`` says otherwise."""
+    try:
+        arr = np.asarray(x)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be a numeric array: {exc}") from None
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
+    if dtype is None:
+        dtype = np.float32 if arr.dtype == np.float32 else np.float64
+    with np.errstate(over="ignore"):  # values beyond float32 become inf, rejected by the finiteness checks
+        return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def as_offsets(offsets) -> np.ndarray:
+    """``offsets`` as a C-contiguous int64 array; ValueError for non-integer input."""
+    arr = np.asarray(offsets)
+    if arr.dtype.kind not in "iu":
+        raise ValueError(f"offsets must be an integer array, got dtype {arr.dtype}")
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def check_offsets(offsets: np.ndarray, n_features: int) -> None:
+    """ValueError unless ``offsets`` (int64) delimit bags of ``n_features`` rows."""
+    if offsets.ndim != 1 or offsets.size < 1:
+        raise ValueError(f"offsets must be a non-empty 1-D array (n_bags + 1,), got shape {offsets.shape}")
+    if offsets[0] != 0:
+        raise ValueError(f"offsets[0] must be 0, got {offsets[0]}")
+    if np.any(np.diff(offsets) < 0):
+        raise ValueError("offsets must be non-decreasing")
+    if offsets[-1] != n_features:
+        raise ValueError(f"offsets[-1] must equal the number of features {n_features}, got {offsets[-1]}")
+
+
+def first_nonfinite_bag(bags) -> int | None:
+    """Index of the first bag holding NaN or infinity, or None: one threaded scan when all are finite."""
+    if core.all_finite(bags.features, 0):
+        return None
+    row = np.flatnonzero(~np.isfinite(bags.features).all(axis=1))[0]
+    return int(np.searchsorted(bags.offsets, row, side="right")) - 1
+
+
+def check_bags(X, dim: int | None = None):
+    """``X`` (a Bags or a list of (N_i, D) arrays) as Bags with finite features and, when
+    given, local features of dimension ``dim`` (the one a model was fitted on)."""
+    from .bags import as_bags
+
+    bags = as_bags(X)
+    if dim is not None and bags.dim != dim:
+        raise ValueError(f"bags have local features of dimension {bags.dim}, but the model was fitted on "
+                         f"dimension {dim}")
+    bad = first_nonfinite_bag(bags)
+    if bad is not None:
+        raise ValueError(f"bags contain NaN or infinity (bag {bad})")
+    return bags
+
+
+def check_labels(y, n_bags: int) -> np.ndarray:
+    """``y`` as a 1-D array of one label per bag."""
+    y = np.asarray(y)
+    if y.ndim != 1 or len(y) != n_bags:
+        raise ValueError(f"y must be a 1-D array with one label per bag: got shape {y.shape} for {n_bags} bags")
+    return y
+
+
+def check_classes(y) -> tuple[np.ndarray, np.ndarray]:
+    """(classes, y as indices into classes); ValueError for fewer than two classes."""
+    classes, y_index = np.unique(y, return_inverse=True)
+    if classes.size < 2:
+        raise ValueError(f"y must hold at least two classes, got only {classes.tolist()}")
+    return classes, y_index

@@ -1,0 +1,128 @@
+"""Images as bags of dense patches (Coates et al., 2011): extraction, per-patch
+normalisation, ZCA whitening, and the CIFAR-10 arrays of Table I."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..bags import Bags
+from .files import read_npz
+
+
+def extract_patches(images: np.ndarray, patch_size: int = 6, stride: int = 2) -> Bags:
+    """Dense square patches of each image as a bag of local features (Coates et al., 2011).
+
+    Parameters
+    ----------
+    images : (n_images, height, width, channels) or (n_images, height, width) array.
+    patch_size, stride : patch side and step in pixels.
+
+    Returns
+    -------
+    Bags of float32 features, one bag per image with one row per patch position
+    (row-major over positions), each row the patch flattened as (y, x, channel):
+    patch_size**2 * channels values.
+    """
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4:
+        raise ValueError(f"images must have shape (n, height, width[, channels]), got {images.shape}")
+    if not (1 <= patch_size <= min(images.shape[1:3]) and stride >= 1):
+        raise ValueError(f"need 1 <= patch_size <= image side and stride >= 1, got {patch_size}, {stride}")
+    windows = np.lib.stride_tricks.sliding_window_view(images, (patch_size, patch_size), axis=(1, 2))
+    windows = windows[:, ::stride, ::stride]  # (n, py, px, channels, patch, patch)
+    n, py, px = windows.shape[:3]
+    features = windows.transpose(0, 1, 2, 4, 5, 3).reshape(n * py * px, -1).astype(np.float32)
+    return Bags(features, np.arange(n + 1) * (py * px))
+
+
+def normalize_patches(features: np.ndarray, eps: float = 10.0) -> np.ndarray:
+    """Per-patch brightness and contrast normalisation: (x - mean(x)) / sqrt(var(x) + eps),
+    with eps = 10 for 0-255 pixel values as in Coates et al. (2011). (n, d) -> (n, d)."""
+    features = np.asarray(features, dtype=np.float32)
+    centred = features - features.mean(axis=1, keepdims=True)
+    return centred / np.sqrt(centred.var(axis=1, keepdims=True) + eps)
+
+
+class ZCAWhitening:
+    """ZCA whitening of local features, fitted on training features.
+
+    transform(x) = (x - mean) U diag(1 / sqrt(lambda + eps)) U^T, with (U, lambda) the
+    eigen-decomposition of the training covariance.
+    """
+
+    def __init__(self, eps: float = 0.1):
+        self.eps = eps
+
+    def fit(self, features: np.ndarray, max_samples: int = 200_000, random_state=0) -> "ZCAWhitening":
+        """Estimate the mean and whitening matrix from at most max_samples rows of (n, d)."""
+        features = np.asarray(features)
+        rng = np.random.default_rng(random_state)
+        if len(features) > max_samples:
+            features = features[rng.choice(len(features), max_samples, replace=False)]
+        x = features.astype(np.float64)
+        self.mean_ = x.mean(axis=0)
+        eigval, eigvec = np.linalg.eigh(np.cov(x - self.mean_, rowvar=False))
+        self.matrix_ = (eigvec / np.sqrt(np.maximum(eigval, 0) + self.eps)) @ eigvec.T
+        return self
+
+    def transform(self, features: np.ndarray) -> np.ndarray:
+        """(n, d) -> (n, d) float32 whitened features."""
+        return ((np.asarray(features) - self.mean_) @ self.matrix_).astype(np.float32)
+
+
+def load_cifar10(path):
+    """The CIFAR-10 arrays of an .npz file with train_images (n, 32, 32, 3) uint8,
+    train_labels (n,), test_images, test_labels and optionally class_names.
+
+    Returns
+    -------
+    dict with those arrays (class_names as a list of str when present).
+    """
+    out = read_npz(path, ("train_images", "train_labels", "test_images", "test_labels"), ("class_names",))
+    if "class_names" in out:
+        out["class_names"] = [str(c) for c in out["class_names"]]
+    for split in ("train", "test"):
+        images, labels = out[f"{split}_images"], out[f"{split}_labels"]
+        if images.ndim != 4 or len(images) != len(labels):
+            raise ValueError(f"{path}: {split}_images {images.shape} and {split}_labels {labels.shape} do not match")
+    return out
+
+
+def balanced_subset(labels: np.ndarray, n, random_state=0) -> np.ndarray:
+    """Sorted indices of n items (all when n is None) with the classes as balanced as
+    possible, drawn at random: files sorted by class must not give one class only."""
+    labels = np.asarray(labels)
+    if n is None or n >= len(labels):
+        return np.arange(len(labels))
+    rng = np.random.default_rng(random_state)
+    order = rng.permutation(len(labels))
+    # Rank of each item within its class in the random order; take the lowest ranks first.
+    ranks = np.empty(len(labels), dtype=np.int64)
+    for c in np.unique(labels):
+        members = order[labels[order] == c]
+        ranks[members] = np.arange(len(members))
+    return np.sort(order[np.argsort(ranks[order], kind="stable")[:n]])
+
+
+def cifar10_patch_bags(path, patch_size: int = 6, stride: int = 2, n_train=None, n_test=None, random_state=0):
+    """CIFAR-10 images as bags of normalised, ZCA-whitened dense patches (whitening fitted
+    on the training patches).
+
+    n_train, n_test : use class-balanced random subsets of that many images (None: all).
+
+    Returns
+    -------
+    (train_bags, train_labels, test_bags, test_labels); bags are float32 with
+    patch_size**2 * 3 dimensions (108 for 6x6 patches).
+    """
+    data = load_cifar10(path)
+    bags, labels = {}, {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        keep = balanced_subset(data[f"{split}_labels"], n, random_state)
+        raw = extract_patches(data[f"{split}_images"][keep], patch_size, stride)
+        bags[split] = Bags(normalize_patches(raw.features), raw.offsets)
+        labels[split] = data[f"{split}_labels"][keep]
+    zca = ZCAWhitening().fit(bags["train"].features)
+    return (Bags(zca.transform(bags["train"].features), bags["train"].offsets), labels["train"],
+            Bags(zca.transform(bags["test"].features), bags["test"].offsets), labels["test"])

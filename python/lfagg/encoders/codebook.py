@@ -1,0 +1,108 @@
+"""Codebooks for every encoder: the sample of local features they are learned on,
+K-Means / Gaussian-mixture / random initialisation, and the default softness gamma."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.cluster import KMeans
+from sklearn.mixture import GaussianMixture
+
+from .._validation import is_auto, positive_int, positive_real
+
+#: The ways :func:`fit_codebook` learns a codebook.
+INITS = ("kmeans", "gmm", "random")
+
+
+@dataclass
+class Codebook:
+    """K codewords with diagonal covariances and mixture weights, all float64.
+
+    centers : (K, D); variances : (K, D), ones unless fitted as a Gaussian mixture;
+    weights : (K,), uniform unless fitted as a Gaussian mixture.
+    """
+
+    centers: np.ndarray
+    variances: np.ndarray
+    weights: np.ndarray
+
+    @property
+    def precisions(self) -> np.ndarray:
+        """(K, D) float64, the inverse variances."""
+        return 1 / self.variances
+
+
+def check_sizes(n_codewords, max_init_features) -> tuple[int, int]:
+    """(n_codewords, max_init_features) as ints; ValueError unless 1 <= n_codewords <= max_init_features."""
+    K = positive_int(n_codewords, "n_codewords")
+    return K, positive_int(max_init_features, "max_init_features (at least n_codewords)", minimum=K)
+
+
+def sample_features(bags, n_codewords: int, max_features: int, seed: int) -> np.ndarray:
+    """A random sample of at most ``max_features`` of the bags' local features, in their
+    order (bags, an already validated Bags, must hold at least ``n_codewords``)."""
+    n = bags.n_features
+    if n < n_codewords:
+        raise ValueError(f"too few local features to learn {n_codewords} codewords: the bags hold {n} features "
+                         "in all; lower n_codewords or pass more bags")
+    rows = np.random.default_rng(seed).choice(n, min(n, max_features), replace=False)
+    return bags.features[np.sort(rows)]
+
+
+def fit_codebook(sample: np.ndarray, n_codewords: int, init: str, seed: int, *, max_iter: int = 100,
+                 n_init: int = 1, reg_covar: float = 1e-6) -> Codebook:
+    """The codebook ``init`` learns from the (n, D) sample.
+
+    "kmeans": scikit-learn's KMeans centres; "gmm": the means, variances and weights of
+    a diagonal GaussianMixture (``reg_covar`` added to the variances); "random":
+    ``n_codewords`` distinct sampled features. ``max_iter`` and ``n_init`` go to KMeans
+    and GaussianMixture.
+    """
+    K, D = n_codewords, sample.shape[1]
+    if init == "kmeans":
+        km = KMeans(n_clusters=K, n_init=n_init, max_iter=max_iter, random_state=seed).fit(sample)
+        return Codebook(km.cluster_centers_.astype(np.float64), np.ones((K, D)), np.full(K, 1 / K))
+    if init == "gmm":
+        gmm = GaussianMixture(K, covariance_type="diag", max_iter=max_iter, n_init=n_init, reg_covar=reg_covar,
+                              random_state=seed).fit(sample)
+        return Codebook(*(a.astype(np.float64) for a in (gmm.means_, gmm.covariances_, gmm.weights_)))
+    if init == "random":
+        picked = np.random.default_rng(seed).choice(len(sample), K, replace=False)
+        return Codebook(sample[picked].astype(np.float64), np.ones((K, D)), np.full(K, 1 / K))
+    raise ValueError(f"init must be one of {', '.join(map(repr, INITS))}; got {init!r}")
+
+
+def check_gamma(gamma, gamma_scale) -> tuple[float | None, float]:
+    """(gamma as a float, or None for "auto"; gamma_scale as a float), checked before any fit."""
+    scale = positive_real(gamma_scale, "gamma_scale")
+    if is_auto(gamma):
+        return None, scale
+    value = positive_real(gamma, "gamma", allow_auto=True)
+    if scale != 1:
+        raise ValueError(f"gamma_scale multiplies gamma='auto' only; with gamma={gamma!r}, "
+                         "give the scaled value as gamma")
+    return value, scale
+
+
+def auto_gamma(sample: np.ndarray, centers: np.ndarray, precisions: np.ndarray, random_state=0) -> float:
+    """The data-driven default of gamma: 1 / median over local features of the distance
+    to their nearest codeword, so a typical feature's nearest codeword weighs e times
+    more than a codeword at twice that distance. Scale-free: multiplying the features by
+    s divides it by s^2 (the paper's values range from 5e-8 to 70 for this reason).
+
+    sample : (n, D) local features; centers, precisions : (K, D). Returns a float.
+    """
+    if len(sample) > 10_000:  # a random subset: the sample may be ordered by bag, hence by class
+        sample = sample[np.random.default_rng(random_state).choice(len(sample), 10_000, replace=False)]
+    sample = sample.astype(np.float64)
+    d = (sample ** 2) @ precisions.T - 2 * sample @ (centers * precisions).T + (centers ** 2 * precisions).sum(1)
+    nearest = np.median(np.maximum(d.min(axis=1), 0))
+    return 1.0 / nearest if nearest > 0 else 1.0
+
+
+def resolve_gamma(gamma: float | None, gamma_scale: float, sample: np.ndarray, codebook: Codebook,
+                  seed: int) -> float:
+    """``gamma`` (from :func:`check_gamma`), or ``gamma_scale`` times :func:`auto_gamma` for None."""
+    if gamma is not None:
+        return gamma
+    return gamma_scale * auto_gamma(sample, codebook.centers, codebook.precisions, seed)

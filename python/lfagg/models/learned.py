@@ -1,0 +1,222 @@
+"""Algorithm 1 of the paper as scikit-learn classifiers: LearnedBoW (T1) and LearnedVLAD (T2).
+
+The encoder's codebook, diagonal covariances and (optionally) gamma are learned jointly
+with a softmax logistic regression by backpropagation: initialisation (K-Means, GMM or
+random features, :mod:`lfagg.encoders.codebook`), W0 fitted on the initial
+representation, SGD with every bag subsampled per step (:mod:`lfagg.training`), and a
+final fit of the classifier on the full, unsampled representations. The classifier is
+the head every classifier of bags shares (:class:`lfagg.models.classifier.SoftmaxHead`).
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.model_selection import train_test_split
+from sklearn.utils.validation import check_is_fitted
+
+from .._threads import single_threaded_blas
+from .._validation import check_bags, check_classes, check_labels, choice, n_threads_arg, spawn_seeds
+from ..encoders.codebook import INITS, check_gamma, check_sizes, fit_codebook, resolve_gamma, sample_features
+from ..encoders.soft import SOFT_BOW, SOFT_VLAD
+from ..training.loop import SGDSettings, run_sgd
+from .classifier import SoftmaxHead
+from .feature_map import make_feature_map
+from .heads import MappedHead
+
+
+class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
+    """Shared implementation; see LearnedBoW and LearnedVLAD. ``_encoder`` is the SoftEncoder."""
+
+    _encoder = None
+
+    def __init__(self, n_codewords=64, *, gamma="auto", gamma_scale=1.0, learn_gamma=False, learn_covariances=True,
+                 init="kmeans", feature_map="auto", n_epochs=10, batch_size=32, n_samples_per_bag=128,
+                 optimizer="adam", learning_rate=1e-3, classifier_learning_rate=None, l2="auto",
+                 max_init_features=100_000, validation_fraction=None, early_stopping=False,
+                 n_iter_no_change=3, random_state=None, n_threads=None, verbose=0):
+        self.n_codewords = n_codewords
+        self.gamma = gamma
+        self.gamma_scale = gamma_scale
+        self.learn_gamma = learn_gamma
+        self.learn_covariances = learn_covariances
+        self.init = init
+        self.feature_map = feature_map
+        self.n_epochs = n_epochs
+        self.batch_size = batch_size
+        self.n_samples_per_bag = n_samples_per_bag
+        self.optimizer = optimizer
+        self.learning_rate = learning_rate
+        self.classifier_learning_rate = classifier_learning_rate
+        self.l2 = l2
+        self.max_init_features = max_init_features
+        self.validation_fraction = validation_fraction
+        self.early_stopping = early_stopping
+        self.n_iter_no_change = n_iter_no_change
+        self.random_state = random_state
+        self.n_threads = n_threads
+        self.verbose = verbose
+
+    # -- fitting -----------------------------------------------------------------------
+    def fit(self, X, y, validation_data=None):
+        """Learn the encoder and the classifier (Algorithm 1).
+
+        BLAS runs single-threaded meanwhile (see :func:`lfagg._threads.single_threaded_blas`).
+
+        Parameters
+        ----------
+        X : Bags or list of (N_i, D) float arrays, the training bags.
+        y : (n_bags,) class labels (at least two classes).
+        validation_data : optional (bags, labels) evaluated after every epoch (accuracy
+            in ``history_["val_accuracy"]``); otherwise ``validation_fraction`` of the
+            training bags is held out when it is set.
+
+        Returns
+        -------
+        self
+        """
+        with single_threaded_blas():
+            return self._fit(X, y, validation_data)
+
+    def _check_params(self):
+        """Every parameter, before any data is touched; returns what the fit needs."""
+        K, max_features = check_sizes(self.n_codewords, self.max_init_features)
+        gamma, gamma_scale = check_gamma(self.gamma, self.gamma_scale)
+        choice(self.init, "init", INITS)
+        self._check_l2()
+        settings = SGDSettings.checked(
+            n_epochs=self.n_epochs, batch_size=self.batch_size, n_samples_per_bag=self.n_samples_per_bag,
+            optimizer=self.optimizer, learning_rate=self.learning_rate,
+            head_learning_rate=self.classifier_learning_rate, learn_precisions=self.learn_covariances,
+            learn_gamma=self.learn_gamma)
+        feature_map = make_feature_map(self.feature_map, self._encoder.nonnegative, type(self).__name__)
+        return K, max_features, gamma, gamma_scale, settings, feature_map, n_threads_arg(self.n_threads)
+
+    def _fit(self, X, y, validation_data):
+        K, max_features, gamma, gamma_scale, settings, feature_map, n_threads = self._check_params()
+        bags = check_bags(X)
+        y = check_labels(y, len(bags))
+        split_seed, init_seed, sgd_seed = spawn_seeds(self.random_state, 3)
+        if validation_data is None and self.validation_fraction:
+            train, val = train_test_split(np.arange(len(bags)), test_size=self.validation_fraction,
+                                          stratify=y, random_state=split_seed)
+            validation_data = (bags[val], y[val])
+            bags, y = bags[train], y[train]
+        self.classes_, y_index = check_classes(y)
+        if validation_data is not None:
+            val_bags = check_bags(validation_data[0], bags.dim)
+            val_y = check_labels(validation_data[1], len(val_bags))
+        self.n_features_in_ = bags.dim
+        self.feature_map_ = feature_map
+
+        sample = sample_features(bags, K, max_features, init_seed)
+        codebook = fit_codebook(sample, K, self.init, init_seed)
+        centers, precisions = codebook.centers, codebook.precisions
+        gamma = resolve_gamma(gamma, gamma_scale, sample, codebook, init_seed)
+        self._set_encoder(centers, precisions, gamma)
+        # W0 on the initial representation, with the penalty chosen on it
+        self.classifier_ = self._fit_classifier(self._classifier_inputs(bags), y_index, split_seed)
+        head = MappedHead(feature_map, self.classifier_) if feature_map is not None else self.classifier_
+
+        best = {"score": -np.inf, "state": None, "stale": 0}
+
+        def on_epoch_end(epoch, record, result):
+            self._set_encoder(result.centers, result.precisions, result.gamma)
+            if validation_data is None:
+                return False
+            record["val_accuracy"] = float(np.mean(self.classes_[np.argmax(
+                self._validated_logits(val_bags), axis=1)] == val_y))
+            if record["val_accuracy"] > best["score"]:
+                best.update(score=record["val_accuracy"], state=self._copy_state(), stale=0)
+            else:
+                best["stale"] += 1
+            return self.early_stopping and best["stale"] >= self.n_iter_no_change
+
+        result = run_sgd(bags, y_index, head, self._encoder, centers, precisions, gamma, settings,
+                         random_state=sgd_seed, n_threads=n_threads, verbose=self.verbose, on_epoch_end=on_epoch_end)
+        self.history_ = result.history
+        if self.early_stopping and best["state"] is not None:
+            self._restore_state(best["state"])
+        # Classifier fine-tuning on the full, unsampled representations.
+        self.classifier_.fit(self._classifier_inputs(bags), y_index)
+        return self
+
+    # -- inference ---------------------------------------------------------------------
+    def transform(self, X) -> np.ndarray:
+        """The learned representation of each bag, over all of its features: (n_bags, K)
+        soft BoW (LearnedBoW) or (n_bags, K * D) soft VLAD (LearnedVLAD), in the bags'
+        dtype (float32 or float64), before the feature map."""
+        check_is_fitted(self, "classifier_")
+        return self._represent(check_bags(X, self.n_features_in_))
+
+    def _represent(self, bags) -> np.ndarray:
+        return self._encoder.forward(bags, self.centers_, 1 / self.covariances_, self.gamma_,
+                                     n_threads_arg(self.n_threads))
+
+    # -- state -------------------------------------------------------------------------
+    def _set_encoder(self, centers, precisions, gamma):
+        self.centers_, self.covariances_, self.gamma_ = centers, 1 / precisions, float(gamma)
+
+    def _copy_state(self):
+        return copy.deepcopy((self.centers_, self.covariances_, self.gamma_, self.classifier_))
+
+    def _restore_state(self, state):
+        self.centers_, self.covariances_, self.gamma_, classifier = state
+        self.classifier_.W[...], self.classifier_.b[...] = classifier.W, classifier.b
+
+
+class LearnedBoW(_LearnedAggregation):
+    """T1: a soft Bag of Words with learned codebook, diagonal covariances and gamma,
+    classified by softmax logistic regression after the chi2 feature map (default).
+
+    Parameters
+    ----------
+    n_codewords : K, the size of the codebook (and of the representation).
+    gamma : positive float or "auto" (see :func:`lfagg.encoders.codebook.auto_gamma`).
+    gamma_scale : positive float multiplying the "auto" gamma (only with gamma="auto"):
+        above 1, sharper assignments. The paper finds the encoders very sensitive to gamma
+        and chooses it on validation data; on CIFAR-10 patches 4 to 8 classified held-out
+        training images best (see :data:`lfagg.experiments.T1_PARAMS`).
+    learn_gamma : also learn gamma (beyond the paper; through its logarithm).
+    learn_covariances : learn the diagonal covariances (else they stay at their init).
+    init : "kmeans" (unit covariances), "gmm" (GMM means and covariances) or "random".
+    feature_map : "auto" (chi2 for LearnedBoW, none for LearnedVLAD), "chi2" or None.
+    n_epochs, batch_size : SGD passes and bags per step.
+    n_samples_per_bag : local features drawn from each bag per step (eq. 5), None = all.
+    optimizer : "adam" or "sgd" (momentum 0.9).
+    learning_rate : encoder step size (centres: this times the features' std).
+    classifier_learning_rate : classifier step size (default learning_rate).
+    l2 : L2 penalty of the classifier weights (on standardised inputs), or "auto": the
+        value of :data:`lfagg.models.l2.L2_GRID` that best classifies about a fifth of the
+        training bags, held out, from their initial representation
+        (:func:`lfagg.models.l2.select_l2`; its own split, also when validation data are given).
+    max_init_features : local features sampled for the K-Means/GMM initialisation.
+    validation_fraction : fraction of bags held out for per-epoch validation accuracy.
+    early_stopping : stop when validation accuracy has not improved for
+        ``n_iter_no_change`` epochs and keep the best epoch's parameters.
+    random_state : int or None; fixes initialisation, bag order and subsampling.
+    n_threads : threads of the C++ kernels (None = all cores).
+    verbose : > 0 shows a progress bar per epoch.
+
+    Attributes
+    ----------
+    centers_ : (K, D) float64; covariances_ : (K, D) float64 diagonal covariances;
+    gamma_ : float; l2_ : float, the classifier's penalty; classes_ : (n_classes,);
+    history_ : dict of per-epoch lists ("loss", "time" and, with validation,
+    "val_accuracy"); classifier_ : the softmax regression; feature_map_ : the chi2 map
+    or None.
+    """
+
+    _encoder = SOFT_BOW
+
+
+class LearnedVLAD(_LearnedAggregation):
+    """T2: a soft VLAD with learned codebook, diagonal covariances and gamma, classified
+    by softmax logistic regression on the (K * D) representation.
+
+    Parameters and attributes are those of :class:`LearnedBoW`; the feature map defaults
+    to none.
+    """
+
+    _encoder = SOFT_VLAD

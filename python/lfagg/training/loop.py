@@ -1,0 +1,173 @@
+"""The core training loop of Algorithm 1: joint stochastic gradient descent on the encoder
+parameters (centres, precisions, gamma) and a head (e.g. a classifier), each bag
+subsampled per step (eq. 5 of the paper).
+
+:func:`train_encoder` is the generic entry point: any differentiable task whose loss is a
+function of the bag representations R (a classifier, a regressor, a ranking loss) can
+drive the encoder through a head or a plain callable ``loss(R, targets) -> (J, dJ/dR)``.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .._validation import (check_bags, choice, n_threads_arg, nonnegative_int, positive_int, positive_real,
+                           as_generator)
+from ..encoders.soft import SoftEncoder, soft_encoder
+from ..models.heads import LossFunction
+from .optim import OPTIMIZERS, make_optimizer
+
+#: Largest (N, K) matrix of soft assignments a training step keeps from the forward pass
+#: for the backward pass (which then costs about half as much); larger batches recompute.
+MAX_KEPT_ASSIGNMENTS_BYTES = 256 << 20
+
+
+@dataclass
+class TrainResult:
+    """Parameters after training and the per-epoch history (lists keyed by name)."""
+
+    centers: np.ndarray
+    precisions: np.ndarray
+    gamma: float
+    history: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SGDSettings:
+    """The checked settings of the SGD loop; :meth:`checked` documents them."""
+
+    n_epochs: int = 10
+    batch_size: int = 32
+    n_samples_per_bag: int | None = None
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    head_learning_rate: float | None = None
+    momentum: float = 0.9
+    learn_centers: bool = True
+    learn_precisions: bool = True
+    learn_gamma: bool = False
+
+    @classmethod
+    def checked(cls, *, n_epochs=10, batch_size=32, n_samples_per_bag=None, optimizer="adam", learning_rate=1e-3,
+                head_learning_rate=None, momentum=0.9, learn_centers=True, learn_precisions=True,
+                learn_gamma=False) -> "SGDSettings":
+        """Settings from user values; ValueError naming a bad one (see :func:`train_encoder`)."""
+        if not (isinstance(momentum, (int, float, np.floating)) and 0 <= momentum < 1):
+            raise ValueError(f"momentum must be a number in [0, 1), got {momentum!r}")
+        return cls(nonnegative_int(n_epochs, "n_epochs"), positive_int(batch_size, "batch_size"),
+                   None if n_samples_per_bag is None else positive_int(n_samples_per_bag, "n_samples_per_bag"),
+                   choice(optimizer, "optimizer", OPTIMIZERS), positive_real(learning_rate, "learning_rate"),
+                   None if head_learning_rate is None else positive_real(head_learning_rate, "head_learning_rate"),
+                   float(momentum), bool(learn_centers), bool(learn_precisions), bool(learn_gamma))
+
+
+def train_encoder(bags, targets, loss, encoder, centers, precisions, gamma, *, n_epochs: int = 10,
+                  batch_size: int = 32, n_samples_per_bag: int | None = None, optimizer: str = "adam",
+                  learning_rate: float = 1e-3, head_learning_rate: float | None = None,
+                  learn_centers: bool = True, learn_precisions: bool = True, learn_gamma: bool = False,
+                  momentum: float = 0.9, random_state=None, n_threads=None, verbose: int = 0,
+                  on_epoch_end=None) -> TrainResult:
+    """Learn encoder parameters by backpropagating ``loss`` (the SGD loop of Algorithm 1).
+
+    Parameters
+    ----------
+    bags : Bags or list of (N_i, D) arrays.
+    targets : array of n_bags rows; ``targets[batch]`` is passed to the loss.
+    loss : a head (``params`` list and ``loss_grad(R, targets) -> (J, dJ/dR, grads)``, see
+        :mod:`lfagg.models.heads`), whose parameters are optimised too, or a callable
+        ``loss(R, targets) -> (J, dJ/dR)`` with R (batch, out_dim) float64.
+    encoder : "bow" (T1, soft BoW), "vlad" (T2, soft VLAD) or a
+        :class:`lfagg.encoders.SoftEncoder`.
+    centers, precisions : (K, D) initial values; gamma : initial positive float.
+    n_epochs, batch_size : passes over the bags and bags per step.
+    n_samples_per_bag : features drawn (without replacement) from each bag per step, or
+        None to use whole bags.
+    optimizer : "adam" or "sgd" (with ``momentum``, in [0, 1)).
+    learning_rate : step size for log-precisions and log-gamma; the centres' step is this
+        times the standard deviation of the features, so it is in feature units.
+    head_learning_rate : step size of the head's parameters (default learning_rate).
+    learn_centers, learn_precisions, learn_gamma : which encoder parameters move;
+        precisions and gamma are optimised through their logarithms and stay positive.
+    random_state : seed of the bag order and the subsampling.
+    verbose : > 0 shows a progress bar per epoch (tqdm, on stderr).
+    on_epoch_end : optional callable(epoch, record, result) -> bool; a record is a dict
+        with the epoch's mean "loss" and "time" (s) that the callable may extend (e.g. validation
+        accuracy); returning True stops training.
+
+    Returns
+    -------
+    TrainResult with float64 centers, precisions (K, D), gamma and history
+    {"loss": [...], ...} (one value per epoch for each key of the records).
+    """
+    bags = check_bags(bags)
+    targets = np.asarray(targets)
+    if len(targets) != len(bags):
+        raise ValueError(f"targets must have one row per bag: {len(targets)} targets for {len(bags)} bags")
+    settings = SGDSettings.checked(
+        n_epochs=n_epochs, batch_size=batch_size, n_samples_per_bag=n_samples_per_bag, optimizer=optimizer,
+        learning_rate=learning_rate, head_learning_rate=head_learning_rate, momentum=momentum,
+        learn_centers=learn_centers, learn_precisions=learn_precisions, learn_gamma=learn_gamma)
+    head = loss if hasattr(loss, "loss_grad") else LossFunction(loss)
+    return run_sgd(bags, targets, head, soft_encoder(encoder), centers, precisions, gamma, settings,
+                   random_state=random_state, n_threads=n_threads_arg(n_threads), verbose=verbose,
+                   on_epoch_end=on_epoch_end)
+
+
+def run_sgd(bags, targets: np.ndarray, head, encoder: SoftEncoder, centers, precisions, gamma: float,
+            settings: SGDSettings, *, random_state=None, n_threads: int = 0, verbose: int = 0,
+            on_epoch_end=None) -> TrainResult:
+    """:func:`train_encoder` on validated input: bags (finite features), targets (one row
+    per bag), a head, a SoftEncoder, checked settings and the core's ``n_threads`` (0: all)."""
+    s = settings
+    C = np.array(centers, dtype=np.float64)
+    log_p = np.log(np.asarray(precisions, dtype=np.float64))
+    log_gamma = np.array([np.log(float(gamma))])
+    feature_scale = float(np.std(bags.features[:: max(1, bags.n_features // 100_000)])) or 1.0
+    learnable = [(s.learn_centers, C, s.learning_rate * feature_scale), (s.learn_precisions, log_p, s.learning_rate),
+                 (s.learn_gamma, log_gamma, s.learning_rate)]
+    head_lr = s.learning_rate if s.head_learning_rate is None else s.head_learning_rate
+    params = [p for on, p, _ in learnable if on] + list(head.params)
+    rates = [lr for on, _, lr in learnable if on] + [head_lr] * len(head.params)
+    opt = make_optimizer(s.optimizer, params, rates, s.momentum)
+
+    rng = as_generator(random_state)
+    n_batches = -(-len(bags) // s.batch_size)
+    result = TrainResult(C, np.exp(log_p), float(np.exp(log_gamma[0])), {})
+    for epoch in range(s.n_epochs):
+        started = time.perf_counter()
+        order = rng.permutation(len(bags))
+        losses = []
+        with tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{s.n_epochs}", disable=verbose <= 0,
+                  leave=True) as bar:
+            for i in range(n_batches):
+                idx = order[i * s.batch_size:(i + 1) * s.batch_size]
+                batch = bags[idx]
+                if s.n_samples_per_bag is not None:
+                    batch = batch.subsample(s.n_samples_per_bag, rng)
+                P, g = np.exp(log_p), float(np.exp(log_gamma[0]))
+                keep = batch.n_features * len(C) * batch.features.itemsize <= MAX_KEPT_ASSIGNMENTS_BYTES
+                out = encoder.forward(batch, C, P, g, n_threads, return_assignments=keep)
+                R, A = out if keep else (out, None)
+                value, dR, head_grads = head.loss_grad(R.astype(np.float64), targets[idx])
+                if not np.isfinite(value):
+                    raise FloatingPointError(f"training diverged (loss {value}) at epoch {epoch + 1}: "
+                                             "lower the learning rate")
+                gC, gP, g_gamma = encoder.backward(batch, C, P, g, dR, n_threads, assignments=A)
+                grads = [gC.astype(np.float64), gP * P, np.array([g_gamma * g])]
+                opt.step([gr for (on, _, _), gr in zip(learnable, grads) if on] + list(head_grads))
+                losses.append(value)
+                bar.update()
+                bar.set_postfix(loss=f"{np.mean(losses):.4f}", refresh=False)
+            result.precisions, result.gamma = np.exp(log_p), float(np.exp(log_gamma[0]))
+            record = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else float("nan"),
+                      "time": time.perf_counter() - started}
+            stop = bool(on_epoch_end(epoch, record, result)) if on_epoch_end is not None else False
+            bar.set_postfix({k: f"{v:.4f}" for k, v in record.items() if k not in ("epoch", "time")})
+        for key, value in record.items():
+            result.history.setdefault(key, []).append(value)
+        if stop:
+            break
+    return result
