@@ -12,6 +12,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
 from .._threads import single_threaded_blas
+from .._timing import Stopwatch
 from .._validation import check_bags, check_classes, check_labels, is_auto, spawn_seeds
 from .feature_map import make_feature_map
 from .heads import SoftmaxRegression
@@ -60,14 +61,17 @@ class SoftmaxHead(ClassifierMixin):
         if not is_auto(self.l2):
             check_l2(self.l2)
 
-    def _fit_classifier(self, X: np.ndarray, y_index: np.ndarray, seed: int) -> SoftmaxRegression:
+    def _fit_classifier(self, X: np.ndarray, y_index: np.ndarray, seed: int,
+                        watch: Stopwatch) -> SoftmaxRegression:
         """The softmax regression on inputs X (n, n_inputs) of classes y_index (n,), its
         scaler frozen to X and its penalty resolved from ``l2`` (held-out split ``seed``;
-        the chosen value becomes ``l2_``)."""
-        self.l2_ = resolve_l2(self.l2, X, y_index, self.classes_.size, seed)
-        classifier = SoftmaxRegression(X.shape[1], self.classes_.size, self.l2_)
-        classifier.fit_scaler(X)
-        classifier.fit(X, y_index)
+        the chosen value becomes ``l2_``); the phases "l2" and "classifier" are timed in ``watch``."""
+        with watch("l2"):
+            self.l2_ = resolve_l2(self.l2, X, y_index, self.classes_.size, seed)
+        with watch("classifier"):
+            classifier = SoftmaxRegression(X.shape[1], self.classes_.size, self.l2_)
+            classifier.fit_scaler(X)
+            classifier.fit(X, y_index)
         return classifier
 
 
@@ -90,7 +94,8 @@ class BagClassifier(SoftmaxHead, BaseEstimator):
     ----------
     encoder_ : the fitted encoder; feature_map_ : the chi2 map or None; classes_ :
     (n_classes,); l2_ : float, the penalty; classifier_ : SoftmaxRegression;
-    n_features_in_ : int, D.
+    n_features_in_ : int, D; timings_ : dict of the fit's wall seconds per phase
+    ("codebook": the encoder's fit, "encode", "l2", "classifier"), as LearnedBoW's.
     """
 
     def __init__(self, encoder, feature_map="auto", l2="auto", random_state=None):
@@ -116,10 +121,13 @@ class BagClassifier(SoftmaxHead, BaseEstimator):
         encoder = clone(self.encoder)
         self.feature_map_ = make_feature_map(self.feature_map, getattr(encoder, "nonnegative", False),
                                              type(encoder).__name__)
-        self.encoder_ = encoder.fit(bags)
+        self.timings_ = watch = Stopwatch()
+        with watch("codebook"):
+            self.encoder_ = encoder.fit(bags)
         self.n_features_in_ = bags.dim
-        self.classifier_ = self._fit_classifier(self._classifier_inputs(bags), y_index,
-                                                spawn_seeds(self.random_state, 3)[0])
+        with watch("encode"):
+            X = self._classifier_inputs(bags)
+        self.classifier_ = self._fit_classifier(X, y_index, spawn_seeds(self.random_state, 3)[0], watch)
         return self
 
     def transform(self, X) -> np.ndarray:

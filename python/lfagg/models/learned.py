@@ -17,6 +17,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils.validation import check_is_fitted
 
 from .._threads import single_threaded_blas
+from .._timing import Stopwatch
 from .._validation import check_bags, check_classes, check_labels, choice, n_threads_arg, spawn_seeds
 from ..encoders.codebook import INITS, check_gamma, check_sizes, fit_codebook, resolve_gamma, sample_features
 from ..encoders.soft import SOFT_BOW, SOFT_VLAD
@@ -110,13 +111,18 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
         self.n_features_in_ = bags.dim
         self.feature_map_ = feature_map
 
-        sample = sample_features(bags, K, max_features, init_seed)
-        codebook = fit_codebook(sample, K, self.init, init_seed)
-        centers, precisions = codebook.centers, codebook.precisions
-        gamma = resolve_gamma(gamma, gamma_scale, sample, codebook, init_seed)
+        self.timings_ = watch = Stopwatch()
+        with watch("codebook"):
+            sample = sample_features(bags, K, max_features, init_seed)
+            codebook = fit_codebook(sample, K, self.init, init_seed)
+            centers, precisions = codebook.centers, codebook.precisions
+            gamma = resolve_gamma(gamma, gamma_scale, sample, codebook, init_seed)
         self._set_encoder(centers, precisions, gamma)
         # W0 on the initial representation, with the penalty chosen on it
-        self.classifier_ = self._fit_classifier(self._classifier_inputs(bags), y_index, split_seed)
+        with watch("encode"):
+            X0 = self._classifier_inputs(bags)
+        self.classifier_ = self._fit_classifier(X0, y_index, split_seed, watch)
+        del X0
         head = MappedHead(feature_map, self.classifier_) if feature_map is not None else self.classifier_
 
         best = {"score": -np.inf, "state": None, "stale": 0}
@@ -133,13 +139,18 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
                 best["stale"] += 1
             return self.early_stopping and best["stale"] >= self.n_iter_no_change
 
-        result = run_sgd(bags, y_index, head, self._encoder, centers, precisions, gamma, settings,
-                         random_state=sgd_seed, n_threads=n_threads, verbose=self.verbose, on_epoch_end=on_epoch_end)
+        with watch("sgd"):
+            result = run_sgd(bags, y_index, head, self._encoder, centers, precisions, gamma, settings,
+                             random_state=sgd_seed, n_threads=n_threads, verbose=self.verbose,
+                             on_epoch_end=on_epoch_end)
         self.history_ = result.history
         if self.early_stopping and best["state"] is not None:
             self._restore_state(best["state"])
         # Classifier fine-tuning on the full, unsampled representations.
-        self.classifier_.fit(self._classifier_inputs(bags), y_index)
+        with watch("encode"):
+            X = self._classifier_inputs(bags)
+        with watch("classifier"):
+            self.classifier_.fit(X, y_index)
         return self
 
     # -- inference ---------------------------------------------------------------------
@@ -203,9 +214,12 @@ class LearnedBoW(_LearnedAggregation):
     ----------
     centers_ : (K, D) float64; covariances_ : (K, D) float64 diagonal covariances;
     gamma_ : float; l2_ : float, the classifier's penalty; classes_ : (n_classes,);
-    history_ : dict of per-epoch lists ("loss", "time" and, with validation,
-    "val_accuracy"); classifier_ : the softmax regression; feature_map_ : the chi2 map
-    or None.
+    history_ : dict of per-epoch lists ("loss", "time", "encoder_time" and, with
+    validation, "val_accuracy"); timings_ : dict of the fit's wall seconds per phase
+    ("codebook": sampling, K-Means/GMM and gamma; "encode": the full bags' initial and
+    final representations; "l2": the choice of the penalty; "classifier": the L-BFGS fits
+    of W0 and of the final classifier; "sgd": the training epochs); classifier_ : the
+    softmax regression; feature_map_ : the chi2 map or None.
     """
 
     _encoder = SOFT_BOW

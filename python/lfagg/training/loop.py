@@ -94,7 +94,8 @@ def train_encoder(bags, targets, loss, encoder, centers, precisions, gamma, *, n
     random_state : seed of the bag order and the subsampling.
     verbose : > 0 shows a progress bar per epoch (tqdm, on stderr).
     on_epoch_end : optional callable(epoch, record, result) -> bool; a record is a dict
-        with the epoch's mean "loss" and "time" (s) that the callable may extend (e.g. validation
+        with the epoch's mean "loss", its "time" and the part of it in the encoder's
+        kernels, "encoder_time" (s), that the callable may extend (e.g. validation
         accuracy); returning True stops training.
 
     Returns
@@ -139,7 +140,7 @@ def run_sgd(bags, targets: np.ndarray, head, encoder: SoftEncoder, centers, prec
     for epoch in range(s.n_epochs):
         started = time.perf_counter()
         order = rng.permutation(len(bags))
-        losses = []
+        losses, encoder_time = [], 0.0
         with tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{s.n_epochs}", disable=verbose <= 0,
                   leave=True) as bar:
             for i in range(n_batches):
@@ -149,13 +150,17 @@ def run_sgd(bags, targets: np.ndarray, head, encoder: SoftEncoder, centers, prec
                     batch = batch.subsample(s.n_samples_per_bag, rng)
                 P, g = np.exp(log_p), float(np.exp(log_gamma[0]))
                 keep = batch.n_features * len(C) * batch.features.itemsize <= MAX_KEPT_ASSIGNMENTS_BYTES
+                kernels_started = time.perf_counter()
                 out = encoder.forward(batch, C, P, g, n_threads, return_assignments=keep)
+                encoder_time += time.perf_counter() - kernels_started
                 R, A = out if keep else (out, None)
                 value, dR, head_grads = head.loss_grad(R.astype(np.float64), targets[idx])
                 if not np.isfinite(value):
                     raise FloatingPointError(f"training diverged (loss {value}) at epoch {epoch + 1}: "
                                              "lower the learning rate")
+                kernels_started = time.perf_counter()
                 gC, gP, g_gamma = encoder.backward(batch, C, P, g, dR, n_threads, assignments=A)
+                encoder_time += time.perf_counter() - kernels_started
                 grads = [gC.astype(np.float64), gP * P, np.array([g_gamma * g])]
                 opt.step([gr for (on, _, _), gr in zip(learnable, grads) if on] + list(head_grads))
                 losses.append(value)
@@ -163,9 +168,9 @@ def run_sgd(bags, targets: np.ndarray, head, encoder: SoftEncoder, centers, prec
                 bar.set_postfix(loss=f"{np.mean(losses):.4f}", refresh=False)
             result.precisions, result.gamma = np.exp(log_p), float(np.exp(log_gamma[0]))
             record = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else float("nan"),
-                      "time": time.perf_counter() - started}
+                      "time": time.perf_counter() - started, "encoder_time": encoder_time}
             stop = bool(on_epoch_end(epoch, record, result)) if on_epoch_end is not None else False
-            bar.set_postfix({k: f"{v:.4f}" for k, v in record.items() if k not in ("epoch", "time")})
+            bar.set_postfix({k: f"{v:.4f}" for k, v in record.items() if k not in ("epoch", "time", "encoder_time")})
         for key, value in record.items():
             result.history.setdefault(key, []).append(value)
         if stop:
