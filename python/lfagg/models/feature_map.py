@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validation import is_auto
+from .._validation import is_auto, positive_int, positive_real
 
 #: scikit-learn's default sampling interval for sample_steps = 1, 2, 3.
 _DEFAULT_INTERVAL = {1: 0.8, 2: 0.5, 3: 0.4}
@@ -28,19 +28,13 @@ class AdditiveChi2Map:
     """
 
     def __init__(self, sample_steps: int = 2, sample_interval: float | None = None, clamp: float = 1e-6):
+        self.sample_steps = positive_int(sample_steps, "sample_steps")
         if sample_interval is None:
             if sample_steps not in _DEFAULT_INTERVAL:
                 raise ValueError(f"sample_interval must be given when sample_steps={sample_steps} is not 1, 2 or 3")
             sample_interval = _DEFAULT_INTERVAL[sample_steps]
-        if int(sample_steps) != sample_steps or sample_steps < 1:
-            raise ValueError(f"sample_steps must be a positive integer, got {sample_steps!r}")
-        if not sample_interval > 0:
-            raise ValueError(f"sample_interval must be positive, got {sample_interval!r}")
-        if not clamp > 0:
-            raise ValueError(f"clamp must be positive, got {clamp!r}")
-        self.sample_steps = int(sample_steps)
-        self.sample_interval = float(sample_interval)
-        self.clamp = float(clamp)
+        self.sample_interval = positive_real(sample_interval, "sample_interval")
+        self.clamp = positive_real(clamp, "clamp")
 
     def output_dim(self, dim: int) -> int:
         return dim * (2 * self.sample_steps - 1)
