@@ -1,10 +1,12 @@
 """Helpers shared by the benchmark scripts: timing, optional peers, thread limits,
-machine information and the JSON results files.
+machine information, the JSON results files and the command line of the suite's parts.
 
 Every script of ``benchmarks/`` times with :func:`time_ms` (warm-up, then the median of
 the repeats), records :func:`machine_info` and the load average before and after its run
 (the machines are shared: a high load average makes the figures noisy) and writes its
-results with :func:`write_json` under ``benchmarks/results/`` (git-ignored).
+results with :func:`write_json` under ``benchmarks/results/`` (git-ignored). The scripts
+that hold parts of ``run_suite.py`` run them alone through :func:`run_parts_main`, so
+that none of them imports the suite.
 """
 
 import argparse
@@ -90,6 +92,20 @@ def load1():
     return load[0] if load else float("nan")
 
 
+#: a load average above this fraction of the cores before a run gets a warning
+BUSY_LOAD = 0.5
+
+
+def busy_note():
+    """A warning when the load average shows other processes competing for the cores, else None."""
+    busy, cores = load1(), os.cpu_count() or 1
+    if busy < BUSY_LOAD * cores:
+        return None
+    return (f"load average {busy:.2f} before the run on {cores} cores: other processes compete for the cores "
+            "and the timings (of multithreaded code above all: a thread descheduled at a barrier stalls the "
+            "others) are unreliable")
+
+
 def load_lfagg():
     """Return (lfagg.ops or None, a note saying why it is missing)."""
     try:
@@ -153,15 +169,13 @@ def numpy_blas():
     return None
 
 
-def lfagg_core():
-    """(instruction set, module name, file) of the compiled lfagg core in use, or Nones."""
+def lfagg_build():
+    """(instruction set of the compiled core in use, the imported package's directory), or Nones."""
     try:
         import lfagg.ops
-        from lfagg import _native
     except ImportError:
-        return None, None, None
-    core = _native.core
-    return lfagg.ops.isa, core.__name__, getattr(core, "__file__", None)
+        return None, None
+    return lfagg.ops.isa, str(Path(lfagg.__file__).parent)
 
 
 def package_versions(packages=VERSIONED_PACKAGES):
@@ -172,12 +186,16 @@ def package_versions(packages=VERSIONED_PACKAGES):
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
             versions[package] = None
+    if versions.get("lfagg") is None:  # run from a source tree (PYTHONPATH) rather than installed
+        import lfagg
+
+        versions["lfagg"] = lfagg.__version__
     return versions
 
 
 def machine_info(n_threads, torch=None):
     """Platform, CPU, library versions and the load average, recorded with the results."""
-    isa, core_module, core_file = lfagg_core()
+    isa, package_dir = lfagg_build()
     return {
         "platform": platform.platform(),
         "machine": platform.machine(),
@@ -189,8 +207,7 @@ def machine_info(n_threads, torch=None):
         "versions": package_versions(),
         "torch_threads": torch.get_num_threads() if torch is not None else None,
         "lfagg_isa": isa,
-        "lfagg_core": core_module,
-        "lfagg_core_file": core_file,
+        "lfagg_dir": package_dir,
         "threadpoolctl": threadpool_info() if threadpool_info is not None else None,
         # lfagg sets OMP_WAIT_POLICY=PASSIVE unless set, before torch's OpenMP starts too
         "environment": {key: os.environ.get(key) for key in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "LFAGG_ISA")},
@@ -205,7 +222,7 @@ def describe_machine(machine):
     load_text = f"load average {load[0]:.2f}" if load else "load average unknown"
     return (f"threads {machine['n_threads']}; cpu {machine['cpu_model']} ({machine['cpu_count']} cores); "
             f"numpy {versions['numpy']} ({machine['numpy_blas']}); torch {versions['torch']}; "
-            f"lfagg {versions['lfagg']} ({machine['lfagg_core']}, isa {machine['lfagg_isa']}); {load_text}")
+            f"lfagg {versions['lfagg']} (isa {machine['lfagg_isa']}); {load_text}")
 
 
 def timestamp():
@@ -265,3 +282,51 @@ def ratio(numerator, denominator):
     if numerator is None or denominator is None or denominator == 0:
         return None
     return numerator / denominator
+
+
+# -- command line of the suite's parts -------------------------------------------------
+def add_run_options(parser, repeats=True):
+    """The options the parts of the suite read: --quick, --threads and, for parts that
+    time repeated calls, --repeats."""
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(),
+                        help="threads for lfagg, torch, numpy's BLAS and the peers (default: all cores, %(default)s)")
+    if repeats:
+        parser.add_argument("--repeats", type=int, default=None,
+                            help="timed calls per measurement (default: 5, 3 with --quick)")
+
+
+def check_run_options(parser, args):
+    """Fill in --repeats' default and reject non-positive counts (through ``parser``)."""
+    if "repeats" in args and args.repeats is None:
+        args.repeats = 3 if args.quick else 5
+    if args.threads < 1 or getattr(args, "repeats", 1) < 1:
+        parser.error("--repeats and --threads must be at least 1")
+    return args
+
+
+def run_parts_main(prefix, description, parts, repeats=True, argv=None):
+    """Entry point of a script run alone on parts of the suite: parse the suite's options
+    (``repeats``: whether the parts time repeated calls), run ``parts`` ({letter: fn(args,
+    ops)}, each printing its table) in order as ``run_suite.py --parts`` would, and write
+    ``benchmarks/results/<prefix>-<timestamp>.json`` shaped like the suite's (config,
+    machine, notes, parts). Returns the exit status."""
+    parser = argparse.ArgumentParser(description=description)
+    add_run_options(parser, repeats)
+    args = check_run_options(parser, parser.parse_args(argv))
+    ops, lfagg_note = load_lfagg()
+    if ops is None:
+        parser.error(lfagg_note)
+    blas_limit, blas_note = blas_threads(args.threads)
+    machine = machine_info(args.threads)
+    print(describe_machine(machine) + (f"; median of {args.repeats} after a warm-up" if repeats else ""))
+    notes = [note for note in (blas_note, busy_note()) if note]
+    for note in notes:
+        print("note:", note)
+    results = {}
+    with blas_limit:
+        for part, fn in parts.items():
+            results[part] = fn(args, ops)
+    path = write_json(prefix, dict(config=vars(args), machine=machine, notes=notes, parts=results))
+    print(f"results written to {path}")
+    return 0

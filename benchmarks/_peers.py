@@ -1,6 +1,8 @@
 """Peer implementations of lfagg's soft BoW (T1) and soft VLAD (T2) for the benchmarks.
 
-Both peers implement exactly the maths of ``lfagg.ops`` (see DESIGN.md):
+Both peers implement exactly the maths of ``lfagg.ops`` (the docstrings of
+``lfagg.ops.soft_bow`` and ``soft_vlad``; eqs. 6-9 of Katharopoulos et al., "Learning
+local feature aggregation functions with backpropagation", EUSIPCO 2017):
 
     d_nk = sum_j P_kj (f_nj - C_kj)^2
     a_nk = softmax_k(-gamma d_nk)                     (stable softmax)

@@ -4,7 +4,8 @@ One bag of 22,000 x 108 float32 features (an Improved Dense Trajectories video),
 a diagonal GMM (fitted by scikit-learn on a sample of the features) for the Fisher
 Vectors, its means as the VLAD codebook. Measurements:
 
-* ``fv``: improved Fisher Vector. lfagg.ops.fisher_vector, cyvlfeat's vl_fisher
+* ``fv``: improved Fisher Vector. lfagg.normalize.improved_fisher_normalize of
+  lfagg.ops.fisher_vector (the raw encoding), cyvlfeat's vl_fisher
   (``improved=True``) and skimage.feature.fisher_vector (``improved=True``; it also
   computes the K weight gradients, and its variance block has the opposite sign);
 * ``vlad_weights``: unnormalised VLAD from given soft assignments (the GMM posteriors),
@@ -66,6 +67,7 @@ def implementations(features, gmm, n_threads, with_peers=True):
     """{measurement: {implementation: (callable, output -> lfagg's layout)}}: lfagg, and
     with_peers, the peers that import. Everything computes in the features' dtype."""
     import lfagg.ops as ops
+    from lfagg.normalize import improved_fisher_normalize
 
     offsets = np.array([0, len(features)], dtype=np.int64)
     means, variances, weights = (np.ascontiguousarray(a, dtype=features.dtype)
@@ -73,8 +75,8 @@ def implementations(features, gmm, n_threads, with_peers=True):
     posteriors = gmm.predict_proba(features).astype(features.dtype)
     same = np.ravel
     impl = {
-        "fv": {"lfagg": (lambda: ops.fisher_vector(features, offsets, means, variances, weights,
-                                                   n_threads=n_threads), same)},
+        "fv": {"lfagg": (lambda: improved_fisher_normalize(ops.fisher_vector(
+            features, offsets, means, variances, weights, n_threads=n_threads)), same)},
         "vlad_weights": {"lfagg": (lambda: ops.vlad(features, offsets, means, posteriors, n_threads=n_threads),
                                    same)},
         "vlad_hard": {"lfagg": (lambda: ops.vlad(features, offsets, means, n_threads=n_threads), same)},

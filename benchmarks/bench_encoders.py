@@ -3,7 +3,8 @@
 For every case, encoder and dtype this times the forward pass alone and forward plus
 backward (the gradients with respect to centres, precisions and gamma given a random
 dJ/dR) for ``lfagg.ops``, a vectorised numpy implementation with a hand-written backward
-and PyTorch autograd (see ``_peers.py``; all three implement the same maths, DESIGN.md).
+and PyTorch autograd (see ``_peers.py``; all three implement the same maths: the
+``lfagg.ops`` docstrings, eqs. 6-9 of Katharopoulos et al. 2017).
 Ops:
 
 * ``fwd``: the forward pass alone (torch under ``no_grad``);

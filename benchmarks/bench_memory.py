@@ -1,7 +1,9 @@
 """Peak memory of encoding one bag with lfagg, beyond its inputs and outputs.
 
-Part (e) of the benchmark suite (``run_suite.py --parts e``). Every measurement runs in
-a fresh Python process (``python bench_memory.py --child ...``) that
+Part (e) of the benchmark suite (``run_suite.py --parts e``; run alone,
+``python benchmarks/bench_memory.py [--threads N]`` writes
+``benchmarks/results/memory-<timestamp>.json``). Every measurement runs in a fresh Python
+process (``python bench_memory.py --child ...``) that
 
 1. imports lfagg and creates the inputs: one bag of N = 22,000 x D = 108 standard normal
    float32 features (created in float32, no float64 temporary), K = 2048 centres
@@ -30,6 +32,11 @@ import subprocess
 import sys
 
 import numpy as np
+
+try:
+    from . import _common
+except ImportError:  # run as a script: benchmarks/ is on sys.path
+    import _common
 
 #: (N, K, D), the same with --quick: one measurement takes about a second
 SIZE = (22_000, 2048, 108)
@@ -156,6 +163,4 @@ if __name__ == "__main__":
         operation, n, k, d, n_threads = sys.argv[2], *map(int, sys.argv[3:7])
         print(json.dumps(child(operation, n, k, d, n_threads)))
         sys.exit(0)
-    import run_suite
-
-    sys.exit(run_suite.main(["--parts", "e", *sys.argv[1:]]))
+    sys.exit(_common.run_parts_main("memory", __doc__.split("\n\n")[0], {"e": run_memory}, repeats=False))

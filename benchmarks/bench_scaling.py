@@ -1,6 +1,8 @@
 """How close lfagg's soft BoW forward comes to the hardware, and how its cost scales.
 
-Parts (b) and (d) of the benchmark suite (``run_suite.py --parts b,d``):
+Parts (b) and (d) of the benchmark suite (``run_suite.py --parts b,d``; run alone,
+``python benchmarks/bench_scaling.py [--quick] [--threads N] [--repeats R]`` writes
+``benchmarks/results/scaling-<timestamp>.json``):
 
 * :func:`run_peak` (b): the machine's matrix-multiply peak, measured as numpy's matmul
   of two large square matrices (``n x n``, 2 n^3 flops) in float32 and float64 with the
@@ -129,6 +131,4 @@ def run_scaling(args, ops):
 
 
 if __name__ == "__main__":
-    import run_suite
-
-    sys.exit(run_suite.main(["--parts", "b,d", *sys.argv[1:]]))
+    sys.exit(_common.run_parts_main("scaling", __doc__.split("\n\n")[0], {"b": run_peak, "d": run_scaling}))

@@ -1,6 +1,7 @@
 """The lfagg benchmark suite: every part in one process, a summary of ratios, the targets.
 
-Parts (``--parts``, default all; each also runs alone):
+Parts (``--parts``, default all; each also runs alone as its script, which imports
+``_common`` but not this module):
 
   a  soft_bow / soft_vlad forward, fwd+bwd and fwd+bwd (recompute) against numpy and
      PyTorch autograd, float32 and float64, at the idt, minibatch and conv sizes
@@ -12,7 +13,7 @@ Parts (``--parts``, default all; each also runs alone):
   e  peak memory of encoding one 22,000 x 108 bag with K = 2048, beyond inputs and
      outputs, each in a fresh process (bench_memory.py)
   f  end-to-end LearnedBoW fit, 400 bags x 2,000 x 108, K = 256, 5 epochs, and where
-     its time goes (bench_training.py)
+     its time goes, from the estimator's timings_ hook (bench_training.py)
 
 Every timing is a warm-up call, then the median of ``--repeats`` calls; ratios are peer
 time / lfagg time (> 1: lfagg is faster), measured in this one process on the same data,
@@ -81,15 +82,7 @@ def run_memory(args, ops, torch):
 
 
 def run_training(args, ops, torch):
-    """Part (f), with every thread pool (BLAS, OpenMP of scikit-learn) at --threads."""
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=args.threads):
-        return bench_training.run_training(args)
-
-
-#: a load average above this fraction of the cores before the run gets a warning
-BUSY_LOAD = 0.5
+    return bench_training.run_training(args)
 
 PARTS = {
     "a": ("soft encoders vs numpy and torch autograd", run_encoders),
@@ -242,18 +235,9 @@ def parse_args(argv=None):
                                                                   PARTS.items()))
     parser.add_argument("--parts", type=_common.comma_list(tuple(PARTS)), default=list(PARTS),
                         help="comma-separated parts to run (default: all)")
-    parser.add_argument("--quick", action="store_true", help="small sizes, about a minute: a smoke test")
-    parser.add_argument("--threads", type=int, default=os.cpu_count(),
-                        help="threads for lfagg, torch, numpy's BLAS and the peers (default: all cores, %(default)s)")
-    parser.add_argument("--repeats", type=int, default=None,
-                        help="timed calls per measurement (default: 5, 3 with --quick)")
+    _common.add_run_options(parser)
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch peer")
-    args = parser.parse_args(argv)
-    if args.repeats is None:
-        args.repeats = 3 if args.quick else 5
-    if args.repeats < 1 or args.threads < 1:
-        parser.error("--repeats and --threads must be at least 1")
-    return args
+    return _common.check_run_options(parser, parser.parse_args(argv))
 
 
 def main(argv=None):
@@ -264,11 +248,7 @@ def main(argv=None):
     print(f"lfagg benchmark suite, parts {','.join(args.parts)}{' (--quick)' if args.quick else ''}; "
           f"median of {args.repeats} after a warm-up")
     print(_common.describe_machine(machine))
-    busy = _common.load1()
-    if busy >= BUSY_LOAD * (os.cpu_count() or 1):
-        notes.append(f"load average {busy:.2f} before the run on {os.cpu_count()} cores: other processes compete "
-                     "for the cores and the timings (of multithreaded code above all: a thread descheduled "
-                     "at a barrier stalls the others) are unreliable")
+    notes = [note for note in notes + [_common.busy_note()] if note]
     for note in notes:
         print("note:", note)
     results, errors, seconds = {}, {}, {}

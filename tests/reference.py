@@ -1,6 +1,6 @@
 """Plain-numpy float64 reference for the soft encoders of lfagg.
 
-Written directly from the maths in DESIGN.md (eqs 6-9 of Katharopoulos et al. 2017),
+Written directly from the maths of eqs 6-9 of Katharopoulos et al. 2017 (as the lfagg.ops docstrings state them),
 deliberately naive and independent of the C++ core:
 
     d_nk = sum_j P_kj (f_nj - C_kj)^2              (direct form, by broadcasting)

@@ -35,7 +35,11 @@ class Codebook:
 def check_sizes(n_codewords, max_init_features) -> tuple[int, int]:
     """(n_codewords, max_init_features) as ints; ValueError unless 1 <= n_codewords <= max_init_features."""
     K = positive_int(n_codewords, "n_codewords")
-    return K, positive_int(max_init_features, "max_init_features (at least n_codewords)", minimum=K)
+    try:
+        return K, positive_int(max_init_features, "max_init_features", minimum=K)
+    except ValueError:
+        raise ValueError(f"max_init_features must be an integer >= n_codewords = {K}, "
+                         f"got {max_init_features!r}") from None
 
 
 def sample_features(bags, n_codewords: int, max_features: int, seed: int) -> np.ndarray:

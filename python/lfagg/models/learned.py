@@ -218,7 +218,8 @@ class LearnedBoW(_LearnedAggregation):
     validation, "val_accuracy"); timings_ : dict of the fit's wall seconds per phase
     ("codebook": sampling, K-Means/GMM and gamma; "encode": the full bags' initial and
     final representations; "l2": the choice of the penalty; "classifier": the L-BFGS fits
-    of W0 and of the final classifier; "sgd": the training epochs); classifier_ : the
+    of W0 and of the final classifier; "sgd": the training epochs, with their validation
+    when validation data are given); classifier_ : the
     softmax regression; feature_map_ : the chi2 map or None.
     """
 

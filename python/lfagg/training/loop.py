@@ -95,7 +95,7 @@ def train_encoder(bags, targets, loss, encoder, centers, precisions, gamma, *, n
     verbose : > 0 shows a progress bar per epoch (tqdm, on stderr).
     on_epoch_end : optional callable(epoch, record, result) -> bool; a record is a dict
         with the epoch's mean "loss", its "time" and the part of it in the encoder's
-        kernels, "encoder_time" (s), that the callable may extend (e.g. validation
+        forward and backward calls, "encoder_time" (s), that the callable may extend (e.g. validation
         accuracy); returning True stops training.
 
     Returns
