@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-from threadpoolctl import threadpool_limits
 
 from lfagg import experiments
 from lfagg.datasets import make_circles_bags
@@ -16,11 +15,7 @@ CIFAR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cifar1
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny problems: threads only add synchronisation cost (and spin under a loaded machine).
-    with threadpool_limits(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

@@ -8,20 +8,16 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
-from threadpoolctl import threadpool_limits
 
 import lfagg
+from conftest import three_class_bags
 from lfagg.datasets import make_circles_bags
 
 ESTIMATORS = [lfagg.LearnedBoW, lfagg.LearnedVLAD]
 FAST = dict(n_epochs=3, batch_size=8, n_samples_per_bag=10, learning_rate=0.05)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny problems: threads only add synchronisation cost (and spin under a loaded machine).
-    with threadpool_limits(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -31,16 +27,6 @@ def circles():
     return train, test
 
 
-def three_class_bags(seed, n_bags=24, n_per_bag=15):
-    """Bags of 2-D points from three blobs; class c draws 70% of its points from blob c."""
-    rng = np.random.default_rng(seed)
-    centres = np.array([[0.0, 0.0], [3.0, 0.0], [0.0, 3.0]])
-    y = np.arange(n_bags) % 3
-    arrays = []
-    for c in y:
-        blob = np.where(rng.random(n_per_bag) < 0.7, c, rng.integers(0, 3, n_per_bag))
-        arrays.append(centres[blob] + rng.normal(scale=0.6, size=(n_per_bag, 2)))
-    return lfagg.Bags.from_arrays(arrays), y
 
 
 def out_dim(cls, K, D):
@@ -88,7 +74,7 @@ def test_binary_outputs(cls, circles):
 
 @pytest.mark.parametrize("cls", ESTIMATORS)
 def test_multiclass_outputs_and_string_labels(cls):
-    bags, y = three_class_bags(0)
+    bags, y = three_class_bags(0, n_bags=24)
     labels = np.array(["cat", "dog", "eel"])[y]
     model = cls(3, random_state=0, **FAST).fit(bags, labels)
     np.testing.assert_array_equal(model.classes_, ["cat", "dog", "eel"])

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp
 from sklearn.linear_model import LogisticRegression
-from threadpoolctl import threadpool_limits
 
 import lfagg
 import lfagg.ops as ops
@@ -27,11 +26,7 @@ FWD = {"bow": ops.soft_bow, "vlad": ops.soft_vlad}
 BWD = {"bow": ops.soft_bow_backward, "vlad": ops.soft_vlad_backward}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny problems: threads only add synchronisation cost (and spin under a loaded machine).
-    with threadpool_limits(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---------------------------------------------------------------------------------------

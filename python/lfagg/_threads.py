@@ -26,7 +26,7 @@ def single_threaded_blas():
     return threadpool_limits(limits=1, user_api="blas")
 
 
-def limit_threads(n_threads: int | None):
+def limit_threads(n_threads: int):
     """Context limiting every OpenMP and BLAS pool (scikit-learn's K-Means and GMM, NumPy)
-    to ``n_threads`` (already validated); no limit for None."""
-    return contextlib.nullcontext() if n_threads is None else threadpool_limits(limits=n_threads)
+    to ``n_threads``, the core's validated argument; no limit for 0 (all cores)."""
+    return contextlib.nullcontext() if n_threads == 0 else threadpool_limits(limits=n_threads)

@@ -53,6 +53,14 @@ def nonnegative_real(value, name: str, *, allow_auto: bool = False) -> float:
     raise ValueError(f"{name} must be {auto}a finite number >= 0, got {value!r}")
 
 
+def real_in(value, name: str, low: float, high: float, *, include_low: bool = True) -> float:
+    """``value`` as a float; ValueError unless it is a number in [low, high) ((low, high)
+    without ``include_low``)."""
+    if _is_real(value) and (low <= value if include_low else low < value) and value < high:
+        return float(value)
+    raise ValueError(f"{name} must be a number in {'[' if include_low else '('}{low:g}, {high:g}), got {value!r}")
+
+
 def choice(value, name: str, choices):
     """``value`` if it is one of ``choices``."""
     try:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _native
-from ._validation import as_offsets, float_array, n_threads_arg
+from ._validation import as_offsets, float_array, n_threads_arg, positive_real
 
 _core = _native.core
 
@@ -45,18 +45,11 @@ def run_validated(kernel, bags, *params, n_threads: int, **kwargs):
                   **kwargs)
 
 
-def _gamma(gamma) -> float:
-    try:
-        return float(gamma)
-    except (TypeError, ValueError):
-        raise ValueError(f"gamma must be a positive finite number, got {gamma!r}") from None
-
-
 def _soft_args(features, offsets, centers, precisions, gamma, n_threads):
     features = float_array(features, "features")
     dtype = features.dtype
     return (features, as_offsets(offsets), float_array(centers, "centers", dtype),
-            float_array(precisions, "precisions", dtype), _gamma(gamma)), n_threads_arg(n_threads)
+            float_array(precisions, "precisions", dtype), positive_real(gamma, "gamma")), n_threads_arg(n_threads)
 
 
 def _backward_args(grad_output, assignments, dtype):

@@ -18,7 +18,7 @@ from sklearn.utils.validation import check_is_fitted
 from .. import normalize
 from .._native import core
 from .._threads import limit_threads
-from .._validation import check_bags, choice, n_threads_arg, spawn_seeds
+from .._validation import check_bags, choice, n_threads_arg, positive_int, spawn_seeds
 from ..ops import run_validated
 from .codebook import check_gamma, check_sizes, fit_codebook, resolve_gamma, sample_features
 from .soft import SOFT_BOW, SOFT_VLAD
@@ -49,13 +49,18 @@ class _CodebookTransformer(TransformerMixin, BaseEstimator):
         -------
         self
         """
+        return self._fit_validated(check_bags(X))
+
+    def _fit_validated(self, bags):
+        """:meth:`fit` on bags already checked finite."""
         K, max_features = check_sizes(self.n_codewords, self.max_init_features)
-        n_threads_arg(self.n_threads)
+        n_threads = n_threads_arg(self.n_threads)
+        positive_int(self.max_iter, "max_iter")
+        positive_int(self.n_init, "n_init")
         self._check_params()
-        bags = check_bags(X)
         seed = spawn_seeds(self.random_state, 3)[1]  # the codebook's seed in every estimator
         sample = sample_features(bags, K, max_features, seed)
-        with limit_threads(self.n_threads):
+        with limit_threads(n_threads):
             self._fit_codebook(sample, seed)
         self.n_features_in_ = bags.dim
         return self

@@ -122,8 +122,8 @@ class BagClassifier(SoftmaxHead, BaseEstimator):
         self.feature_map_ = make_feature_map(self.feature_map, getattr(encoder, "nonnegative", False),
                                              type(encoder).__name__)
         self.timings_ = watch = Stopwatch()
-        with watch("codebook"):
-            self.encoder_ = encoder.fit(bags)
+        with watch("codebook"):  # lfagg's encoders skip a second check of these bags
+            self.encoder_ = getattr(encoder, "_fit_validated", encoder.fit)(bags)
         self.n_features_in_ = bags.dim
         with watch("encode"):
             X = self._classifier_inputs(bags)

@@ -18,7 +18,8 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._threads import single_threaded_blas
 from .._timing import Stopwatch
-from .._validation import check_bags, check_classes, check_labels, choice, n_threads_arg, spawn_seeds
+from .._validation import (check_bags, check_classes, check_labels, choice, n_threads_arg, positive_int,
+                           positive_real, real_in, spawn_seeds)
 from ..encoders.codebook import INITS, check_gamma, check_sizes, fit_codebook, resolve_gamma, sample_features
 from ..encoders.soft import SOFT_BOW, SOFT_VLAD
 from ..training.loop import SGDSettings, run_sgd
@@ -86,6 +87,11 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
         gamma, gamma_scale = check_gamma(self.gamma, self.gamma_scale)
         choice(self.init, "init", INITS)
         self._check_l2()
+        positive_int(self.n_iter_no_change, "n_iter_no_change")
+        if self.validation_fraction is not None:
+            real_in(self.validation_fraction, "validation_fraction", 0, 1, include_low=False)
+        if self.classifier_learning_rate is not None:
+            positive_real(self.classifier_learning_rate, "classifier_learning_rate")
         settings = SGDSettings.checked(
             n_epochs=self.n_epochs, batch_size=self.batch_size, n_samples_per_bag=self.n_samples_per_bag,
             optimizer=self.optimizer, learning_rate=self.learning_rate,
@@ -99,15 +105,15 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
         bags = check_bags(X)
         y = check_labels(y, len(bags))
         split_seed, init_seed, sgd_seed = spawn_seeds(self.random_state, 3)
+        val_bags = val_y = None
         if validation_data is None and self.validation_fraction:
             train, val = train_test_split(np.arange(len(bags)), test_size=self.validation_fraction,
                                           stratify=y, random_state=split_seed)
-            validation_data = (bags[val], y[val])
-            bags, y = bags[train], y[train]
-        self.classes_, y_index = check_classes(y)
-        if validation_data is not None:
+            (val_bags, val_y), (bags, y) = (bags[val], y[val]), (bags[train], y[train])
+        elif validation_data is not None:
             val_bags = check_bags(validation_data[0], bags.dim)
             val_y = check_labels(validation_data[1], len(val_bags))
+        self.classes_, y_index = check_classes(y)
         self.n_features_in_ = bags.dim
         self.feature_map_ = feature_map
 
@@ -129,7 +135,7 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
 
         def on_epoch_end(epoch, record, result):
             self._set_encoder(result.centers, result.precisions, result.gamma)
-            if validation_data is None:
+            if val_bags is None:
                 return False
             record["val_accuracy"] = float(np.mean(self.classes_[np.argmax(
                 self._validated_logits(val_bags), axis=1)] == val_y))

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
-from .._validation import (check_bags, choice, n_threads_arg, nonnegative_int, positive_int, positive_real,
-                           as_generator)
+from .._validation import (as_generator, check_bags, choice, n_threads_arg, nonnegative_int, positive_int,
+                           positive_real, real_in)
 from ..encoders.soft import SoftEncoder, soft_encoder
 from ..models.heads import LossFunction
 from .optim import OPTIMIZERS, make_optimizer
@@ -55,13 +55,11 @@ class SGDSettings:
                 head_learning_rate=None, momentum=0.9, learn_centers=True, learn_precisions=True,
                 learn_gamma=False) -> "SGDSettings":
         """Settings from user values; ValueError naming a bad one (see :func:`train_encoder`)."""
-        if not (isinstance(momentum, (int, float, np.floating)) and 0 <= momentum < 1):
-            raise ValueError(f"momentum must be a number in [0, 1), got {momentum!r}")
         return cls(nonnegative_int(n_epochs, "n_epochs"), positive_int(batch_size, "batch_size"),
                    None if n_samples_per_bag is None else positive_int(n_samples_per_bag, "n_samples_per_bag"),
                    choice(optimizer, "optimizer", OPTIMIZERS), positive_real(learning_rate, "learning_rate"),
                    None if head_learning_rate is None else positive_real(head_learning_rate, "head_learning_rate"),
-                   float(momentum), bool(learn_centers), bool(learn_precisions), bool(learn_gamma))
+                   real_in(momentum, "momentum", 0, 1), bool(learn_centers), bool(learn_precisions), bool(learn_gamma))
 
 
 def train_encoder(bags, targets, loss, encoder, centers, precisions, gamma, *, n_epochs: int = 10,
@@ -112,7 +110,8 @@ def train_encoder(bags, targets, loss, encoder, centers, precisions, gamma, *, n
         learning_rate=learning_rate, head_learning_rate=head_learning_rate, momentum=momentum,
         learn_centers=learn_centers, learn_precisions=learn_precisions, learn_gamma=learn_gamma)
     head = loss if hasattr(loss, "loss_grad") else LossFunction(loss)
-    return run_sgd(bags, targets, head, soft_encoder(encoder), centers, precisions, gamma, settings,
+    return run_sgd(bags, targets, head, soft_encoder(encoder), centers, precisions, positive_real(gamma, "gamma"),
+                   settings,
                    random_state=random_state, n_threads=n_threads_arg(n_threads), verbose=verbose,
                    on_epoch_end=on_epoch_end)
 
