@@ -240,7 +240,7 @@ def test_random_garbage_objects(op_name):
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
 def test_random_garbage_hypothesis():
-    hypothesis = pytest.importorskip("hypothesis")
+    pytest.importorskip("hypothesis")
     from hypothesis import given, settings, HealthCheck
     from hypothesis import strategies as st
     from hypothesis.extra import numpy as hnp

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from lfagg import experiments
-from lfagg.datasets import make_circles_bags
 from lfagg.models.l2 import L2_GRID
 
 CIFAR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cifar10_subset.npz"

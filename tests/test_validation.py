@@ -187,6 +187,28 @@ STRINGS = [
     ("train_encoder", lambda b, y: train(b, y, momentum="0.5", optimizer="sgd"), "momentum"),
     ("ops.soft_bow", lambda b, y: ops.soft_bow(b.features, b.offsets, C0, P0, 1.0, n_threads="2"), "n_threads"),
     ("Bags.subsample", lambda b, y: b.subsample("5", 0), "n_per_bag"),
+    ("LearnedBoW", lambda b, y: learned(verbose="x").fit(b, y), "verbose"),
+    ("train_encoder", lambda b, y: train(b, y, verbose=None), "verbose"),
+    ("LearnedBoW", lambda b, y: learned(gamma=10 ** 400).fit(b, y), "gamma"),
+    ("LearnedBoW", lambda b, y: learned().fit(b, y, validation_data=5), "validation_data"),
+    ("LearnedBoW", lambda b, y: learned().fit(b, y, validation_data=(b,)), "validation_data"),
+    ("LearnedBoW", lambda b, y: learned().fit(None, y), "bags"),
+    ("VLAD", lambda b, y: lfagg.VLAD(3, power_alpha="x").fit(b), "power_alpha"),
+    ("VLAD", lambda b, y: lfagg.VLAD(3, power_alpha=True).fit(b), "power_alpha"),
+    ("FisherVector", lambda b, y: lfagg.FisherVector(2, reg_covar=-1.0).fit(b), "reg_covar"),
+    ("BagOfWords", lambda b, y: lfagg.BagOfWords(4, max_iter=True).fit(b), "max_iter"),
+    ("BagOfWords", lambda b, y: lfagg.BagOfWords(4, n_init="2").fit(b), "n_init"),
+    ("BagClassifier", lambda b, y: lfagg.BagClassifier(None).fit(b, y), "encoder"),
+    ("BagClassifier", lambda b, y: lfagg.BagClassifier(lfagg.BagOfWords).fit(b, y), "encoder"),
+    ("train_encoder", lambda b, y: train_encoder(b, y, squared_loss, "bow", None, P0, 1.0), "centers"),
+    ("train_encoder", lambda b, y: train_encoder(b, 5, squared_loss, "bow", C0, P0, 1.0), "targets"),
+    ("train_encoder", lambda b, y: train_encoder(b, y, squared_loss, "bow", C0, -P0, 1.0), "precisions"),
+    ("normalize.power_normalize", lambda b, y: lfagg.normalize.power_normalize(np.ones((2, 2)), "x"), "alpha"),
+    ("normalize.intra_normalize", lambda b, y: lfagg.normalize.intra_normalize(np.ones((2, 4)), 2.0), "n_blocks"),
+    ("make_circles_bags", lambda b, y: lfagg.datasets.make_circles_bags("x"), "n_bags"),
+    ("extract_patches", lambda b, y: lfagg.datasets.extract_patches(np.ones((1, 8, 8)), 2.5), "patch_size"),
+    ("balanced_subset", lambda b, y: lfagg.datasets.balanced_subset(np.arange(5), -1), "n"),
+    ("ZCAWhitening", lambda b, y: lfagg.datasets.ZCAWhitening(eps=-1.0), "eps"),
 ]
 
 
@@ -613,3 +635,61 @@ def test_cut_bags_give_the_estimators_the_same_results(circles):
     scratch = _from_scratch([bags[i] for i in idx])
     np.testing.assert_array_equal(model.transform(cut), model.transform(scratch))
     np.testing.assert_array_equal(model.predict_proba(bags[3:9]), model.predict_proba(_from_scratch(list(bags)[3:9])))
+
+
+# ---------------------------------------------------------------------------------------
+# fit_transform checks once; a failed refit leaves the model unfitted
+# ---------------------------------------------------------------------------------------
+FIT_TRANSFORMS = {
+    "BagOfWords": lambda: lfagg.BagOfWords(4, random_state=0),
+    "FisherVector": lambda: lfagg.FisherVector(2, random_state=0),
+    "LearnedBoW": lambda: learned(),
+}
+
+
+@pytest.mark.parametrize("name", list(FIT_TRANSFORMS))
+def test_fit_transform_scans_once_and_equals_fit_then_transform(name, scans, circles):
+    (bags, y), _ = circles
+    args = (bags, y) if name.startswith("Learned") else (bags,)
+    got = FIT_TRANSFORMS[name]().fit_transform(*args)
+    assert scans.scans == [bags.features.shape]
+    np.testing.assert_array_equal(got, FIT_TRANSFORMS[name]().fit(*args).transform(bags))
+
+
+@pytest.mark.parametrize("make", [lambda: lfagg.BagClassifier(lfagg.BagOfWords(4, random_state=0), l2=0.01),
+                                  lambda: learned()], ids=["BagClassifier", "LearnedBoW"])
+def test_a_failed_refit_leaves_the_model_unfitted(make, circles):
+    from sklearn.exceptions import NotFittedError
+
+    (bags, y), (test_bags, _) = circles
+    model = make().fit(bags, y)
+    too_few = [np.ones((1, 2)), np.zeros((1, 2))]  # 2 local features for 3 or 4 codewords
+    with pytest.raises(ValueError, match="too few local features"):
+        model.fit(too_few, np.array(["a", "b"]))
+    with pytest.raises(NotFittedError):
+        model.predict(test_bags)
+
+
+def test_learned_k_means_runs_on_n_threads(circles, monkeypatch):
+    import lfagg.encoders.codebook as codebook
+
+    limits = []
+    real = codebook.limit_threads
+    monkeypatch.setattr(codebook, "limit_threads", lambda n: limits.append(n) or real(n))
+    (bags, y), _ = circles
+    learned(n_threads=1).fit(bags, y)
+    learned(n_threads=None).fit(bags, y)
+    assert limits == [1, 0]
+
+
+@pytest.mark.parametrize("verbose", [0, 1])
+def test_on_epoch_end_may_add_any_value_to_the_record(verbose, circles, capsys):
+    (bags, y), _ = circles
+
+    def note(epoch, record, result):
+        record["note"], record["scores"] = "x", [1, 2]
+
+    result = train(bags, y, n_epochs=2, verbose=verbose, on_epoch_end=note)
+    assert result.history["note"] == ["x", "x"] and result.history["scores"] == [[1, 2], [1, 2]]
+    err = capsys.readouterr().err
+    assert (err == "") == (verbose == 0)

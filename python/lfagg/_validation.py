@@ -1,11 +1,14 @@
-"""Checks of user input, in one place: Bags, the ops, every estimator and the loaders use
-these, each at its public entry only; internal paths take already-validated values.
+"""Checks of user input: Bags, the ops, every estimator, the datasets and the loaders use
+these, each at its public entry only; internal paths take already-validated values. (The
+checks of one parameter family live beside it: gamma and the codebook's size in
+encoders/codebook.py, the penalty in models/l2.py, the feature map in models/feature_map.py.)
 
 Every check raises ValueError naming the argument. Integers are ``numbers.Integral``
 (NumPy's too) and reals ``numbers.Real``; booleans are neither.
 """
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -22,7 +25,12 @@ def _is_int(value) -> bool:
 
 
 def _is_real(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and bool(np.isfinite(value))
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond float's range
+        return False
 
 
 def positive_int(value, name: str, minimum: int = 1) -> int:
@@ -53,12 +61,22 @@ def nonnegative_real(value, name: str, *, allow_auto: bool = False) -> float:
     raise ValueError(f"{name} must be {auto}a finite number >= 0, got {value!r}")
 
 
-def real_in(value, name: str, low: float, high: float, *, include_low: bool = True) -> float:
-    """``value`` as a float; ValueError unless it is a number in [low, high) ((low, high)
-    without ``include_low``)."""
-    if _is_real(value) and (low <= value if include_low else low < value) and value < high:
+def real_in(value, name: str, low: float, high: float, *, include_low: bool = True,
+            include_high: bool = False) -> float:
+    """``value`` as a float; ValueError unless it is a number between low and high,
+    each bound included or not as said."""
+    if (_is_real(value) and (low <= value if include_low else low < value)
+            and (value <= high if include_high else value < high)):
         return float(value)
-    raise ValueError(f"{name} must be a number in {'[' if include_low else '('}{low:g}, {high:g}), got {value!r}")
+    interval = f"{'[' if include_low else '('}{low:g}, {high:g}{']' if include_high else ')'}"
+    raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
+
+
+def verbosity(value) -> int:
+    """``verbose`` as an int >= 0 (booleans are accepted here: verbose=True is common)."""
+    if isinstance(value, numbers.Integral) and value >= 0:
+        return int(value)
+    raise ValueError(f"verbose must be a non-negative integer, got {value!r}")
 
 
 def choice(value, name: str, choices):
@@ -130,24 +148,25 @@ def check_offsets(offsets: np.ndarray, n_features: int) -> None:
         raise ValueError(f"offsets[-1] must equal the number of features {n_features}, got {offsets[-1]}")
 
 
-def first_nonfinite_bag(bags) -> int | None:
+def first_nonfinite_bag(bags, n_threads: int = 0) -> int | None:
     """Index of the first bag holding NaN or infinity, or None: one threaded scan when all are finite."""
-    if core.all_finite(bags.features, 0):
+    if core.all_finite(bags.features, n_threads):
         return None
     row = np.flatnonzero(~np.isfinite(bags.features).all(axis=1))[0]
     return int(np.searchsorted(bags.offsets, row, side="right")) - 1
 
 
-def check_bags(X, dim: int | None = None):
+def check_bags(X, dim: int | None = None, n_threads: int = 0):
     """``X`` (a Bags or a list of (N_i, D) arrays) as Bags with finite features and, when
-    given, local features of dimension ``dim`` (the one a model was fitted on)."""
+    given, local features of dimension ``dim`` (the one a model was fitted on); the scan
+    uses ``n_threads`` threads (the core's argument: 0 for all cores)."""
     from .bags import as_bags
 
     bags = as_bags(X)
     if dim is not None and bags.dim != dim:
         raise ValueError(f"bags have local features of dimension {bags.dim}, but the model was fitted on "
                          f"dimension {dim}")
-    bad = first_nonfinite_bag(bags)
+    bad = first_nonfinite_bag(bags, n_threads)
     if bad is not None:
         raise ValueError(f"bags contain NaN or infinity (bag {bad})")
     return bags
@@ -167,3 +186,10 @@ def check_classes(y) -> tuple[np.ndarray, np.ndarray]:
     if classes.size < 2:
         raise ValueError(f"y must hold at least two classes, got only {classes.tolist()}")
     return classes, y_index
+
+
+def forget_fit(estimator) -> None:
+    """Deletes an estimator's fitted attributes (public names ending in "_"), so that a
+    refit that fails leaves it unfitted rather than half old, half new."""
+    for name in [n for n in vars(estimator) if n.endswith("_") and not n.startswith("_")]:
+        delattr(estimator, name)

@@ -43,7 +43,11 @@ class Bags:
 
         The dtype is float32 when every array is float32, float64 otherwise.
         """
-        arrays = [np.asarray(a) for a in arrays]
+        try:
+            arrays = [np.asarray(a) for a in arrays]
+        except TypeError:
+            raise ValueError(f"bags must be a Bags or a sequence of (N_i, D) arrays, got {type(arrays).__name__}") \
+                from None
         if not arrays:
             raise ValueError("arrays must hold at least one bag")
         for i, a in enumerate(arrays):

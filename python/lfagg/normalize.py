@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._validation import positive_int, real_in
+
 __all__ = ["power_normalize", "l2_normalize", "intra_normalize", "improved_fisher_normalize"]
 
 #: Norms below this are treated as this (VLFeat's guard): a zero row stays zero.
@@ -36,8 +38,7 @@ def power_normalize(x, alpha: float = 0.5) -> np.ndarray:
     (n_bags, dim) array of x's dtype.
     """
     x = _rows(x)
-    if not 0 < alpha <= 1:
-        raise ValueError(f"alpha must be in (0, 1], got {alpha!r}")
+    alpha = real_in(alpha, "alpha", 0, 1, include_low=False, include_high=True)
     return np.sign(x) * np.abs(x) ** x.dtype.type(alpha)
 
 
@@ -71,7 +72,8 @@ def intra_normalize(x, n_blocks: int) -> np.ndarray:
     (n_bags, n_blocks * block_dim) array of x's dtype.
     """
     x = _rows(x)
-    if n_blocks < 1 or x.shape[1] % n_blocks:
+    n_blocks = positive_int(n_blocks, "n_blocks")
+    if x.shape[1] % n_blocks:
         raise ValueError(f"n_blocks must be a positive divisor of x.shape[1] = {x.shape[1]}, got {n_blocks!r}")
     n = x.shape[0]
     return l2_normalize(x.reshape(n * n_blocks, -1)).reshape(x.shape)

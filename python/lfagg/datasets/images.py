@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._validation import positive_int, positive_real
 from ..bags import Bags
 from .files import read_npz
 
@@ -27,8 +28,10 @@ def extract_patches(images: np.ndarray, patch_size: int = 6, stride: int = 2) ->
         images = images[..., None]
     if images.ndim != 4:
         raise ValueError(f"images must have shape (n, height, width[, channels]), got {images.shape}")
-    if not (1 <= patch_size <= min(images.shape[1:3]) and stride >= 1):
-        raise ValueError(f"need 1 <= patch_size <= image side and stride >= 1, got {patch_size}, {stride}")
+    patch_size = positive_int(patch_size, "patch_size")
+    stride = positive_int(stride, "stride")
+    if patch_size > min(images.shape[1:3]):
+        raise ValueError(f"patch_size must be at most the image side {min(images.shape[1:3])}, got {patch_size}")
     windows = np.lib.stride_tricks.sliding_window_view(images, (patch_size, patch_size), axis=(1, 2))
     windows = windows[:, ::stride, ::stride]  # (n, py, px, channels, patch, patch)
     n, py, px = windows.shape[:3]
@@ -52,7 +55,7 @@ class ZCAWhitening:
     """
 
     def __init__(self, eps: float = 0.1):
-        self.eps = eps
+        self.eps = positive_real(eps, "eps")
 
     def fit(self, features: np.ndarray, max_samples: int = 200_000, random_state=0) -> "ZCAWhitening":
         """Estimate the mean and whitening matrix from at most max_samples rows of (n, d)."""
@@ -93,7 +96,7 @@ def balanced_subset(labels: np.ndarray, n, random_state=0) -> np.ndarray:
     """Sorted indices of n items (all when n is None) with the classes as balanced as
     possible, drawn at random: files sorted by class must not give one class only."""
     labels = np.asarray(labels)
-    if n is None or n >= len(labels):
+    if n is None or positive_int(n, "n") >= len(labels):
         return np.arange(len(labels))
     rng = np.random.default_rng(random_state)
     order = rng.permutation(len(labels))

@@ -3,17 +3,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._validation import as_generator, positive_int, real_in
 from ..bags import Bags
 
 
 def _two_class_bags(sample_a, sample_b, n_bags, n_per_bag, purity, random_state):
     """Bags whose features come from population a with probability `purity` for class 0
     and 1 - purity for class 1 (the rest from population b); classes alternate."""
-    if not 0.5 < purity <= 1:
-        raise ValueError(f"purity must be in (0.5, 1], got {purity!r}")
-    if n_bags < 2 or n_per_bag < 1:
-        raise ValueError(f"need n_bags >= 2 and n_per_bag >= 1, got {n_bags} and {n_per_bag}")
-    rng = np.random.default_rng(random_state)
+    purity = real_in(purity, "purity", 0.5, 1, include_low=False, include_high=True)
+    n_bags, n_per_bag = positive_int(n_bags, "n_bags", minimum=2), positive_int(n_per_bag, "n_per_bag")
+    rng = as_generator(random_state)
     y = np.arange(n_bags) % 2
     p_a = np.where(y == 0, purity, 1 - purity)
     from_a = rng.random((n_bags, n_per_bag)) < p_a[:, None]

@@ -2,8 +2,8 @@
 baselines BagOfWords, VLAD and FisherVector (:mod:`.baselines`), and the codebooks all of
 them start from (:mod:`.codebook`)."""
 from .baselines import VLAD, BagOfWords, FisherVector
-from .codebook import Codebook, auto_gamma, fit_codebook, sample_features
+from .codebook import Codebook, auto_gamma, fit_codebook
 from .soft import SOFT_BOW, SOFT_VLAD, SoftEncoder, soft_encoder
 
 __all__ = ["BagOfWords", "VLAD", "FisherVector", "SoftEncoder", "SOFT_BOW", "SOFT_VLAD", "soft_encoder", "Codebook",
-           "auto_gamma", "fit_codebook", "sample_features"]
+           "auto_gamma", "fit_codebook"]

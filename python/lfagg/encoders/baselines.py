@@ -17,9 +17,9 @@ from sklearn.utils.validation import check_is_fitted
 
 from .. import normalize
 from .._native import core
-from .._threads import limit_threads
-from .._validation import check_bags, choice, n_threads_arg, positive_int, spawn_seeds
-from ..ops import run_validated
+from .._validation import (check_bags, choice, forget_fit, n_threads_arg, nonnegative_real, positive_int, real_in,
+                           spawn_seeds)
+from .._kernels import run_validated
 from .codebook import check_gamma, check_sizes, fit_codebook, resolve_gamma, sample_features
 from .soft import SOFT_BOW, SOFT_VLAD
 
@@ -32,7 +32,9 @@ class _CodebookTransformer(TransformerMixin, BaseEstimator):
     """fit: sample local features, learn the codebook; transform: encode every bag.
 
     Subclasses set ``nonnegative`` (whether every output value is >= 0) and implement
-    ``_fit_codebook(sample, seed)`` and ``_encode(bags, n_threads)``.
+    ``_check_params()`` (returns what ``_fit_codebook`` needs), ``_fit_codebook(sample,
+    seed, n_threads, params)`` and ``_encode(bags, n_threads)``. ``_fit_validated`` and
+    ``_transform_validated`` take bags already checked, as BagClassifier passes them.
     """
 
     nonnegative = False
@@ -49,19 +51,23 @@ class _CodebookTransformer(TransformerMixin, BaseEstimator):
         -------
         self
         """
-        return self._fit_validated(check_bags(X))
+        return self._fit_validated(check_bags(X, n_threads=n_threads_arg(self.n_threads)))
+
+    def fit_transform(self, X, y=None) -> np.ndarray:
+        """``fit(X).transform(X)``, the bags checked once: (n_bags, output_dim)."""
+        bags = check_bags(X, n_threads=n_threads_arg(self.n_threads))
+        return self._fit_validated(bags)._transform_validated(bags)
 
     def _fit_validated(self, bags):
         """:meth:`fit` on bags already checked finite."""
+        forget_fit(self)
         K, max_features = check_sizes(self.n_codewords, self.max_init_features)
         n_threads = n_threads_arg(self.n_threads)
         positive_int(self.max_iter, "max_iter")
         positive_int(self.n_init, "n_init")
-        self._check_params()
+        params = self._check_params()
         seed = spawn_seeds(self.random_state, 3)[1]  # the codebook's seed in every estimator
-        sample = sample_features(bags, K, max_features, seed)
-        with limit_threads(n_threads):
-            self._fit_codebook(sample, seed)
+        self._fit_codebook(sample_features(bags, K, max_features, seed), seed, n_threads, params)
         self.n_features_in_ = bags.dim
         return self
 
@@ -77,13 +83,13 @@ class _CodebookTransformer(TransformerMixin, BaseEstimator):
         (n_bags, output_dim) float32 array for float32 features, float64 otherwise.
         """
         check_is_fitted(self)
-        return self._transform_validated(check_bags(X, self.n_features_in_))
+        return self._transform_validated(check_bags(X, self.n_features_in_, n_threads_arg(self.n_threads)))
 
     def _transform_validated(self, bags) -> np.ndarray:
         """:meth:`transform` of bags already checked (finite, of dimension n_features_in_)."""
         return self._encode(bags, n_threads_arg(self.n_threads))
 
-    def _check_params(self) -> None:
+    def _check_params(self):
         """Checks the parameters beyond the codebook's size, before any fit."""
 
 
@@ -91,15 +97,15 @@ class _KMeansTransformer(_CodebookTransformer):
     """A K-Means codebook with hard or soft (kernel-codebook) assignment."""
 
     def _check_params(self):
+        """(gamma, gamma_scale) checked."""
         choice(self.assignment, "assignment", ASSIGNMENTS)
-        check_gamma(self.gamma, self.gamma_scale)
+        return check_gamma(self.gamma, self.gamma_scale)
 
-    def _fit_codebook(self, sample, seed):
-        codebook = fit_codebook(sample, self.n_codewords, "kmeans", seed, max_iter=self.max_iter, n_init=self.n_init)
+    def _fit_codebook(self, sample, seed, n_threads, gamma):
+        codebook = fit_codebook(sample, self.n_codewords, "kmeans", seed, max_iter=self.max_iter, n_init=self.n_init,
+                                n_threads=n_threads)
         self.cluster_centers_ = codebook.centers
-        self.gamma_ = None
-        if self.assignment == "soft":
-            self.gamma_ = resolve_gamma(*check_gamma(self.gamma, self.gamma_scale), sample, codebook, seed)
+        self.gamma_ = resolve_gamma(*gamma, sample, codebook, seed) if self.assignment == "soft" else None
 
     def _soft(self, encoder, bags, n_threads):
         """The soft encoder's representation with unit precisions (Euclidean distances)."""
@@ -196,6 +202,11 @@ class VLAD(_KMeansTransformer):
         self.random_state = random_state
         self.n_threads = n_threads
 
+    def _check_params(self):
+        if self.power_alpha is not None:
+            real_in(self.power_alpha, "power_alpha", 0, 1, include_low=False, include_high=True)
+        return super()._check_params()
+
     def _encode(self, bags, n_threads):
         if self.assignment == "soft":
             # T2 averages the residuals over the bag (the paper's eq. 9); VLAD sums them.
@@ -247,9 +258,12 @@ class FisherVector(_CodebookTransformer):
         self.random_state = random_state
         self.n_threads = n_threads
 
-    def _fit_codebook(self, sample, seed):
+    def _check_params(self):
+        nonnegative_real(self.reg_covar, "reg_covar")
+
+    def _fit_codebook(self, sample, seed, n_threads, params):
         gmm = fit_codebook(sample, self.n_codewords, "gmm", seed, max_iter=self.max_iter, n_init=self.n_init,
-                           reg_covar=self.reg_covar)
+                           reg_covar=self.reg_covar, n_threads=n_threads)
         self.means_, self.variances_, self.weights_ = gmm.centers, gmm.variances, gmm.weights
 
     def _encode(self, bags, n_threads):

@@ -8,6 +8,7 @@ import numpy as np
 from sklearn.cluster import KMeans
 from sklearn.mixture import GaussianMixture
 
+from .._threads import limit_threads
 from .._validation import is_auto, positive_int, positive_real
 
 #: The ways :func:`fit_codebook` learns a codebook.
@@ -42,26 +43,35 @@ def check_sizes(n_codewords, max_init_features) -> tuple[int, int]:
                          f"got {max_init_features!r}") from None
 
 
-def sample_features(bags, n_codewords: int, max_features: int, seed: int) -> np.ndarray:
-    """A random sample of at most ``max_features`` of the bags' local features, in their
-    order (bags, an already validated Bags, must hold at least ``n_codewords``)."""
+def random_rows(n: int, max_rows: int, seed: int) -> np.ndarray:
+    """Sorted indices of min(n, max_rows) of n rows drawn at random without replacement."""
+    return np.sort(np.random.default_rng(seed).choice(n, min(n, max_rows), replace=False))
+
+
+def sample_features(bags, n_codewords: int, max_init_features: int, seed: int) -> np.ndarray:
+    """A random sample of at most ``max_init_features`` of the bags' local features, in
+    their order (bags, an already validated Bags, must hold at least ``n_codewords``)."""
     n = bags.n_features
     if n < n_codewords:
         raise ValueError(f"too few local features to learn {n_codewords} codewords: the bags hold {n} features "
                          "in all; lower n_codewords or pass more bags")
-    rows = np.random.default_rng(seed).choice(n, min(n, max_features), replace=False)
-    return bags.features[np.sort(rows)]
+    return bags.features[random_rows(n, max_init_features, seed)]
 
 
 def fit_codebook(sample: np.ndarray, n_codewords: int, init: str, seed: int, *, max_iter: int = 100,
-                 n_init: int = 1, reg_covar: float = 1e-6) -> Codebook:
+                 n_init: int = 1, reg_covar: float = 1e-6, n_threads: int = 0) -> Codebook:
     """The codebook ``init`` learns from the (n, D) sample.
 
     "kmeans": scikit-learn's KMeans centres; "gmm": the means, variances and weights of
     a diagonal GaussianMixture (``reg_covar`` added to the variances); "random":
     ``n_codewords`` distinct sampled features. ``max_iter`` and ``n_init`` go to KMeans
-    and GaussianMixture.
+    and GaussianMixture, which run on ``n_threads`` threads (0: no limit).
     """
+    with limit_threads(n_threads):
+        return _fit_codebook(sample, n_codewords, init, seed, max_iter, n_init, reg_covar)
+
+
+def _fit_codebook(sample, n_codewords, init, seed, max_iter, n_init, reg_covar) -> Codebook:
     K, D = n_codewords, sample.shape[1]
     if init == "kmeans":
         km = KMeans(n_clusters=K, n_init=n_init, max_iter=max_iter, random_state=seed).fit(sample)
@@ -96,9 +106,8 @@ def auto_gamma(sample: np.ndarray, centers: np.ndarray, precisions: np.ndarray, 
 
     sample : (n, D) local features; centers, precisions : (K, D). Returns a float.
     """
-    if len(sample) > 10_000:  # a random subset: the sample may be ordered by bag, hence by class
-        sample = sample[np.random.default_rng(random_state).choice(len(sample), 10_000, replace=False)]
-    sample = sample.astype(np.float64)
+    # a random subset: the sample may be ordered by bag, hence by class
+    sample = sample[random_rows(len(sample), 10_000, random_state)].astype(np.float64)
     d = (sample ** 2) @ precisions.T - 2 * sample @ (centers * precisions).T + (centers ** 2 * precisions).sum(1)
     nearest = np.median(np.maximum(d.min(axis=1), 0))
     return 1.0 / nearest if nearest > 0 else 1.0

@@ -7,10 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-import numpy as np
-
 from .._native import core
-from ..ops import run_validated
+from .._kernels import run_validated
 
 
 @dataclass(frozen=True)
@@ -18,18 +16,15 @@ class SoftEncoder:
     """A soft-assignment encoder: forward and backward kernels over validated bags.
 
     name : str; nonnegative : bool, whether every output value is >= 0;
-    width : callable(K, D) -> int, the output columns for K codewords of dimension D.
+    output_dim : callable(K, D) -> int, the representation's columns for K codewords of
+    D-dimensional features.
     """
 
     name: str
     nonnegative: bool
-    width: Callable[[int, int], int]
+    output_dim: Callable[[int, int], int]
     _forward: Callable
     _backward: Callable
-
-    def output_dim(self, n_codewords: int, dim: int) -> int:
-        """Columns of the representation of K codewords over D-dimensional features."""
-        return self.width(n_codewords, dim)
 
     def forward(self, bags, centers, precisions, gamma: float, n_threads: int = 0, return_assignments=False):
         """The (n_bags, output_dim) representation in the bags' dtype, and with

@@ -13,10 +13,10 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._threads import single_threaded_blas
 from .._timing import Stopwatch
-from .._validation import check_bags, check_classes, check_labels, is_auto, spawn_seeds
+from .._validation import check_bags, check_classes, check_labels, forget_fit, is_auto, n_threads_arg, spawn_seeds
 from .feature_map import make_feature_map
 from .heads import SoftmaxRegression
-from .l2 import check_l2, resolve_l2
+from .l2 import check_l2, select_l2
 
 
 class SoftmaxHead(ClassifierMixin):
@@ -24,8 +24,8 @@ class SoftmaxHead(ClassifierMixin):
 
     A subclass sets ``classes_``, ``n_features_in_``, ``feature_map_`` (None or a feature
     map) and ``classifier_`` (a :class:`SoftmaxRegression`) when fitted, has an ``l2``
-    parameter, and implements ``_represent(bags)``: the (n_bags, width) representation of
-    already validated bags.
+    parameter, and implements ``_represent(bags)``, the (n_bags, width) representation of
+    already validated bags, and ``_n_threads()``, the core's thread argument.
     """
 
     def decision_function(self, X) -> np.ndarray:
@@ -40,12 +40,18 @@ class SoftmaxHead(ClassifierMixin):
 
     def predict(self, X) -> np.ndarray:
         """(n_bags,) predicted labels from classes_."""
-        logits = self._logits(X)  # checks that the model is fitted before classes_ is read
-        return self.classes_[np.argmax(logits, axis=1)]
+        check_is_fitted(self, "classifier_")
+        return self._validated_predict(self._check_bags(X))
 
     def _logits(self, X) -> np.ndarray:
         check_is_fitted(self, "classifier_")
-        return self._validated_logits(check_bags(X, self.n_features_in_))
+        return self._validated_logits(self._check_bags(X))
+
+    def _check_bags(self, X):
+        return check_bags(X, self.n_features_in_, self._n_threads())
+
+    def _validated_predict(self, bags) -> np.ndarray:
+        return self.classes_[np.argmax(self._validated_logits(bags), axis=1)]
 
     def _validated_logits(self, bags) -> np.ndarray:
         with single_threaded_blas():
@@ -56,18 +62,18 @@ class SoftmaxHead(ClassifierMixin):
         R = self._represent(bags).astype(np.float64)
         return self.feature_map_.transform(R) if self.feature_map_ is not None else R
 
-    def _check_l2(self) -> None:
-        """Fails on a bad ``l2`` before any encoding is computed."""
-        if not is_auto(self.l2):
-            check_l2(self.l2)
+    def _check_l2(self) -> float | None:
+        """The penalty ``l2`` as a float, or None for "auto"; fails before any encoding is computed."""
+        return None if is_auto(self.l2) else check_l2(self.l2)
 
-    def _fit_classifier(self, X: np.ndarray, y_index: np.ndarray, seed: int,
+    def _fit_classifier(self, X: np.ndarray, y_index: np.ndarray, l2: float | None, seed: int,
                         watch: Stopwatch) -> SoftmaxRegression:
         """The softmax regression on inputs X (n, n_inputs) of classes y_index (n,), its
-        scaler frozen to X and its penalty resolved from ``l2`` (held-out split ``seed``;
-        the chosen value becomes ``l2_``); the phases "l2" and "classifier" are timed in ``watch``."""
+        scaler frozen to X and its penalty ``l2`` (from :meth:`_check_l2`; None: chosen by
+        :func:`select_l2` on the held-out split ``seed``), kept as ``l2_``; the phases "l2"
+        and "classifier" are timed in ``watch``."""
         with watch("l2"):
-            self.l2_ = resolve_l2(self.l2, X, y_index, self.classes_.size, seed)
+            self.l2_ = select_l2(X, y_index, self.classes_.size, random_state=seed) if l2 is None else l2
         with watch("classifier"):
             classifier = SoftmaxRegression(X.shape[1], self.classes_.size, self.l2_)
             classifier.fit_scaler(X)
@@ -83,7 +89,8 @@ class BagClassifier(SoftmaxHead, BaseEstimator):
     Parameters
     ----------
     encoder : an unfitted transformer of bags with ``fit(bags)`` / ``transform(bags)``,
-        e.g. ``lfagg.BagOfWords(256)``; cloned when fitted.
+        e.g. ``lfagg.BagOfWords(256)``; cloned when fitted. lfagg's own encoders are fitted
+        and applied to the bags this classifier has checked without checking them again.
     feature_map : "auto" (the chi2 map when the encoder's ``nonnegative`` attribute is
         True, as BagOfWords', else none), "chi2" or None.
     l2 : float >= 0 or "auto", the L2 penalty of the classifier weights ("auto": chosen
@@ -115,19 +122,23 @@ class BagClassifier(SoftmaxHead, BaseEstimator):
         -------
         self
         """
-        bags = check_bags(X)
+        forget_fit(self)
+        encoder = self.encoder
+        if isinstance(encoder, type) or not all(hasattr(encoder, m) for m in ("fit", "transform", "get_params")):
+            raise ValueError(f"encoder must be a transformer of bags such as lfagg.BagOfWords(256), got {encoder!r}")
+        l2 = self._check_l2()
+        feature_map = make_feature_map(self.feature_map, getattr(encoder, "nonnegative", False),
+                                       type(encoder).__name__)
+        bags = check_bags(X, n_threads=self._n_threads())
         self.classes_, y_index = check_classes(check_labels(y, len(bags)))
-        self._check_l2()
-        encoder = clone(self.encoder)
-        self.feature_map_ = make_feature_map(self.feature_map, getattr(encoder, "nonnegative", False),
-                                             type(encoder).__name__)
+        encoder = clone(encoder)
         self.timings_ = watch = Stopwatch()
         with watch("codebook"):  # lfagg's encoders skip a second check of these bags
             self.encoder_ = getattr(encoder, "_fit_validated", encoder.fit)(bags)
-        self.n_features_in_ = bags.dim
+        self.feature_map_, self.n_features_in_ = feature_map, bags.dim
         with watch("encode"):
             X = self._classifier_inputs(bags)
-        self.classifier_ = self._fit_classifier(X, y_index, spawn_seeds(self.random_state, 3)[0], watch)
+        self.classifier_ = self._fit_classifier(X, y_index, l2, spawn_seeds(self.random_state, 3)[0], watch)
         return self
 
     def transform(self, X) -> np.ndarray:
@@ -138,3 +149,6 @@ class BagClassifier(SoftmaxHead, BaseEstimator):
     def _represent(self, bags) -> np.ndarray:
         # lfagg's encoders skip a second check of bags validated here
         return getattr(self.encoder_, "_transform_validated", self.encoder_.transform)(bags)
+
+    def _n_threads(self) -> int:
+        return n_threads_arg(getattr(self.encoder, "n_threads", None))

@@ -45,7 +45,11 @@ class SoftmaxRegression:
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         """(n, n_inputs) -> (n, n_classes) float64 logits."""
-        return ((X - self.mean) / self.scale) @ self.W + self.b
+        return self.standardized_logits((X - self.mean) / self.scale)
+
+    def standardized_logits(self, Z: np.ndarray) -> np.ndarray:
+        """(n, n_classes) logits of standardised inputs Z (n, n_inputs)."""
+        return Z @ self.W + self.b
 
     def loss_grad(self, X: np.ndarray, y: np.ndarray):
         """Loss, dJ/dX (n, n_inputs) and [dJ/dW, dJ/db] for class indices y (n,)."""
@@ -54,7 +58,7 @@ class SoftmaxRegression:
 
     def _standardized_loss_grad(self, Z: np.ndarray, y: np.ndarray):
         """Loss, dJ/dlogits and [dJ/dW, dJ/db] for standardised inputs Z (n, n_inputs)."""
-        logp = log_softmax(Z @ self.W + self.b, axis=1)
+        logp = log_softmax(self.standardized_logits(Z), axis=1)
         n = len(y)
         loss = -logp[np.arange(n), y].mean() + 0.5 * self.l2 * np.sum(self.W ** 2)
         dlogits = np.exp(logp)

@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from .._validation import is_auto, nonnegative_real
+from .._validation import nonnegative_real
 from .heads import SoftmaxRegression
 
 
@@ -64,15 +64,7 @@ def select_l2(X: np.ndarray, y: np.ndarray, n_classes: int, grid=L2_GRID, valida
     for l2 in grid:  # each fit starts from the previous, more strongly penalised, solution
         clf.l2 = l2
         clf._fit_standardized(Z_train, y[train])
-        accuracy = float(np.mean(np.argmax(Z_val @ clf.W + clf.b, axis=1) == y[val]))
+        accuracy = float(np.mean(np.argmax(clf.standardized_logits(Z_val), axis=1) == y[val]))
         if accuracy > best_accuracy:
             best, best_accuracy = l2, accuracy
     return best
-
-
-def resolve_l2(l2, X: np.ndarray, y: np.ndarray, n_classes: int, random_state=0) -> float:
-    """The penalty ``l2`` stands for: :func:`select_l2` on (X, y) for "auto", else ``l2``
-    checked by :func:`check_l2`."""
-    if is_auto(l2):
-        return select_l2(X, y, n_classes, random_state=random_state)
-    return check_l2(l2)

@@ -10,6 +10,7 @@ the head every classifier of bags shares (:class:`lfagg.models.classifier.Softma
 from __future__ import annotations
 
 import copy
+from types import SimpleNamespace
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -18,8 +19,8 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._threads import single_threaded_blas
 from .._timing import Stopwatch
-from .._validation import (check_bags, check_classes, check_labels, choice, n_threads_arg, positive_int,
-                           positive_real, real_in, spawn_seeds)
+from .._validation import (check_bags, check_classes, check_labels, choice, forget_fit, n_threads_arg, positive_int,
+                           positive_real, real_in, spawn_seeds, verbosity)
 from ..encoders.codebook import INITS, check_gamma, check_sizes, fit_codebook, resolve_gamma, sample_features
 from ..encoders.soft import SOFT_BOW, SOFT_VLAD
 from ..training.loop import SGDSettings, run_sgd
@@ -79,14 +80,23 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
         self
         """
         with single_threaded_blas():
-            return self._fit(X, y, validation_data)
+            plan = self._check_params()
+            self._fit(check_bags(X, n_threads=plan.n_threads), y, validation_data, plan)
+        return self
 
-    def _check_params(self):
-        """Every parameter, before any data is touched; returns what the fit needs."""
+    def fit_transform(self, X, y, validation_data=None) -> np.ndarray:
+        """``fit(X, y, validation_data).transform(X)``, the bags checked once: (n_bags, width)."""
+        with single_threaded_blas():
+            plan = self._check_params()
+            bags = check_bags(X, n_threads=plan.n_threads)
+            self._fit(bags, y, validation_data, plan)
+        return self._represent(bags)
+
+    def _check_params(self) -> SimpleNamespace:
+        """Every parameter, before any data is touched: the checked values the fit uses."""
         K, max_features = check_sizes(self.n_codewords, self.max_init_features)
         gamma, gamma_scale = check_gamma(self.gamma, self.gamma_scale)
         choice(self.init, "init", INITS)
-        self._check_l2()
         positive_int(self.n_iter_no_change, "n_iter_no_change")
         if self.validation_fraction is not None:
             real_in(self.validation_fraction, "validation_fraction", 0, 1, include_low=False)
@@ -97,13 +107,19 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
             optimizer=self.optimizer, learning_rate=self.learning_rate,
             head_learning_rate=self.classifier_learning_rate, learn_precisions=self.learn_covariances,
             learn_gamma=self.learn_gamma)
-        feature_map = make_feature_map(self.feature_map, self._encoder.nonnegative, type(self).__name__)
-        return K, max_features, gamma, gamma_scale, settings, feature_map, n_threads_arg(self.n_threads)
+        return SimpleNamespace(
+            K=K, max_features=max_features, gamma=gamma, gamma_scale=gamma_scale, l2=self._check_l2(),
+            settings=settings, feature_map=make_feature_map(self.feature_map, self._encoder.nonnegative,
+                                                            type(self).__name__),
+            n_threads=n_threads_arg(self.n_threads), verbose=verbosity(self.verbose))
 
-    def _fit(self, X, y, validation_data):
-        K, max_features, gamma, gamma_scale, settings, feature_map, n_threads = self._check_params()
-        bags = check_bags(X)
+    def _fit(self, bags, y, validation_data, plan: SimpleNamespace) -> None:
+        """Algorithm 1 on validated bags with the checked parameters of ``plan``."""
+        forget_fit(self)
         y = check_labels(y, len(bags))
+        if validation_data is not None and not (isinstance(validation_data, (tuple, list))
+                                                and len(validation_data) == 2):
+            raise ValueError("validation_data must be a pair (bags, labels)")
         split_seed, init_seed, sgd_seed = spawn_seeds(self.random_state, 3)
         val_bags = val_y = None
         if validation_data is None and self.validation_fraction:
@@ -111,23 +127,23 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
                                           stratify=y, random_state=split_seed)
             (val_bags, val_y), (bags, y) = (bags[val], y[val]), (bags[train], y[train])
         elif validation_data is not None:
-            val_bags = check_bags(validation_data[0], bags.dim)
+            val_bags = check_bags(validation_data[0], bags.dim, plan.n_threads)
             val_y = check_labels(validation_data[1], len(val_bags))
         self.classes_, y_index = check_classes(y)
         self.n_features_in_ = bags.dim
-        self.feature_map_ = feature_map
+        self.feature_map_ = feature_map = plan.feature_map
 
         self.timings_ = watch = Stopwatch()
         with watch("codebook"):
-            sample = sample_features(bags, K, max_features, init_seed)
-            codebook = fit_codebook(sample, K, self.init, init_seed)
+            sample = sample_features(bags, plan.K, plan.max_features, init_seed)
+            codebook = fit_codebook(sample, plan.K, self.init, init_seed, n_threads=plan.n_threads)
             centers, precisions = codebook.centers, codebook.precisions
-            gamma = resolve_gamma(gamma, gamma_scale, sample, codebook, init_seed)
+            gamma = resolve_gamma(plan.gamma, plan.gamma_scale, sample, codebook, init_seed)
         self._set_encoder(centers, precisions, gamma)
         # W0 on the initial representation, with the penalty chosen on it
         with watch("encode"):
             X0 = self._classifier_inputs(bags)
-        self.classifier_ = self._fit_classifier(X0, y_index, split_seed, watch)
+        self.classifier_ = self._fit_classifier(X0, y_index, plan.l2, split_seed, watch)
         del X0
         head = MappedHead(feature_map, self.classifier_) if feature_map is not None else self.classifier_
 
@@ -137,8 +153,7 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
             self._set_encoder(result.centers, result.precisions, result.gamma)
             if val_bags is None:
                 return False
-            record["val_accuracy"] = float(np.mean(self.classes_[np.argmax(
-                self._validated_logits(val_bags), axis=1)] == val_y))
+            record["val_accuracy"] = float(np.mean(self._validated_predict(val_bags) == val_y))
             if record["val_accuracy"] > best["score"]:
                 best.update(score=record["val_accuracy"], state=self._copy_state(), stale=0)
             else:
@@ -146,8 +161,8 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
             return self.early_stopping and best["stale"] >= self.n_iter_no_change
 
         with watch("sgd"):
-            result = run_sgd(bags, y_index, head, self._encoder, centers, precisions, gamma, settings,
-                             random_state=sgd_seed, n_threads=n_threads, verbose=self.verbose,
+            result = run_sgd(bags, y_index, head, self._encoder, centers, precisions, gamma, plan.settings,
+                             random_state=sgd_seed, n_threads=plan.n_threads, verbose=plan.verbose,
                              on_epoch_end=on_epoch_end)
         self.history_ = result.history
         if self.early_stopping and best["state"] is not None:
@@ -157,7 +172,6 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
             X = self._classifier_inputs(bags)
         with watch("classifier"):
             self.classifier_.fit(X, y_index)
-        return self
 
     # -- inference ---------------------------------------------------------------------
     def transform(self, X) -> np.ndarray:
@@ -165,11 +179,13 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
         soft BoW (LearnedBoW) or (n_bags, K * D) soft VLAD (LearnedVLAD), in the bags'
         dtype (float32 or float64), before the feature map."""
         check_is_fitted(self, "classifier_")
-        return self._represent(check_bags(X, self.n_features_in_))
+        return self._represent(self._check_bags(X))
 
     def _represent(self, bags) -> np.ndarray:
-        return self._encoder.forward(bags, self.centers_, 1 / self.covariances_, self.gamma_,
-                                     n_threads_arg(self.n_threads))
+        return self._encoder.forward(bags, self.centers_, 1 / self.covariances_, self.gamma_, self._n_threads())
+
+    def _n_threads(self) -> int:
+        return n_threads_arg(self.n_threads)
 
     # -- state -------------------------------------------------------------------------
     def _set_encoder(self, centers, precisions, gamma):
@@ -212,16 +228,17 @@ class LearnedBoW(_LearnedAggregation):
     validation_fraction : fraction of bags held out for per-epoch validation accuracy.
     early_stopping : stop when validation accuracy has not improved for
         ``n_iter_no_change`` epochs and keep the best epoch's parameters.
-    random_state : int or None; fixes initialisation, bag order and subsampling.
-    n_threads : threads of the C++ kernels (None = all cores).
+    random_state : None, int or numpy random generator; fixes initialisation, bag order
+        and subsampling (the same value gives BagOfWords/VLAD the same K-Means codebook).
+    n_threads : threads of the C++ kernels, the input scan and K-Means/GMM (None = all cores).
     verbose : > 0 shows a progress bar per epoch.
 
     Attributes
     ----------
     centers_ : (K, D) float64; covariances_ : (K, D) float64 diagonal covariances;
     gamma_ : float; l2_ : float, the classifier's penalty; classes_ : (n_classes,);
-    history_ : dict of per-epoch lists ("loss", "time", "encoder_time" and, with
-    validation, "val_accuracy"); timings_ : dict of the fit's wall seconds per phase
+    history_ : dict of per-epoch lists ("epoch", "loss", "time", "encoder_time" and,
+    with validation, "val_accuracy"); timings_ : dict of the fit's wall seconds per phase
     ("codebook": sampling, K-Means/GMM and gamma; "encode": the full bags' initial and
     final representations; "l2": the choice of the penalty; "classifier": the L-BFGS fits
     of W0 and of the final classifier; "sgd": the training epochs, with their validation

@@ -8,14 +8,15 @@ drive the encoder through a head or a plain callable ``loss(R, targets) -> (J, d
 """
 from __future__ import annotations
 
+import numbers
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from .._validation import (as_generator, check_bags, choice, n_threads_arg, nonnegative_int, positive_int,
-                           positive_real, real_in)
+from .._validation import (as_generator, check_bags, choice, float_array, n_threads_arg, nonnegative_int,
+                           positive_int, positive_real, real_in, verbosity)
 from ..encoders.soft import SoftEncoder, soft_encoder
 from ..models.heads import LossFunction
 from .optim import OPTIMIZERS, make_optimizer
@@ -101,18 +102,25 @@ def train_encoder(bags, targets, loss, encoder, centers, precisions, gamma, *, n
     TrainResult with float64 centers, precisions (K, D), gamma and history
     {"loss": [...], ...} (one value per epoch for each key of the records).
     """
-    bags = check_bags(bags)
+    n_threads = n_threads_arg(n_threads)
+    bags = check_bags(bags, n_threads=n_threads)
     targets = np.asarray(targets)
-    if len(targets) != len(bags):
-        raise ValueError(f"targets must have one row per bag: {len(targets)} targets for {len(bags)} bags")
+    if targets.ndim < 1 or len(targets) != len(bags):
+        raise ValueError(f"targets must have one row per bag: got shape {targets.shape} for {len(bags)} bags")
+    centers = float_array(centers, "centers", np.float64)
+    precisions = float_array(precisions, "precisions", np.float64)
+    if centers.ndim != 2 or centers.shape[1] != bags.dim or precisions.shape != centers.shape:
+        raise ValueError(f"centers and precisions must both have shape (n_codewords, {bags.dim}), got "
+                         f"{centers.shape} and {precisions.shape}")
+    if not (np.isfinite(centers).all() and np.isfinite(precisions).all() and (precisions > 0).all()):
+        raise ValueError("centers must be finite and precisions finite and strictly positive")
     settings = SGDSettings.checked(
         n_epochs=n_epochs, batch_size=batch_size, n_samples_per_bag=n_samples_per_bag, optimizer=optimizer,
         learning_rate=learning_rate, head_learning_rate=head_learning_rate, momentum=momentum,
         learn_centers=learn_centers, learn_precisions=learn_precisions, learn_gamma=learn_gamma)
     head = loss if hasattr(loss, "loss_grad") else LossFunction(loss)
     return run_sgd(bags, targets, head, soft_encoder(encoder), centers, precisions, positive_real(gamma, "gamma"),
-                   settings,
-                   random_state=random_state, n_threads=n_threads_arg(n_threads), verbose=verbose,
+                   settings, random_state=random_state, n_threads=n_threads, verbose=verbosity(verbose),
                    on_epoch_end=on_epoch_end)
 
 
@@ -169,7 +177,9 @@ def run_sgd(bags, targets: np.ndarray, head, encoder: SoftEncoder, centers, prec
             record = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else float("nan"),
                       "time": time.perf_counter() - started, "encoder_time": encoder_time}
             stop = bool(on_epoch_end(epoch, record, result)) if on_epoch_end is not None else False
-            bar.set_postfix({k: f"{v:.4f}" for k, v in record.items() if k not in ("epoch", "time", "encoder_time")})
+            if not bar.disable:  # the loss and what on_epoch_end added, when it is a number
+                bar.set_postfix({k: f"{v:.4f}" for k, v in record.items() if isinstance(v, numbers.Real)
+                                 and k not in ("epoch", "time", "encoder_time")})
         for key, value in record.items():
             result.history.setdefault(key, []).append(value)
         if stop:

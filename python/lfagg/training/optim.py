@@ -54,9 +54,6 @@ OPTIMIZERS = ("adam", "sgd")
 
 
 def make_optimizer(name: str, params, learning_rates, momentum: float = 0.9):
-    """``"sgd"`` (with momentum) or ``"adam"`` over the arrays ``params``."""
-    if name == "sgd":
-        return SGD(params, learning_rates, momentum)
-    if name == "adam":
-        return Adam(params, learning_rates)
-    raise ValueError(f"optimizer must be 'sgd' or 'adam', got {name!r}")
+    """``"sgd"`` (with momentum) or ``"adam"`` (a name of :data:`OPTIMIZERS`, checked by the
+    caller) over the arrays ``params``."""
+    return SGD(params, learning_rates, momentum) if name == "sgd" else Adam(params, learning_rates)
