@@ -3,7 +3,6 @@ evaluate round trip and an error exit; in-process `main([...])` for the rest (he
 encode against the model's own transform, every error exit, reproduce/figures plumbing)."""
 
 import os
-import pickle
 import re
 import subprocess
 import sys
@@ -68,7 +67,7 @@ def files(tmp_path_factory):
 @pytest.fixture(scope="module")
 def t1_model(files):
     """`lfagg train` of T1 in a subprocess: (completed process, model path)."""
-    path = files / "t1.pkl"
+    path = files / "t1.lfagg"
     done = run_cli("train", "--bags", files / "train", "--labels", files / "train.csv", "--method", "t1",
                    *TRAIN[:-1], "1", "--gamma-scale", "2", "--model", path)
     return done, path
@@ -96,8 +95,7 @@ def test_train_then_evaluate(files, t1_model):
     assert done.returncode == 0, done.stderr
     assert "epoch 1/1" in done.stderr  # progress bar with --verbose 1
     assert f"saved to {path}" in done.stdout
-    with open(path, "rb") as fh:
-        model = pickle.load(fh)
+    model = lfagg.load(path)
     assert isinstance(model, lfagg.LearnedBoW)
     np.testing.assert_array_equal(model.classes_, ["inner", "outer"])
     # The same training in this process gives the same model: the options reached it.
@@ -121,9 +119,9 @@ def test_train_then_evaluate(files, t1_model):
 
 def test_missing_file_exits_with_one_line(tmp_path):
     done = run_cli("train", "--bags", tmp_path / "nowhere", "--labels", tmp_path / "y.txt", "--model",
-                   tmp_path / "m.pkl")
+                   tmp_path / "m.lfagg")
     assert_one_line_error(done.returncode, done.stderr, "lfagg train: error:", tmp_path / "nowhere")
-    assert not (tmp_path / "m.pkl").exists()
+    assert not (tmp_path / "m.lfagg").exists()
 
 
 # ---------------------------------------------------------------------------------------
@@ -141,8 +139,7 @@ def test_encode_equals_transform(capsys, files, t1_model, tmp_path):
     _, path = t1_model
     rc, out, _ = run_main(capsys, "encode", "--model", path, "--bags", files / "test.npz", "--out", tmp_path / "r.npy")
     assert rc == 0 and "(10, 3) float32" in out
-    with open(path, "rb") as fh:
-        model = pickle.load(fh)
+    model = lfagg.load(path)
     bags, _ = lfagg.datasets.load_npz_bags(files / "test.npz")
     np.testing.assert_array_equal(np.load(tmp_path / "r.npy"), model.transform(bags))
 
@@ -150,12 +147,11 @@ def test_encode_equals_transform(capsys, files, t1_model, tmp_path):
 @pytest.mark.parametrize("method, encoder, dim", [("bow", lfagg.BagOfWords, 3), ("vlad", lfagg.VLAD, 6),
                                                    ("fv", lfagg.FisherVector, 12), ("t2", lfagg.LearnedVLAD, 6)])
 def test_train_encode_other_methods(capsys, files, tmp_path, method, encoder, dim):
-    model_path = tmp_path / "m.pkl"
+    model_path = tmp_path / "m.lfagg"
     rc, out, err = run_main(capsys, "train", "--bags", files / "test.npz", "--method", method, *TRAIN,
                             "--model", model_path)
     assert rc == 0, err
-    with open(model_path, "rb") as fh:
-        model = pickle.load(fh)
+    model = lfagg.load(model_path)
     assert isinstance(getattr(model, "encoder_", model), encoder)
     rc, out, err = run_main(capsys, "encode", "--model", model_path, "--bags", files / "train", "--out", tmp_path / "r")
     assert rc == 0 and out.endswith(f"saved to {tmp_path / 'r.npy'}\n"), err
@@ -167,29 +163,31 @@ def test_train_encode_other_methods(capsys, files, tmp_path, method, encoder, di
 
 def test_errors(capsys, files, tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"not a zip file")
-    (tmp_path / "bad.pkl").write_bytes(b"not a pickle")
-    with open(tmp_path / "dict.pkl", "wb") as fh:
-        pickle.dump({"a": 1}, fh)
+    (tmp_path / "bad.lfagg").write_bytes(b"not a model")
+    lfagg.save(lfagg.BagOfWords(3), tmp_path / "encoder.lfagg")
+    lfagg.save(lfagg.LearnedBoW(3), tmp_path / "unfitted.lfagg")
     (tmp_path / "empty.csv").write_text("")
     train = ["train", "--bags", files / "train", "--labels", files / "train.csv", *TRAIN]
     cases = [
-        (["train", "--bags", tmp_path / "bad.npz", "--model", tmp_path / "m.pkl"], "not a readable .npz"),
-        ([*train[:4], tmp_path / "empty.csv", *TRAIN, "--model", tmp_path / "m.pkl"], "no labels in this file"),
-        (["train", "--bags", files / "train", *TRAIN, "--model", tmp_path / "m.pkl"], "no labels; pass --labels"),
-        ([*train, "--model", tmp_path / "no" / "m.pkl"], "no such directory"),
-        (["encode", "--model", tmp_path / "bad.pkl", "--bags", files / "test.npz", "--out", tmp_path / "r.npy"],
-         "not a model saved by 'lfagg train'"),
-        (["evaluate", "--model", tmp_path / "dict.pkl", "--bags", files / "test.npz"], "it holds a dict"),
-        (["evaluate", "--model", tmp_path / "none.pkl", "--bags", files / "test.npz"], "no such file"),
+        (["train", "--bags", tmp_path / "bad.npz", "--model", tmp_path / "m.lfagg"], "not a readable .npz"),
+        ([*train[:4], tmp_path / "empty.csv", *TRAIN, "--model", tmp_path / "m.lfagg"], "no labels in this file"),
+        (["train", "--bags", files / "train", *TRAIN, "--model", tmp_path / "m.lfagg"], "no labels; pass --labels"),
+        ([*train, "--model", tmp_path / "no" / "m.lfagg"], "no such directory"),
+        (["encode", "--model", tmp_path / "bad.lfagg", "--bags", files / "test.npz", "--out", tmp_path / "r.npy"],
+         "not a model file written by lfagg.save / 'lfagg train'"),
+        (["evaluate", "--model", tmp_path / "encoder.lfagg", "--bags", files / "test.npz"],
+         "holds a BagOfWords, not a classifier of bags"),
+        (["evaluate", "--model", tmp_path / "unfitted.lfagg", "--bags", files / "test.npz"], "not fitted"),
+        (["evaluate", "--model", tmp_path / "none.lfagg", "--bags", files / "test.npz"], "no such file"),
         (["reproduce", "--data", tmp_path / "none.npz"], "none.npz"),
     ]
     for lr in ("nan", "0", "-1e-3", "inf"):
-        rc, _, err = run_main(capsys, *train, f"--lr={lr}", "--model", tmp_path / "m.pkl")
+        rc, _, err = run_main(capsys, *train, f"--lr={lr}", "--model", tmp_path / "m.lfagg")
         assert rc == 2 and "expected a positive number" in err
     for args, message in cases:
         rc, _, err = run_main(capsys, *args)
         assert_one_line_error(rc, err, message)
-    assert not (tmp_path / "m.pkl").exists()
+    assert not (tmp_path / "m.lfagg").exists()
 
 
 def test_evaluate_warns_about_unknown_labels(capsys, files, t1_model, tmp_path):

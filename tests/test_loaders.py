@@ -35,7 +35,7 @@ def test_npy_dir_round_trip(tmp_path, arrays):
     folder = write_dir(tmp_path / "bags", arrays)
     (folder / "notes.txt").write_text("ignored")
     bags, names = load_npy_dir(folder)
-    assert names == ["a", "b", "c", "d10"]  # sorted file names, without .npy
+    assert names == ["a", "b", "c", "d10"]  # file names in natural order, without .npy
     assert bags.dtype == np.float32
     np.testing.assert_array_equal(bags.offsets, [0, 2, 6, 6, 11])
     for b, name in enumerate(names):
@@ -278,3 +278,15 @@ def test_load_bags_errors(tmp_path):
     with pytest.raises(ValueError, match="2 labels for the 3 bags") as err:
         load_bags(tmp_path / "x.npz", labels)
     assert str(labels) in str(err.value)
+
+
+def test_npy_dir_is_read_in_natural_order(tmp_path):
+    """bag2 comes before bag10, so a one-column labels file goes to the right bags."""
+    arrays = {f"bag{i}": np.full((1, 2), float(i)) for i in range(12)}
+    folder = write_dir(tmp_path / "bags", arrays)
+    bags, names = load_npy_dir(folder)
+    assert names == [f"bag{i}" for i in range(12)]
+    np.testing.assert_array_equal(bags.features[:, 0], np.arange(12))
+    labels = write_text(tmp_path / "y.txt", "".join(f"{i % 2}\n" for i in range(12)))
+    _, y = load_bags(folder, labels)
+    np.testing.assert_array_equal(y, bags.features[:, 0].astype(int) % 2)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import pickle
 import sys
 import time
 
@@ -38,18 +37,17 @@ def build_model(method, n_codewords, *, epochs=10, gamma="auto", gamma_scale=1.0
 
 
 def load_model(path):
-    """The fitted model pickled at path by ``lfagg train``; ValueError for anything else."""
-    from .models import BagClassifier, LearnedBoW, LearnedVLAD
+    """The fitted classifier of bags written at path by ``lfagg train`` (:func:`lfagg.load`:
+    loading runs no code); ValueError for anything else."""
+    from sklearn.utils.validation import check_is_fitted
 
-    if not os.path.isfile(path):
-        raise ValueError(f"{path}: no such file")
-    try:
-        with open(path, "rb") as fh:
-            model = pickle.load(fh)
-    except Exception as exc:  # unpickling random bytes raises almost anything
-        raise ValueError(f"{path}: not a model saved by 'lfagg train' ({type(exc).__name__}: {exc})") from None
+    from .models import BagClassifier, LearnedBoW, LearnedVLAD
+    from .persistence import load
+
+    model = load(path)
     if not isinstance(model, (BagClassifier, LearnedBoW, LearnedVLAD)):
-        raise ValueError(f"{path}: not a model saved by 'lfagg train' (it holds a {type(model).__name__})")
+        raise ValueError(f"{path}: holds a {type(model).__name__}, not a classifier of bags from 'lfagg train'")
+    check_is_fitted(model, "classifier_")
     return model
 
 
@@ -99,6 +97,8 @@ def _labelled_bags(args):
 
 
 def _train(args) -> int:
+    from .persistence import save
+
     folder = os.path.dirname(os.path.abspath(args.model))
     if not os.path.isdir(folder):
         raise ValueError(f"{args.model}: no such directory {folder}")
@@ -109,8 +109,7 @@ def _train(args) -> int:
                         verbose=args.verbose)
     start = time.perf_counter()
     model.fit(bags, y)
-    with open(args.model, "wb") as fh:
-        pickle.dump(model, fh, protocol=pickle.HIGHEST_PROTOCOL)
+    save(model, args.model)
     print(f"{args.method} with {args.codewords} codewords trained on {len(bags)} bags in "
           f"{time.perf_counter() - start:.1f} s, training accuracy {model.score(bags, y):.3f}; saved to {args.model}")
     return 0
@@ -119,13 +118,15 @@ def _train(args) -> int:
 def _encode(args) -> int:
     import numpy as np
 
+    from ._files import atomic_path
     from .datasets import load_bags
 
     model = load_model(args.model)
     bags, _ = load_bags(args.bags)
     R = model.transform(bags)
     out = args.out if args.out.endswith(".npy") else f"{args.out}.npy"  # what numpy.save writes
-    np.save(out, R)
+    with atomic_path(out) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, R)
     print(f"{len(bags)} bags encoded as {R.shape} {R.dtype}; saved to {out}")
     return 0
 
@@ -177,12 +178,13 @@ def _figures(args) -> int:
 # ---------------------------------------------------------------------------------------
 # Parser
 # ---------------------------------------------------------------------------------------
-_BAGS_HELP = ("the bags: a directory of .npy files, one (n_i, D) array per bag, taken in sorted file-name order, "
-              "or an .npz file with 'features' (N, D), 'offsets' (n_bags + 1,) and optionally 'labels'")
+_BAGS_HELP = ("the bags: a directory of .npy files, one (n_i, D) array per bag, taken in natural file-name order "
+              "(bag2 before bag10), or an .npz file with 'features' (N, D), 'offsets' (n_bags + 1,) and optionally "
+              "'labels'")
 _LABELS_HELP = ("class labels: a .txt file with one label per line in bag order, or a .csv file with one column "
                 "(label) or two (name,label: name = the .npy file name, for a directory); optional header "
                 "(default: the 'labels' array of the .npz)")
-_MODEL_HELP = "a model written by 'lfagg train' (a pickle: load only files you trust)"
+_MODEL_HELP = "a model file written by 'lfagg train' (lfagg.save; loading it runs no code)"
 
 
 def _positive_float(text):
@@ -260,8 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser(
         "train", help="fit a representation and a classifier on your bags; save the model",
-        description="Fit a classifier of bags and pickle it. t1/t2: soft BoW/VLAD learned jointly with softmax "
-        "regression (lfagg.LearnedBoW/LearnedVLAD); bow/vlad/fv: the unsupervised encoder (lfagg.BagOfWords, "
+        description="Fit a classifier of bags and save it (lfagg.save). t1/t2: soft BoW/VLAD learned jointly with "
+        "softmax regression (lfagg.LearnedBoW/LearnedVLAD); bow/vlad/fv: the unsupervised encoder (lfagg.BagOfWords, "
         "VLAD, FisherVector) followed by the same softmax regression, after the chi2 feature map for bow and t1.",
         formatter_class=formatter)
     train.add_argument("--bags", required=True, metavar="PATH", help=_BAGS_HELP)
@@ -276,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=_positive_float, default=1e-3, help="learning rate (t1, t2)")
     train.add_argument("--samples-per-bag", type=_positive_int, default=128,
                        help="local features drawn from each bag per SGD step (t1, t2)")
-    train.add_argument("--model", required=True, metavar="OUT", help="output file of the fitted model (pickle)")
+    train.add_argument("--model", required=True, metavar="OUT", help="output model file (lfagg.save; e.g. model.lfagg)")
     _add_common(train)
     train.set_defaults(run=_train)
 
@@ -322,8 +324,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fig. 1: codewords of K-Means, GMM and LearnedBoW on the synthetic bags; Fig. 2: test accuracy "
         "per epoch for several codebook sizes, with BoW for comparison. Writes DIR/figure1.png and "
         "DIR/figure2.png; needs matplotlib (pip install 'lfagg[plot]').", formatter_class=formatter)
-    figures.add_argument("--out-dir", required=True, metavar="DIR", help="directory of the PNG files (created if missing)")
-    figures.add_argument("--data", default=None, metavar="NPZ", help="CIFAR-10 .npz for Fig. 2 (default: synthetic bags)")
+    figures.add_argument("--out-dir", required=True, metavar="DIR",
+                         help="directory of the PNG files (created if missing)")
+    figures.add_argument("--data", default=None, metavar="NPZ",
+                         help="CIFAR-10 .npz for Fig. 2 (default: synthetic bags)")
     figures.add_argument("--codewords", type=_positive_int, nargs="+", metavar="K", default=None,
                          help="codebook sizes of Fig. 2 (default: 4 8 on the synthetic bags, 16 64 on CIFAR-10)")
     figures.add_argument("--epochs", type=_count, default=10, help="training epochs of Fig. 2")

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 
 import numpy as np
 
+from .._files import atomic_path
 from .._validation import first_nonfinite_bag
 from ..bags import Bags, as_bags
 
@@ -32,6 +34,12 @@ def read_npz(path, required, optional=()) -> dict:
     return out
 
 
+def natural_key(name: str) -> list:
+    """Sort key of a file name in natural order: its runs of digits compare as numbers, so
+    "bag2" comes before "bag10" (and "bag02" before "bag10" too)."""
+    return [(0, int(part), part) if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name)]
+
+
 def _check_finite(bags: Bags, path, names=None) -> Bags:
     """bags, or ValueError naming path and the first bag holding NaN or infinity."""
     b = first_nonfinite_bag(bags)
@@ -47,9 +55,8 @@ def load_npy_dir(path):
     ----------
     path : str or os.PathLike, a directory holding one ``<name>.npy`` file per bag: a
         2-D (n_i, D) array of real numbers (any integer or float dtype), the same D in
-        every file; n_i may be 0. Files are memory-mapped and taken in the order of their
-        sorted names (zero-pad numbers: "bag10" sorts before "bag2"); other files are
-        ignored.
+        every file; n_i may be 0. Files are memory-mapped and taken in the natural order of
+        their names (:func:`natural_key`: "bag2" before "bag10"); other files are ignored.
 
     Returns
     -------
@@ -64,7 +71,8 @@ def load_npy_dir(path):
     """
     if not os.path.isdir(path):
         raise ValueError(f"{path}: no such directory (expected a directory of .npy files, one per bag)")
-    files = sorted(f for f in os.listdir(path) if f.endswith(".npy") and os.path.isfile(os.path.join(path, f)))
+    files = sorted((f for f in os.listdir(path) if f.endswith(".npy") and os.path.isfile(os.path.join(path, f))),
+                   key=natural_key)
     if not files:
         raise ValueError(f"{path}: no .npy files in this directory")
     arrays = []
@@ -133,7 +141,10 @@ def save_npz_bags(path, bags, labels=None) -> None:
             raise ValueError(f"labels must be one number or string per bag: got shape {labels.shape} and "
                              f"dtype {labels.dtype} for {len(bags)} bags")
         arrays["labels"] = labels
-    np.savez(path, **arrays)
+    path = os.fspath(path)
+    path = path if path.endswith(".npz") else f"{path}.npz"  # what numpy.savez writes
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
 
 
 def load_labels(path, names=None) -> np.ndarray:

@@ -132,13 +132,14 @@ class BagClassifier(SoftmaxHead, BaseEstimator):
         bags = check_bags(X, n_threads=self._n_threads())
         self.classes_, y_index = check_classes(check_labels(y, len(bags)))
         encoder = clone(encoder)
-        self.timings_ = watch = Stopwatch()
+        watch = Stopwatch()
         with watch("codebook"):  # lfagg's encoders skip a second check of these bags
             self.encoder_ = getattr(encoder, "_fit_validated", encoder.fit)(bags)
         self.feature_map_, self.n_features_in_ = feature_map, bags.dim
         with watch("encode"):
             X = self._classifier_inputs(bags)
         self.classifier_ = self._fit_classifier(X, y_index, l2, spawn_seeds(self.random_state, 3)[0], watch)
+        self.timings_ = dict(watch)
         return self
 
     def transform(self, X) -> np.ndarray:

@@ -133,7 +133,7 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
         self.n_features_in_ = bags.dim
         self.feature_map_ = feature_map = plan.feature_map
 
-        self.timings_ = watch = Stopwatch()
+        watch = Stopwatch()
         with watch("codebook"):
             sample = sample_features(bags, plan.K, plan.max_features, init_seed)
             codebook = fit_codebook(sample, plan.K, self.init, init_seed, n_threads=plan.n_threads)
@@ -172,6 +172,7 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
             X = self._classifier_inputs(bags)
         with watch("classifier"):
             self.classifier_.fit(X, y_index)
+        self.timings_ = dict(watch)
 
     # -- inference ---------------------------------------------------------------------
     def transform(self, X) -> np.ndarray:

@@ -1,0 +1,94 @@
+"""Model files that load without running code: :func:`save` and :func:`load`.
+
+A model file is a zip archive of two members: ``lfagg.json`` (the format's name and
+version, the lfagg version that wrote it and the estimator's class) and ``model.skops``,
+the estimator serialised by skops.io. skops rebuilds objects from a schema instead of
+unpickling them, loads arrays without pickle, and refuses any type outside an explicit
+trusted list: lfagg's estimators and their parts, NumPy arrays and plain Python values.
+A crafted file therefore fails with ValueError before anything in it is constructed.
+(lfagg chose skops over a format of its own: it already knows every scikit-learn and
+NumPy building block and how to audit them.)
+
+Plain pickling keeps working for scikit-learn users, for files they trust.
+"""
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+
+from . import __version__
+from ._files import atomic_path
+from .encoders import VLAD, BagOfWords, FisherVector
+from .models import BagClassifier, LearnedBoW, LearnedVLAD
+from .models.feature_map import AdditiveChi2Map
+from .models.heads import SoftmaxRegression
+
+#: The name and version of the model format this lfagg writes.
+FORMAT, FORMAT_VERSION = "lfagg-model", 1
+#: The estimators a model file may hold.
+ESTIMATORS = (LearnedBoW, LearnedVLAD, BagClassifier, BagOfWords, VLAD, FisherVector)
+#: The lfagg types a model file may contain (skops trusts NumPy arrays and builtins itself).
+TRUSTED_TYPES = tuple(f"{t.__module__}.{t.__qualname__}" for t in (*ESTIMATORS, SoftmaxRegression, AdditiveChi2Map))
+
+
+def save(model, path) -> None:
+    """Write ``model`` (an lfagg estimator, usually fitted) to the model file ``path``,
+    atomically: an interrupted write leaves the previous file or none.
+
+    Parameters
+    ----------
+    model : LearnedBoW, LearnedVLAD, BagClassifier, BagOfWords, VLAD or FisherVector.
+    path : str or os.PathLike, the file written (conventionally ``*.lfagg``).
+    """
+    import skops.io
+
+    if not isinstance(model, ESTIMATORS):
+        raise ValueError(f"model must be one of lfagg's estimators ({', '.join(t.__name__ for t in ESTIMATORS)}), "
+                         f"got {type(model).__name__}")
+    meta = {"format": FORMAT, "version": FORMAT_VERSION, "lfagg": __version__, "class": type(model).__name__}
+    payload = skops.io.dumps(model)
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w") as archive:
+        archive.writestr("lfagg.json", json.dumps(meta))
+        archive.writestr("model.skops", payload)
+
+
+def load(path):
+    """The estimator in the model file ``path`` written by :func:`save` (``lfagg train``).
+
+    Loading constructs only trusted types (:data:`TRUSTED_TYPES`, NumPy arrays, builtins)
+    and never unpickles, so a crafted file cannot run code.
+
+    Raises
+    ------
+    ValueError naming the path: no such file, not an lfagg model file (e.g. a pickle),
+    a file of a newer format version, a damaged file, or one holding untrusted types.
+    """
+    import skops.io
+    from skops.io.exceptions import UntrustedTypesFoundException
+
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: no such file")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            meta = json.loads(archive.read("lfagg.json"))
+            payload = archive.read("model.skops")
+    except (zipfile.BadZipFile, KeyError, UnicodeDecodeError, json.JSONDecodeError, OSError, EOFError) as exc:
+        raise ValueError(f"{path}: not a model file written by lfagg.save / 'lfagg train' ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a model file written by lfagg.save / 'lfagg train'")
+    version = meta.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError(f"{path}: damaged model file (format version {version!r})")
+    if version > FORMAT_VERSION:
+        raise ValueError(f"{path}: written by lfagg {meta.get('lfagg')} in model format {version}; this lfagg "
+                         f"({__version__}) reads format {FORMAT_VERSION}: upgrade lfagg")
+    try:
+        model = skops.io.loads(payload, trusted=list(TRUSTED_TYPES))
+    except UntrustedTypesFoundException as exc:
+        raise ValueError(f"{path}: refused, the file holds types lfagg does not trust ({exc})") from None
+    except Exception as exc:  # a damaged payload fails in zipfile, json, numpy or skops alike
+        raise ValueError(f"{path}: damaged model file ({type(exc).__name__}: {exc})") from None
+    if not isinstance(model, ESTIMATORS):
+        raise ValueError(f"{path}: holds a {type(model).__name__}, not an lfagg estimator")
+    return model

@@ -1,0 +1,235 @@
+"""lfagg.save / lfagg.load: bitwise round trips for every estimator; crafted files (pickle
+payloads, untrusted types, object arrays, foreign or newer formats) raise ValueError and
+run nothing; writes are atomic."""
+import io
+import json
+import os
+import pickle
+import zipfile
+
+import numpy as np
+import pytest
+
+import lfagg
+from lfagg.datasets import make_circles_bags
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+skops_io = pytest.importorskip("skops.io")
+
+FAST = dict(n_epochs=1, batch_size=8, n_samples_per_bag=10, random_state=0)
+CLASSIFIERS = {
+    "LearnedBoW": lambda: lfagg.LearnedBoW(3, **FAST),
+    "LearnedVLAD": lambda: lfagg.LearnedVLAD(3, init="gmm", **FAST),
+    "BagClassifier-BoW": lambda: lfagg.BagClassifier(lfagg.BagOfWords(8, assignment="soft", random_state=0)),
+    "BagClassifier-VLAD": lambda: lfagg.BagClassifier(lfagg.VLAD(3, power_alpha=0.5, random_state=0)),
+    "BagClassifier-FV": lambda: lfagg.BagClassifier(lfagg.FisherVector(2, with_weights=True, random_state=0)),
+}
+TRANSFORMERS = {
+    "BagOfWords": lambda: lfagg.BagOfWords(4, random_state=0),
+    "VLAD": lambda: lfagg.VLAD(3, assignment="soft", random_state=0),
+    "FisherVector": lambda: lfagg.FisherVector(2, random_state=0),
+}
+
+
+@pytest.fixture(scope="module")
+def circles():
+    return make_circles_bags(30, 15, random_state=0), make_circles_bags(12, 15, random_state=1)
+
+
+@pytest.mark.parametrize("name", list(CLASSIFIERS))
+def test_classifier_round_trip_is_bitwise(name, circles, tmp_path):
+    (bags, y), (test_bags, _) = circles
+    model = CLASSIFIERS[name]().fit(bags, y)
+    lfagg.save(model, tmp_path / "m.lfagg")
+    loaded = lfagg.load(tmp_path / "m.lfagg")
+    assert type(loaded) is type(model) and loaded.get_params().keys() == model.get_params().keys()
+    for method in ("predict", "predict_proba", "decision_function", "transform"):
+        np.testing.assert_array_equal(getattr(loaded, method)(test_bags), getattr(model, method)(test_bags))
+    assert loaded.l2_ == model.l2_ and loaded.timings_ == model.timings_
+
+
+@pytest.mark.parametrize("name", list(TRANSFORMERS))
+def test_transformer_round_trip_is_bitwise(name, circles, tmp_path):
+    (bags, _), (test_bags, _) = circles
+    model = TRANSFORMERS[name]().fit(bags)
+    lfagg.save(model, tmp_path / "t.lfagg")
+    np.testing.assert_array_equal(lfagg.load(tmp_path / "t.lfagg").transform(test_bags), model.transform(test_bags))
+
+
+def test_unfitted_round_trip_keeps_the_parameters(tmp_path):
+    model = lfagg.LearnedVLAD(5, gamma_scale=3.0, l2=0.1)
+    lfagg.save(model, tmp_path / "u.lfagg")
+    assert lfagg.load(tmp_path / "u.lfagg").get_params() == model.get_params()
+
+
+def test_plain_pickling_keeps_working(circles):
+    (bags, y), (test_bags, _) = circles
+    model = CLASSIFIERS["LearnedBoW"]().fit(bags, y)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(model)).predict_proba(test_bags),
+                                  model.predict_proba(test_bags))
+
+
+def test_save_refuses_other_objects(tmp_path):
+    from sklearn.linear_model import LogisticRegression
+
+    for obj in (LogisticRegression(), {"a": 1}, np.ones(3)):
+        with pytest.raises(ValueError, match="model must be one of lfagg's estimators"):
+            lfagg.save(obj, tmp_path / "x.lfagg")
+    assert not (tmp_path / "x.lfagg").exists()
+
+
+# ---------------------------------------------------------------------------------------
+# Crafted files
+# ---------------------------------------------------------------------------------------
+class Payload:
+    """Unpickling this (or constructing it from a schema) creates the file ``canary``."""
+
+    def __init__(self, canary):
+        self.canary = str(canary)
+
+    def __reduce__(self):
+        return open, (self.canary, "w")
+
+    def __setstate__(self, state):
+        open(state["canary"], "w").close()
+
+
+def model_file(path, meta=None, payload=None, members=None):
+    """A zip laid out as lfagg.save writes it, with the given members."""
+    meta = {"format": "lfagg-model", "version": 1, "lfagg": lfagg.__version__, "class": "LearnedBoW"} \
+        if meta is None else meta
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in (members or {"lfagg.json": json.dumps(meta), "model.skops": payload}).items():
+            archive.writestr(name, data)
+    return path
+
+
+def skops_with_object_array(model, canary) -> bytes:
+    """model's skops bytes with one stored array replaced by a pickled object array."""
+    source = zipfile.ZipFile(io.BytesIO(skops_io.dumps(model)))
+    arrays = [n for n in source.namelist() if n.endswith(".npy")]
+    assert arrays
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as target:
+        for name in source.namelist():
+            data = source.read(name)
+            if name == arrays[0]:
+                buffer = io.BytesIO()
+                np.save(buffer, np.array([Payload(canary)], dtype=object), allow_pickle=True)
+                data = buffer.getvalue()
+            target.writestr(name, data)
+    return out.getvalue()
+
+
+def crafted_files(tmp_path, circles, canary):
+    (bags, y), _ = circles
+    model = CLASSIFIERS["LearnedBoW"]().fit(bags, y)
+    pickled = tmp_path / "pickle.lfagg"
+    pickled.write_bytes(pickle.dumps(Payload(canary)))
+    return {
+        "a pickle": (pickled, "not a model file"),
+        "a pickle as the payload": (model_file(tmp_path / "p.lfagg", payload=pickle.dumps(Payload(canary))),
+                                    "damaged model file"),
+        "an untrusted type": (model_file(tmp_path / "u.lfagg", payload=skops_io.dumps(Payload(canary))),
+                              "types lfagg does not trust"),
+        "a function": (model_file(tmp_path / "f.lfagg", payload=skops_io.dumps(os.system)),
+                       "types lfagg does not trust"),
+        "an object array": (model_file(tmp_path / "o.lfagg", payload=skops_with_object_array(model, canary)),
+                            "damaged model file|does not trust"),
+        "not an estimator": (model_file(tmp_path / "a.lfagg", payload=skops_io.dumps(np.arange(3))),
+                             "holds a ndarray, not an lfagg estimator"),
+        "a newer format": (model_file(tmp_path / "n.lfagg", meta={"format": "lfagg-model", "version": 99,
+                                                                  "lfagg": "9.0"}, payload=b""), "upgrade lfagg"),
+        "a foreign zip": (model_file(tmp_path / "z.lfagg", members={"readme.txt": "hello"}), "not a model file"),
+        "another format": (model_file(tmp_path / "g.lfagg", meta={"format": "other", "version": 1}, payload=b""),
+                           "not a model file"),
+        "a bad version": (model_file(tmp_path / "v.lfagg", meta={"format": "lfagg-model", "version": "1"},
+                                     payload=b""), "damaged model file"),
+        "a truncated file": (truncated(tmp_path, model), "not a model file"),
+        "random bytes": (random_bytes(tmp_path), "not a model file"),
+    }
+
+
+def truncated(tmp_path, model):
+    lfagg.save(model, tmp_path / "whole.lfagg")
+    data = (tmp_path / "whole.lfagg").read_bytes()
+    (tmp_path / "t.lfagg").write_bytes(data[:len(data) // 2])
+    return tmp_path / "t.lfagg"
+
+
+def random_bytes(tmp_path):
+    (tmp_path / "r.lfagg").write_bytes(np.random.default_rng(0).bytes(4096))
+    return tmp_path / "r.lfagg"
+
+
+def test_crafted_files_raise_value_error_and_run_nothing(tmp_path, circles):
+    canary = tmp_path / "canary"
+    Payload(canary)  # constructing it here creates nothing; only unpickling does
+    for what, (path, message) in crafted_files(tmp_path, circles, canary).items():
+        with pytest.raises(ValueError, match=message):
+            lfagg.load(path)
+        assert not canary.exists(), f"loading {what} ran its payload"
+    # The payload does run when unpickled: the canary can fire.
+    pickle.loads((tmp_path / "pickle.lfagg").read_bytes())
+    assert canary.exists()
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ValueError, match="no such file"):
+        lfagg.load(tmp_path / "none.lfagg")
+
+
+# ---------------------------------------------------------------------------------------
+# Atomic writes
+# ---------------------------------------------------------------------------------------
+def test_an_interrupted_save_leaves_the_previous_file(tmp_path, circles, monkeypatch):
+    (bags, y), (test_bags, _) = circles
+    first = CLASSIFIERS["LearnedBoW"]().fit(bags, y)
+    lfagg.save(first, tmp_path / "m.lfagg")
+    before = (tmp_path / "m.lfagg").read_bytes()
+    written = []
+
+    def failing_writestr(self, name, data, *args, **kwargs):
+        written.append(name)
+        if len(written) == 2:
+            raise KeyboardInterrupt  # interrupted after the first member
+        return real(self, name, data, *args, **kwargs)
+
+    real = zipfile.ZipFile.writestr
+    monkeypatch.setattr(zipfile.ZipFile, "writestr", failing_writestr)
+    with pytest.raises(KeyboardInterrupt):
+        lfagg.save(CLASSIFIERS["LearnedVLAD"]().fit(bags, y), tmp_path / "m.lfagg")
+    assert (tmp_path / "m.lfagg").read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["m.lfagg"]  # no temporary file left
+    monkeypatch.undo()
+    np.testing.assert_array_equal(lfagg.load(tmp_path / "m.lfagg").predict(test_bags), first.predict(test_bags))
+
+
+def test_an_interrupted_save_npz_bags_leaves_no_file(tmp_path, monkeypatch):
+    def failing_savez(file, **arrays):
+        file.write(b"PK partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez", failing_savez)
+    with pytest.raises(KeyboardInterrupt):
+        lfagg.datasets.save_npz_bags(tmp_path / "bags", [np.ones((2, 3))])
+    assert os.listdir(tmp_path) == []
+
+
+def test_an_interrupted_encode_leaves_the_previous_output(tmp_path, circles, monkeypatch, capsys):
+    from lfagg import cli
+
+    (bags, y), _ = circles
+    lfagg.save(CLASSIFIERS["LearnedBoW"]().fit(bags, y), tmp_path / "m.lfagg")
+    lfagg.datasets.save_npz_bags(tmp_path / "b.npz", bags)
+    (tmp_path / "r.npy").write_bytes(b"previous")
+
+    def failing_save(file, array):
+        file.write(b"\x93NUMPY partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "save", failing_save)
+    assert cli.main(["encode", "--model", str(tmp_path / "m.lfagg"), "--bags", str(tmp_path / "b.npz"),
+                     "--out", str(tmp_path / "r.npy")]) == 130
+    assert (tmp_path / "r.npy").read_bytes() == b"previous"
+    assert sorted(os.listdir(tmp_path)) == ["b.npz", "m.lfagg", "r.npy"]
