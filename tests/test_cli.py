@@ -257,3 +257,24 @@ def test_figures_without_matplotlib(capsys, monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
     rc, _, err = run_main(capsys, "figures", "--out-dir", tmp_path)
     assert_one_line_error(rc, err, "pip install")
+
+
+def test_a_closed_pipe_exits_quietly(files, t1_model):
+    """`lfagg evaluate ... | head -1`: the reader goes away; no 'Broken pipe' error line."""
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(lfagg.__file__)), OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "lfagg", "evaluate", "--model", str(t1_model[1]), "--bags",
+                             str(files / "test.npz")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc.stdout.close()  # before lfagg has written anything: its first write fails
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and err == ""
+
+
+@pytest.mark.parametrize("command", ["evaluate", "encode"])
+def test_threads_option_of_commands_that_load_a_model(capsys, files, t1_model, tmp_path, command):
+    extra = ["--out", tmp_path / "r.npy"] if command == "encode" else []
+    rc, out, err = run_main(capsys, command, "--model", t1_model[1], "--bags", files / "test.npz", *extra,
+                            "--threads", "1")
+    assert rc == 0, err
+    rc, _, err = run_main(capsys, command, "--model", t1_model[1], "--bags", files / "test.npz", *extra,
+                          "--threads", "0")
+    assert rc == 2 and "expected an integer >= 1" in err

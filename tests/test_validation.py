@@ -693,3 +693,52 @@ def test_on_epoch_end_may_add_any_value_to_the_record(verbose, circles, capsys):
     assert result.history["note"] == ["x", "x"] and result.history["scores"] == [[1, 2], [1, 2]]
     err = capsys.readouterr().err
     assert (err == "") == (verbose == 0)
+
+
+# ---------------------------------------------------------------------------------------
+# Wrong input that used to pass, or failed in foreign terms
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("bad", [np.nan, np.inf, None])
+def test_nan_or_none_labels_are_refused(bad, circles):
+    (bags, y), _ = circles
+    labels = y.astype(object if bad is None else float)
+    labels[3] = bad
+    for model in (learned(), lfagg.BagClassifier(lfagg.BagOfWords(4, random_state=0))):
+        with pytest.raises(ValueError, match="y must hold integer, finite real or string labels"):
+            model.fit(bags, labels)
+
+
+@pytest.mark.parametrize("array", [np.ones((3, 2), dtype=complex), np.array([["1", "2"]]),
+                                   np.ones((2, 2), dtype=object)])
+def test_non_real_features_are_refused(array):
+    with pytest.raises(ValueError, match=r"arrays\[1\] must hold real numbers"):
+        lfagg.Bags.from_arrays([np.ones((2, 2)), array])
+
+
+def test_a_huge_learning_rate_says_training_diverged(circles):
+    (bags, y), _ = circles
+    with pytest.raises(ValueError, match=r"training diverged .* lower learning_rate \(1e\+06\)"):
+        learned(learning_rate=1e6, n_epochs=3).fit(bags, y)
+    with pytest.raises(FloatingPointError, match="diverged"):  # still an arithmetic error, for the CLI
+        learned(learning_rate=1e6, n_epochs=3).fit(bags, y)
+
+
+def test_auto_gamma_beyond_the_dtype_names_the_features_scale(circles):
+    (bags, y), _ = circles
+    tiny = lfagg.Bags(bags.features * 1e-160, bags.offsets)
+    with pytest.raises(ValueError, match=r"gamma='auto' .* rescale the features"):
+        learned().fit(tiny, y)
+    with pytest.raises(ValueError, match=r"gamma = 1e-300 is 0.0 in float32"):
+        learned(gamma=1e-300).fit(lfagg.Bags(bags.features.astype(np.float32), bags.offsets), y)
+
+
+def test_an_unknown_lfagg_isa_warns_and_uses_the_best_one():
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, LFAGG_ISA="no-such-isa", PYTHONPATH=os.path.dirname(os.path.dirname(lfagg.__file__)))
+    done = subprocess.run([sys.executable, "-c", "import lfagg; print(lfagg.ops.isa)"], env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == lfagg._native.available()[0]
+    assert "LFAGG_ISA='no-such-isa' is not available here" in done.stderr and "Traceback" not in done.stderr

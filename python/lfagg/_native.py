@@ -1,12 +1,13 @@
 """Selection of the compiled core: one extension per instruction set, the best one the CPU runs.
 
 Set the environment variable ``LFAGG_ISA`` (``baseline``, ``avx2``, ``avx512`` or ``native``)
-before importing lfagg to force one.
+before importing lfagg to force one (one that is not available gives a warning and the best one).
 """
 from __future__ import annotations
 
 import importlib
 import os
+import warnings
 from types import ModuleType
 
 from ._threads import default_wait_policy
@@ -42,12 +43,15 @@ def load(isa: str) -> ModuleType:
 
 
 def _select() -> ModuleType:
-    forced = os.environ.get("LFAGG_ISA")
-    if forced:
-        return load(forced)
     isas = available()
     if not isas:
         raise ImportError("no compiled lfagg core found: reinstall lfagg (pip install .)")
+    forced = os.environ.get("LFAGG_ISA")
+    if forced in isas:
+        return _import(forced)
+    if forced:  # a typo must not make `import lfagg` fail with a traceback
+        warnings.warn(f"LFAGG_ISA={forced!r} is not available here (available: {', '.join(isas)}); using "
+                      f"{isas[0]}", RuntimeWarning, stacklevel=2)
     return _import(isas[0])
 
 

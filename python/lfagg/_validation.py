@@ -128,6 +128,16 @@ def float_array(x, name: str, dtype=None) -> np.ndarray:
         return np.ascontiguousarray(arr, dtype=dtype)
 
 
+def check_gamma_dtype(gamma: float, dtype, what: str = "gamma") -> float:
+    """``gamma`` (a positive float) if it stays positive and finite in ``dtype``, the
+    features' computation type; else ValueError saying so."""
+    value = np.dtype(dtype).type(gamma)
+    if not (np.isfinite(value) and value > 0):
+        raise ValueError(f"{what} = {gamma:g} is {value} in {np.dtype(dtype).name}, the features' dtype: rescale the "
+                         "features" + (" or use float64 ones" if np.dtype(dtype) == np.float32 else ""))
+    return gamma
+
+
 def as_offsets(offsets) -> np.ndarray:
     """``offsets`` as a C-contiguous int64 array; ValueError for non-integer input."""
     arr = np.asarray(offsets)
@@ -173,10 +183,15 @@ def check_bags(X, dim: int | None = None, n_threads: int = 0):
 
 
 def check_labels(y, n_bags: int) -> np.ndarray:
-    """``y`` as a 1-D array of one label per bag."""
+    """``y`` as a 1-D array of one label per bag: integers, finite reals, strings or
+    booleans (a NaN or None label would silently become a class of its own)."""
     y = np.asarray(y)
     if y.ndim != 1 or len(y) != n_bags:
         raise ValueError(f"y must be a 1-D array with one label per bag: got shape {y.shape} for {n_bags} bags")
+    if y.dtype.kind not in "biufUSO" or (y.dtype.kind == "f" and not np.isfinite(y).all()) or (
+            y.dtype.kind == "O" and not all(isinstance(v, (str, bytes, numbers.Integral)) for v in y)):
+        raise ValueError(f"y must hold integer, finite real or string labels, got dtype {y.dtype} with values like "
+                         f"{y[:3].tolist()}")
     return y
 
 

@@ -51,6 +51,8 @@ class Bags:
         if not arrays:
             raise ValueError("arrays must hold at least one bag")
         for i, a in enumerate(arrays):
+            if a.dtype.kind not in "biuf":  # complex would lose its imaginary part, strings parse as numbers
+                raise ValueError(f"arrays[{i}] must hold real numbers, got dtype {a.dtype}")
             if a.ndim != 2:
                 raise ValueError(f"arrays[{i}] must be a 2-D array (n_features, dim), got shape {a.shape}")
             if a.shape[1] != arrays[0].shape[1]:

@@ -51,6 +51,13 @@ def load_model(path):
     return model
 
 
+def _set_threads(model, threads) -> None:
+    """--threads for a loaded model: the thread count of its kernels and of its encoder's."""
+    for estimator in (model, getattr(model, "encoder_", None)):
+        if threads is not None and estimator is not None and "n_threads" in estimator.get_params():
+            estimator.set_params(n_threads=threads)
+
+
 # ---------------------------------------------------------------------------------------
 # Subcommands
 # ---------------------------------------------------------------------------------------
@@ -122,6 +129,7 @@ def _encode(args) -> int:
     from .datasets import load_bags
 
     model = load_model(args.model)
+    _set_threads(model, args.threads)
     bags, _ = load_bags(args.bags)
     R = model.transform(bags)
     out = args.out if args.out.endswith(".npy") else f"{args.out}.npy"  # what numpy.save writes
@@ -135,6 +143,7 @@ def _evaluate(args) -> int:
     import numpy as np
 
     model = load_model(args.model)
+    _set_threads(model, args.threads)
     bags, y = _labelled_bags(args)
     known = set(model.classes_.tolist())
     unknown = [c for c in np.unique(y).tolist() if c not in known]
@@ -221,11 +230,15 @@ def _int_at_least(minimum):
 _positive_int, _count = _int_at_least(1), _int_at_least(0)
 
 
+def _add_threads(parser):
+    parser.add_argument("--threads", type=_positive_int, default=None,
+                        help="threads of the encoders (default: all cores)")
+
+
 def _add_common(parser, threads=True):
     parser.add_argument("--seed", type=int, default=0, help="random seed")
     if threads:
-        parser.add_argument("--threads", type=_positive_int, default=None,
-                            help="threads of the encoders (default: all cores)")
+        _add_threads(parser)
     parser.add_argument("--verbose", type=_count, default=1,
                         help="1 shows a progress bar per training epoch on stderr, 0 hides them")
 
@@ -289,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("--model", required=True, metavar="PATH", help=_MODEL_HELP)
     encode.add_argument("--bags", required=True, metavar="PATH", help=_BAGS_HELP)
     encode.add_argument("--out", required=True, help="output .npy file")
+    _add_threads(encode)
     encode.set_defaults(run=_encode)
 
     evaluate = sub.add_parser(
@@ -298,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--model", required=True, metavar="PATH", help=_MODEL_HELP)
     evaluate.add_argument("--bags", required=True, metavar="PATH", help=_BAGS_HELP)
     evaluate.add_argument("--labels", metavar="PATH", help=_LABELS_HELP)
+    _add_threads(evaluate)
     evaluate.set_defaults(run=_evaluate)
 
     reproduce = sub.add_parser(
@@ -340,6 +355,9 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
+    except BrokenPipeError:  # the reader (e.g. `| head -1`) stopped: exit quietly, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except (ValueError, OSError, ImportError, ArithmeticError) as exc:
         print(f"lfagg {args.command}: error: {exc}", file=sys.stderr)
         return 1

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _native
-from ._validation import as_offsets, float_array, n_threads_arg, positive_real
+from ._validation import as_offsets, check_gamma_dtype, float_array, n_threads_arg, positive_real
 
 _core = _native.core
 
@@ -36,7 +36,8 @@ def _soft_args(features, offsets, centers, precisions, gamma, n_threads):
     features = float_array(features, "features")
     dtype = features.dtype
     return (features, as_offsets(offsets), float_array(centers, "centers", dtype),
-            float_array(precisions, "precisions", dtype), positive_real(gamma, "gamma")), n_threads_arg(n_threads)
+            float_array(precisions, "precisions", dtype),
+            check_gamma_dtype(positive_real(gamma, "gamma"), dtype)), n_threads_arg(n_threads)
 
 
 def _backward_args(grad_output, assignments, dtype):

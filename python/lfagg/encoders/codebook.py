@@ -9,7 +9,7 @@ from sklearn.cluster import KMeans
 from sklearn.mixture import GaussianMixture
 
 from .._threads import limit_threads
-from .._validation import is_auto, positive_int, positive_real
+from .._validation import check_gamma_dtype, is_auto, positive_int, positive_real
 
 #: The ways :func:`fit_codebook` learns a codebook.
 INITS = ("kmeans", "gmm", "random")
@@ -115,7 +115,11 @@ def auto_gamma(sample: np.ndarray, centers: np.ndarray, precisions: np.ndarray, 
 
 def resolve_gamma(gamma: float | None, gamma_scale: float, sample: np.ndarray, codebook: Codebook,
                   seed: int) -> float:
-    """``gamma`` (from :func:`check_gamma`), or ``gamma_scale`` times :func:`auto_gamma` for None."""
+    """``gamma`` (from :func:`check_gamma`), or ``gamma_scale`` times :func:`auto_gamma` for
+    None; ValueError when it is not a positive finite number in the sample's dtype."""
     if gamma is not None:
-        return gamma
-    return gamma_scale * auto_gamma(sample, codebook.centers, codebook.precisions, seed)
+        return check_gamma_dtype(gamma, sample.dtype)
+    with np.errstate(over="ignore", divide="ignore"):
+        value = gamma_scale * auto_gamma(sample, codebook.centers, codebook.precisions, seed)
+    return check_gamma_dtype(value, sample.dtype, "gamma='auto' (1 / the median squared distance of a feature to "
+                                                  "its nearest codeword, times gamma_scale)")

@@ -26,6 +26,10 @@ from .optim import OPTIMIZERS, make_optimizer
 MAX_KEPT_ASSIGNMENTS_BYTES = 256 << 20
 
 
+class TrainingDiverged(ValueError, FloatingPointError):
+    """The loss or the parameters left the finite numbers: the learning rate is too large."""
+
+
 @dataclass
 class TrainResult:
     """Parameters after training and the per-epoch history (lists keyed by name)."""
@@ -155,7 +159,11 @@ def run_sgd(bags, targets: np.ndarray, head, encoder: SoftEncoder, centers, prec
                 batch = bags[idx]
                 if s.n_samples_per_bag is not None:
                     batch = batch.subsample(s.n_samples_per_bag, rng)
-                P, g = np.exp(log_p), float(np.exp(log_gamma[0]))
+                with np.errstate(over="ignore", under="ignore"):
+                    P, g = np.exp(log_p), float(np.exp(log_gamma[0]))
+                if not (np.isfinite(C).all() and np.isfinite(P).all() and (P > 0).all() and 0 < g < np.inf):
+                    raise TrainingDiverged(f"training diverged (the encoder's parameters overflowed) at epoch "
+                                           f"{epoch + 1}: lower learning_rate ({s.learning_rate:g})")
                 keep = batch.n_features * len(C) * batch.features.itemsize <= MAX_KEPT_ASSIGNMENTS_BYTES
                 kernels_started = time.perf_counter()
                 out = encoder.forward(batch, C, P, g, n_threads, return_assignments=keep)
@@ -163,8 +171,8 @@ def run_sgd(bags, targets: np.ndarray, head, encoder: SoftEncoder, centers, prec
                 R, A = out if keep else (out, None)
                 value, dR, head_grads = head.loss_grad(R.astype(np.float64), targets[idx])
                 if not np.isfinite(value):
-                    raise FloatingPointError(f"training diverged (loss {value}) at epoch {epoch + 1}: "
-                                             "lower the learning rate")
+                    raise TrainingDiverged(f"training diverged (loss {value}) at epoch {epoch + 1}: lower "
+                                           f"learning_rate ({s.learning_rate:g})")
                 kernels_started = time.perf_counter()
                 gC, gP, g_gamma = encoder.backward(batch, C, P, g, dR, n_threads, assignments=A)
                 encoder_time += time.perf_counter() - kernels_started
