@@ -33,7 +33,8 @@ def build_model(method, n_codewords, *, epochs=10, gamma="auto", gamma_scale=1.0
     encoders = {"bow": BagOfWords, "vlad": VLAD, "fv": FisherVector}
     if method not in encoders:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    return BagClassifier(encoders[method](n_codewords, random_state=seed, n_threads=threads), random_state=seed)
+    return BagClassifier(encoders[method](n_codewords, random_state=seed, n_threads=threads), random_state=seed,
+                         verbose=verbose)
 
 
 def load_model(path):
@@ -240,7 +241,8 @@ def _add_common(parser, threads=True):
     if threads:
         _add_threads(parser)
     parser.add_argument("--verbose", type=_count, default=1,
-                        help="1 shows a progress bar per training epoch on stderr, 0 hides them")
+                        help="1 reports each phase of a fit and each training epoch on stderr (a bar on a "
+                        "terminal, a line per epoch in a log), 0 hides them")
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter):

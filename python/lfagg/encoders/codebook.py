@@ -11,8 +11,9 @@ from sklearn.mixture import GaussianMixture
 from .._threads import limit_threads
 from .._validation import check_gamma_dtype, is_auto, positive_int, positive_real
 
-#: The ways :func:`fit_codebook` learns a codebook.
-INITS = ("kmeans", "gmm", "random")
+#: The ways :func:`fit_codebook` learns a codebook, and their names in progress messages.
+INIT_NAMES = {"kmeans": "K-Means", "gmm": "GMM", "random": "random"}
+INITS = tuple(INIT_NAMES)
 
 
 @dataclass

@@ -12,8 +12,9 @@ from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
 from .._threads import single_threaded_blas
-from .._timing import Stopwatch
-from .._validation import check_bags, check_classes, check_labels, forget_fit, is_auto, n_threads_arg, spawn_seeds
+from .._progress import Stopwatch
+from .._validation import (check_bags, check_classes, check_labels, forget_fit, is_auto, n_threads_arg, spawn_seeds,
+                           verbosity)
 from .feature_map import make_feature_map
 from .heads import SoftmaxRegression
 from .l2 import check_l2, select_l2
@@ -72,9 +73,9 @@ class SoftmaxHead(ClassifierMixin):
         scaler frozen to X and its penalty ``l2`` (from :meth:`_check_l2`; None: chosen by
         :func:`select_l2` on the held-out split ``seed``), kept as ``l2_``; the phases "l2"
         and "classifier" are timed in ``watch``."""
-        with watch("l2"):
+        with watch("l2", None if l2 is not None else f"choosing l2 on held-out bags ({X.shape[1]:,} inputs)"):
             self.l2_ = select_l2(X, y_index, self.classes_.size, random_state=seed) if l2 is None else l2
-        with watch("classifier"):
+        with watch("classifier", "fitting the classifier (L-BFGS)"):
             classifier = SoftmaxRegression(X.shape[1], self.classes_.size, self.l2_)
             classifier.fit_scaler(X)
             classifier.fit(X, y_index)
@@ -96,6 +97,7 @@ class BagClassifier(SoftmaxHead, BaseEstimator):
     l2 : float >= 0 or "auto", the L2 penalty of the classifier weights ("auto": chosen
         on held-out training bags, :func:`lfagg.models.l2.select_l2`).
     random_state : None, int or numpy random generator; seeds the split of l2="auto".
+    verbose : int, > 0 reports each phase of the fit on stderr.
 
     Attributes
     ----------
@@ -105,11 +107,12 @@ class BagClassifier(SoftmaxHead, BaseEstimator):
     ("codebook": the encoder's fit, "encode", "l2", "classifier"), as LearnedBoW's.
     """
 
-    def __init__(self, encoder, feature_map="auto", l2="auto", random_state=None):
+    def __init__(self, encoder, feature_map="auto", l2="auto", random_state=None, verbose=0):
         self.encoder = encoder
         self.feature_map = feature_map
         self.l2 = l2
         self.random_state = random_state
+        self.verbose = verbose
 
     def fit(self, X, y):
         """Fit the encoder on the bags' features, then the classifier on their encodings.
@@ -132,11 +135,12 @@ class BagClassifier(SoftmaxHead, BaseEstimator):
         bags = check_bags(X, n_threads=self._n_threads())
         self.classes_, y_index = check_classes(check_labels(y, len(bags)))
         encoder = clone(encoder)
-        watch = Stopwatch()
-        with watch("codebook"):  # lfagg's encoders skip a second check of these bags
+        watch = Stopwatch(f"BagClassifier({type(encoder).__name__})", verbosity(self.verbose))
+        with watch("codebook", f"fitting the encoder on {bags.n_features:,} local features"):
+            # lfagg's encoders skip a second check of these bags
             self.encoder_ = getattr(encoder, "_fit_validated", encoder.fit)(bags)
         self.feature_map_, self.n_features_in_ = feature_map, bags.dim
-        with watch("encode"):
+        with watch("encode", f"encoding {len(bags):,} bags"):
             X = self._classifier_inputs(bags)
         self.classifier_ = self._fit_classifier(X, y_index, l2, spawn_seeds(self.random_state, 3)[0], watch)
         self.timings_ = dict(watch)

@@ -18,10 +18,11 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils.validation import check_is_fitted
 
 from .._threads import single_threaded_blas
-from .._timing import Stopwatch
+from .._progress import Stopwatch
 from .._validation import (check_bags, check_classes, check_labels, choice, forget_fit, n_threads_arg, positive_int,
                            positive_real, real_in, spawn_seeds, verbosity)
-from ..encoders.codebook import INITS, check_gamma, check_sizes, fit_codebook, resolve_gamma, sample_features
+from ..encoders.codebook import (INIT_NAMES, INITS, check_gamma, check_sizes, fit_codebook, resolve_gamma,
+                                 sample_features)
 from ..encoders.soft import SOFT_BOW, SOFT_VLAD
 from ..training.loop import SGDSettings, run_sgd
 from .classifier import SoftmaxHead
@@ -133,15 +134,17 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
         self.n_features_in_ = bags.dim
         self.feature_map_ = feature_map = plan.feature_map
 
-        watch = Stopwatch()
-        with watch("codebook"):
+        name = f"{type(self).__name__}(n_codewords={plan.K})"
+        watch = Stopwatch(name, plan.verbose)
+        n_sample = min(plan.max_features, bags.n_features)
+        with watch("codebook", f"{INIT_NAMES[self.init]} codebook on {n_sample:,} local features"):
             sample = sample_features(bags, plan.K, plan.max_features, init_seed)
             codebook = fit_codebook(sample, plan.K, self.init, init_seed, n_threads=plan.n_threads)
             centers, precisions = codebook.centers, codebook.precisions
             gamma = resolve_gamma(plan.gamma, plan.gamma_scale, sample, codebook, init_seed)
         self._set_encoder(centers, precisions, gamma)
         # W0 on the initial representation, with the penalty chosen on it
-        with watch("encode"):
+        with watch("encode", f"encoding {len(bags):,} bags"):
             X0 = self._classifier_inputs(bags)
         self.classifier_ = self._fit_classifier(X0, y_index, plan.l2, split_seed, watch)
         del X0
@@ -163,14 +166,14 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
         with watch("sgd"):
             result = run_sgd(bags, y_index, head, self._encoder, centers, precisions, gamma, plan.settings,
                              random_state=sgd_seed, n_threads=plan.n_threads, verbose=plan.verbose,
-                             on_epoch_end=on_epoch_end)
+                             on_epoch_end=on_epoch_end, name=name)
         self.history_ = result.history
         if self.early_stopping and best["state"] is not None:
             self._restore_state(best["state"])
         # Classifier fine-tuning on the full, unsampled representations.
-        with watch("encode"):
+        with watch("encode", f"encoding {len(bags):,} bags"):
             X = self._classifier_inputs(bags)
-        with watch("classifier"):
+        with watch("classifier", "fine-tuning the classifier"):
             self.classifier_.fit(X, y_index)
         self.timings_ = dict(watch)
 
@@ -232,7 +235,8 @@ class LearnedBoW(_LearnedAggregation):
     random_state : None, int or numpy random generator; fixes initialisation, bag order
         and subsampling (the same value gives BagOfWords/VLAD the same K-Means codebook).
     n_threads : threads of the C++ kernels, the input scan and K-Means/GMM (None = all cores).
-    verbose : > 0 shows a progress bar per epoch.
+    verbose : > 0 reports each phase of the fit on stderr, and the progress of each epoch
+        (a tqdm bar on a terminal, one line per epoch otherwise).
 
     Attributes
     ----------

@@ -13,8 +13,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from tqdm.auto import tqdm
-
+from .._progress import epoch_bar
 from .._validation import (as_generator, check_bags, choice, float_array, n_threads_arg, nonnegative_int,
                            positive_int, positive_real, real_in, verbosity)
 from ..encoders.soft import SoftEncoder, soft_encoder
@@ -95,7 +94,8 @@ def train_encoder(bags, targets, loss, encoder, centers, precisions, gamma, *, n
     learn_centers, learn_precisions, learn_gamma : which encoder parameters move;
         precisions and gamma are optimised through their logarithms and stay positive.
     random_state : seed of the bag order and the subsampling.
-    verbose : > 0 shows a progress bar per epoch (tqdm, on stderr).
+    verbose : > 0 shows the progress of each epoch on stderr (a tqdm bar on a terminal,
+        one line per epoch otherwise).
     on_epoch_end : optional callable(epoch, record, result) -> bool; a record is a dict
         with the epoch's mean "loss", its "time" and the part of it in the encoder's
         forward and backward calls, "encoder_time" (s), that the callable may extend (e.g. validation
@@ -130,9 +130,10 @@ def train_encoder(bags, targets, loss, encoder, centers, precisions, gamma, *, n
 
 def run_sgd(bags, targets: np.ndarray, head, encoder: SoftEncoder, centers, precisions, gamma: float,
             settings: SGDSettings, *, random_state=None, n_threads: int = 0, verbose: int = 0,
-            on_epoch_end=None) -> TrainResult:
+            on_epoch_end=None, name: str = "train_encoder") -> TrainResult:
     """:func:`train_encoder` on validated input: bags (finite features), targets (one row
-    per bag), a head, a SoftEncoder, checked settings and the core's ``n_threads`` (0: all)."""
+    per bag), a head, a SoftEncoder, checked settings and the core's ``n_threads`` (0: all);
+    the progress is reported under ``name``."""
     s = settings
     C = np.array(centers, dtype=np.float64)
     log_p = np.log(np.asarray(precisions, dtype=np.float64))
@@ -152,8 +153,7 @@ def run_sgd(bags, targets: np.ndarray, head, encoder: SoftEncoder, centers, prec
         started = time.perf_counter()
         order = rng.permutation(len(bags))
         losses, encoder_time = [], 0.0
-        with tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{s.n_epochs}", disable=verbose <= 0,
-                  leave=True) as bar:
+        with epoch_bar(f"{name}: epoch {epoch + 1}/{s.n_epochs}", n_batches, verbose) as bar:
             for i in range(n_batches):
                 idx = order[i * s.batch_size:(i + 1) * s.batch_size]
                 batch = bags[idx]

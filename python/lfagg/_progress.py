@@ -1,0 +1,72 @@
+"""Progress and timing of long work: the wall time per phase of a fit (``timings_``) and
+what the user sees on stderr, named after the model: a line per phase, begun when the
+phase starts and ended with its time, and per training epoch a tqdm bar on a terminal or
+one plain line otherwise (so that log files get no carriage-return frames). Nothing is
+shown at verbose=0."""
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+
+from tqdm.auto import tqdm
+
+
+def _stderr_is_terminal() -> bool:
+    return hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
+
+
+class Stopwatch(dict):
+    """Seconds per phase, summed over the phase's runs: ``with watch("encode", "encoding"): ...``.
+
+    name : str, the model named in the messages; verbose : int, > 0 reports each phase
+    given a description as it starts and ends.
+    """
+
+    def __init__(self, name: str = "", verbose: int = 0):
+        super().__init__()
+        self.name, self.verbose = name, verbose
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str, description: str | None = None):
+        report = bool(description) and self.verbose > 0
+        if report:  # the line is ended when the phase is: one line per phase, in a log too
+            print(f"{self.name}: {description} ...", end="", file=sys.stderr, flush=True)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            elapsed = time.perf_counter() - start
+            self[phase] = self.get(phase, 0.0) + elapsed
+            if report:
+                print(f" {elapsed:.1f} s", file=sys.stderr, flush=True)
+
+
+class _EpochLine:
+    """tqdm's interface for a log file: one line when the epoch ends, with its postfix."""
+
+    disable = False
+
+    def __init__(self, desc: str):
+        self.desc, self.postfix, self.start = desc, {}, time.perf_counter()
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix(self, ordered_dict=None, refresh: bool = True, **kwargs) -> None:
+        self.postfix = dict(ordered_dict or {}, **kwargs)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        values = "".join(f", {key} {value}" for key, value in self.postfix.items())
+        print(f"{self.desc}{values} ({time.perf_counter() - self.start:.1f} s)", file=sys.stderr, flush=True)
+
+
+def epoch_bar(desc: str, n_batches: int, verbose: int):
+    """The progress of one epoch of ``n_batches`` steps: a context manager with tqdm's
+    ``update``, ``set_postfix`` and ``disable``."""
+    if verbose > 0 and not _stderr_is_terminal():
+        return _EpochLine(desc)
+    return tqdm(total=n_batches, desc=desc, disable=verbose <= 0, leave=True, file=sys.stderr)

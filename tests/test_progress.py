@@ -1,0 +1,53 @@
+"""Progress on stderr: nothing at verbose=0; at verbose=1, in a log (not a terminal), one
+plain line per phase and per epoch, each naming the model, no carriage returns."""
+import numpy as np
+import pytest
+
+import lfagg
+from lfagg.datasets import make_circles_bags
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def circles():
+    return make_circles_bags(24, 12, random_state=0)
+
+
+def fit(kind, verbose, bags, y):
+    if kind == "LearnedVLAD":
+        return lfagg.LearnedVLAD(3, n_epochs=2, batch_size=8, random_state=0, verbose=verbose).fit(bags, y)
+    return lfagg.BagClassifier(lfagg.FisherVector(2, random_state=0), verbose=verbose).fit(bags, y)
+
+
+@pytest.mark.parametrize("kind", ["LearnedVLAD", "BagClassifier"])
+def test_verbose_zero_prints_nothing(kind, circles, capsys):
+    fit(kind, 0, *circles)
+    lfagg.train_encoder(circles[0], circles[1], lambda R, t: (0.0, np.zeros_like(R)), "bow", np.eye(2),
+                        np.ones((2, 2)), 1.0, n_epochs=2, verbose=0)
+    assert capsys.readouterr() == ("", "")
+
+
+def test_learned_reports_its_phases_and_epochs_in_plain_lines(circles, capsys):
+    model = fit("LearnedVLAD", 1, *circles)
+    out, err = capsys.readouterr()
+    assert out == "" and "\r" not in err
+    lines = err.splitlines()
+    assert all(line.startswith("LearnedVLAD(n_codewords=3): ") for line in lines)
+    phases = [line.split(": ", 1)[1].rsplit(" ... ", 1)[0] for line in lines if " ... " in line]
+    assert phases == ["K-Means codebook on 288 local features", "encoding 24 bags",
+                      "choosing l2 on held-out bags (6 inputs)", "fitting the classifier (L-BFGS)",
+                      "encoding 24 bags", "fine-tuning the classifier"]
+    epochs = [line for line in lines if ": epoch " in line]
+    assert len(epochs) == 2 and epochs[0].startswith("LearnedVLAD(n_codewords=3): epoch 1/2, loss ")
+    assert f"{model.history_['loss'][1]:.4f}" in epochs[1]
+
+
+def test_bag_classifier_reports_its_phases(circles, capsys):
+    fit("BagClassifier", 1, *circles)
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(" ... ")[0] for line in lines] == [
+        "BagClassifier(FisherVector): fitting the encoder on 288 local features",
+        "BagClassifier(FisherVector): encoding 24 bags",
+        "BagClassifier(FisherVector): choosing l2 on held-out bags (8 inputs)",
+        "BagClassifier(FisherVector): fitting the classifier (L-BFGS)"]
