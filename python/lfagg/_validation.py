@@ -184,14 +184,16 @@ def check_bags(X, dim: int | None = None, n_threads: int = 0):
 
 def check_labels(y, n_bags: int) -> np.ndarray:
     """``y`` as a 1-D array of one label per bag: integers, finite reals, strings or
-    booleans (a NaN or None label would silently become a class of its own)."""
+    booleans, one kind throughout (a NaN or None label would silently become a class of its
+    own; mixed kinds cannot be sorted into classes)."""
     y = np.asarray(y)
     if y.ndim != 1 or len(y) != n_bags:
         raise ValueError(f"y must be a 1-D array with one label per bag: got shape {y.shape} for {n_bags} bags")
-    if y.dtype.kind not in "biufUSO" or (y.dtype.kind == "f" and not np.isfinite(y).all()) or (
-            y.dtype.kind == "O" and not all(isinstance(v, (str, bytes, numbers.Integral)) for v in y)):
-        raise ValueError(f"y must hold integer, finite real or string labels, got dtype {y.dtype} with values like "
-                         f"{y[:3].tolist()}")
+    one_kind = y.dtype.kind != "O" or all(isinstance(v, str) for v in y) or all(
+        isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in y)
+    if y.dtype.kind not in "biufUO" or not one_kind or (y.dtype.kind == "f" and not np.isfinite(y).all()):
+        raise ValueError(f"y must hold integer, finite real or string labels of one kind, got dtype {y.dtype} "
+                         f"with values like {y[:3].tolist()}")
     return y
 
 

@@ -73,7 +73,8 @@ def load(path):
         with zipfile.ZipFile(path) as archive:
             meta = json.loads(archive.read("lfagg.json"))
             payload = archive.read("model.skops")
-    except (zipfile.BadZipFile, KeyError, UnicodeDecodeError, json.JSONDecodeError, OSError, EOFError) as exc:
+    except (zipfile.BadZipFile, KeyError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, OSError,
+            EOFError) as exc:  # RecursionError: a crafted, deeply nested lfagg.json
         raise ValueError(f"{path}: not a model file written by lfagg.save / 'lfagg train' ({exc})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ValueError(f"{path}: not a model file written by lfagg.save / 'lfagg train'")

@@ -80,7 +80,7 @@ def load_npy_dir(path):
         file = os.path.join(path, name)
         try:
             a = np.load(file, mmap_mode="r", allow_pickle=False)
-        except (OSError, EOFError, ValueError) as exc:
+        except Exception as exc:  # a damaged header fails in numpy's parser with SyntaxError, TokenError, ...
             raise ValueError(f"{file}: not a readable .npy file ({exc})") from None
         if a.ndim != 2 or a.shape[1] == 0 or a.dtype.kind not in "biuf":
             raise ValueError(f"{file}: expected a 2-D (n_features, dim) array of real numbers, got shape "
