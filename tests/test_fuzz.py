@@ -7,15 +7,15 @@ The only outcomes allowed are a correct result (finite, of the documented shape 
 an estimator's fitted attributes present) or a ValueError; for lfagg.cli.main, status 0,
 status 1 with one line "lfagg <command>: error: ..." on stderr, or argparse's status 2.
 (tests/test_errors.py feeds the soft-encoder ops garbage arguments; here every result is
-checked too.) Bugs the fuzz found are pinned as ``@example``s of their target.
+checked too.) Bugs the fuzz found are pinned as ``@example``s of their target, or plain tests.
 
 The default run is sized for CI (2 cores, under a minute) and derandomized: every run tries
 the same examples. A long fuzz draws new examples on each run:
 
     LFAGG_FUZZ_EXAMPLES=5000 python -m pytest tests/test_fuzz.py
 
-runs 5000 examples per cheap target (ops, Bags, loaders, lfagg.load) and a fifth of that
-per costly one (estimator fits, command-line runs).
+runs 5000 examples per cheap target (ops, Bags, loaders, lfagg.load), a fifth of that per
+costly one (estimator fits, command-line runs) and a 25th of demos (about 15 minutes).
 """
 import contextlib
 import functools
@@ -43,15 +43,15 @@ pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.filterwarnings(
 _EXAMPLES = os.environ.get("LFAGG_FUZZ_EXAMPLES")
 
 
-def fuzz(default: int, costly: bool = False):
-    """Settings of one target: ``default`` examples, derandomized, or LFAGG_FUZZ_EXAMPLES
-    (a fifth of it for costly targets) drawn afresh."""
-    n = max(1, int(_EXAMPLES) // (5 if costly else 1)) if _EXAMPLES else default
+def fuzz(default: int, divisor: int = 1):
+    """Settings of one target: ``default`` examples, derandomized, or LFAGG_FUZZ_EXAMPLES //
+    ``divisor`` examples drawn afresh."""
+    n = max(1, int(_EXAMPLES) // divisor) if _EXAMPLES else default
     return settings(max_examples=n, deadline=None, derandomize=not _EXAMPLES, database=None,
                     print_blob=bool(_EXAMPLES), suppress_health_check=list(HealthCheck))
 
 
-CHEAP, COSTLY = fuzz(200), fuzz(30, costly=True)
+CHEAP, COSTLY = fuzz(300), fuzz(60, divisor=5)
 
 # ---------------------------------------------------------------------------------------
 # Strategies and checks
@@ -115,7 +115,7 @@ def bags_arrays(draw, n_bags=st.integers(1, 6), dim=st.integers(1, 3)):
     n = draw(n_bags)
     sizes = draw(st.lists(st.integers(0, 6), min_size=n, max_size=n))
     dtypes = st.sampled_from(REAL_DTYPES) if draw(one_in(10)) else st.just(dtype)
-    arrays = [draw(reals((n, D), dtypes=(draw(dtypes),), scales=(scale,), nonfinite=False)) for n in sizes]
+    arrays = [draw(reals((size, D), dtypes=(draw(dtypes),), scales=(scale,), nonfinite=False)) for size in sizes]
     spoilt = [a for a in arrays if a.size and a.dtype.kind == "f"]
     if spoilt and draw(one_in(10)):
         draw(st.sampled_from(spoilt)).flat[0] = draw(st.sampled_from(NONFINITE))
@@ -198,26 +198,25 @@ def problems(draw):
 
 @st.composite
 def soft_cases(draw):
+    """(op, features, offsets, centers, precisions, gamma, grad_output, n_threads)."""
     features, offsets, K = draw(problems())
     D = features.shape[1]
     op = draw(st.sampled_from(["soft_bow", "soft_vlad"]))
-    grad_output = draw(reals((offsets.size - 1, K if op == "soft_bow" else K * D)))
-    return dict(op=op, features=features, offsets=offsets, centers=draw(reals((K, D))),
-                precisions=draw(positives((K, D))), gamma=draw(GAMMAS), grad_output=grad_output,
-                n_threads=draw(st.sampled_from([None, 1, 2])))
+    return (op, features, offsets, draw(reals((K, D))), draw(positives((K, D))), draw(GAMMAS),
+            draw(reals((offsets.size - 1, K if op == "soft_bow" else K * D))), draw(st.sampled_from([None, 1, 2])))
 
 
 @CHEAP
 @given(case=soft_cases())
 def test_soft_ops(case):
-    op, features, offsets, centers, precisions, gamma = (case[k] for k in ("op", "features", "offsets", "centers",
-                                                                            "precisions", "gamma"))
+    op, features, offsets, centers, precisions, gamma, grad_output, n_threads = case
     K, D = centers.shape
-    args = (features, offsets, centers, precisions, gamma, case["grad_output"], case["n_threads"])
-    P = computed(precisions, features)
-    valid = finite_input(features, computed(centers, features), P) and (P > 0).all() and 0 < computed(gamma, features) < np.inf
+    args = (features, offsets, centers, precisions, gamma)
+    P = computed(precisions, features)  # what must be finite and positive in the compute dtype
+    valid = finite_input(features, computed(centers, features), P) and (P > 0).all() and 0 < computed(
+        gamma, features) < np.inf
     try:
-        R, A = getattr(ops, op)(*args[:5], case["n_threads"], return_assignments=True)
+        R, A = getattr(ops, op)(*args, n_threads, return_assignments=True)
     except ValueError:
         return
     assert valid, "NaN, infinity or a non-positive precision or gamma accepted"
@@ -229,10 +228,10 @@ def test_soft_ops(case):
         check_sums(R, sizes, dtype)
     for assignments in (None, A):
         try:
-            gC, gP, g_gamma = getattr(ops, f"{op}_backward")(*args, assignments=assignments)
+            gC, gP, g_gamma = getattr(ops, f"{op}_backward")(*args, grad_output, n_threads, assignments=assignments)
         except ValueError:
             continue
-        assert finite_input(case["grad_output"]), "NaN or infinity accepted in grad_output"
+        assert finite_input(computed(grad_output, features)), "NaN or infinity accepted in grad_output"
         for g in (gC, gP):
             assert g.shape == (K, D) and g.dtype == dtype and np.isfinite(g).all()
         assert isinstance(g_gamma, float) and np.isfinite(g_gamma)
@@ -324,7 +323,8 @@ def indexed_bags(draw):
     n = len(arrays)
     i = st.integers(-n - 2, n + 2)
     index = draw(st.one_of(
-        i, i.map(np.int32), i.map(np.int64), st.builds(slice, st.none() | i, st.none() | i, st.none() | st.integers(-3, 3)),
+        i, i.map(np.int32), i.map(np.int64),
+        st.builds(slice, st.none() | i, st.none() | i, st.none() | st.integers(-3, 3)),
         st.lists(i, max_size=5), st.lists(i, max_size=5).map(lambda v: np.array(v, dtype=np.int64)),
         st.lists(st.booleans(), min_size=n, max_size=n + 1).map(lambda v: np.array(v, dtype=bool)),
         st.sampled_from([1.5, "0", np.array([0.0]), np.array([[0]])])))
@@ -458,6 +458,8 @@ def transformer_cases(draw):
 
 @COSTLY
 @given(case=transformer_cases())
+# Found by the fuzz: VLAD's intra-normalisation failed on no bags ("cannot reshape array of size 0").
+@example(case=(lfagg.VLAD(1, random_state=0), [np.array([[0.0]]), np.array([[1.0]])], [np.array([[0.0]])]))
 def test_transformers(case):
     model, arrays, other = case
     try:
@@ -468,6 +470,7 @@ def test_transformers(case):
     assert finite_input(*arrays), "NaN or infinity accepted"
     check_fitted_transformer(model, bags.dim)
     check_transform(model, R, bags)
+    check_transform(model, model.transform(bags[:0]), bags[:0])  # no bags: valid, an empty encoding
     try:
         R = model.transform(other)
     except ValueError:
@@ -502,11 +505,15 @@ def classifiers(draw):
 
 @st.composite
 def classifier_cases(draw):
-    """(model, arrays, y, other arrays to predict)."""
+    """(model, arrays, y, other arrays to predict, keyword arguments of fit: LearnedBoW and
+    LearnedVLAD sometimes get the other arrays as validation_data)."""
     arrays = draw(bags_arrays(n_bags=st.integers(2, 8)))
     D = np.shape(arrays[0])[1]
     other = draw(bags_arrays(dim=st.integers(1, 3) if draw(one_in(4)) else st.just(D)))
-    return draw(classifiers()), arrays, draw(labels_for(len(arrays))), other
+    model = draw(classifiers())
+    validate = not isinstance(model, lfagg.BagClassifier) and draw(one_in(3))
+    return model, arrays, draw(labels_for(len(arrays))), other, dict(
+        validation_data=(other, draw(labels_for(len(other))))) if validate else {}
 
 
 def check_predictions(model, bags, classes):
@@ -550,16 +557,16 @@ FOUR_BAGS = [np.array([[0.0, 0.0], [1.0, 1.0]]) + i for i in range(4)]
 
 @COSTLY
 @given(case=classifier_cases())
-# Found by the fuzz: an object array mixing str and int passes the label check; np.unique raises TypeError.
+# Found by the fuzz: an object array mixing str and int passed the label check, then np.unique raised TypeError.
 @example(case=(lfagg.BagClassifier(lfagg.BagOfWords(2, random_state=0)), FOUR_BAGS,
-               np.array([1, "a", 1, "a"], dtype=object), FOUR_BAGS))
-# Found by the fuzz: fit takes bytes labels; score (scikit-learn's accuracy) raises TypeError on them.
+               np.array([1, "a", 1, "a"], dtype=object), FOUR_BAGS, {}))
+# Found by the fuzz: fit took bytes labels, then score (scikit-learn's accuracy) raised TypeError on them.
 @example(case=(lfagg.BagClassifier(lfagg.BagOfWords(2, random_state=0)), FOUR_BAGS, np.array([b"x", b"y"] * 2),
-               FOUR_BAGS))
+               FOUR_BAGS, {}))
 def test_classifiers(case):
-    model, arrays, y, other = case
+    model, arrays, y, other, fit_kwargs = case
     try:
-        model.fit(arrays, y)
+        model.fit(arrays, y, **fit_kwargs)
     except ValueError:
         return
     assert finite_input(*arrays), "NaN or infinity accepted"
@@ -567,6 +574,7 @@ def test_classifiers(case):
     bags = Bags.from_arrays(arrays)
     check_fitted_classifier(model, bags.dim, classes)
     check_predictions(model, bags, classes)
+    check_predictions(model, bags[:0], classes)  # no bags: valid, empty predictions
     with contextlib.suppress(ValueError):  # scikit-learn's accuracy refuses real-valued labels, which fit takes
         assert 0 <= model.score(arrays, y) <= 1
     try:
@@ -617,7 +625,7 @@ def garbled(draw, data: bytes):
     return bytes(out)
 
 
-# Found by the fuzz: numpy's header parser raises tokenize.TokenError on it, which load_npy_dir lets through.
+# Found by the fuzz: numpy's header parser raised tokenize.TokenError on it, which load_npy_dir let through.
 UNCLOSED_NPY = Described(npy_bytes(np.ones((1, 2))).replace(b"(1, 2)", b"(1, 2 "), "an .npy header lacking a ')'")
 
 
@@ -685,6 +693,8 @@ def bag_files(draw, dim=st.integers(1, 3)):
         stored = dict(features=bags.features, offsets=bags.offsets)
         if not draw(one_in(4)):
             stored["labels"] = np.array(labels)
+        if draw(one_in(10)):  # no bags at all
+            stored = {key: a[:1] if key == "offsets" else a[:0] for key, a in stored.items()}
         if draw(one_in(5)):  # an array missing, of another shape or dtype
             key = draw(st.sampled_from(sorted(stored)))
             stored[key] = draw(st.sampled_from([stored[key][:-1], stored[key].astype(str), stored[key].reshape(1, -1),
@@ -824,7 +834,7 @@ def model_bytes(draw):
     return Described(archive(members), f"{kind}, {how}")
 
 
-# Found by the fuzz: json.loads raises RecursionError on it, which lfagg.load lets through.
+# Found by the fuzz: json.loads raised RecursionError on it, which lfagg.load let through.
 DEEP_JSON_MODEL = Described(archive({"lfagg.json": "[" * 100_000 + "]" * 100_000, "model.skops": b""}),
                             "lfagg.json of 100,000 nested lists")
 
@@ -897,22 +907,50 @@ def run_main(argv):
     return rc, out.getvalue(), err.getvalue()
 
 
+def option(argv, name, default=None):
+    """The value of option ``name`` in argv (the last one, as argparse takes), or ``default``."""
+    values = [value for flag, value in zip(argv, argv[1:]) if flag == name]
+    return values[-1] if values else default
+
+
 def check_status(argv, rc, err):
     """Status 0, 2 (argparse, with its usage) or 1 with one error line "lfagg <command>:
-    error: ...", last on stderr; before it only progress (verbose > 0) or warning lines."""
-    command = argv[0]
+    error: ...", last on stderr; other lines only warnings, or progress when verbose."""
+    command, lines = argv[0], err.splitlines()
     assert rc in (0, 1, 2), (rc, err)
     assert "Traceback" not in err
-    lines = err.splitlines()
     if rc == 2:
         assert "usage: lfagg" in err
-    elif rc == 1:
+        return
+    if rc == 1:
         assert lines and lines[-1].startswith(f"lfagg {command}: error: "), err
-        assert not any(line.startswith(f"lfagg {command}: error:") for line in lines[:-1]), err
-    verbose = command in ("train", "demo") and argv[argv.index("--verbose") + 1] != "0" if "--verbose" in argv \
-        else command in ("train", "demo")
-    if rc != 2 and not verbose:
-        assert all(line.startswith(f"lfagg {command}: warning: ") for line in lines[:(-1 if rc else None)]), err
+        lines.pop()
+    if command in ("train", "demo") and option(argv, "--verbose", "1") != "0":
+        assert not any(line.startswith(f"lfagg {command}: error:") for line in lines), err
+    else:
+        assert all(line.startswith(f"lfagg {command}: warning: ") for line in lines), err
+
+
+def check_cli(files, argv) -> int:
+    """lfagg.cli.main(argv) on ``files``: its status (returned) and stderr, and what it wrote or printed."""
+    with written(files) as root:
+        argv = [a.replace("{root}", root) for a in argv]
+        rc, out, err = run_main(argv)
+        check_status(argv, rc, err)
+        if rc:
+            return rc
+        if argv[0] == "train":
+            model = lfagg.load(option(argv, "--model"))
+            assert isinstance(model, (lfagg.LearnedBoW, lfagg.LearnedVLAD, lfagg.BagClassifier))
+            assert hasattr(model, "classifier_") and "saved to" in out
+        elif argv[0] == "encode":
+            path = option(argv, "--out")
+            R = np.load(path if path.endswith(".npy") else path + ".npy")  # as numpy.save names it
+            assert R.ndim == 2 and R.shape[0] == len(load_bags(option(argv, "--bags"))[0]) and np.isfinite(R).all()
+        else:
+            accuracy = float(out.split()[1])
+            assert out.startswith("accuracy ") and 0 <= accuracy <= 1
+    return rc
 
 
 FOUR_BAGS_NPZ = dict(features=np.concatenate(FOUR_BAGS), offsets=np.arange(0, 9, 2))
@@ -920,34 +958,33 @@ FOUR_BAGS_NPZ = dict(features=np.concatenate(FOUR_BAGS), offsets=np.arange(0, 9,
 
 @COSTLY
 @given(case=cli_cases())
+# the files found above, through the command line
 @example(case=({"model.lfagg": DEEP_JSON_MODEL, "bags.npz": npz_bytes(**FOUR_BAGS_NPZ, labels=np.arange(4) % 2)},
                ["evaluate", "--model", "{root}/model.lfagg", "--bags", "{root}/bags.npz"]))
 @example(case=({"bags/bag1.npy": UNCLOSED_NPY, "y.txt": b"0\n"},
                ["train", "--bags", "{root}/bags", "--labels", "{root}/y.txt", "--model", "{root}/m.lfagg"]))
-# Found by the fuzz: bytes labels from an .npz train, then model.score raises TypeError (see test_classifiers).
+# Found by the fuzz: 'lfagg train' took bytes labels from an .npz, then model.score raised TypeError.
 @example(case=({"bags.npz": npz_bytes(**FOUR_BAGS_NPZ, labels=np.array([b"x", b"y"] * 2))},
                ["train", "--bags", "{root}/bags.npz", "--method", "bow", "--codewords", "2", "--verbose", "0",
                 "--model", "{root}/m.lfagg"]))
 def test_cli(case):
-    files, argv = case
-    with written(files) as root:
-        argv = [a.replace("{root}", root) for a in argv]
-        rc, out, err = run_main(argv)
-        check_status(argv, rc, err)
-        if rc:
-            return
-        command, bags, _ = argv[0], argv[argv.index("--bags") + 1], None
-        if command == "train":
-            model = lfagg.load(argv[argv.index("--model") + 1])
-            assert isinstance(model, (lfagg.LearnedBoW, lfagg.LearnedVLAD, lfagg.BagClassifier))
-            assert hasattr(model, "classifier_") and "saved to" in out
-        elif command == "encode":
-            path = argv[argv.index("--out") + 1]
-            R = np.load(path if path.endswith(".npy") else path + ".npy")
-            assert R.ndim == 2 and R.shape[0] == len(load_bags(bags)[0]) and np.isfinite(R).all()
-        else:
-            accuracy = float(out.split()[1])
-            assert out.startswith("accuracy ") and 0 <= accuracy <= 1
+    check_cli(*case)
+
+
+NO_BAGS_NPZ = npz_bytes(features=np.zeros((0, 2)), offsets=np.zeros(1, np.int64), labels=np.zeros(0, np.int64))
+
+
+def test_evaluate_no_bags():
+    """Found by the fuzz: 'lfagg evaluate' on an .npz of no bags printed "accuracy nan" and exited with 0."""
+    check_cli({"model.lfagg": saved("t1"), "bags.npz": NO_BAGS_NPZ},
+              ["evaluate", "--model", "{root}/model.lfagg", "--bags", "{root}/bags.npz"])
+
+
+def test_encode_no_bags():
+    """Found by the fuzz: 'lfagg encode' of an .npz of no bags (valid: every other model encodes them as an
+    empty array) with a VLAD model failed in VLAD's intra-normalisation."""
+    argv = ["encode", "--model", "{root}/model.lfagg", "--bags", "{root}/bags.npz", "--out", "{root}/r.npy"]
+    assert check_cli({"model.lfagg": saved("vlad"), "bags.npz": NO_BAGS_NPZ}, argv) == 0
 
 
 @st.composite
@@ -955,12 +992,13 @@ def demo_argv(draw):
     """Small demos, most of them big enough for BoW-16K (16 K local features)."""
     return ["demo", "--n-bags", draw(mostly(st.integers(4, 8), st.integers(1, 3)).map(str)),
             "--n-per-bag", draw(mostly(st.integers(4, 8), st.integers(1, 3)).map(str)),
-            "--codewords", draw(mostly(st.just(1), st.integers(2, 3)).map(str)), "--epochs", draw(st.integers(0, 1).map(str)),
+            "--codewords", draw(mostly(st.just(1), st.integers(2, 3)).map(str)),
+            "--epochs", draw(st.integers(0, 1).map(str)),
             *draw(options({"--seed": st.integers(-2, 2 ** 40).map(str), "--threads": st.sampled_from(["1", "2"]),
                            "--verbose": st.sampled_from(["0", "1"])}))]
 
 
-@fuzz(8, costly=True)
+@fuzz(10, divisor=25)
 @given(argv=demo_argv())
 def test_cli_demo(argv):
     rc, out, err = run_main(argv)

@@ -146,6 +146,8 @@ def _evaluate(args) -> int:
     model = load_model(args.model)
     _set_threads(model, args.threads)
     bags, y = _labelled_bags(args)
+    if len(bags) == 0:
+        raise ValueError(f"{args.bags}: no bags to evaluate")
     known = set(model.classes_.tolist())
     unknown = [c for c in np.unique(y).tolist() if c not in known]
     if unknown:

@@ -76,7 +76,7 @@ def intra_normalize(x, n_blocks: int) -> np.ndarray:
     if x.shape[1] % n_blocks:
         raise ValueError(f"n_blocks must be a positive divisor of x.shape[1] = {x.shape[1]}, got {n_blocks!r}")
     n = x.shape[0]
-    return l2_normalize(x.reshape(n * n_blocks, -1)).reshape(x.shape)
+    return l2_normalize(x.reshape(n * n_blocks, x.shape[1] // n_blocks)).reshape(x.shape)  # n may be 0
 
 
 def improved_fisher_normalize(x, alpha: float = 0.5) -> np.ndarray:
