@@ -244,12 +244,12 @@ def test_figures_calls_figure1_and_figure2(capsys, monkeypatch, tmp_path):
     monkeypatch.setattr(experiments, "figure1", lambda *a, **k: calls.append(("figure1", a, k)))
     monkeypatch.setattr(experiments, "figure2", lambda *a, **k: calls.append(("figure2", a, k)))
     out_dir = tmp_path / "new" / "figs"
-    rc, out, _ = run_main(capsys, "figures", "--out-dir", out_dir, "--seed", 3, "--epochs", 4)
+    rc, out, _ = run_main(capsys, "figures", "--out-dir", out_dir, "--seed", 3, "--epochs", 4, "--threads", 2)
     assert rc == 0 and out_dir.is_dir()
     fig1, fig2 = str(out_dir / "figure1.png"), str(out_dir / "figure2.png")
-    assert calls == [("figure1", (fig1,), dict(random_state=3)),
+    assert calls == [("figure1", (fig1,), dict(random_state=3, n_threads=2)),
                      ("figure2", (fig2,), dict(data_path=None, codebook_sizes=None, n_epochs=4, random_state=3,
-                                               verbose=1))]
+                                               verbose=1, n_threads=2))]
     assert out == f"wrote {fig1}\nwrote {fig2}\n"
 
 

@@ -174,6 +174,49 @@ def test_crafted_files_raise_value_error_and_run_nothing(tmp_path, circles):
     assert canary.exists()
 
 
+# A fitted model whose state is not what fit leaves: each is saved (save does not judge)
+# and must then fail to load with a ValueError naming the attribute, not later in predict.
+BROKEN_STATES = {
+    "no encoder": ("BagClassifier-VLAD", lambda m: setattr(m, "encoder_", None), "encoder_"),
+    "no classes": ("LearnedBoW", lambda m: setattr(m, "classes_", m.classes_[:0]), "two classes"),
+    "one class": ("BagClassifier-FV", lambda m: setattr(m, "classes_", m.classes_[:1]), "two classes"),
+    "unsorted classes": ("LearnedBoW", lambda m: setattr(m, "classes_", m.classes_[::-1]), "classes_"),
+    "no covariances": ("LearnedBoW", lambda m: setattr(m, "covariances_", None), "covariances_"),
+    "no centres": ("LearnedVLAD", lambda m: setattr(m, "centers_", None), "centers_"),
+    "NaN centres": ("LearnedVLAD", lambda m: m.centers_.__setitem__((0, 0), np.nan), "centers_"),
+    "zero covariance": ("LearnedBoW", lambda m: m.covariances_.__setitem__((1, 0), 0.0), "covariances_"),
+    "subnormal covariance": ("LearnedBoW", lambda m: m.covariances_.__setitem__((1, 0), 1e-320), "covariances_"),
+    "centres of another dimension": ("LearnedBoW", lambda m: setattr(m, "centers_", m.centers_[:, :1].copy()),
+                                     "centers_"),
+    "gamma a string": ("LearnedVLAD", lambda m: setattr(m, "gamma_", "0.5"), "gamma_"),
+    "encoder gamma negative": ("BagClassifier-BoW", lambda m: setattr(m.encoder_, "gamma_", -1.0), "gamma_"),
+    "FV weights zero": ("BagClassifier-FV", lambda m: m.encoder_.weights_.__setitem__(0, 0.0), "weights_"),
+    "FV variances short": ("BagClassifier-FV", lambda m: setattr(m.encoder_, "variances_", m.encoder_.variances_[:1]),
+                           "variances_"),
+    "encoder of another dimension": ("BagClassifier-VLAD", lambda m: setattr(m, "n_features_in_", 3),
+                                     "dimension"),
+    "weights of another width": ("LearnedVLAD", lambda m: setattr(m.classifier_, "W", m.classifier_.W[1:]),
+                                 "classifier_.W"),
+    "zero scale": ("BagClassifier-BoW", lambda m: m.classifier_.scale.__setitem__(0, 0.0), "classifier_.scale"),
+    "integer bias": ("LearnedBoW", lambda m: setattr(m.classifier_, "b", np.zeros(2, dtype=int)), "classifier_.b"),
+    "no classifier": ("LearnedBoW", lambda m: delattr(m, "classifier_"), "classifier_"),
+    "bad feature map": ("BagClassifier-BoW", lambda m: setattr(m.feature_map_, "sample_steps", "2"),
+                        "sample_steps"),
+    "bad parameter": ("BagClassifier-VLAD", lambda m: setattr(m.encoder_, "power_alpha", 5.0), "power_alpha"),
+    "threads a string": ("LearnedVLAD", lambda m: setattr(m, "n_threads", "all"), "n_threads"),
+}
+
+
+@pytest.mark.parametrize("what", list(BROKEN_STATES))
+def test_inconsistent_fitted_state_is_refused_at_load(what, circles, tmp_path):
+    name, damage, attribute = BROKEN_STATES[what]
+    model = CLASSIFIERS[name]().fit(*circles[0])
+    damage(model)
+    lfagg.save(model, tmp_path / "broken.lfagg")
+    with pytest.raises(ValueError, match=r"fitted state is inconsistent \(.*" + attribute):
+        lfagg.load(tmp_path / "broken.lfagg")
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(ValueError, match="no such file"):
         lfagg.load(tmp_path / "none.lfagg")

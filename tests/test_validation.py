@@ -698,14 +698,28 @@ def test_on_epoch_end_may_add_any_value_to_the_record(verbose, circles, capsys):
 # ---------------------------------------------------------------------------------------
 # Wrong input that used to pass, or failed in foreign terms
 # ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("bad", [np.nan, np.inf, None])
-def test_nan_or_none_labels_are_refused(bad, circles):
+@pytest.mark.parametrize("bad", [np.nan, np.inf, None, 0.5])
+def test_nan_none_or_continuous_labels_are_refused(bad, circles):
     (bags, y), _ = circles
     labels = y.astype(object if bad is None else float)
     labels[3] = bad
     for model in (learned(), lfagg.BagClassifier(lfagg.BagOfWords(4, random_state=0))):
-        with pytest.raises(ValueError, match="y must hold integer, finite real or string labels"):
+        with pytest.raises(ValueError, match=r"y must hold class labels \(integers, whole reals"):
             model.fit(bags, labels)
+
+
+def test_whole_real_labels_are_classes(circles):
+    (bags, y), (test_bags, test_y) = circles
+    model = lfagg.BagClassifier(lfagg.VLAD(3, random_state=0)).fit(bags, y.astype(float) - 1)
+    np.testing.assert_array_equal(model.classes_, [-1.0, 0.0])
+    assert model.score(test_bags, test_y.astype(float) - 1) > 0.5
+
+
+@pytest.mark.parametrize("seed", [-1, np.int64(-5)])
+def test_a_negative_random_state_is_named(seed, circles):
+    (bags, y), _ = circles
+    with pytest.raises(ValueError, match="random_state must be None, a non-negative integer"):
+        learned(random_state=seed).fit(bags, y)
 
 
 @pytest.mark.parametrize("array", [np.ones((3, 2), dtype=complex), np.array([["1", "2"]]),

@@ -104,9 +104,10 @@ def as_generator(random_state) -> np.random.Generator:
         return random_state
     if isinstance(random_state, np.random.RandomState):
         return np.random.default_rng(random_state.randint(np.iinfo(np.int32).max))
-    if random_state is None or _is_int(random_state):
+    if random_state is None or (_is_int(random_state) and random_state >= 0):
         return np.random.default_rng(random_state)
-    raise ValueError(f"random_state must be None, an integer or a numpy random generator, got {random_state!r}")
+    raise ValueError(f"random_state must be None, a non-negative integer or a numpy random generator, "
+                     f"got {random_state!r}")
 
 
 def spawn_seeds(random_state, n: int) -> list[int]:
@@ -183,17 +184,19 @@ def check_bags(X, dim: int | None = None, n_threads: int = 0):
 
 
 def check_labels(y, n_bags: int) -> np.ndarray:
-    """``y`` as a 1-D array of one label per bag: integers, finite reals, strings or
-    booleans, one kind throughout (a NaN or None label would silently become a class of its
-    own; mixed kinds cannot be sorted into classes)."""
+    """``y`` as a 1-D array of one class label per bag: integers (also as whole reals like
+    1.0), strings or booleans, one kind throughout. A NaN or None label would silently
+    become a class of its own, mixed kinds cannot be sorted into classes, and reals like
+    0.5 are regression targets (scikit-learn's scoring refuses them as "continuous")."""
     y = np.asarray(y)
     if y.ndim != 1 or len(y) != n_bags:
         raise ValueError(f"y must be a 1-D array with one label per bag: got shape {y.shape} for {n_bags} bags")
     one_kind = y.dtype.kind != "O" or all(isinstance(v, str) for v in y) or all(
         isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in y)
-    if y.dtype.kind not in "biufUO" or not one_kind or (y.dtype.kind == "f" and not np.isfinite(y).all()):
-        raise ValueError(f"y must hold integer, finite real or string labels of one kind, got dtype {y.dtype} "
-                         f"with values like {y[:3].tolist()}")
+    whole = y.dtype.kind != "f" or (np.isfinite(y).all() and (y == np.round(y)).all())
+    if y.dtype.kind not in "biufUO" or not one_kind or not whole:
+        raise ValueError(f"y must hold class labels (integers, whole reals, strings or booleans) of one kind, got "
+                         f"dtype {y.dtype} with values like {y[:3].tolist()}")
     return y
 
 
@@ -205,8 +208,26 @@ def check_classes(y) -> tuple[np.ndarray, np.ndarray]:
     return classes, y_index
 
 
+def fitted_array(value, name: str, shape: tuple, *, positive: bool = False) -> np.ndarray:
+    """``value``, a fitted attribute of a model read from a file, if it is a non-empty,
+    finite float array of ``shape`` (None: any length), > 0 when ``positive``."""
+    if (isinstance(value, np.ndarray) and value.dtype.kind == "f" and value.size > 0 and value.ndim == len(shape)
+            and all(s is None or s == n for s, n in zip(shape, value.shape)) and np.isfinite(value).all()
+            and not (positive and (value <= 0).any())):
+        return value
+    got = f"shape {value.shape}, dtype {value.dtype}" if isinstance(value, np.ndarray) else type(value).__name__
+    want = ", ".join("any" if s is None else str(s) for s in shape)
+    raise ValueError(f"{name} must be a finite{' positive' if positive else ''} float array of shape ({want}), "
+                     f"got {got}")
+
+
+def fitted_names(estimator) -> list[str]:
+    """The names of an estimator's fitted attributes (public names ending in "_")."""
+    return [n for n in vars(estimator) if n.endswith("_") and not n.startswith("_")]
+
+
 def forget_fit(estimator) -> None:
     """Deletes an estimator's fitted attributes (public names ending in "_"), so that a
     refit that fails leaves it unfitted rather than half old, half new."""
-    for name in [n for n in vars(estimator) if n.endswith("_") and not n.startswith("_")]:
+    for name in fitted_names(estimator):
         delattr(estimator, name)

@@ -8,7 +8,7 @@ aggregation. The figures need matplotlib (``pip install "lfagg[plot]"``).
 """
 from __future__ import annotations
 
-import contextlib
+import functools
 import json
 import os
 import sys
@@ -17,6 +17,7 @@ import time
 import numpy as np
 
 from ._threads import limit_threads
+from ._validation import n_threads_arg
 from .datasets import cifar10_patch_bags, make_circles_bags, make_moons_bags
 from .encoders import VLAD, BagOfWords, FisherVector
 from .models import BagClassifier, LearnedBoW, LearnedVLAD
@@ -127,10 +128,11 @@ def format_table(rows) -> str:
 
 
 # -- figures ---------------------------------------------------------------------------
-def _one_thread():
-    """One thread for the C++ kernels, K-Means and BLAS: on the small synthetic sets more
-    threads only add synchronisation cost (many times the work on a loaded machine)."""
-    return limit_threads(1)
+def _synthetic_threads(n_threads):
+    """The thread limit on the small synthetic sets: one thread for the C++ kernels,
+    K-Means and BLAS unless the caller says otherwise (more only add synchronisation cost,
+    many times the work on a loaded machine)."""
+    return limit_threads(1 if n_threads is None else n_threads_arg(n_threads))
 
 
 def _pyplot():
@@ -151,7 +153,7 @@ def _synthetic(make, random_state, n_bags=200, n_per_bag=50, **kwargs):
             make(n_bags, n_per_bag, random_state=random_state + 1, **kwargs))
 
 
-def figure1(out_path, random_state=0, n_codewords=4):
+def figure1(out_path, random_state=0, n_codewords=4, n_threads=None):
     """Fig. 1: the codewords that K-Means, a GMM and LearnedBoW find on the synthetic
     concentric circles and moons bags, over the local features of both classes.
 
@@ -165,6 +167,7 @@ def figure1(out_path, random_state=0, n_codewords=4):
     out_path : path of the PNG file written.
     random_state : int, seeds the data and the models.
     n_codewords : codebook size K.
+    n_threads : threads of the kernels, K-Means and BLAS (None: one, these bags are small).
     """
     plt = _pyplot()
     from matplotlib.patches import Ellipse
@@ -180,7 +183,7 @@ def figure1(out_path, random_state=0, n_codewords=4):
         labels = np.repeat(train_y, train_bags.sizes)
         shown = np.random.default_rng(random_state).choice(len(points), min(len(points), 3000), replace=False)
         for ax, (method, params) in zip(axes[row], methods):
-            with _one_thread():
+            with _synthetic_threads(n_threads):
                 model = LearnedBoW(n_codewords, **common, **params).fit(train_bags, train_y)
             ax.scatter(*points[shown].T, c=np.where(labels[shown] == 0, "tab:blue", "tab:red"), s=3, alpha=0.3)
             if method == "GMM":
@@ -195,7 +198,7 @@ def figure1(out_path, random_state=0, n_codewords=4):
 
 
 def figure2(out_path, data_path=None, codebook_sizes=None, n_epochs=10, random_state=0, verbose=1, *,
-            n_train=2000, n_test=1000):
+            n_train=2000, n_test=1000, n_threads=None):
     """Fig. 2: test accuracy of LearnedBoW (T1) after each training epoch for several
     codebook sizes (epoch 0: the K-Means initialisation), with the accuracy of hard BoW
     of each size (chi2 map, same classifier) as a dashed horizontal line.
@@ -217,6 +220,8 @@ def figure2(out_path, data_path=None, codebook_sizes=None, n_epochs=10, random_s
     random_state : int, seeds data and models.
     verbose : > 0 prints each curve when done (stdout) and a progress bar per training
         epoch (stderr).
+    n_threads : threads of the kernels, K-Means and BLAS (None: one on the synthetic
+        bags, all cores on CIFAR-10).
 
     Returns
     -------
@@ -226,14 +231,14 @@ def figure2(out_path, data_path=None, codebook_sizes=None, n_epochs=10, random_s
     if data_path is None:
         train, test = _synthetic(make_circles_bags, random_state, n_per_bag=30, purity=0.65, noise=0.15)
         params, title = dict(n_samples_per_bag=20, learning_rate=3e-2), "synthetic concentric circles bags"
-        threads = _one_thread
+        threads = functools.partial(_synthetic_threads, n_threads)
         codebook_sizes = codebook_sizes or (4, 8)
     else:
         tr_bags, tr_y, te_bags, te_y = cifar10_patch_bags(data_path, n_train=n_train, n_test=n_test,
                                                           random_state=random_state)
         train, test = (tr_bags, tr_y), (te_bags, te_y)
         params, title = T1_PARAMS, f"CIFAR-10 patches ({len(tr_bags)} train / {len(te_bags)} test images)"
-        threads = contextlib.nullcontext
+        threads = functools.partial(limit_threads, n_threads_arg(n_threads))
         codebook_sizes = codebook_sizes or (16, 64)
     results = {}
     fig, ax = plt.subplots(figsize=(7, 5))

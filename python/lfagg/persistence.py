@@ -19,6 +19,7 @@ import zipfile
 
 from . import __version__
 from ._files import atomic_path
+from ._validation import fitted_names
 from .encoders import VLAD, BagOfWords, FisherVector
 from .models import BagClassifier, LearnedBoW, LearnedVLAD
 from .models.feature_map import AdditiveChi2Map
@@ -62,7 +63,9 @@ def load(path):
     Raises
     ------
     ValueError naming the path: no such file, not an lfagg model file (e.g. a pickle),
-    a file of a newer format version, a damaged file, or one holding untrusted types.
+    a file of a newer format version, a damaged file, one holding untrusted types, or a
+    fitted model whose parameters and fitted attributes are not what its ``fit`` leaves
+    (wrong types, shapes, non-finite values, an encoder and classifier that disagree).
     """
     import skops.io
     from skops.io.exceptions import UntrustedTypesFoundException
@@ -92,4 +95,10 @@ def load(path):
         raise ValueError(f"{path}: damaged model file ({type(exc).__name__}: {exc})") from None
     if not isinstance(model, ESTIMATORS):
         raise ValueError(f"{path}: holds a {type(model).__name__}, not an lfagg estimator")
+    if fitted_names(model):
+        try:
+            model._check_fitted_state()
+        except Exception as exc:  # a crafted state fails in the checks, or in the probe encoding they run
+            raise ValueError(f"{path}: damaged model file, its fitted state is inconsistent "
+                             f"({type(exc).__name__}: {exc})") from None
     return model

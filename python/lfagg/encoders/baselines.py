@@ -17,8 +17,8 @@ from sklearn.utils.validation import check_is_fitted
 
 from .. import normalize
 from .._native import core
-from .._validation import (check_bags, choice, forget_fit, n_threads_arg, nonnegative_real, positive_int, real_in,
-                           spawn_seeds)
+from .._validation import (check_bags, choice, fitted_array, forget_fit, n_threads_arg, nonnegative_real,
+                           positive_int, positive_real, real_in, spawn_seeds)
 from .._kernels import run_validated
 from .codebook import check_gamma, check_sizes, fit_codebook, resolve_gamma, sample_features
 from .soft import SOFT_BOW, SOFT_VLAD
@@ -33,7 +33,8 @@ class _CodebookTransformer(TransformerMixin, BaseEstimator):
 
     Subclasses set ``nonnegative`` (whether every output value is >= 0) and implement
     ``_check_params()`` (returns what ``_fit_codebook`` needs), ``_fit_codebook(sample,
-    seed, n_threads, params)`` and ``_encode(bags, n_threads)``. ``_fit_validated`` and
+    seed, n_threads, params)``, ``_check_codebook(dim)`` (ValueError unless the fitted codebook
+    is consistent) and ``_encode(bags, n_threads)``. ``_fit_validated`` and
     ``_transform_validated`` take bags already checked, as BagClassifier passes them.
     """
 
@@ -92,6 +93,14 @@ class _CodebookTransformer(TransformerMixin, BaseEstimator):
     def _check_params(self):
         """Checks the parameters beyond the codebook's size, before any fit."""
 
+    def _check_fitted_state(self) -> None:
+        """ValueError unless the parameters and fitted attributes are what ``fit`` leaves
+        (for a model read from a file)."""
+        check_sizes(self.n_codewords, self.max_init_features)
+        n_threads_arg(self.n_threads)
+        self._check_params()
+        self._check_codebook(positive_int(self.n_features_in_, "n_features_in_"))
+
 
 class _KMeansTransformer(_CodebookTransformer):
     """A K-Means codebook with hard or soft (kernel-codebook) assignment."""
@@ -106,6 +115,11 @@ class _KMeansTransformer(_CodebookTransformer):
                                 n_threads=n_threads)
         self.cluster_centers_ = codebook.centers
         self.gamma_ = resolve_gamma(*gamma, sample, codebook, seed) if self.assignment == "soft" else None
+
+    def _check_codebook(self, dim: int) -> None:
+        fitted_array(self.cluster_centers_, "cluster_centers_", (None, dim))
+        if self.assignment == "soft":
+            positive_real(self.gamma_, "gamma_")
 
     def _soft(self, encoder, bags, n_threads):
         """The soft encoder's representation with unit precisions (Euclidean distances)."""
@@ -265,6 +279,11 @@ class FisherVector(_CodebookTransformer):
         gmm = fit_codebook(sample, self.n_codewords, "gmm", seed, max_iter=self.max_iter, n_init=self.n_init,
                            reg_covar=self.reg_covar, n_threads=n_threads)
         self.means_, self.variances_, self.weights_ = gmm.centers, gmm.variances, gmm.weights
+
+    def _check_codebook(self, dim: int) -> None:
+        K = fitted_array(self.means_, "means_", (None, dim)).shape[0]
+        fitted_array(self.variances_, "variances_", (K, dim), positive=True)
+        fitted_array(self.weights_, "weights_", (K,), positive=True)
 
     def _encode(self, bags, n_threads):
         fv = run_validated(core.fisher_vector, bags, self.means_, self.variances_, self.weights_,

@@ -13,9 +13,10 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._threads import single_threaded_blas
 from .._progress import Stopwatch
-from .._validation import (check_bags, check_classes, check_labels, forget_fit, is_auto, n_threads_arg, spawn_seeds,
-                           verbosity)
-from .feature_map import make_feature_map
+from .._validation import (check_bags, check_classes, check_labels, fitted_array, forget_fit, is_auto, n_threads_arg,
+                           positive_int, spawn_seeds, verbosity)
+from ..bags import Bags
+from .feature_map import AdditiveChi2Map, make_feature_map
 from .heads import SoftmaxRegression
 from .l2 import check_l2, select_l2
 
@@ -26,7 +27,8 @@ class SoftmaxHead(ClassifierMixin):
     A subclass sets ``classes_``, ``n_features_in_``, ``feature_map_`` (None or a feature
     map) and ``classifier_`` (a :class:`SoftmaxRegression`) when fitted, has an ``l2``
     parameter, and implements ``_represent(bags)``, the (n_bags, width) representation of
-    already validated bags, and ``_n_threads()``, the core's thread argument.
+    already validated bags, ``_n_threads()``, the core's thread argument, and
+    ``_check_encoder_state(dim)``, ValueError unless its fitted encoder is consistent.
     """
 
     def decision_function(self, X) -> np.ndarray:
@@ -62,6 +64,32 @@ class SoftmaxHead(ClassifierMixin):
         """(n_bags, n_inputs) float64: the representation of validated bags, feature-mapped."""
         R = self._represent(bags).astype(np.float64)
         return self.feature_map_.transform(R) if self.feature_map_ is not None else R
+
+    def _check_fitted_state(self) -> None:
+        """ValueError unless the parameters and fitted attributes are what ``fit`` leaves
+        (for a model read from a file): the encoder's (``_check_encoder_state(dim)``), the
+        classes, the feature map, and a classifier whose shapes match what they output."""
+        classes = self.classes_
+        if not isinstance(classes, np.ndarray) or classes.ndim != 1:
+            raise ValueError(f"classes_ must be a 1-D array, got {type(classes).__name__}")
+        distinct, _ = check_classes(check_labels(classes, classes.size))
+        if distinct.size != classes.size or (distinct != classes).any():
+            raise ValueError(f"classes_ must be distinct sorted labels, got {classes.tolist()}")
+        dim = positive_int(self.n_features_in_, "n_features_in_")
+        self._check_encoder_state(dim)
+        if self.feature_map_ is not None:
+            if type(self.feature_map_) is not AdditiveChi2Map:
+                raise ValueError(f"feature_map_ must be None or the chi2 map, got {type(self.feature_map_).__name__}")
+            AdditiveChi2Map(self.feature_map_.sample_steps, self.feature_map_.sample_interval,
+                            self.feature_map_.clamp)  # its constructor's checks
+        head = self.classifier_
+        if type(head) is not SoftmaxRegression:
+            raise ValueError(f"classifier_ must be a SoftmaxRegression, got {type(head).__name__}")
+        width = self._classifier_inputs(Bags(np.zeros((1, dim)), np.array([0, 1]))).shape[1]
+        fitted_array(head.W, "classifier_.W", (width, classes.size))
+        fitted_array(head.b, "classifier_.b", (classes.size,))
+        fitted_array(head.mean, "classifier_.mean", (width,))
+        fitted_array(head.scale, "classifier_.scale", (width,), positive=True)
 
     def _check_l2(self) -> float | None:
         """The penalty ``l2`` as a float, or None for "auto"; fails before any encoding is computed."""
@@ -157,3 +185,11 @@ class BagClassifier(SoftmaxHead, BaseEstimator):
 
     def _n_threads(self) -> int:
         return n_threads_arg(getattr(self.encoder, "n_threads", None))
+
+    def _check_encoder_state(self, dim: int) -> None:
+        check = getattr(self.encoder_, "_check_fitted_state", None)
+        if check is None:
+            raise ValueError(f"encoder_ must be a fitted lfagg encoder, got {type(self.encoder_).__name__}")
+        check()
+        if self.encoder_.n_features_in_ != dim:
+            raise ValueError(f"encoder_ was fitted on dimension {self.encoder_.n_features_in_}, the classifier on {dim}")

@@ -19,8 +19,8 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._threads import single_threaded_blas
 from .._progress import Stopwatch
-from .._validation import (check_bags, check_classes, check_labels, choice, forget_fit, n_threads_arg, positive_int,
-                           positive_real, real_in, spawn_seeds, verbosity)
+from .._validation import (check_bags, check_classes, check_labels, choice, fitted_array, forget_fit, n_threads_arg,
+                           positive_int, positive_real, real_in, spawn_seeds, verbosity)
 from ..encoders.codebook import (INIT_NAMES, INITS, check_gamma, check_sizes, fit_codebook, resolve_gamma,
                                  sample_features)
 from ..encoders.soft import SOFT_BOW, SOFT_VLAD
@@ -190,6 +190,14 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
 
     def _n_threads(self) -> int:
         return n_threads_arg(self.n_threads)
+
+    def _check_encoder_state(self, dim: int) -> None:
+        self._check_params()
+        K = fitted_array(self.centers_, "centers_", (None, dim)).shape[0]
+        covariances = fitted_array(self.covariances_, "covariances_", (K, dim), positive=True)
+        with np.errstate(over="ignore"):  # a subnormal covariance: its precision is reported below
+            fitted_array(1 / covariances, "1 / covariances_", (K, dim))
+        positive_real(self.gamma_, "gamma_")
 
     # -- state -------------------------------------------------------------------------
     def _set_encoder(self, centers, precisions, gamma):
