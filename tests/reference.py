@@ -78,24 +78,28 @@ def ref_soft_vlad(features, offsets, centers, precisions, gamma):
 
 
 def _backward_from_g(fb, c, p, gamma, a, g):
-    """Gradients of J through a = softmax(-gamma d) given g = dJ/da (N, K)."""
+    """Gradients of J through a = softmax(-gamma d) given g = dJ/da (N, K): dJ/dC, dJ/dP,
+    dJ/dgamma and dJ/df (N, D)."""
     # softmax backward: dJ/dz_nk with z = -gamma d
     e = a * (g - (a * g).sum(axis=1, keepdims=True))
     diff = fb[:, None, :] - c[None, :, :]  # (N, K, D)
     d = np.einsum("nkj,kj->nk", diff * diff, p)
     # dJ/dd_nk = -gamma e_nk
-    # dd_nk/dC_kj = -2 P_kj (f_nj - C_kj);  dd_nk/dP_kj = (f_nj - C_kj)^2
+    # dd_nk/dC_kj = -2 P_kj (f_nj - C_kj);  dd_nk/dP_kj = (f_nj - C_kj)^2;  dd_nk/df_nj = 2 P_kj (f_nj - C_kj)
     gC = 2.0 * gamma * p * np.einsum("nk,nkj->kj", e, diff)
     gP = -gamma * np.einsum("nk,nkj->kj", e, diff * diff)
     ggamma = -np.sum(e * d)
-    return gC, gP, ggamma
+    gF = -2.0 * gamma * np.einsum("nk,kj,nkj->nj", e, p, diff)
+    return gC, gP, ggamma, gF
 
 
-def ref_soft_bow_backward(features, offsets, centers, precisions, gamma, grad_output):
+def ref_soft_bow_backward(features, offsets, centers, precisions, gamma, grad_output, with_features=False):
+    """(dJ/dC, dJ/dP, dJ/dgamma), and dJ/dF (N, D) too with_features."""
     f, c, p, G = _as64(features, centers, precisions, grad_output)
     gamma = float(gamma)
     gC = np.zeros_like(c)
     gP = np.zeros_like(p)
+    gF = np.zeros_like(f)
     ggamma = 0.0
     for b, lo, hi in _bags(offsets):
         if hi == lo:
@@ -103,20 +107,22 @@ def ref_soft_bow_backward(features, offsets, centers, precisions, gamma, grad_ou
         fb = f[lo:hi]
         a = assignments(fb, c, p, gamma)
         g = np.broadcast_to(G[b] / (hi - lo), a.shape)  # dJ/da_nk
-        dC, dP, dg = _backward_from_g(fb, c, p, gamma, a, g)
+        dC, dP, dg, gF[lo:hi] = _backward_from_g(fb, c, p, gamma, a, g)
         gC += dC
         gP += dP
         ggamma += dg
-    return gC, gP, ggamma
+    return (gC, gP, ggamma, gF) if with_features else (gC, gP, ggamma)
 
 
-def ref_soft_vlad_backward(features, offsets, centers, precisions, gamma, grad_output):
+def ref_soft_vlad_backward(features, offsets, centers, precisions, gamma, grad_output, with_features=False):
+    """(dJ/dC, dJ/dP, dJ/dgamma), and dJ/dF (N, D) too with_features."""
     f, c, p, G = _as64(features, centers, precisions, grad_output)
     gamma = float(gamma)
     K, D = c.shape
     G = G.reshape(len(offsets) - 1, K, D)
     gC = np.zeros_like(c)
     gP = np.zeros_like(p)
+    gF = np.zeros_like(f)
     ggamma = 0.0
     for b, lo, hi in _bags(offsets):
         if hi == lo:
@@ -126,13 +132,14 @@ def ref_soft_vlad_backward(features, offsets, centers, precisions, gamma, grad_o
         a = assignments(fb, c, p, gamma)
         diff = fb[:, None, :] - c[None, :, :]
         g = np.einsum("kj,nkj->nk", G[b], diff) / n  # dJ/da_nk
-        dC, dP, dg = _backward_from_g(fb, c, p, gamma, a, g)
-        # direct dependence of (f_n - C_k) on C_k
+        dC, dP, dg, dF = _backward_from_g(fb, c, p, gamma, a, g)
+        # direct dependence of (f_n - C_k) on C_k and on f_n
         dC -= a.sum(axis=0)[:, None] * G[b] / n
+        gF[lo:hi] = dF + np.einsum("nk,kj->nj", a, G[b]) / n
         gC += dC
         gP += dP
         ggamma += dg
-    return gC, gP, ggamma
+    return (gC, gP, ggamma, gF) if with_features else (gC, gP, ggamma)
 
 
 def central_diff(f, x, eps=1e-6):

@@ -101,10 +101,12 @@ def test_reference_backward_matches_finite_differences(encoder, seed):
     out_shape = fwd(f, off, C, P, gamma).shape
     G = rng.normal(size=out_shape)
 
-    gC, gP, gg = bwd(f, off, C, P, gamma, G)
-    assert gC.shape == C.shape and gP.shape == P.shape and np.ndim(gg) == 0
+    gC, gP, gg, gF = bwd(f, off, C, P, gamma, G, with_features=True)
+    assert gC.shape == C.shape and gP.shape == P.shape and np.ndim(gg) == 0 and gF.shape == f.shape
 
     eps = 1e-6
+    nF = central_diff(lambda x: np.sum(fwd(x, off, C, P, gamma) * G), f, eps)
+    np.testing.assert_allclose(gF, nF, rtol=1e-6, atol=1e-8 * np.abs(nF).max())
     nC = central_diff(lambda x: np.sum(fwd(f, off, x, P, gamma) * G), C, eps)
     nP = central_diff(lambda x: np.sum(fwd(f, off, C, x, gamma) * G), P, eps)
     ng = central_diff(lambda x: np.sum(fwd(f, off, C, P, x) * G), gamma, eps)

@@ -69,10 +69,12 @@ py::object soft_encode(const Array<T>& features, const Offsets& offsets, const A
     return std::move(out);
 }
 
+// (grad_centers, grad_precisions, grad_gamma), and grad_features with return_grad_features.
 template <class Enc, class T>
 py::tuple soft_backward(const Array<T>& features, const Offsets& offsets, const Array<T>& centers,
                         const Array<T>& precisions, double gamma, const Array<T>& grad_output,
-                        const std::optional<Array<T>>& assignments, int n_threads, bool check_features) {
+                        const std::optional<Array<T>>& assignments, int n_threads, bool check_features,
+                        bool return_grad_features) {
     const auto pb = check_soft_problem(features, offsets, centers, precisions, gamma, n_threads, check_features);
     const Index out_dim = Enc::out_dim(pb.params.k, pb.bags.dim);
     if (grad_output.ndim() != 2 || grad_output.shape(0) != pb.bags.n_bags || grad_output.shape(1) != out_dim)
@@ -83,17 +85,21 @@ py::tuple soft_backward(const Array<T>& features, const Offsets& offsets, const 
     const T* a = assignments ? assignments->data() : nullptr;
 
     Array<T> grad_centers({pb.params.k, pb.bags.dim}), grad_precisions({pb.params.k, pb.bags.dim});
+    Array<T> grad_features(std::vector<py::ssize_t>{return_grad_features ? pb.bags.n : 0, pb.bags.dim});
     T* gc = grad_centers.mutable_data();
     T* gp = grad_precisions.mutable_data();
+    T* gf = return_grad_features ? grad_features.mutable_data() : nullptr;
     double grad_gamma;
     {
         py::gil_scoped_release release;
-        grad_gamma = lfagg::soft_backward<Enc>(pb.bags, pb.params, grad_output.data(), gc, gp, pb.n_threads, a);
+        grad_gamma = lfagg::soft_backward<Enc>(pb.bags, pb.params, grad_output.data(), gc, gp, pb.n_threads, a, gf);
     }
     check_result_finite(gc, grad_centers.size(), pb.n_threads);
     check_result_finite(gp, grad_precisions.size(), pb.n_threads);
     if (!std::isfinite(grad_gamma)) check_result_finite(&grad_gamma, 1, 1);
-    return py::make_tuple(grad_centers, grad_precisions, grad_gamma);
+    if (!return_grad_features) return py::make_tuple(grad_centers, grad_precisions, grad_gamma);
+    check_result_finite(gf, grad_features.size(), pb.n_threads);
+    return py::make_tuple(grad_centers, grad_precisions, grad_gamma, grad_features);
 }
 
 template <class Enc, class T>
@@ -104,7 +110,7 @@ void def_soft_encoder_for(py::module_& m, const char* name, const char* backward
     m.def(backward_name, &soft_backward<Enc, T>, py::arg("features").noconvert(), py::arg("offsets").noconvert(),
           py::arg("centers").noconvert(), py::arg("precisions").noconvert(), py::arg("gamma"),
           py::arg("grad_output").noconvert(), py::arg("assignments").noconvert().none(true) = py::none(),
-          py::arg("n_threads") = 0, py::arg("check_features") = true);
+          py::arg("n_threads") = 0, py::arg("check_features") = true, py::arg("return_grad_features") = false);
 }
 
 // Registers float64 then float32 under one name (check_features=false skips the scan of

@@ -73,22 +73,27 @@ def soft_bow(features, offsets, centers, precisions, gamma, n_threads=None, *, r
 
 
 def soft_bow_backward(features, offsets, centers, precisions, gamma, grad_output, n_threads=None, *,
-                      assignments=None):
+                      assignments=None, return_grad_features=False):
     """Gradients of a loss J through :func:`soft_bow`.
 
     Parameters are those of :func:`soft_bow`, plus ``grad_output`` (n_bags, K), dJ/dR,
-    and ``assignments``: None to recompute the soft assignments, or the (N, K) array that
+    ``assignments``: None to recompute the soft assignments, or the (N, K) array that
     ``soft_bow(..., return_assignments=True)`` returned for the same features and
     parameters (their shape, finiteness and sign are checked; whether they come from these
-    features and parameters is not: other values give wrong gradients).
+    features and parameters is not: other values give wrong gradients), and
+    ``return_grad_features``: also return dJ/dF, the gradient with respect to the local
+    features, for a network below the encoder (one more matrix product per block of
+    features; nothing extra when False).
 
     Returns
     -------
     (grad_centers, grad_precisions, grad_gamma): two (K, D) arrays of the features' dtype
-    and a Python float.
+    and a Python float; with return_grad_features, also grad_features (N, D) of the
+    features' dtype.
     """
     args, nt = _soft_args(features, offsets, centers, precisions, gamma, n_threads)
-    return _core.soft_bow_backward(*args, *_backward_args(grad_output, assignments, args[0].dtype), n_threads=nt)
+    return _core.soft_bow_backward(*args, *_backward_args(grad_output, assignments, args[0].dtype), n_threads=nt,
+                                   return_grad_features=bool(return_grad_features))
 
 
 def soft_vlad(features, offsets, centers, precisions, gamma, n_threads=None, *, return_assignments=False):
@@ -108,7 +113,7 @@ def soft_vlad(features, offsets, centers, precisions, gamma, n_threads=None, *, 
 
 
 def soft_vlad_backward(features, offsets, centers, precisions, gamma, grad_output, n_threads=None, *,
-                       assignments=None):
+                       assignments=None, return_grad_features=False):
     """Gradients of a loss J through :func:`soft_vlad`.
 
     Parameters are those of :func:`soft_bow_backward`, with ``grad_output`` (n_bags, K * D)
@@ -117,10 +122,12 @@ def soft_vlad_backward(features, offsets, centers, precisions, gamma, grad_outpu
     Returns
     -------
     (grad_centers, grad_precisions, grad_gamma): two (K, D) arrays of the features' dtype
-    and a Python float.
+    and a Python float; with return_grad_features, also grad_features (N, D) of the
+    features' dtype.
     """
     args, nt = _soft_args(features, offsets, centers, precisions, gamma, n_threads)
-    return _core.soft_vlad_backward(*args, *_backward_args(grad_output, assignments, args[0].dtype), n_threads=nt)
+    return _core.soft_vlad_backward(*args, *_backward_args(grad_output, assignments, args[0].dtype), n_threads=nt,
+                                    return_grad_features=bool(return_grad_features))
 
 
 def bow(features, offsets, centers, n_threads=None) -> np.ndarray:

@@ -41,6 +41,8 @@ class SoftAssigner {
     T gamma() const { return gamma_; }
     const MatR<T>& centers() const { return centers_; }        // C' = C - mu
     const MatR<T>& precisions() const { return precisions_; }  // P
+    // [P ; -2 C'P]^T as 2D x K: distances are [f'^2, f'] times this, plus the bias.
+    const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>& weights() const { return weights_; }
 
     // b.x = [f'^2, f'] for the m rows starting at `rows`.
     void expand(const T* rows, Index m, TileBuffers<T>& b) const {

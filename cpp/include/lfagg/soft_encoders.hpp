@@ -87,6 +87,13 @@ struct SoftVladEncoder {
         const RowVec<T> mass = inv_n * a.colwise().sum();
         direct.noalias() -= mass.asDiagonal() * gb;
     }
+
+    // The term of dJ/dF that does not pass through the assignments, for the m rows of one
+    // bag: dJ/df_n = (1/N_b) sum_k a_nk G_b[k, :].
+    template <class T, class A, class F>
+    static void feature_direct_segment(const SoftAssigner<T>& sa, const A& a, const T* grad_b, T inv_n, F&& gf) {
+        gf.noalias() = inv_n * (a * CMapR<T>(grad_b, sa.k(), sa.dim()));
+    }
 };
 
 // An encoder policy with its parameters, in the interface of encode_bags(); when
@@ -139,10 +146,16 @@ struct BackwardSums {
 // Backward pass: gradients of J w.r.t. centres and precisions (K x D row-major, written
 // to grad_centers / grad_precisions) and gamma (returned), given grad_out = dJ/dR.
 // `assignments` (N x K, or null to recompute them) are those kept by soft_encode: with
-// them the backward costs about one forward instead of two.
+// them the backward costs about one forward instead of two. With `grad_features` (N x D
+// row-major, or null) the gradient w.r.t. the local features is written there too:
+//   dJ/df_nj = -2 gamma sum_k e_nk P_kj (f'_nj - C'_kj)   [+ T2's direct term]
+// = -2 gamma f'_nj (E P)_nj - gamma (E (-2 C'P))_nj, one more matrix product per chunk
+// (E times the assigner's weights); each feature's row is written by the one thread
+// that owns its chunk, so it needs no reduction.
 template <class Enc, class T>
 double soft_backward(const BagsView<T>& bags, const SoftParams<T>& params, const T* grad_out,
-                     T* grad_centers, T* grad_precisions, int n_threads, const T* assignments = nullptr) {
+                     T* grad_centers, T* grad_precisions, int n_threads, const T* assignments = nullptr,
+                     T* grad_features = nullptr) {
     using MatD = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
     const SoftAssigner<T> sa(params, bags.dim);
     const Index k = params.k, dim = bags.dim, out_dim = Enc::out_dim(k, dim);
@@ -157,13 +170,15 @@ double soft_backward(const BagsView<T>& bags, const SoftParams<T>& params, const
     struct Work {
         TileBuffers<T> tile;
         MatR<T> e;
+        MatR<T> e_w;         // e times the assigner's weights (rows x 2D), for grad_features
         RowVec<T> grad_bag;  // aligned copy of the bag's dJ/dR: reductions over it must not
                              // depend on where numpy placed grad_out
-        Work(Index r, Index d, Index k_, Index o) : tile(r, d, k_), e(r, k_), grad_bag(o) {}
+        Work(Index r, Index d, Index k_, Index o, bool with_features)
+            : tile(r, d, k_), e(r, k_), e_w(with_features ? r : 0, 2 * d), grad_bag(o) {}
     };
     std::vector<Work> work;
     work.reserve(nt);
-    for (int i = 0; i < nt; ++i) work.emplace_back(chunk_rows, dim, k, out_dim);
+    for (int i = 0; i < nt; ++i) work.emplace_back(chunk_rows, dim, k, out_dim, grad_features != nullptr);
     std::vector<BackwardSums<T>> sums(static_cast<std::size_t>(std::min(wave, n_chunks)),
                                       BackwardSums<T>(k, dim, Enc::has_direct_term));
     Eigen::MatrixXd ex_total = Eigen::MatrixXd::Zero(k, 2 * dim);  // the layout of BackwardSums::ex
@@ -179,14 +194,31 @@ double soft_backward(const BagsView<T>& bags, const SoftParams<T>& params, const
         else
             sa.assign(bags.row(r0), m, w.tile);
         const CMapR<T> a(assignments ? assignments + r0 * k : w.tile.a.data(), m, k);
+        MapR<T> gf(grad_features ? grad_features + r0 * dim : nullptr, grad_features ? m : 0, dim);
         bags.for_each_segment(r0, r1, [&](Index b, Index s, Index e) {
             w.grad_bag = Eigen::Map<const RowVec<T>>(grad_out + b * out_dim, out_dim);
-            Enc::backprop_segment(sa, w.tile, s - r0, a.middleRows(s - r0, e - s), w.grad_bag.data(),
-                                  T(1) / static_cast<T>(bags.size(b)), w.e.middleRows(s - r0, e - s), acc.direct);
+            const T inv_n = T(1) / static_cast<T>(bags.size(b));
+            const auto a_seg = a.middleRows(s - r0, e - s);
+            Enc::backprop_segment(sa, w.tile, s - r0, a_seg, w.grad_bag.data(), inv_n, w.e.middleRows(s - r0, e - s),
+                                  acc.direct);
+            if constexpr (Enc::has_direct_term)
+                if (grad_features)
+                    Enc::feature_direct_segment(sa, a_seg, w.grad_bag.data(), inv_n, gf.middleRows(s - r0, e - s));
         });
         const auto e = w.e.topRows(m);
         acc.ex.noalias() = e.transpose() * w.tile.x.topRows(m);
         acc.e_sum = e.colwise().sum();
+        if (grad_features) {
+            auto e_w = w.e_w.topRows(m);
+            e_w.noalias() = e * sa.weights().transpose();
+            const T gamma = sa.gamma();
+            const auto through_a = (T(-2) * gamma) * w.tile.shifted(0, m).cwiseProduct(e_w.leftCols(dim)) -
+                                   gamma * e_w.rightCols(dim);
+            if constexpr (Enc::has_direct_term)
+                gf += through_a;
+            else
+                gf = through_a;
+        }
     };
 
     // Waves of chunks, then a fold in chunk order (see encode_bags for why not `ordered`).

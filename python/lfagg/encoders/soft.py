@@ -37,12 +37,14 @@ class SoftEncoder:
                              return_assignments=bool(return_assignments))
 
     def backward(self, bags, centers, precisions, gamma: float, grad_output, n_threads: int = 0,
-                 assignments=None):
+                 assignments=None, return_grad_features=False):
         """(dJ/dcenters (K, D), dJ/dprecisions (K, D), dJ/dgamma float) given
         grad_output = dJ/dR (n_bags, output_dim); ``assignments`` as returned by
-        :meth:`forward`, or None to recompute them."""
+        :meth:`forward`, or None to recompute them; with ``return_grad_features`` also
+        dJ/dF (N, D)."""
         return run_validated(self._backward, bags, centers, precisions, gamma=float(gamma), grad_output=grad_output,
-                             assignments=assignments, n_threads=n_threads)
+                             assignments=assignments, n_threads=n_threads,
+                             return_grad_features=bool(return_grad_features))
 
 
 #: T1 (eq. 6-8): (n_bags, K), rows summing to 1.
