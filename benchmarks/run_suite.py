@@ -14,6 +14,9 @@ Parts (``--parts``, default all; each also runs alone as its script, which impor
      outputs, each in a fresh process (bench_memory.py)
   f  end-to-end LearnedBoW fit, 400 bags x 2,000 x 108, K = 256, 5 epochs, and where
      its time goes, from the estimator's timings_ hook (bench_training.py)
+  g  lfagg.torch's layers, forward + backward with dJ/dF, against lfagg.ops, torch
+     autograd and a padded NetVLAD-style layer; peak memory at K = 1024
+     (bench_torch_layer.py)
 
 Every timing is a warm-up call, then the median of ``--repeats`` calls; ratios are peer
 time / lfagg time (> 1: lfagg is faster), measured in this one process on the same data,
@@ -42,13 +45,15 @@ import time
 import traceback
 
 try:
-    from . import _common, bench_baselines, bench_encoders, bench_memory, bench_scaling, bench_training
+    from . import (_common, bench_baselines, bench_encoders, bench_memory, bench_scaling, bench_torch_layer,
+                   bench_training)
 except ImportError:  # run as a script: benchmarks/ is on sys.path
     import _common
     import bench_baselines
     import bench_encoders
     import bench_memory
     import bench_scaling
+    import bench_torch_layer
     import bench_training
 
 
@@ -84,6 +89,12 @@ def run_memory(args, ops, torch):
 def run_training(args, ops, torch):
     return bench_training.run_training(args)
 
+
+def run_torch_layer(args, ops, torch):
+    if torch is None:
+        raise RuntimeError("part g needs torch")
+    return bench_torch_layer.run(args, ops)
+
 PARTS = {
     "a": ("soft encoders vs numpy and torch autograd", run_encoders),
     "b": ("matmul peak and the forward's fraction of it", run_peak),
@@ -91,6 +102,7 @@ PARTS = {
     "d": ("scaling in N, K, D and threads", run_scaling),
     "e": ("peak memory beyond inputs and outputs", run_memory),
     "f": ("end-to-end LearnedBoW fit", run_training),
+    "g": ("lfagg.torch layers vs lfagg.ops, torch autograd, a padded layer", run_torch_layer),
 }
 
 
@@ -142,6 +154,10 @@ def summary_lines(results):
         f = results["f"]
         lines.append(f"(f) LearnedBoW fit {f['wall_s']:.1f} s: "
                      + ", ".join(f"{group} {fraction:.0%}" for group, fraction in f["group_fractions"].items()))
+    for row in results.get("g", {}).get("rows", []):
+        lines.append(f"(g) {row['case']:<10} {row['encoder']:<10} K={row['k']:<5} layer/ops {row['layer_over_ops']:.2f}"
+                     f", torch/layer {row['torch_over_layer']:.2f}, padded/layer "
+                     f"{_common.format_ratio(row['padded_over_layer'])}")
     return lines
 
 
@@ -215,6 +231,16 @@ def targets(results, errors, cpu_count):
     add("memory of encoding 22,000 x 108, K=2048: < 32 MB beyond inputs/outputs", "e",
         lambda part: _find(part["rows"], operation="soft_bow fwd")["beyond_inputs_outputs_bytes"],
         lambda v: v < bench_memory.TARGET_BYTES, lambda v: f"{v / 1e6:.1f} MB")
+    goals = bench_torch_layer.TARGETS
+    add(f"torch layer within {goals['layer_over_ops']}x of lfagg.ops (every size)", "g",
+        lambda part: max(row["layer_over_ops"] for row in part["rows"]), lambda v: v <= goals["layer_over_ops"],
+        lambda v: f"worst layer/ops = {v:.2f}x")
+    add(f"torch layer >= {goals['torch_over_layer']}x torch autograd at minibatch and idt", "g",
+        lambda part: min(row["torch_over_layer"] for row in part["rows"] if row["case"] != "conv"),
+        lambda v: v >= goals["torch_over_layer"], lambda v: f"worst torch/layer = {v:.2f}x")
+    add(f"torch layer memory at K=1024 < {goals['memory_fraction']} of a padded layer's", "g",
+        lambda part: max(row["fraction"] for row in part["memory"]), lambda v: v < goals["memory_fraction"],
+        lambda v: f"worst layer/padded = {v:.3f}")
     return out
 
 

@@ -1,0 +1,252 @@
+"""PyTorch layers on lfagg's C++ core: the soft BoW (T1) and soft VLAD (T2) of ragged bags,
+differentiable with respect to the local features, the centres, the precisions and gamma.
+
+Bags are given as ``(features (N, D), offsets (n_bags + 1,))`` (bag b is
+``features[offsets[b]:offsets[b + 1]]``) or as one of torch's jagged nested tensors
+(``torch.nested.nested_tensor(list_of_(n_i, D)_tensors, layout=torch.jagged)``), never
+padded: no row of padding is ever counted as a feature, and no N x K x D tensor is ever
+built (the core works on blocks of features). CPU tensors only; float32 or float64, the
+features and the layer of one dtype. The tensors reach the core without a copy (a
+non-contiguous features tensor is made contiguous first) and the core runs without the
+GIL on ``torch.get_num_threads()`` threads unless ``n_threads`` says otherwise; results
+are bitwise identical for every thread count.
+
+Install with ``pip install "lfagg[torch]"``; lfagg itself never imports torch.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+try:
+    import torch
+except ImportError as exc:  # pragma: no cover - the message is the point
+    raise ImportError('lfagg.torch needs PyTorch: pip install "lfagg[torch]"') from exc
+from torch.autograd.function import once_differentiable
+
+from . import ops
+from ._validation import positive_int, positive_real
+
+__all__ = ["SoftBoW", "SoftVLAD", "soft_bow", "soft_vlad", "SoftBoWFunction", "SoftVLADFunction"]
+
+
+def _numpy(tensor):
+    """A NumPy view of a CPU tensor (no copy), for the core."""
+    return tensor.detach().numpy()
+
+
+def _autograd_function(name: str, forward_kernel, backward_kernel, doc: str):
+    """A torch.autograd.Function over a pair of lfagg.ops kernels: forward through the
+    soft encoder, backward through its backward kernel, which also gives dJ/dF when the
+    features need a gradient. ``apply(features, offsets, centers, precisions, gamma,
+    n_threads, keep_assignments)`` takes checked CPU tensors (see :func:`soft_bow`)."""
+
+    def forward(ctx, features, offsets, centers, precisions, gamma, n_threads, keep_assignments):
+        args = (_numpy(features), _numpy(offsets), _numpy(centers), _numpy(precisions), float(gamma))
+        if keep_assignments:
+            out, assignments = forward_kernel(*args, n_threads, return_assignments=True)
+            ctx.assignments = torch.from_numpy(assignments)
+        else:
+            out, ctx.assignments = forward_kernel(*args, n_threads), None
+        ctx.save_for_backward(features, offsets, centers, precisions, gamma)
+        ctx.n_threads = n_threads
+        return torch.from_numpy(out)
+
+    @once_differentiable
+    def backward(ctx, grad_output):
+        features, offsets, centers, precisions, gamma = ctx.saved_tensors
+        need_features = ctx.needs_input_grad[0]
+        grads = backward_kernel(
+            _numpy(features), _numpy(offsets), _numpy(centers), _numpy(precisions), float(gamma),
+            _numpy(grad_output.contiguous()), ctx.n_threads,
+            assignments=None if ctx.assignments is None else _numpy(ctx.assignments),
+            return_grad_features=need_features)
+        grad_features = torch.from_numpy(grads[3]) if need_features else None
+        return (grad_features, None, torch.from_numpy(grads[0]), torch.from_numpy(grads[1]),
+                torch.tensor(grads[2], dtype=gamma.dtype), None, None)
+
+    namespace = {"forward": staticmethod(forward), "backward": staticmethod(backward), "__doc__": doc,
+                 "__module__": __name__}
+    return type(name, (torch.autograd.Function,), namespace)
+
+
+SoftBoWFunction = _autograd_function(
+    "SoftBoWFunction", ops.soft_bow, ops.soft_bow_backward,
+    "T1 as a torch.autograd.Function; :func:`soft_bow` checks the input and applies it.")
+SoftVLADFunction = _autograd_function(
+    "SoftVLADFunction", ops.soft_vlad, ops.soft_vlad_backward,
+    "T2 as a torch.autograd.Function; :func:`soft_vlad` checks the input and applies it.")
+
+
+def _check_inputs(features, offsets, centers, precisions, gamma):
+    """(features, offsets) as the core takes them; TypeError/ValueError naming the argument."""
+    if getattr(features, "is_nested", False):
+        if offsets is not None:
+            raise ValueError("offsets must be None when features is a nested tensor (it holds its own)")
+        if features.layout != torch.jagged:
+            raise ValueError("features must be a jagged nested tensor (layout=torch.jagged), got layout "
+                             f"{features.layout}")
+        features, offsets = features.values(), features.offsets()
+    for name, value in (("features", features), ("offsets", offsets), ("centers", centers),
+                        ("precisions", precisions), ("gamma", gamma)):
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+        if value.device.type != "cpu":
+            raise ValueError(f"{name} is on {value.device}: lfagg.torch runs on CPU tensors (move it with .cpu())")
+    if features.dtype not in (torch.float32, torch.float64) or features.dim() != 2:
+        raise TypeError(f"features must be a 2-D float32 or float64 tensor (N, D), got {features.dtype} of shape "
+                        f"{tuple(features.shape)}")
+    for name, value in (("centers", centers), ("precisions", precisions), ("gamma", gamma)):
+        if value.dtype != features.dtype:
+            raise TypeError(f"{name} is {value.dtype} but features are {features.dtype}: convert one "
+                            "(layer.double() / layer.float(), or features.to(dtype))")
+    if offsets.dtype not in (torch.int64, torch.int32) or offsets.dim() != 1:
+        raise TypeError(f"offsets must be a 1-D integer tensor (n_bags + 1,), got {offsets.dtype} of shape "
+                        f"{tuple(offsets.shape)}")
+    if gamma.dim() != 0:
+        raise ValueError(f"gamma must be a 0-d tensor, got shape {tuple(gamma.shape)}")
+    return features.contiguous(), offsets.to(torch.int64).contiguous()
+
+
+def _encode(function, features, offsets, centers, precisions, gamma, n_threads, keep_assignments):
+    features, offsets = _check_inputs(features, offsets, centers, precisions, gamma)
+    n_threads = torch.get_num_threads() if n_threads is None else positive_int(n_threads, "n_threads")
+    needs_grad = torch.is_grad_enabled() and any(
+        t.requires_grad for t in (features, centers, precisions, gamma))
+    return function.apply(features, offsets, centers.contiguous(), precisions.contiguous(), gamma, n_threads,
+                          bool(keep_assignments) and needs_grad)
+
+
+def soft_bow(features, offsets, centers, precisions, gamma, n_threads=None, keep_assignments=True):
+    """T1, the soft Bag of Words of ragged bags, differentiable (the functional form of :class:`SoftBoW`).
+
+    Parameters
+    ----------
+    features : (N, D) float32/float64 tensor with ``offsets`` (n_bags + 1,) int64 tensor,
+        or a jagged nested tensor of (n_i, D) bags with ``offsets=None``.
+    centers, precisions : (K, D) tensors of the features' dtype (precisions > 0).
+    gamma : 0-d tensor of that dtype, > 0.
+    n_threads : None (``torch.get_num_threads()``) or a positive int.
+    keep_assignments : keep the (N, K) soft assignments for the backward when a gradient is
+        needed (its cost then falls to about one forward; N * K values of memory).
+
+    Returns
+    -------
+    (n_bags, K) tensor of the features' dtype; rows sum to 1 (0 for an empty bag).
+    """
+    return _encode(SoftBoWFunction, features, offsets, centers, precisions, gamma, n_threads, keep_assignments)
+
+
+def soft_vlad(features, offsets, centers, precisions, gamma, n_threads=None, keep_assignments=True):
+    """T2, the soft VLAD of ragged bags, differentiable: as :func:`soft_bow`, returning
+    (n_bags, K * D), k-major: R_b[k, :] = (1/N_b) sum_n a_nk (f_n - C_k)."""
+    return _encode(SoftVLADFunction, features, offsets, centers, precisions, gamma, n_threads, keep_assignments)
+
+
+def _first_attribute(obj, names, default):
+    return next((getattr(obj, n) for n in names if hasattr(obj, n)), default)
+
+
+class _SoftEncoderLayer(torch.nn.Module):
+    """Parameters ``centers`` (K, D), ``log_precisions`` (K, D) (learned unless
+    ``learn_precisions=False``) and ``log_gamma`` (a parameter when ``learn_gamma``, else a
+    buffer); ``_function`` is the functional form."""
+
+    def __init__(self, n_codewords, dim, *, gamma=1.0, learn_gamma=False, learn_precisions=True,
+                 keep_assignments=True, n_threads=None, dtype=None):
+        super().__init__()
+        self.n_codewords = positive_int(n_codewords, "n_codewords")
+        self.dim = positive_int(dim, "dim")
+        gamma = positive_real(gamma, "gamma")
+        self.keep_assignments = bool(keep_assignments)
+        self.n_threads = None if n_threads is None else positive_int(n_threads, "n_threads")
+        dtype = dtype or torch.get_default_dtype()
+        self.centers = torch.nn.Parameter(torch.empty(self.n_codewords, self.dim, dtype=dtype))
+        self.log_precisions = torch.nn.Parameter(torch.zeros(self.n_codewords, self.dim, dtype=dtype),
+                                                 requires_grad=bool(learn_precisions))
+        log_gamma = torch.tensor(math.log(gamma), dtype=dtype)
+        if learn_gamma:
+            self.log_gamma = torch.nn.Parameter(log_gamma)
+        else:
+            self.register_buffer("log_gamma", log_gamma)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Centres drawn from N(0, 1) with torch's generator (``torch.manual_seed``), unit
+        precisions: a start for standardised features; :meth:`from_estimator` starts
+        from a fitted codebook instead."""
+        with torch.no_grad():
+            self.centers.normal_()
+            self.log_precisions.zero_()
+
+    @property
+    def gamma(self) -> float:
+        return float(self.log_gamma.exp())
+
+    @classmethod
+    def from_estimator(cls, estimator, *, gamma=None, **kwargs):
+        """A layer starting from a fitted codebook: a LearnedBoW/LearnedVLAD (centres,
+        covariances and gamma), a BagOfWords/VLAD or scikit-learn KMeans
+        (``cluster_centers_``, unit precisions), a FisherVector or diagonal scikit-learn
+        GaussianMixture (means and variances), or a (K, D) array of centres.
+
+        gamma : None takes the estimator's ``gamma_`` (required when it has none);
+        kwargs : the layer's other parameters (learn_gamma, dtype, ...).
+        """
+        centers = _first_attribute(estimator, ("centers_", "cluster_centers_", "means_"), estimator)
+        covariances = _first_attribute(estimator, ("covariances_", "variances_"), np.ones(np.shape(centers)))
+        try:
+            centers, covariances = (np.asarray(a, dtype=np.float64) for a in (centers, covariances))
+        except (TypeError, ValueError):
+            centers = covariances = np.empty(0)
+        if not (centers.ndim == 2 and centers.size and covariances.shape == centers.shape
+                and np.isfinite(centers).all() and np.isfinite(covariances).all() and (covariances > 0).all()):
+            raise ValueError("estimator must be a fitted LearnedBoW, LearnedVLAD, BagOfWords, VLAD, FisherVector, "
+                             "KMeans or diagonal GaussianMixture, or a finite (K, D) array of centres; got "
+                             f"{type(estimator).__name__}")
+        if gamma is None:
+            gamma = getattr(estimator, "gamma_", None)
+            if gamma is None:
+                raise ValueError(f"give gamma: {type(estimator).__name__} has no fitted gamma_")
+        layer = cls(*centers.shape, gamma=gamma, **kwargs)
+        with torch.no_grad():
+            layer.centers.copy_(torch.from_numpy(centers))
+            layer.log_precisions.copy_(torch.from_numpy(-np.log(covariances)))
+        return layer
+
+    def forward(self, features, offsets=None):
+        """features (N, D) with offsets (n_bags + 1,), or a jagged nested tensor with
+        offsets=None -> (n_bags, output width) of the features' dtype."""
+        return type(self)._function(features, offsets, self.centers, self.log_precisions.exp(),
+                                    self.log_gamma.exp(), self.n_threads, self.keep_assignments)
+
+    def extra_repr(self) -> str:
+        return (f"n_codewords={self.n_codewords}, dim={self.dim}, gamma={self.gamma:.4g}, "
+                f"learn_gamma={isinstance(self.log_gamma, torch.nn.Parameter)}")
+
+
+class SoftBoW(_SoftEncoderLayer):
+    """T1, the learnable soft Bag of Words, as a layer: ``layer(features, offsets)`` or
+    ``layer(jagged_nested_tensor)`` -> (n_bags, K), each row the mean of the bag's soft
+    assignments a_nk = softmax_k(-gamma sum_j P_kj (f_nj - C_kj)^2).
+
+    Parameters
+    ----------
+    n_codewords : K; dim : D, the local features' dimension.
+    gamma : float > 0, the initial softness; learn_gamma : learn it (as ``log_gamma``).
+    learn_precisions : learn the diagonal precisions P (as ``log_precisions``).
+    keep_assignments : keep the (N, K) assignments between forward and backward (faster
+        backward, N * K values of memory).
+    n_threads : None (``torch.get_num_threads()``) or a positive int.
+    dtype : of the parameters (default: torch's default dtype).
+    """
+
+    _function = staticmethod(soft_bow)
+
+
+class SoftVLAD(_SoftEncoderLayer):
+    """T2, the learnable soft VLAD, as a layer -> (n_bags, K * D), k-major: the mean over
+    the bag of a_nk (f_n - C_k). Parameters as :class:`SoftBoW`."""
+
+    _function = staticmethod(soft_vlad)

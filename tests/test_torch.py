@@ -1,0 +1,228 @@
+"""lfagg.torch: the autograd functions against torch.autograd.gradcheck and against the same
+maths written in plain torch ops (an independent reference), jagged nested tensors, the
+layers as PyTorch users use them (state_dict, no_grad, dtypes, threads, an optimizer),
+from_estimator, and every bad input."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+lt = pytest.importorskip("lfagg.torch")
+
+import lfagg  # noqa: E402
+from lfagg.datasets import make_circles_bags  # noqa: E402
+
+FUNCTIONS = {"bow": lt.soft_bow, "vlad": lt.soft_vlad}
+LAYERS = {"bow": lt.SoftBoW, "vlad": lt.SoftVLAD}
+SIZES = (4, 0, 1, 6)
+
+
+def reference(encoder, features, offsets, centers, precisions, gamma):
+    """The encoder in plain torch ops (the full N x K x D tensor, fine at these sizes)."""
+    diff = features[:, None, :] - centers[None]
+    a = torch.softmax(-gamma * (diff ** 2 * precisions[None]).sum(-1), dim=1)
+    per_feature = a if encoder == "bow" else (a[:, :, None] * diff).flatten(1)
+    rows = [per_feature[lo:hi].mean(0) if hi > lo else per_feature.new_zeros(per_feature.shape[1])
+            for lo, hi in zip(offsets[:-1].tolist(), offsets[1:].tolist())]
+    return torch.stack(rows)
+
+
+def problem(seed=0, sizes=SIZES, D=3, K=4, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    offsets = torch.tensor(np.concatenate([[0], np.cumsum(sizes)]), dtype=torch.int64)
+    features = torch.randn(int(offsets[-1]), D, generator=g, dtype=dtype)
+    centers = torch.randn(K, D, generator=g, dtype=dtype)
+    precisions = torch.rand(K, D, generator=g, dtype=dtype) + 0.5
+    return features, offsets, centers, precisions, torch.tensor(0.3, dtype=dtype)
+
+
+def with_grad(*tensors):
+    return [t.clone().requires_grad_() for t in tensors]
+
+
+@pytest.mark.parametrize("keep", [True, False])
+@pytest.mark.parametrize("encoder", FUNCTIONS)
+def test_gradcheck_float64(encoder, keep):
+    features, offsets, centers, precisions, gamma = problem()
+    f, c, p, g = with_grad(features, centers, precisions, gamma)
+    assert torch.autograd.gradcheck(
+        lambda f, c, p, g: FUNCTIONS[encoder](f, offsets, c, p, g, keep_assignments=keep), (f, c, p, g))
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 2e-4)])
+@pytest.mark.parametrize("encoder", FUNCTIONS)
+def test_values_and_gradients_equal_plain_torch(encoder, dtype, tol):
+    features, offsets, centers, precisions, gamma = problem(1, sizes=(30, 0, 1, 200), D=5, K=6, dtype=dtype)
+    ours, theirs = with_grad(features, centers, precisions, gamma), with_grad(features, centers, precisions, gamma)
+    weights = torch.randn(len(offsets) - 1, 6 if encoder == "bow" else 30, dtype=dtype)
+    out = FUNCTIONS[encoder](ours[0], offsets, *ours[1:])
+    ref = reference(encoder, theirs[0], offsets, *theirs[1:])
+    assert out.dtype == dtype and out.shape == ref.shape
+    torch.testing.assert_close(out, ref, rtol=tol, atol=tol)
+    (out * weights).sum().backward()
+    (ref * weights).sum().backward()
+    for mine, other in zip(ours, theirs):
+        torch.testing.assert_close(mine.grad, other.grad, rtol=10 * tol, atol=10 * tol * other.grad.abs().max())
+
+
+@pytest.mark.parametrize("encoder", FUNCTIONS)
+def test_forward_is_lfagg_ops_bitwise(encoder):
+    features, offsets, centers, precisions, gamma = problem(2, dtype=torch.float32)
+    out = FUNCTIONS[encoder](features, offsets, centers, precisions, gamma)
+    op = getattr(lfagg.ops, f"soft_{encoder}")
+    expected = op(features.numpy(), offsets.numpy(), centers.numpy(), precisions.numpy(), float(gamma))
+    np.testing.assert_array_equal(out.numpy(), expected)
+
+
+@pytest.mark.parametrize("encoder", LAYERS)
+def test_a_jagged_nested_tensor_is_the_same_bags(encoder):
+    features, offsets, *_ = problem(3)
+    layer = LAYERS[encoder](4, 3, dtype=torch.float64)
+    bags = [features[lo:hi].clone().requires_grad_() for lo, hi in zip(offsets[:-1], offsets[1:])]
+    nested = torch.nested.as_nested_tensor(bags, layout=torch.jagged)
+    flat = features.clone().requires_grad_()
+    out_nested, out_flat = layer(nested), layer(flat, offsets)
+    torch.testing.assert_close(out_nested, out_flat, rtol=0, atol=0)
+    out_nested.square().sum().backward()
+    out_flat.square().sum().backward()
+    torch.testing.assert_close(torch.cat([b.grad for b in bags]), flat.grad)
+
+
+def test_layer_parameters_and_state_dict_round_trip():
+    torch.manual_seed(0)
+    layer = lt.SoftVLAD(5, 3, gamma=0.5, learn_gamma=True)
+    assert {n for n, _ in layer.named_parameters()} == {"centers", "log_precisions", "log_gamma"}
+    fixed = lt.SoftBoW(5, 3, gamma=0.5)
+    assert {n for n, _ in fixed.named_parameters()} == {"centers", "log_precisions"}
+    assert "log_gamma" in fixed.state_dict() and fixed.gamma == pytest.approx(0.5)
+    features, offsets, *_ = problem(4, dtype=torch.float32)
+    copy = lt.SoftVLAD(5, 3, learn_gamma=True)
+    copy.load_state_dict(layer.state_dict())
+    torch.testing.assert_close(copy(features, offsets), layer(features, offsets), rtol=0, atol=0)
+
+
+def test_no_grad_inference_dtypes_and_threads():
+    features, offsets, *_ = problem(5, sizes=(700, 3, 0, 900), D=8)
+    layer = lt.SoftBoW(16, 8).double()
+    assert layer.centers.dtype == torch.float64
+    with torch.no_grad():
+        out = layer(features, offsets)
+    assert not out.requires_grad and out.dtype == torch.float64
+    assert layer(features, offsets).requires_grad
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = layer(features, offsets)
+        torch.set_num_threads(2)
+        two = layer(features, offsets)
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(one, two, rtol=0, atol=0)
+    three = lt.SoftBoW(16, 8, n_threads=3).double()
+    three.load_state_dict(layer.state_dict())
+    torch.testing.assert_close(three(features, offsets), one, rtol=0, atol=0)
+    single = layer.float()(features.float(), offsets)
+    assert single.dtype == torch.float32
+    torch.testing.assert_close(single.double(), one, rtol=1e-4, atol=1e-5)
+
+
+def test_trains_end_to_end_in_a_model_with_an_optimizer():
+    """A linear map of the local features (learning needs dJ/dF), the soft BoW and a
+    linear classifier, trained with Adam on bags whose classes differ in feature radius."""
+    bags, y = make_circles_bags(60, 20, random_state=0)
+    features = torch.from_numpy(bags.features.astype(np.float32))
+    offsets, target = torch.from_numpy(bags.offsets), torch.from_numpy(y.astype(np.int64))
+    torch.manual_seed(0)
+    project = torch.nn.Linear(2, 2)
+    pool = lt.SoftBoW(4, 2, gamma=1.0)
+    head = torch.nn.Linear(4, 2)
+    model = torch.nn.ModuleList([project, pool, head])
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+    before = project.weight.detach().clone()
+    losses = []
+    for _ in range(60):
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(head(pool(project(features), offsets)), target)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert project.weight.grad is not None and not torch.equal(project.weight.detach(), before)
+    assert losses[-1] < 0.5 * losses[0]
+    with torch.no_grad():
+        accuracy = (head(pool(project(features), offsets)).argmax(1) == target).float().mean().item()
+    assert accuracy > 0.9
+
+
+def test_from_estimator():
+    bags, y = make_circles_bags(30, 15, random_state=0)
+    model = lfagg.LearnedVLAD(3, n_epochs=1, random_state=0).fit(bags, y)
+    layer = lt.SoftVLAD.from_estimator(model, dtype=torch.float64)
+    features, offsets = torch.from_numpy(bags.features), torch.from_numpy(bags.offsets)
+    with torch.no_grad():
+        np.testing.assert_allclose(layer(features, offsets).numpy(), model.transform(bags), rtol=1e-12, atol=1e-12)
+    bow = lfagg.BagOfWords(4, assignment="soft", random_state=0).fit(bags)
+    layer = lt.SoftBoW.from_estimator(bow, dtype=torch.float64)
+    np.testing.assert_array_equal(layer.centers.detach().numpy(), bow.cluster_centers_)
+    assert layer.gamma == pytest.approx(bow.gamma_) and not layer.log_precisions.detach().any()
+    from sklearn.cluster import KMeans
+
+    kmeans = KMeans(3, n_init=1, random_state=0).fit(bags.features)
+    assert lt.SoftBoW.from_estimator(kmeans, gamma=2.0).centers.shape == (3, 2)
+    with pytest.raises(ValueError, match="give gamma"):
+        lt.SoftBoW.from_estimator(kmeans)
+    with pytest.raises(ValueError, match="estimator must be a fitted"):
+        lt.SoftBoW.from_estimator(lfagg.LearnedBoW(3), gamma=1.0)
+
+
+BAD_INPUTS = {
+    "features float64, layer float32": (lambda f, o, c, p, g: (f.double(), o, c, p, g), TypeError, "centers is"),
+    "precisions float64": (lambda f, o, c, p, g: (f, o, c, p.double(), g), TypeError, "precisions is"),
+    "integer features": (lambda f, o, c, p, g: (f.long(), o, c, p, g), TypeError, "features must be"),
+    "3-D features": (lambda f, o, c, p, g: (f[None], o, c, p, g), TypeError, "features must be"),
+    "float offsets with grad": (lambda f, o, c, p, g: (f, o.double().requires_grad_(), c, p, g), TypeError,
+                                "offsets must be a 1-D integer"),
+    "offsets not matching N": (lambda f, o, c, p, g: (f[:-1], o, c, p, g), ValueError, "offsets"),
+    "decreasing offsets": (lambda f, o, c, p, g: (f, o.flip(0), c, p, g), ValueError, "offsets"),
+    "NaN features": (lambda f, o, c, p, g: (f.index_fill(0, torch.tensor([2]), float("nan")), o, c, p, g),
+                     ValueError, "features"),
+    "negative precisions": (lambda f, o, c, p, g: (f, o, c, -p, g), ValueError, "precisions"),
+    "gamma not 0-d": (lambda f, o, c, p, g: (f, o, c, p, g.reshape(1)), ValueError, "gamma must be a 0-d"),
+    "features of another dimension": (lambda f, o, c, p, g: (f[:, :2], o, c, p, g), ValueError, "centers"),
+    "an array, not a tensor": (lambda f, o, c, p, g: (f.numpy(), o, c, p, g), TypeError, "features must be a torch"),
+    "meta device (as CUDA)": (lambda f, o, c, p, g: (f.to("meta"), o, c, p, g), ValueError, "CPU tensors"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+@pytest.mark.parametrize("encoder", FUNCTIONS)
+def test_bad_input_is_named(encoder, case):
+    change, error, message = BAD_INPUTS[case]
+    args = change(*problem(6, dtype=torch.float32))
+    with pytest.raises(error, match=message):
+        FUNCTIONS[encoder](*args)
+
+
+def test_non_contiguous_features_are_accepted():
+    features, offsets, centers, precisions, gamma = problem(7)
+    transposed = features.t().contiguous().t()
+    assert not transposed.is_contiguous()
+    torch.testing.assert_close(lt.soft_bow(transposed, offsets, centers, precisions, gamma),
+                               lt.soft_bow(features, offsets, centers, precisions, gamma), rtol=0, atol=0)
+
+
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors")
+def test_nested_tensor_errors():
+    features, offsets, centers, precisions, gamma = problem(8)
+    jagged = torch.nested.nested_tensor([features[:4], features[4:]], layout=torch.jagged)
+    with pytest.raises(ValueError, match="offsets must be None"):
+        lt.soft_bow(jagged, offsets, centers, precisions, gamma)
+    strided = torch.nested.nested_tensor([features[:4], features[4:]])
+    with pytest.raises(ValueError, match="layout=torch.jagged"):
+        lt.soft_bow(strided, None, centers, precisions, gamma)
+
+
+def test_layer_arguments_are_checked():
+    for kwargs, name in ((dict(n_codewords=0, dim=3), "n_codewords"), (dict(n_codewords=2, dim=3, gamma=-1), "gamma"),
+                         (dict(n_codewords=2, dim=3, n_threads=0), "n_threads")):
+        with pytest.raises(ValueError, match=name):
+            lt.SoftBoW(**kwargs)
