@@ -13,9 +13,10 @@ from .bags import Bags  # noqa: E402
 from .encoders import VLAD, BagOfWords, FisherVector  # noqa: E402
 from .models import BagClassifier, LearnedBoW, LearnedVLAD  # noqa: E402
 from .persistence import load, save  # noqa: E402
+from .store import BagStore  # noqa: E402
 from .training import train_encoder  # noqa: E402
 
 __all__ = [
-    "Bags", "BagOfWords", "FisherVector", "VLAD", "BagClassifier", "LearnedBoW", "LearnedVLAD", "save", "load",
+    "Bags", "BagStore", "BagOfWords", "FisherVector", "VLAD", "BagClassifier", "LearnedBoW", "LearnedVLAD", "save", "load",
     "datasets", "encoders", "models", "normalize", "ops", "training", "train_encoder", "__version__",
 ]

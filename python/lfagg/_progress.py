@@ -42,8 +42,8 @@ class Stopwatch(dict):
                 print(f" {elapsed:.1f} s", file=sys.stderr, flush=True)
 
 
-class _EpochLine:
-    """tqdm's interface for a log file: one line when the epoch ends, with its postfix."""
+class _DoneLine:
+    """tqdm's interface for a log file: one line when the work ends, with its postfix."""
 
     disable = False
 
@@ -64,9 +64,9 @@ class _EpochLine:
         print(f"{self.desc}{values} ({time.perf_counter() - self.start:.1f} s)", file=sys.stderr, flush=True)
 
 
-def epoch_bar(desc: str, n_batches: int, verbose: int):
-    """The progress of one epoch of ``n_batches`` steps: a context manager with tqdm's
-    ``update``, ``set_postfix`` and ``disable``."""
+def progress_bar(desc: str, total: int, verbose: int):
+    """The progress of ``total`` steps (an epoch's batches, a conversion's bags): a
+    context manager with tqdm's ``update``, ``set_postfix`` and ``disable``."""
     if verbose > 0 and not _stderr_is_terminal():
-        return _EpochLine(desc)
-    return tqdm(total=n_batches, desc=desc, disable=verbose <= 0, leave=True, file=sys.stderr)
+        return _DoneLine(desc)
+    return tqdm(total=total, desc=desc, disable=verbose <= 0, leave=True, file=sys.stderr)

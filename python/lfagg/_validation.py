@@ -170,9 +170,16 @@ def first_nonfinite_bag(bags, n_threads: int = 0) -> int | None:
 def check_bags(X, dim: int | None = None, n_threads: int = 0):
     """``X`` (a Bags or a list of (N_i, D) arrays) as Bags with finite features and, when
     given, local features of dimension ``dim`` (the one a model was fitted on); the scan
-    uses ``n_threads`` threads (the core's argument: 0 for all cores)."""
+    uses ``n_threads`` threads (the core's argument: 0 for all cores). A BagStore is
+    returned as it is (its dimension checked): its bags are checked as they are read."""
     from .bags import as_bags
+    from .store import BagStore
 
+    if isinstance(X, BagStore):  # read by block, each block checked finite as it is read
+        if dim is not None and X.dim != dim:
+            raise ValueError(f"the store's local features have dimension {X.dim}, but the model was fitted on "
+                             f"dimension {dim}")
+        return X
     bags = as_bags(X)
     if dim is not None and bags.dim != dim:
         raise ValueError(f"bags have local features of dimension {bags.dim}, but the model was fitted on "

@@ -114,6 +114,11 @@ class Bags:
         chosen = np.arange(len(self))[index]  # slices with steps, integer arrays, boolean masks
         return self._take(np.atleast_1d(chosen))
 
+    def subset(self, indices) -> "Bags":
+        """``self[indices]`` as a Bags (the counterpart of :meth:`lfagg.BagStore.subset`,
+        which reads nothing until its bags are read)."""
+        return self[np.atleast_1d(np.arange(len(self))[indices])]
+
     def _take(self, bag_ids: np.ndarray) -> "Bags":
         """The bags bag_ids, in that order, as a new Bags (features gathered without a Python loop)."""
         starts, sizes = self._offsets[bag_ids], self.sizes[bag_ids]

@@ -69,13 +69,29 @@ def load_npy_dir(path):
     ValueError naming the path: no such directory, no .npy file, an unreadable file, a
     file that is not a 2-D real array, differing D, NaN or infinity.
     """
+    names, arrays = [], []
+    for name, a in iter_npy_dir(path):
+        names.append(name)
+        arrays.append(a)
+    return _check_finite(Bags.from_arrays(arrays), path, names), names
+
+
+def _npy_files(path) -> list[str]:
+    """The .npy files of a directory of bags, in natural order (see :func:`load_npy_dir`)."""
     if not os.path.isdir(path):
         raise ValueError(f"{path}: no such directory (expected a directory of .npy files, one per bag)")
     files = sorted((f for f in os.listdir(path) if f.endswith(".npy") and os.path.isfile(os.path.join(path, f))),
                    key=natural_key)
     if not files:
         raise ValueError(f"{path}: no .npy files in this directory")
-    arrays = []
+    return files
+
+
+def iter_npy_dir(path):
+    """(name, memory-mapped (n_i, D) array) of each bag file of a directory, in natural
+    order, each checked as :func:`load_npy_dir` checks them (NaN aside): one file in
+    memory at a time, as ``lfagg store build`` converts a collection."""
+    files, dim = _npy_files(path), None
     for name in files:
         file = os.path.join(path, name)
         try:
@@ -85,12 +101,10 @@ def load_npy_dir(path):
         if a.ndim != 2 or a.shape[1] == 0 or a.dtype.kind not in "biuf":
             raise ValueError(f"{file}: expected a 2-D (n_features, dim) array of real numbers, got shape "
                              f"{a.shape} and dtype {a.dtype}")
-        if arrays and a.shape[1] != arrays[0].shape[1]:
-            raise ValueError(f"{file}: local features of dimension {a.shape[1]}, but {files[0]} has "
-                             f"{arrays[0].shape[1]}")
-        arrays.append(a)
-    names = [f[:-len(".npy")] for f in files]
-    return _check_finite(Bags.from_arrays(arrays), path, names), names
+        if dim is not None and a.shape[1] != dim:
+            raise ValueError(f"{file}: local features of dimension {a.shape[1]}, but {files[0]} has {dim}")
+        dim = a.shape[1]
+        yield name[:-len(".npy")], a
 
 
 def load_npz_bags(path):
@@ -248,3 +262,64 @@ def load_bags(path, labels=None):
     if len(y) != len(bags):
         raise ValueError(f"{labels}: {len(y)} labels for the {len(bags)} bags of {path}")
     return bags, y
+
+
+def build_store(path, out, labels=None, *, chunk_rows=None, verbose=1, overwrite=False):
+    """Converts users' bag files (what :func:`load_bags` reads) into a :class:`lfagg.BagStore`
+    at ``out``, appending about 64 MiB of features at a time, so that a directory of .npy
+    files is never held whole (an .npz file is read whole, as numpy reads it).
+
+    Parameters
+    ----------
+    path : a directory of .npy files or an .npz file; labels : None or a labels file (as
+        for :func:`load_bags`; an .npz's own labels otherwise); chunk_rows : rows per
+        chunk of the store (None: BagStore's default); verbose : > 0 shows the progress.
+
+    Returns
+    -------
+    The BagStore, open for reading. The bags are written in load_bags' order, with the
+    file names as bag names for a directory. A failure (a bad file, NaN) leaves a store
+    holding the bags before it, and says which file.
+    """
+    from .._progress import progress_bar
+    from ..store import DEFAULT_CHUNK_ROWS, BLOCK_BYTES, BagStore
+
+    if not os.path.exists(path):
+        raise ValueError(f"{path}: no such file or directory")
+    if os.path.isdir(path):
+        headers = list(iter_npy_dir(path))  # memory-mapped: checks every file before anything is written
+        names = [name for name, _ in headers]
+        dtype = np.float32 if all(a.dtype == np.float32 for _, a in headers) else np.float64
+        y = None if labels is None else load_labels(labels, names)
+        source = ((name, np.asarray(a, dtype=dtype)) for name, a in headers)
+    else:
+        bags, y = load_bags(path, labels)
+        names, dtype = None, bags.dtype
+        source = ((None, bag) for bag in bags)
+    n_bags = len(names) if names is not None else len(bags)
+    if y is not None and len(y) != n_bags:
+        raise ValueError(f"{labels}: {len(y)} labels for the {n_bags} bags of {path}")
+    dim = headers[0][1].shape[1] if names is not None else bags.dim
+    store = BagStore.create(out, dim=dim, dtype=dtype, chunk_rows=chunk_rows or DEFAULT_CHUNK_ROWS,
+                            overwrite=overwrite)
+    budget = max(1, BLOCK_BYTES // (dim * np.dtype(dtype).itemsize))
+    pending, first = [], 0
+    with progress_bar(f"lfagg store build: {n_bags:,} bags into {out}", n_bags, verbose) as bar:
+        def flush():
+            nonlocal pending, first
+            end = first + len(pending)
+            try:
+                store.append([a for _, a in pending], None if y is None else y[first:end],
+                             None if names is None else names[first:end])
+            except ValueError as exc:
+                raise ValueError(f"{path}: bags {first}-{end - 1}: {exc}") from None
+            bar.update(len(pending))
+            pending, first = [], end
+
+        for name, array in source:
+            pending.append((name, array))
+            if sum(a.shape[0] for _, a in pending) >= budget:
+                flush()
+        if pending:
+            flush()
+    return BagStore.open(out)

@@ -20,6 +20,7 @@ from .._native import core
 from .._validation import (check_bags, choice, fitted_array, forget_fit, n_threads_arg, nonnegative_real,
                            positive_int, positive_real, real_in, spawn_seeds)
 from .._kernels import run_validated
+from ..store import blockwise
 from .codebook import check_gamma, check_sizes, fit_codebook, resolve_gamma, sample_features
 from .soft import SOFT_BOW, SOFT_VLAD
 
@@ -88,7 +89,8 @@ class _CodebookTransformer(TransformerMixin, BaseEstimator):
 
     def _transform_validated(self, bags) -> np.ndarray:
         """:meth:`transform` of bags already checked (finite, of dimension n_features_in_)."""
-        return self._encode(bags, n_threads_arg(self.n_threads))
+        n_threads = n_threads_arg(self.n_threads)
+        return blockwise(bags, lambda block: self._encode(block, n_threads))
 
     def _check_params(self):
         """Checks the parameters beyond the codebook's size, before any fit."""

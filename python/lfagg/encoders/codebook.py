@@ -10,6 +10,7 @@ from sklearn.mixture import GaussianMixture
 
 from .._threads import limit_threads
 from .._validation import check_gamma_dtype, is_auto, positive_int, positive_real
+from ..store import BagStore
 
 #: The ways :func:`fit_codebook` learns a codebook, and their names in progress messages.
 INIT_NAMES = {"kmeans": "K-Means", "gmm": "GMM", "random": "random"}
@@ -56,6 +57,8 @@ def sample_features(bags, n_codewords: int, max_init_features: int, seed: int) -
     if n < n_codewords:
         raise ValueError(f"too few local features to learn {n_codewords} codewords: the bags hold {n} features "
                          "in all; lower n_codewords or pass more bags")
+    if isinstance(bags, BagStore):  # reads a random part of the store, all of it when max_init_features >= n
+        return bags.sample_features(max_init_features, seed)
     return bags.features[random_rows(n, max_init_features, seed)]
 
 

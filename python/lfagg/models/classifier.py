@@ -16,6 +16,7 @@ from .._progress import Stopwatch
 from .._validation import (check_bags, check_classes, check_labels, fitted_array, forget_fit, is_auto, n_threads_arg,
                            positive_int, spawn_seeds, verbosity)
 from ..bags import Bags
+from ..store import blockwise
 from .feature_map import AdditiveChi2Map, make_feature_map
 from .heads import SoftmaxRegression
 from .l2 import check_l2, select_l2
@@ -62,7 +63,7 @@ class SoftmaxHead(ClassifierMixin):
 
     def _classifier_inputs(self, bags) -> np.ndarray:
         """(n_bags, n_inputs) float64: the representation of validated bags, feature-mapped."""
-        R = self._represent(bags).astype(np.float64)
+        R = blockwise(bags, self._represent).astype(np.float64)
         return self.feature_map_.transform(R) if self.feature_map_ is not None else R
 
     def _check_fitted_state(self) -> None:

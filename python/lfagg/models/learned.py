@@ -21,6 +21,7 @@ from .._threads import single_threaded_blas
 from .._progress import Stopwatch
 from .._validation import (check_bags, check_classes, check_labels, choice, fitted_array, forget_fit, n_threads_arg,
                            positive_int, positive_real, real_in, spawn_seeds, verbosity)
+from ..store import blockwise
 from ..encoders.codebook import (INIT_NAMES, INITS, check_gamma, check_sizes, fit_codebook, resolve_gamma,
                                  sample_features)
 from ..encoders.soft import SOFT_BOW, SOFT_VLAD
@@ -91,7 +92,7 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
             plan = self._check_params()
             bags = check_bags(X, n_threads=plan.n_threads)
             self._fit(bags, y, validation_data, plan)
-        return self._represent(bags)
+        return blockwise(bags, self._represent)
 
     def _check_params(self) -> SimpleNamespace:
         """Every parameter, before any data is touched: the checked values the fit uses."""
@@ -126,7 +127,7 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
         if validation_data is None and self.validation_fraction:
             train, val = train_test_split(np.arange(len(bags)), test_size=self.validation_fraction,
                                           stratify=y, random_state=split_seed)
-            (val_bags, val_y), (bags, y) = (bags[val], y[val]), (bags[train], y[train])
+            (val_bags, val_y), (bags, y) = (bags.subset(val), y[val]), (bags.subset(train), y[train])
         elif validation_data is not None:
             val_bags = check_bags(validation_data[0], bags.dim, plan.n_threads)
             val_y = check_labels(validation_data[1], len(val_bags))
@@ -183,7 +184,7 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
         soft BoW (LearnedBoW) or (n_bags, K * D) soft VLAD (LearnedVLAD), in the bags'
         dtype (float32 or float64), before the feature map."""
         check_is_fitted(self, "classifier_")
-        return self._represent(self._check_bags(X))
+        return blockwise(self._check_bags(X), self._represent)
 
     def _represent(self, bags) -> np.ndarray:
         return self._encoder.forward(bags, self.centers_, 1 / self.covariances_, self.gamma_, self._n_threads())

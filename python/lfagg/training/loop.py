@@ -13,11 +13,12 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from .._progress import epoch_bar
+from .._progress import progress_bar
 from .._validation import (as_generator, check_bags, choice, float_array, n_threads_arg, nonnegative_int,
                            positive_int, positive_real, real_in, verbosity)
 from ..encoders.soft import SoftEncoder, soft_encoder
 from ..models.heads import LossFunction
+from ..store import BagStore
 from .optim import OPTIMIZERS, make_optimizer
 
 #: Largest (N, K) matrix of soft assignments a training step keeps from the forward pass
@@ -128,6 +129,16 @@ def train_encoder(bags, targets, loss, encoder, centers, precisions, gamma, *, n
                    on_epoch_end=on_epoch_end)
 
 
+def _feature_scale(bags) -> float:
+    """The standard deviation of the local features (of 100,000 of them at most), which
+    scales the centres' learning rate."""
+    if isinstance(bags, BagStore):  # a random part of the store; all of it when it holds <= 100,000 features
+        sample = bags.sample_features(100_000, random_state=0)
+    else:
+        sample = bags.features[:: max(1, bags.n_features // 100_000)]
+    return float(np.std(sample)) or 1.0
+
+
 def run_sgd(bags, targets: np.ndarray, head, encoder: SoftEncoder, centers, precisions, gamma: float,
             settings: SGDSettings, *, random_state=None, n_threads: int = 0, verbose: int = 0,
             on_epoch_end=None, name: str = "train_encoder") -> TrainResult:
@@ -138,7 +149,7 @@ def run_sgd(bags, targets: np.ndarray, head, encoder: SoftEncoder, centers, prec
     C = np.array(centers, dtype=np.float64)
     log_p = np.log(np.asarray(precisions, dtype=np.float64))
     log_gamma = np.array([np.log(float(gamma))])
-    feature_scale = float(np.std(bags.features[:: max(1, bags.n_features // 100_000)])) or 1.0
+    feature_scale = _feature_scale(bags)
     learnable = [(s.learn_centers, C, s.learning_rate * feature_scale), (s.learn_precisions, log_p, s.learning_rate),
                  (s.learn_gamma, log_gamma, s.learning_rate)]
     head_lr = s.learning_rate if s.head_learning_rate is None else s.head_learning_rate
@@ -153,7 +164,7 @@ def run_sgd(bags, targets: np.ndarray, head, encoder: SoftEncoder, centers, prec
         started = time.perf_counter()
         order = rng.permutation(len(bags))
         losses, encoder_time = [], 0.0
-        with epoch_bar(f"{name}: epoch {epoch + 1}/{s.n_epochs}", n_batches, verbose) as bar:
+        with progress_bar(f"{name}: epoch {epoch + 1}/{s.n_epochs}", n_batches, verbose) as bar:
             for i in range(n_batches):
                 idx = order[i * s.batch_size:(i + 1) * s.batch_size]
                 batch = bags[idx]

@@ -1,0 +1,129 @@
+"""Encoding and prediction of bags on Dask: one task per bag-aligned block, on any Dask
+scheduler (threads, processes, or a ``distributed.Client``, local or remote).
+
+The fitted model enters the task graph once, as one key (``dask.delayed(model)``), which
+the scheduler sends to each worker that needs it once, not with every task; so does a
+:class:`lfagg.BagStore`'s handle, and each task reads its block of the store itself (the
+workers must reach the store's path or URL), or takes its chunk of a Dask array of
+features. Results are those of the
+model's own method in one process.
+
+    import lfagg, lfagg.dask
+    store = lfagg.BagStore.open("videos.zarr")
+    X = lfagg.dask.transform(model, store)          # a dask array (n_bags, width)
+    X.to_zarr("encodings.zarr")                     # or .compute(), on the active scheduler
+
+Install with ``pip install "lfagg[dask]"``; lfagg itself never imports dask.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+try:
+    import dask
+    import dask.array as da
+except ImportError as exc:  # pragma: no cover - the message is the point
+    raise ImportError('lfagg.dask needs dask: pip install "lfagg[dask]"') from exc
+
+from ._validation import as_offsets, check_offsets, positive_int
+from .bags import Bags
+from .store import BagStore
+
+__all__ = ["transform", "predict", "predict_proba", "decision_function", "apply"]
+
+METHODS = ("transform", "predict", "predict_proba", "decision_function")
+
+
+def _run(model, method, bags):
+    return getattr(model, method)(bags)
+
+
+def _store_block(model, method, store, start, end):
+    return _run(model, method, store[start:end])
+
+
+def _array_block(model, method, features, offsets):
+    return _run(model, method, Bags(features, offsets))
+
+
+def apply(model, bags, method="transform", *, offsets=None, block_features=None):
+    """``model.<method>(bags)`` as a Dask array, one task per bag-aligned block.
+
+    Parameters
+    ----------
+    model : a fitted lfagg estimator (or any object with that method taking Bags).
+    bags : a BagStore, or a Dask array of features (N, D) whose row chunks start and end
+        at bag boundaries, with ``offsets`` (n_bags + 1,) its bags' offsets.
+    method : "transform", "predict", "predict_proba" or "decision_function".
+    block_features : the most features per task for a BagStore (default: the store's
+        ``block_features()``, 64 MiB of features); a larger bag makes a task of its own.
+
+    Returns
+    -------
+    dask.array.Array of n_bags rows, its chunks one per block; nothing runs until it is
+    computed (``.compute()``, ``.to_zarr()``, ``dask.compute``).
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if isinstance(bags, BagStore):
+        block_features = bags.block_features() if block_features is None else positive_int(block_features,
+                                                                                             "block_features")
+        bounds = bags.block_bounds(block_features)
+        probe = _run(model, method, Bags(np.zeros((0, bags.dim), bags.dtype), np.zeros(2, np.int64)))
+        # One key each: a worker receives the model and the store's handle (its offsets) once.
+        shared, store = dask.delayed(model, pure=True), dask.delayed(bags, pure=True)
+        parts = [dask.delayed(_store_block, pure=True)(shared, method, store, start, end) for start, end in bounds]
+        sizes = [end - start for start, end in bounds]
+    elif isinstance(bags, da.Array):
+        if offsets is None:
+            raise ValueError("offsets must be given with a Dask array of features")
+        offsets = as_offsets(offsets)
+        if bags.ndim != 2:
+            raise ValueError(f"features must be a 2-D Dask array (N, D), got shape {bags.shape}")
+        check_offsets(offsets, bags.shape[0])
+        edges = np.concatenate([[0], np.cumsum(bags.chunks[0])])
+        firsts = np.searchsorted(offsets, edges)
+        if not np.array_equal(offsets[np.minimum(firsts, offsets.size - 1)], edges):
+            raise ValueError("the features' row chunks must start and end at bag boundaries (offsets); rechunk "
+                             "them, e.g. features.rechunk({0: tuple(np.diff(offsets_of_blocks))})")
+        bags = bags.rechunk({1: -1})
+        probe = _run(model, method, Bags(np.zeros((0, bags.shape[1]), bags.dtype), np.zeros(2, np.int64)))
+        shared = dask.delayed(model, pure=True)
+        parts, sizes = [], []
+        for i, block in enumerate(bags.to_delayed().ravel()):
+            first, last = _bag_range(offsets, edges[i], edges[i + 1])
+            parts.append(dask.delayed(_array_block, pure=True)(shared, method, block,
+                                                               offsets[first:last + 1] - offsets[first]))
+            sizes.append(last - first)
+    else:
+        raise ValueError(f"bags must be a lfagg.BagStore or a Dask array of features, got {type(bags).__name__}")
+    return da.concatenate([da.from_delayed(part, shape=(n,) + probe.shape[1:], dtype=probe.dtype)
+                           for part, n in zip(parts, sizes)])
+
+
+def _bag_range(offsets, row_start, row_end):
+    """(first bag, end bag) of the bags whose rows are [row_start, row_end); empty bags at
+    a boundary go to the block that starts there (trailing ones to the last block)."""
+    first = int(np.searchsorted(offsets, row_start, side="left"))
+    last = int(np.searchsorted(offsets, row_end, side="left")) if row_end < offsets[-1] else offsets.size - 1
+    return first, last
+
+
+def transform(model, bags, **kwargs):
+    """:func:`apply` with ``method="transform"``: (n_bags, width) encodings."""
+    return apply(model, bags, "transform", **kwargs)
+
+
+def predict(model, bags, **kwargs):
+    """:func:`apply` with ``method="predict"``: (n_bags,) labels."""
+    return apply(model, bags, "predict", **kwargs)
+
+
+def predict_proba(model, bags, **kwargs):
+    """:func:`apply` with ``method="predict_proba"``: (n_bags, n_classes) probabilities."""
+    return apply(model, bags, "predict_proba", **kwargs)
+
+
+def decision_function(model, bags, **kwargs):
+    """:func:`apply` with ``method="decision_function"``."""
+    return apply(model, bags, "decision_function", **kwargs)

@@ -1,0 +1,319 @@
+"""BagStore: ragged bags on disk (Zarr v3), written once and incrementally, read by block.
+
+A store is a Zarr group holding ``features`` (N, D), chunked by rows, ``offsets``
+(n_bags + 1,) int64 and, when given, ``labels`` (n_bags,) and ``names`` (n_bags,), with
+lfagg's metadata in the group's attributes under "lfagg": the format's name and version,
+D, the dtype and the number of complete bags. An append writes the new rows of every
+array first and then this count, in one write of the group's metadata (which Zarr's local
+store writes atomically): a reader sees only complete bags, and an append that is
+interrupted leaves the store as it was before it (the next append overwrites the rows
+it left behind). Reading a bag, a slice, a list of bags or a block reads only the chunks
+that hold them.
+
+Install with ``pip install "lfagg[store]"`` (or ``[dask]``); lfagg itself never imports zarr.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ._validation import as_generator, check_labels, positive_int
+from .bags import Bags, as_bags
+
+__all__ = ["BagStore"]
+
+#: The name and version of the store format this lfagg writes.
+FORMAT, FORMAT_VERSION = "lfagg-bag-store", 1
+#: Default rows per chunk of the features: about 4 MiB for D = 128 float32.
+DEFAULT_CHUNK_ROWS = 8192
+#: The most bytes of features a block of a store read by the estimators holds.
+BLOCK_BYTES = 64 << 20
+
+
+def _zarr():
+    try:
+        import zarr
+    except ImportError:
+        raise ImportError('lfagg.BagStore needs zarr 3: pip install "lfagg[store]"') from None
+    return zarr
+
+
+class BagStore:
+    """Ragged bags in a Zarr v3 store: ``BagStore.create(path, dim=, dtype=)`` then
+    ``append``; ``BagStore.open(path)`` to read (a local path or any URL zarr/fsspec
+    understands). Accepted wherever lfagg takes Bags.
+
+    ``len(store)``: the number of bags; ``store[i]``: bag i as an (N_i, D) array;
+    ``store[slice | indices | mask]``: those bags as a :class:`lfagg.Bags`, reading only
+    the chunks that hold them; ``store.labels`` / ``store.names``: (n_bags,) arrays or
+    None; ``store.blocks(max_features)``: consecutive bags as Bags of at most that many
+    features (a larger bag alone); ``store.sample_features(n, random_state)``.
+    """
+
+    def __init__(self, group, path, writable):
+        self._group, self._path, self._writable = group, str(path), writable
+        meta = group.attrs.get("lfagg")
+        self._meta = self._check_meta(meta)
+        self._features = self._array("features")
+        self._offsets_array = self._array("offsets")
+        self._set_stored_offsets(self._read_offsets())
+
+    def _set_stored_offsets(self, offsets):
+        """The whole store's offsets; a view (:meth:`subset`) keeps them and its bag ids."""
+        self._stored_offsets, self._stored_sizes = offsets, np.diff(offsets)
+        self._offsets, self._bag_ids = offsets, np.arange(offsets.size - 1)
+
+    # -- creating and opening ----------------------------------------------------------
+    @classmethod
+    def create(cls, path, *, dim, dtype=np.float32, chunk_rows=DEFAULT_CHUNK_ROWS, overwrite=False):
+        """A new, empty store at ``path`` for local features of dimension ``dim``.
+
+        dtype : float32 or float64; chunk_rows : rows of features per Zarr chunk;
+        overwrite : replace what is at ``path`` (else a ValueError if something is).
+        """
+        zarr = _zarr()
+        dim, chunk_rows = positive_int(dim, "dim"), positive_int(chunk_rows, "chunk_rows")
+        dtype = np.dtype(dtype)
+        if dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+        if not overwrite and isinstance(path, (str, os.PathLike)) and os.path.exists(path):
+            raise ValueError(f"{path}: already exists (overwrite=True replaces it)")
+        group = zarr.open_group(path, mode="w" if overwrite else "w-", zarr_format=3)
+        group.create_array("features", shape=(0, dim), chunks=(chunk_rows, dim), dtype=dtype)
+        group.create_array("offsets", shape=(1,), chunks=(65536,), dtype=np.int64, fill_value=0)
+        group.attrs["lfagg"] = dict(format=FORMAT, version=FORMAT_VERSION, dim=dim, dtype=dtype.name, n_bags=0,
+                                    labels=None, names=False)
+        return cls(group, path, writable=True)
+
+    @classmethod
+    def open(cls, path, mode="r"):
+        """The store at ``path``: mode "r" (read only) or "a" (to append).
+
+        Raises ValueError naming the path when it is missing, not a bag store, of a newer
+        format version, or damaged (offsets that disagree with the features)."""
+        zarr = _zarr()
+        if mode not in ("r", "a"):
+            raise ValueError(f"mode must be 'r' or 'a', got {mode!r}")
+        try:
+            group = zarr.open_group(path, mode="r" if mode == "r" else "r+", zarr_format=3)
+        except Exception as exc:  # missing paths and foreign files fail in zarr's or fsspec's own terms
+            raise ValueError(f"{path}: not a bag store ({type(exc).__name__}: {exc})") from None
+        try:
+            return cls(group, path, writable=mode == "a")
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+
+    def _check_meta(self, meta):
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise ValueError("not a bag store written by lfagg.BagStore")
+        version = meta.get("version")
+        if not isinstance(version, int) or version < 1:
+            raise ValueError(f"damaged bag store (format version {version!r})")
+        if version > FORMAT_VERSION:
+            raise ValueError(f"bag store format {version}; this lfagg reads format {FORMAT_VERSION}: upgrade lfagg")
+        dim, n_bags = meta.get("dim"), meta.get("n_bags")
+        if meta.get("dtype") not in ("float32", "float64") or not all(
+                isinstance(v, int) and v >= lo for v, lo in ((dim, 1), (n_bags, 0))):
+            raise ValueError(f"damaged bag store metadata {meta}")
+        return dict(meta)
+
+    def _array(self, name):
+        try:
+            return self._group[name]
+        except KeyError:
+            raise ValueError(f"damaged bag store: no '{name}' array") from None
+
+    def _read_offsets(self) -> np.ndarray:
+        n_bags = self._meta["n_bags"]
+        if self._offsets_array.shape[0] < n_bags + 1:
+            raise ValueError(f"damaged bag store: {n_bags} bags but {self._offsets_array.shape[0]} offsets")
+        offsets = np.asarray(self._offsets_array[:n_bags + 1], dtype=np.int64)
+        if (offsets[0] != 0 or np.any(np.diff(offsets) < 0) or offsets[-1] > self._features.shape[0]
+                or self._features.shape[1] != self._meta["dim"] or self._features.dtype != self._meta["dtype"]):
+            raise ValueError(f"damaged bag store: its offsets disagree with its features {self._features.shape}")
+        return offsets
+
+    # -- appending ---------------------------------------------------------------------
+    def append(self, bags, labels=None, names=None) -> None:
+        """Appends bags (a Bags or a list of (N_i, D) arrays) and, if the store has them,
+        their labels and names (the first append decides whether it does).
+
+        The bags must have the store's dimension and dtype; NaN and infinity are refused.
+        Nothing is visible to readers until the whole append is written, and a refused
+        append writes nothing.
+        """
+        if not self._writable or self._bag_ids.size != self._meta["n_bags"]:
+            raise ValueError(f"{self._path}: opened read-only (BagStore.open(path, mode='a') to append)")
+        from ._validation import check_bags
+
+        bags = check_bags(as_bags(bags), self.dim)
+        if bags.dtype != self.dtype:
+            raise ValueError(f"bags are {bags.dtype} but the store holds {self.dtype}: convert them first")
+        n_old, rows_old = len(self), self.n_features
+        has_labels = self._meta["labels"] is not None
+        if len(self) and (labels is not None) != has_labels:
+            raise ValueError(f"this store {'has' if has_labels else 'has no'} labels: "
+                             f"{'give' if has_labels else 'do not give'} labels with every append")
+        if len(self) and (names is not None) != self._meta["names"]:
+            raise ValueError(f"this store {'has' if self._meta['names'] else 'has no'} bag names: "
+                             f"{'give' if self._meta['names'] else 'do not give'} names with every append")
+        if labels is not None:
+            labels = check_labels(labels, len(bags))
+            kind = "str" if labels.dtype.kind in "UO" else "int" if labels.dtype.kind in "biu" else "float"
+            if has_labels and kind != self._meta["labels"]:
+                raise ValueError(f"labels must be of the store's kind ({self._meta['labels']}), got {kind}")
+        if names is not None:
+            names = np.asarray(names, dtype=str)
+            if names.shape != (len(bags),):
+                raise ValueError(f"names must hold one name per bag ({len(bags)}), got shape {names.shape}")
+        rows_new = rows_old + bags.n_features
+        self._features.resize((rows_new, self.dim))
+        self._features[rows_old:rows_new] = bags.features.astype(self.dtype, copy=False)
+        offsets = np.concatenate([self._offsets, rows_old + bags.offsets[1:]])
+        self._offsets_array.resize((offsets.size,))
+        self._offsets_array[n_old + 1:] = offsets[n_old + 1:]
+        if labels is not None:
+            self._append_column("labels", labels.astype(str) if kind == "str" else labels.astype(
+                np.int64 if kind == "int" else np.float64), n_old)
+        if names is not None:
+            self._append_column("names", names, n_old)
+        meta = dict(self._meta, n_bags=len(offsets) - 1, labels=kind if labels is not None else self._meta["labels"],
+                    names=names is not None or self._meta["names"])
+        self._group.attrs["lfagg"] = meta  # the commit: readers see the new bags from here on
+        self._meta = meta
+        self._set_stored_offsets(offsets)
+
+    def _append_column(self, name, values, n_old):
+        if name not in self._group:
+            dtype = values.dtype if values.dtype.kind != "U" else str
+            self._group.create_array(name, shape=(0,), chunks=(65536,), dtype=dtype)
+        column = self._group[name]
+        column.resize((n_old + len(values),))
+        column[n_old:] = values
+
+    # -- reading -----------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return self._meta["dim"]
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self._meta["dtype"])
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """(n_bags + 1,) int64, as Bags.offsets (held in memory: 8 bytes per bag)."""
+        return self._offsets
+
+    @property
+    def sizes(self) -> np.ndarray:
+        return np.diff(self._offsets)
+
+    @property
+    def n_features(self) -> int:
+        return int(self._offsets[-1])
+
+    @property
+    def labels(self):
+        """(n_bags,) labels, or None when the store has none."""
+        return self._column("labels") if self._meta["labels"] is not None else None
+
+    @property
+    def names(self):
+        """(n_bags,) str bag names, or None when the store has none."""
+        return self._column("names") if self._meta["names"] else None
+
+    def _column(self, name):
+        return np.asarray(self._array(name)[:self._meta["n_bags"]])[self._bag_ids]
+
+    def __len__(self) -> int:
+        return self._offsets.size - 1
+
+    def __getitem__(self, index):
+        """Bag ``index`` as an (N_i, D) array for an int; the bags as a Bags otherwise."""
+        if isinstance(index, (int, np.integer)) and not isinstance(index, bool):
+            b = int(index)
+            if not -len(self) <= b < len(self):
+                raise IndexError(f"bag index {index} out of range for {len(self)} bags")
+            return self._read(np.arange(len(self))[b:b + 1 or None]).features
+        return self._read(np.atleast_1d(np.arange(len(self))[index]))
+
+    def subset(self, indices) -> "BagStore":
+        """The bags at ``indices`` (an index array, mask or slice) as a store of their own,
+        read lazily: nothing is read until its bags are."""
+        chosen = np.atleast_1d(np.arange(len(self))[indices])
+        view = object.__new__(BagStore)
+        view.__dict__.update(self.__dict__)
+        view._bag_ids = self._bag_ids[chosen]
+        view._offsets = np.concatenate([[0], np.cumsum(self.sizes[chosen])]).astype(np.int64)
+        return view
+
+    def _read(self, bag_ids: np.ndarray) -> Bags:
+        """The bags bag_ids (of this store or view) as Bags, checked finite; a run of
+        consecutive bags of the store is read as one slice of rows."""
+        from ._validation import first_nonfinite_bag
+
+        stored = self._bag_ids[bag_ids]
+        starts, sizes = self._stored_offsets[stored], self._stored_sizes[stored]
+        offsets = np.zeros(bag_ids.size + 1, dtype=np.int64)
+        np.cumsum(sizes, out=offsets[1:])
+        if stored.size and np.all(np.diff(stored) == 1):
+            features = self._features[int(starts[0]):int(starts[0] + offsets[-1])]
+        else:
+            rows = np.repeat(starts - offsets[:-1], sizes) + np.arange(offsets[-1])
+            features = self._features.get_orthogonal_selection((rows, slice(None))) if rows.size else \
+                np.empty((0, self.dim), self.dtype)
+        bags = Bags._trusted(np.ascontiguousarray(features, dtype=self.dtype), offsets)
+        bad = first_nonfinite_bag(bags)
+        if bad is not None:
+            raise ValueError(f"{self._path}: bag {int(stored[bad])} holds NaN or infinity")
+        return bags
+
+    def block_bounds(self, max_features: int) -> list[tuple[int, int]]:
+        """(first bag, end bag) of consecutive blocks of bags holding at most
+        ``max_features`` features each (a larger bag makes a block of its own)."""
+        max_features = positive_int(max_features, "max_features")
+        bounds, start = [], 0
+        while start < len(self):
+            limit = self._offsets[start] + max_features
+            end = max(start + 1, int(np.searchsorted(self._offsets, limit, side="right")) - 1)
+            bounds.append((start, end))
+            start = end
+        return bounds
+
+    def blocks(self, max_features: int):
+        """The bags as consecutive Bags of at most ``max_features`` features each (see
+        :meth:`block_bounds`), read one at a time."""
+        for start, end in self.block_bounds(max_features):
+            yield self[start:end]
+
+    def sample_features(self, n: int, random_state=None) -> np.ndarray:
+        """(min(n, n_features), D) local features drawn without replacement, in the
+        store's order, reading a random subset of the bags (about four times the
+        features asked for) rather than all of them; all features when n >= n_features."""
+        n = positive_int(n, "n")
+        if n >= self.n_features:
+            return self[:].features
+        rng = as_generator(random_state)
+        order = rng.permutation(len(self))
+        enough = np.searchsorted(np.cumsum(self.sizes[order]), 4 * n) + 1
+        picked = self[np.sort(order[:enough])].features
+        return picked[np.sort(rng.choice(len(picked), min(n, len(picked)), replace=False))]
+
+    def block_features(self) -> int:
+        """The most features of a block the estimators read at once (BLOCK_BYTES of them)."""
+        return max(1, BLOCK_BYTES // (self.dim * self.dtype.itemsize))
+
+    def __repr__(self) -> str:
+        return (f"BagStore({self._path!r}, n_bags={len(self)}, n_features={self.n_features}, dim={self.dim}, "
+                f"dtype={self.dtype})")
+
+
+def blockwise(bags, fn) -> np.ndarray:
+    """``fn(bags)`` for in-memory Bags; for a BagStore, ``fn`` of each of its blocks
+    (:meth:`BagStore.block_features` features at most), the (n_block, ...) results stacked:
+    how the estimators encode a store in O(block) memory."""
+    if not isinstance(bags, BagStore):
+        return fn(bags)
+    return np.concatenate([fn(block) for block in bags.blocks(bags.block_features())])

@@ -1,0 +1,72 @@
+"""lfagg.dask: encoding and prediction of a BagStore or a Dask array of features, on the
+threaded and process schedulers and on a distributed.LocalCluster of two workers
+(started and stopped here, on localhost), equal to the model's own methods in process."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("zarr")
+da = pytest.importorskip("dask.array")
+ld = pytest.importorskip("lfagg.dask")
+
+import lfagg  # noqa: E402
+from lfagg.datasets import make_circles_bags  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    bags, y = make_circles_bags(60, 30, random_state=0)
+    path = tmp_path_factory.mktemp("dask") / "circles.zarr"
+    store = lfagg.BagStore.create(path, dim=bags.dim, dtype=bags.dtype, chunk_rows=128)
+    store.append(bags, labels=y)
+    model = lfagg.LearnedVLAD(3, n_epochs=1, random_state=0).fit(bags, y)
+    return model, bags, lfagg.BagStore.open(path)
+
+
+@pytest.mark.parametrize("scheduler", ["threads", "processes"])
+def test_local_schedulers_equal_the_in_process_methods(fitted, scheduler):
+    model, bags, store = fitted
+    X = ld.transform(model, store, block_features=400)
+    assert len(X.chunks[0]) > 1 and X.shape == (len(bags), 6)
+    np.testing.assert_array_equal(X.compute(scheduler=scheduler),
+                                  np.concatenate([model.transform(b) for b in store.blocks(400)]))
+    np.testing.assert_allclose(X.compute(scheduler=scheduler), model.transform(bags), rtol=1e-12, atol=1e-14)
+    np.testing.assert_array_equal(ld.predict(model, store).compute(scheduler=scheduler), model.predict(store))
+
+
+def test_a_distributed_cluster_equals_the_in_process_transform(fitted):
+    distributed = pytest.importorskip("distributed")
+    model, bags, store = fitted
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None,
+                                  processes=True) as cluster, distributed.Client(cluster) as client:
+        X = ld.transform(model, store, block_features=300)
+        values = [getattr(task, "value", None) for task in dict(X.__dask_graph__()).values()]
+        # the model and the store's handle are one key each, not a copy per task
+        assert sum(v is model for v in values) == 1 and sum(v is store for v in values) == 1
+        np.testing.assert_array_equal(client.compute(X).result(),
+                                      np.concatenate([model.transform(b) for b in store.blocks(300)]))
+        proba = client.compute(ld.predict_proba(model, store)).result()
+    np.testing.assert_array_equal(proba, model.predict_proba(store))
+
+
+def test_a_dask_array_of_features_with_bag_aligned_chunks(fitted):
+    model, bags, _ = fitted
+    sizes = bags.sizes
+    chunks = (int(sizes[:20].sum()), int(sizes[20:45].sum()), int(sizes[45:].sum()))
+    features = da.from_array(bags.features, chunks=(chunks, 2))
+    out = ld.decision_function(model, features, offsets=bags.offsets).compute(scheduler="threads")
+    np.testing.assert_allclose(out, model.decision_function(bags), rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="bag boundaries"):
+        ld.transform(model, features.rechunk((7, 2)), offsets=bags.offsets)
+    with pytest.raises(ValueError, match="offsets must be given"):
+        ld.transform(model, features)
+
+
+def test_bad_arguments(fitted):
+    model, bags, store = fitted
+    with pytest.raises(ValueError, match="method must be one of"):
+        ld.apply(model, store, "fit")
+    with pytest.raises(ValueError, match="bags must be a lfagg.BagStore or a Dask array"):
+        ld.transform(model, bags)
+    with pytest.raises(ValueError, match="block_features"):
+        ld.transform(model, store, block_features=0)

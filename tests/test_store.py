@@ -1,0 +1,218 @@
+"""lfagg.BagStore (Zarr v3 on disk) against the in-memory Bags it stores: round trips,
+indexing, blocks, samples, an interrupted append, damaged or foreign stores, and every
+estimator fitted and applied from a store equal to the same fit in memory."""
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("zarr")
+
+import lfagg  # noqa: E402
+import lfagg.store  # noqa: E402
+from lfagg.datasets import make_circles_bags  # noqa: E402
+
+SIZES = (3, 0, 7, 100, 2, 0, 41, 1)
+
+
+def ragged(seed=0, sizes=SIZES, dim=5, dtype=np.float32):
+    rng = np.random.default_rng(seed)
+    return lfagg.Bags.from_arrays([rng.normal(size=(n, dim)).astype(dtype) for n in sizes])
+
+
+def build(path, bags, labels=None, names=None, pieces=(0, 2, 5), chunk_rows=16):
+    store = lfagg.BagStore.create(path, dim=bags.dim, dtype=bags.dtype, chunk_rows=chunk_rows)
+    for lo, hi in zip(pieces, list(pieces[1:]) + [len(bags)]):
+        store.append(bags[lo:hi], None if labels is None else labels[lo:hi], None if names is None else names[lo:hi])
+    return store
+
+
+def assert_same_bags(a, b):
+    np.testing.assert_array_equal(a.features, b.features)
+    np.testing.assert_array_equal(a.offsets, b.offsets)
+
+
+def test_round_trip_and_indexing(tmp_path):
+    bags = ragged()
+    labels, names = np.arange(len(bags)) % 3, [f"video{i}" for i in range(len(bags))]
+    build(tmp_path / "s.zarr", bags, labels, names)
+    store = lfagg.BagStore.open(tmp_path / "s.zarr")
+    assert len(store) == len(bags) and store.dim == 5 and store.dtype == np.float32
+    assert store.n_features == bags.n_features
+    np.testing.assert_array_equal(store.offsets, bags.offsets)
+    np.testing.assert_array_equal(store.labels, labels)
+    assert store.names.tolist() == names
+    for i in range(-len(bags), len(bags)):
+        np.testing.assert_array_equal(store[i], bags[i])
+    for index in (slice(1, 5), slice(None), [6, 0, 3, 3], np.arange(len(bags)) % 2 == 0, slice(None, None, 3)):
+        assert_same_bags(store[index], bags[index])
+    with pytest.raises(IndexError):
+        store[len(bags)]
+
+
+def test_subsets_read_lazily_and_index_like_bags(tmp_path):
+    bags = ragged(1)
+    store = build(tmp_path / "s.zarr", bags, labels=np.arange(len(bags)))
+    view = store.subset([7, 3, 1, 6])
+    assert len(view) == 4 and view.n_features == bags.subset([7, 3, 1, 6]).n_features
+    assert_same_bags(view[:], bags[[7, 3, 1, 6]])
+    assert_same_bags(view[[2, 0]], bags[[1, 7]])
+    np.testing.assert_array_equal(view.labels, [7, 3, 1, 6])
+    with pytest.raises(ValueError, match="read-only"):
+        view.append(bags[:1], labels=[0])
+
+
+@pytest.mark.parametrize("max_features", [1, 10, 50, 10_000])
+def test_blocks_cover_the_bags_in_order_within_the_limit(tmp_path, max_features):
+    bags = ragged(2)
+    store = build(tmp_path / "s.zarr", bags)
+    blocks = list(store.blocks(max_features))
+    for block in blocks:
+        assert block.n_features <= max_features or len(block) == 1
+    assert sum(len(b) for b in blocks) == len(bags)
+    assert_same_bags(lfagg.Bags.from_arrays([bag for block in blocks for bag in block]), bags)
+
+
+def test_feature_samples(tmp_path):
+    bags = ragged(3, sizes=[50] * 40)
+    store = build(tmp_path / "s.zarr", bags, pieces=(0,))
+    np.testing.assert_array_equal(store.sample_features(10 ** 6), bags.features)
+    sample = store.sample_features(100, random_state=7)
+    assert sample.shape == (100, 5)
+    rows = {row.tobytes() for row in bags.features}
+    assert all(row.tobytes() in rows for row in sample) and len({r.tobytes() for r in sample}) == 100
+    np.testing.assert_array_equal(store.sample_features(100, random_state=7), sample)
+
+
+def test_an_interrupted_append_leaves_the_last_complete_bag(tmp_path, monkeypatch):
+    bags = ragged(4)
+    store = build(tmp_path / "s.zarr", bags[:4], labels=np.arange(4), pieces=(0,))
+
+    def crash(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:  # the features, offsets and labels are written; the commit is not
+        patch.setattr(type(store._group.attrs), "__setitem__", crash)
+        with pytest.raises(KeyboardInterrupt):
+            store.append(bags[4:], labels=np.arange(4, len(bags)))
+    reopened = lfagg.BagStore.open(tmp_path / "s.zarr", mode="a")
+    assert len(reopened) == 4
+    assert_same_bags(reopened[:], bags[:4])
+    reopened.append(bags[4:], labels=np.arange(4, len(bags)))
+    final = lfagg.BagStore.open(tmp_path / "s.zarr")
+    assert_same_bags(final[:], bags)
+    np.testing.assert_array_equal(final.labels, np.arange(len(bags)))
+
+
+BAD_APPENDS = {
+    "another dimension": (lambda b: lfagg.Bags(b.features[:, :3].copy(), b.offsets), {}, "dimension"),
+    "another dtype": (lambda b: lfagg.Bags(b.features.astype(np.float64), b.offsets), {}, "float64"),
+    "NaN": (lambda b: lfagg.Bags(np.where(np.arange(b.n_features)[:, None] == 5, np.nan, b.features)
+                                 .astype(np.float32), b.offsets), {}, "NaN"),
+    "labels missing": (lambda b: b, dict(labels=None), "has labels"),
+    "labels of another kind": (lambda b: b, dict(labels="strings"), "kind"),
+    "labels too few": (lambda b: b, dict(labels=[0]), "one label per bag"),
+    "names not kept": (lambda b: b, dict(names=["x"] * 8), "no bag names"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_APPENDS))
+def test_a_refused_append_leaves_the_store_as_it_was(tmp_path, case):
+    change, kwargs, message = BAD_APPENDS[case]
+    bags = ragged(5)
+    store = build(tmp_path / "s.zarr", bags, labels=np.arange(len(bags)), pieces=(0,))
+    labels = kwargs.get("labels", np.arange(len(bags)))
+    if isinstance(labels, str):
+        labels = np.array([f"c{i}" for i in range(len(bags))])
+    with pytest.raises(ValueError, match=message):
+        store.append(change(bags), labels=labels, names=kwargs.get("names"))
+    reopened = lfagg.BagStore.open(tmp_path / "s.zarr")
+    assert_same_bags(reopened[:], bags)
+
+
+def edit_meta(path, **changes):
+    meta_file = path / "zarr.json"
+    meta = json.loads(meta_file.read_text())
+    meta["attributes"]["lfagg"].update(changes)
+    meta_file.write_text(json.dumps(meta))
+
+
+def test_missing_foreign_newer_or_damaged_stores_are_named(tmp_path):
+    with pytest.raises(ValueError, match="none.zarr: not a bag store"):
+        lfagg.BagStore.open(tmp_path / "none.zarr")
+    import zarr
+
+    zarr.open_group(tmp_path / "plain.zarr", mode="w")
+    with pytest.raises(ValueError, match="plain.zarr: not a bag store written by lfagg"):
+        lfagg.BagStore.open(tmp_path / "plain.zarr")
+    (tmp_path / "file.zarr").write_bytes(b"\x00garbage")
+    with pytest.raises(ValueError, match="file.zarr: not a bag store"):
+        lfagg.BagStore.open(tmp_path / "file.zarr")
+    bags = ragged(6)
+    for name, changes, message in (("newer", dict(version=99), "upgrade lfagg"),
+                                   ("more bags", dict(n_bags=50), "damaged bag store"),
+                                   ("bad dtype", dict(dtype="int8"), "damaged bag store metadata")):
+        build(tmp_path / f"{name}.zarr", bags)
+        edit_meta(tmp_path / f"{name}.zarr", **changes)
+        with pytest.raises(ValueError, match=message):
+            lfagg.BagStore.open(tmp_path / f"{name}.zarr")
+    store = build(tmp_path / "offsets.zarr", bags)
+    store._offsets_array[3] = 10 ** 6  # offsets past the features
+    with pytest.raises(ValueError, match="offsets disagree with its features"):
+        lfagg.BagStore.open(tmp_path / "offsets.zarr")
+    store = build(tmp_path / "nan.zarr", bags)
+    store._features[110] = np.nan  # bag 4, written behind lfagg's back: found when read
+    with pytest.raises(ValueError, match=r"nan.zarr: bag 4 holds NaN"):
+        lfagg.LearnedBoW(3, n_epochs=1).fit(lfagg.BagStore.open(tmp_path / "nan.zarr"), np.arange(8) % 2)
+    with pytest.raises(ValueError, match="read-only"):
+        lfagg.BagStore.open(tmp_path / "nan.zarr").append(bags)
+    with pytest.raises(ValueError, match="already exists"):
+        lfagg.BagStore.create(tmp_path / "nan.zarr", dim=5)
+
+
+ESTIMATORS = {
+    "LearnedBoW": lambda: lfagg.LearnedBoW(4, n_epochs=2, validation_fraction=0.2, random_state=0),
+    "LearnedVLAD": lambda: lfagg.LearnedVLAD(3, n_epochs=2, init="gmm", random_state=0),
+    "BagClassifier-FV": lambda: lfagg.BagClassifier(lfagg.FisherVector(3, random_state=0), random_state=0),
+    "BagClassifier-BoW": lambda: lfagg.BagClassifier(lfagg.BagOfWords(8, random_state=0), random_state=0),
+    "BagClassifier-VLAD": lambda: lfagg.BagClassifier(lfagg.VLAD(3, assignment="soft", random_state=0),
+                                                      random_state=0),
+}
+
+
+@pytest.fixture(scope="module")
+def circles_store(tmp_path_factory):
+    bags, y = make_circles_bags(80, 30, random_state=0)
+    path = tmp_path_factory.mktemp("store") / "circles.zarr"
+    build(path, bags, labels=y, pieces=(0, 25, 50, 75), chunk_rows=100)
+    return bags, y, lfagg.BagStore.open(path)
+
+
+@pytest.mark.parametrize("name", list(ESTIMATORS))
+def test_fits_from_a_store_equal_fits_in_memory(name, circles_store, monkeypatch):
+    bags, y, store = circles_store
+    monkeypatch.setattr(lfagg.store, "BLOCK_BYTES", 2000)  # blocks of ~125 features: many blocks
+    in_memory = ESTIMATORS[name]().fit(bags, y)
+    streamed = ESTIMATORS[name]().fit(store, store.labels)
+    test, _ = make_circles_bags(40, 30, random_state=1)
+    # Equal up to the summation order of the kernels, which tile a block's rows from its start.
+    np.testing.assert_allclose(streamed.predict_proba(test), in_memory.predict_proba(test), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(in_memory.transform(store), in_memory.transform(bags), rtol=1e-12, atol=1e-14)
+    np.testing.assert_array_equal(in_memory.predict(store), in_memory.predict(bags))
+
+
+def test_baseline_transformers_read_a_store(circles_store):
+    bags, _, store = circles_store
+    for encoder in (lfagg.BagOfWords(4, random_state=0), lfagg.VLAD(3, random_state=0),
+                    lfagg.FisherVector(2, random_state=0)):
+        np.testing.assert_allclose(encoder.fit(store).transform(store), encoder.fit(bags).transform(bags),
+                                   rtol=1e-12, atol=1e-14)
+
+
+def test_a_store_of_another_dimension_is_named(circles_store, tmp_path):
+    bags, y, store = circles_store
+    model = lfagg.BagClassifier(lfagg.BagOfWords(4, random_state=0)).fit(bags, y)
+    other = build(tmp_path / "d3.zarr", ragged(7, dim=3))
+    with pytest.raises(ValueError, match="store's local features have dimension 3"):
+        model.predict(other)
