@@ -1,4 +1,4 @@
-"""The ``lfagg`` command line: demo, train, encode, evaluate, reproduce, figures.
+"""The ``lfagg`` command line: demo, train, encode, evaluate, store build, reproduce, figures.
 
 Errors in the user's files (missing, malformed, not a model) print one line on stderr
 and exit with status 1; argparse's usage errors exit with status 2.
@@ -6,6 +6,7 @@ and exit with status 1; argparse's usage errors exit with status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -128,15 +129,65 @@ def _encode(args) -> int:
 
     from ._files import atomic_path
     from .datasets import load_bags
+    from .store import BagStore
 
     model = load_model(args.model)
     _set_threads(model, args.threads)
     bags, _ = load_bags(args.bags)
-    R = model.transform(bags)
+    with _dask_scheduler(args.scheduler, args.address) as use_dask:
+        if args.out.endswith(".zarr"):
+            if not isinstance(bags, BagStore):
+                raise ValueError("--out *.zarr (written block by block, resumable) needs a bag store as --bags "
+                                 "(lfagg store build)")
+            from .outputs import encode_to_zarr, file_digest
+
+            n_bags, width, computed = encode_to_zarr(model, bags, args.out, model_id=file_digest(args.model),
+                                                     bags_id=os.path.abspath(args.bags), use_dask=use_dask,
+                                                     verbose=args.verbose)
+            print(f"{n_bags} bags encoded as ({n_bags}, {width}); saved to {args.out} ({computed} blocks computed "
+                  "now, the rest by an earlier run)")
+            return 0
+        if use_dask:
+            if not isinstance(bags, BagStore):
+                raise ValueError("--scheduler/--address need a bag store as --bags (lfagg store build)")
+            from .dask import transform
+
+            R = transform(model, bags).compute()
+        else:
+            R = model.transform(bags)
     out = args.out if args.out.endswith(".npy") else f"{args.out}.npy"  # what numpy.save writes
     with atomic_path(out) as tmp, open(tmp, "wb") as fh:
         np.save(fh, R)
     print(f"{len(bags)} bags encoded as {R.shape} {R.dtype}; saved to {out}")
+    return 0
+
+
+@contextlib.contextmanager
+def _dask_scheduler(scheduler, address):
+    """Dask's scheduler for --scheduler, or a distributed.Client for --address, while the
+    encode runs; yields whether Dask is to be used."""
+    if scheduler is None and address is None:
+        yield False
+        return
+    if scheduler is not None and address is not None:
+        raise ValueError("give --scheduler or --address, not both")
+    try:
+        import dask
+        if address is not None:
+            import distributed
+    except ImportError:
+        raise ImportError('--scheduler/--address need dask and distributed: pip install "lfagg[dask]"') from None
+    with distributed.Client(address, timeout=30) if address is not None else dask.config.set(scheduler=scheduler):
+        yield True
+
+
+def _store_build(args) -> int:
+    from .datasets.files import build_store
+
+    store = build_store(args.bags, args.out, args.labels, chunk_rows=args.chunk_rows, verbose=args.verbose,
+                        overwrite=args.overwrite)
+    print(f"{len(store)} bags, {store.n_features:,} local features of dimension {store.dim} ({store.dtype}) "
+          f"written to {args.out}" + ("" if store.labels is None else ", with labels"))
     return 0
 
 
@@ -191,8 +242,8 @@ def _figures(args) -> int:
 # Parser
 # ---------------------------------------------------------------------------------------
 _BAGS_HELP = ("the bags: a directory of .npy files, one (n_i, D) array per bag, taken in natural file-name order "
-              "(bag2 before bag10), or an .npz file with 'features' (N, D), 'offsets' (n_bags + 1,) and optionally "
-              "'labels'")
+              "(bag2 before bag10), an .npz file with 'features' (N, D), 'offsets' (n_bags + 1,) and optionally "
+              "'labels', or a bag store written by 'lfagg store build' (read block by block)")
 _LABELS_HELP = ("class labels: a .txt file with one label per line in bag order, or a .csv file with one column "
                 "(label) or two (name,label: name = the .npy file name, for a directory); optional header "
                 "(default: the 'labels' array of the .npz)")
@@ -305,9 +356,35 @@ def build_parser() -> argparse.ArgumentParser:
         "(n_bags, dim) array with numpy.save.", formatter_class=formatter)
     encode.add_argument("--model", required=True, metavar="PATH", help=_MODEL_HELP)
     encode.add_argument("--bags", required=True, metavar="PATH", help=_BAGS_HELP)
-    encode.add_argument("--out", required=True, help="output .npy file")
+    encode.add_argument("--out", required=True,
+                        help="output: an .npy file (written when done), or for a bag store a .zarr directory "
+                        "written block by block: rerunning an interrupted encode completes it")
+    encode.add_argument("--scheduler", choices=("threads", "processes", "synchronous"), default=None,
+                        help="encode a bag store with Dask on this local scheduler (pip install 'lfagg[dask]')")
+    encode.add_argument("--address", default=None, metavar="HOST:PORT",
+                        help="encode a bag store on this Dask distributed scheduler")
+    encode.add_argument("--verbose", type=_count, default=1, help="1 reports the progress of a .zarr output")
     _add_threads(encode)
     encode.set_defaults(run=_encode)
+
+    store = sub.add_parser(
+        "store", help="bag stores (Zarr) for collections larger than memory",
+        description="Bag stores hold ragged bags on disk (lfagg.BagStore, Zarr v3); train, encode and evaluate "
+        "take one as --bags and read it block by block. Needs zarr (pip install 'lfagg[store]').",
+        formatter_class=formatter)
+    store_sub = store.add_subparsers(dest="store_command", required=True, metavar="STORE_COMMAND")
+    build = store_sub.add_parser(
+        "build", help="convert bag files into a bag store, a block at a time",
+        description="Write the bags of a directory of .npy files (one per bag, natural order, file names kept as "
+        "bag names) or of an .npz file, and their labels, into a new bag store.", formatter_class=formatter)
+    build.add_argument("--bags", required=True, metavar="PATH", help=_BAGS_HELP)
+    build.add_argument("--labels", metavar="PATH", help=_LABELS_HELP)
+    build.add_argument("--out", required=True, metavar="STORE", help="the new store (a directory, e.g. bags.zarr)")
+    build.add_argument("--chunk-rows", type=_positive_int, default=None,
+                       help="local features per Zarr chunk (default: 8192)")
+    build.add_argument("--overwrite", action="store_true", help="replace an existing store at --out")
+    build.add_argument("--verbose", type=_count, default=1, help="1 shows the progress on stderr")
+    build.set_defaults(run=_store_build)
 
     evaluate = sub.add_parser(
         "evaluate", help="print a trained model's accuracy on labelled bags",

@@ -237,20 +237,28 @@ def load_bags(path, labels=None):
 
     Parameters
     ----------
-    path : str or os.PathLike, a directory of .npy files (:func:`load_npy_dir`) or an
-        .npz file (:func:`load_npz_bags`).
+    path : str or os.PathLike, a directory of .npy files (:func:`load_npy_dir`), an
+        .npz file (:func:`load_npz_bags`) or a :class:`lfagg.BagStore` (a directory
+        holding zarr.json, or a URL such as s3://...), which is opened, not read.
     labels : None or the path of a .txt/.csv labels file (:func:`load_labels`, matched
         by name for a directory); it takes precedence over labels stored in the .npz.
 
     Returns
     -------
-    bags : Bags.
-    labels : (n_bags,) array, or None when there is no labels file and the .npz has none.
+    bags : Bags (or the BagStore).
+    labels : (n_bags,) array, or None when there is no labels file and the .npz or the
+        store has none.
     """
     names = stored = None
-    if not os.path.exists(path):
+    if is_store(path):
+        from ..store import BagStore
+
+        bags = BagStore.open(path)
+        names, stored = bags.names, bags.labels
+        names = None if names is None else names.tolist()
+    elif not os.path.exists(path):
         raise ValueError(f"{path}: no such file or directory")
-    if os.path.isdir(path):
+    elif os.path.isdir(path):
         bags, names = load_npy_dir(path)
     elif os.fspath(path).lower().endswith(".npz"):
         bags, stored = load_npz_bags(path)
@@ -262,6 +270,11 @@ def load_bags(path, labels=None):
     if len(y) != len(bags):
         raise ValueError(f"{labels}: {len(y)} labels for the {len(bags)} bags of {path}")
     return bags, y
+
+
+def is_store(path) -> bool:
+    """Whether ``path`` names a Zarr store (a URL, or a directory holding zarr.json)."""
+    return "://" in os.fspath(path) or os.path.isfile(os.path.join(path, "zarr.json"))
 
 
 def build_store(path, out, labels=None, *, chunk_rows=None, verbose=1, overwrite=False):

@@ -1,0 +1,116 @@
+"""The command line with bag stores: 'lfagg store build', train/evaluate/encode reading a
+store, encode written block by block into .zarr and resumed after an interruption, Dask
+schedulers, and the errors."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("zarr")
+
+import lfagg  # noqa: E402
+import lfagg.outputs  # noqa: E402
+import lfagg.store  # noqa: E402
+from lfagg.datasets import make_circles_bags, save_npz_bags  # noqa: E402
+from test_cli import assert_one_line_error, run_main  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli_store")
+    bags, y = make_circles_bags(40, 20, random_state=0)
+    (root / "bags").mkdir()
+    for i in range(len(bags)):  # names whose plain sort differs from bag order
+        np.save(root / "bags" / f"v{i}.npy", bags[i])
+    (root / "labels.csv").write_text("name,label\n" + "".join(f"v{i},{y[i]}\n" for i in range(len(bags))))
+    save_npz_bags(root / "bags.npz", bags, y)
+    return root, bags, y
+
+
+@pytest.fixture(scope="module")
+def store_and_model(files, tmp_path_factory):
+    root, bags, y = files
+    out = tmp_path_factory.mktemp("built") / "s.zarr"
+    cli_main(["store", "build", "--bags", root / "bags", "--labels", root / "labels.csv", "--out", out,
+              "--chunk-rows", 64, "--verbose", 0])
+    model = out.parent / "m.lfagg"
+    cli_main(["train", "--bags", out, "--method", "t2", "--codewords", 3, "--epochs", 1, "--model", model,
+              "--verbose", 0])
+    return out, model
+
+
+def cli_main(args):
+    assert lfagg.cli.main([str(a) for a in args]) == 0
+
+
+def test_store_build_keeps_order_names_and_labels(files, store_and_model, capsys, tmp_path):
+    root, bags, y = files
+    store = lfagg.BagStore.open(store_and_model[0])
+    assert_bags = lfagg.Bags.from_arrays(list(store[:]))
+    np.testing.assert_array_equal(assert_bags.features, bags.features)
+    np.testing.assert_array_equal(store.labels, y)
+    assert store.names.tolist() == [f"v{i}" for i in range(len(bags))]
+    rc, out, err = run_main(capsys, "store", "build", "--bags", root / "bags.npz", "--out", tmp_path / "n.zarr")
+    assert rc == 0 and "40 bags, 800 local features of dimension 2" in out and "with labels" in out
+    assert "lfagg store build: 40 bags" in err  # the progress, one line in a log
+    np.testing.assert_array_equal(lfagg.BagStore.open(tmp_path / "n.zarr")[:].features, bags.features)
+
+
+def test_train_evaluate_and_encode_read_a_store(files, store_and_model, capsys, tmp_path):
+    root, bags, y = files
+    store_path, model_path = store_and_model
+    model = lfagg.load(model_path)
+    rc, out, _ = run_main(capsys, "evaluate", "--bags", store_path, "--model", model_path)
+    assert rc == 0 and f"accuracy {np.mean(model.predict(bags) == y):.4f}" in out
+    rc, _, _ = run_main(capsys, "encode", "--bags", store_path, "--model", model_path, "--out", tmp_path / "e.npy")
+    assert rc == 0
+    np.testing.assert_allclose(np.load(tmp_path / "e.npy"), model.transform(bags), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("scheduler", [None, "threads"])
+def test_an_interrupted_zarr_encode_completes_when_rerun(store_and_model, capsys, tmp_path, monkeypatch, scheduler):
+    import zarr
+
+    store_path, model_path = store_and_model
+    model = lfagg.load(model_path)
+    monkeypatch.setattr(lfagg.store, "BLOCK_BYTES", 1600)  # 100 features per block: 8 blocks
+    monkeypatch.setattr(lfagg.outputs, "BLOCKS_PER_WAVE", 2)
+    compute, calls = lfagg.outputs._compute, []
+
+    def interrupted(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return compute(*args)
+
+    args = ["encode", "--bags", store_path, "--model", model_path, "--out", tmp_path / "e.zarr", "--verbose", 0]
+    args += [] if scheduler is None else ["--scheduler", scheduler]
+    monkeypatch.setattr(lfagg.outputs, "_compute", interrupted)
+    rc, _, err = run_main(capsys, *args)
+    assert rc == 130 and "interrupted" in err
+    done = np.asarray(zarr.open_group(tmp_path / "e.zarr")["done"][:])
+    assert 0 < done.sum() < done.size
+    monkeypatch.setattr(lfagg.outputs, "_compute", compute)
+    rc, out, _ = run_main(capsys, *args)
+    assert rc == 0 and f"({done.size - done.sum()} blocks computed now" in out
+    expected = np.concatenate([model.transform(block) for block in lfagg.BagStore.open(store_path).blocks(100)])
+    np.testing.assert_array_equal(np.asarray(zarr.open_group(tmp_path / "e.zarr")["encodings"][:]), expected)
+
+
+def test_encode_errors(files, store_and_model, capsys, tmp_path):
+    root, _, _ = files
+    store_path, model_path = store_and_model
+    base = ["encode", "--model", model_path]
+    rc, _, err = run_main(capsys, *base, "--bags", root / "bags", "--out", tmp_path / "e.zarr")
+    assert_one_line_error(rc, err, "needs a bag store")
+    rc, _, err = run_main(capsys, *base, "--bags", store_path, "--out", tmp_path / "e.npy", "--scheduler", "threads",
+                          "--address", "127.0.0.1:1")
+    assert_one_line_error(rc, err, "not both")
+    run_main(capsys, *base, "--bags", store_path, "--out", tmp_path / "x.zarr")
+    other = tmp_path / "other.lfagg"
+    lfagg.save(lfagg.BagClassifier(lfagg.BagOfWords(3, random_state=0)).fit(*make_circles_bags(10, 5)), other)
+    rc, _, err = run_main(capsys, "encode", "--model", other, "--bags", store_path, "--out", tmp_path / "x.zarr")
+    assert_one_line_error(rc, err, "does not hold an unfinished encode of this model")
+    rc, _, err = run_main(capsys, "store", "build", "--bags", root / "bags", "--out", store_path)
+    assert_one_line_error(rc, err, "already exists")
+    rc, _, err = run_main(capsys, "evaluate", "--model", model_path, "--bags", tmp_path / "x.zarr")
+    assert_one_line_error(rc, err, "not a bag store")
