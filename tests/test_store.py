@@ -74,6 +74,14 @@ def test_blocks_cover_the_bags_in_order_within_the_limit(tmp_path, max_features)
     assert_same_bags(lfagg.Bags.from_arrays([bag for block in blocks for bag in block]), bags)
 
 
+def test_subsampled_reads_equal_subsampling_the_bags(tmp_path):
+    bags = ragged(8)
+    store = build(tmp_path / "s.zarr", bags)
+    for n_per_bag in (1, 5, 1000):
+        expected = bags[[6, 3, 1, 3]].subsample(n_per_bag, np.random.default_rng(9))
+        assert_same_bags(store.read_subsampled([6, 3, 1, 3], n_per_bag, np.random.default_rng(9)), expected)
+
+
 def test_feature_samples(tmp_path):
     bags = ragged(3, sizes=[50] * 40)
     store = build(tmp_path / "s.zarr", bags, pieces=(0,))
@@ -172,7 +180,8 @@ def test_missing_foreign_newer_or_damaged_stores_are_named(tmp_path):
 
 
 ESTIMATORS = {
-    "LearnedBoW": lambda: lfagg.LearnedBoW(4, n_epochs=2, validation_fraction=0.2, random_state=0),
+    "LearnedBoW": lambda: lfagg.LearnedBoW(4, n_epochs=2, validation_fraction=0.2, n_samples_per_bag=10,
+                                           random_state=0),
     "LearnedVLAD": lambda: lfagg.LearnedVLAD(3, n_epochs=2, init="gmm", random_state=0),
     "BagClassifier-FV": lambda: lfagg.BagClassifier(lfagg.FisherVector(3, random_state=0), random_state=0),
     "BagClassifier-BoW": lambda: lfagg.BagClassifier(lfagg.BagOfWords(8, random_state=0), random_state=0),

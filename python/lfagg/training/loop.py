@@ -167,9 +167,12 @@ def run_sgd(bags, targets: np.ndarray, head, encoder: SoftEncoder, centers, prec
         with progress_bar(f"{name}: epoch {epoch + 1}/{s.n_epochs}", n_batches, verbose) as bar:
             for i in range(n_batches):
                 idx = order[i * s.batch_size:(i + 1) * s.batch_size]
-                batch = bags[idx]
-                if s.n_samples_per_bag is not None:
-                    batch = batch.subsample(s.n_samples_per_bag, rng)
+                if s.n_samples_per_bag is None:
+                    batch = bags[idx]
+                elif isinstance(bags, BagStore):  # reads only the bags of the step, keeps their samples
+                    batch = bags.read_subsampled(idx, s.n_samples_per_bag, rng)
+                else:
+                    batch = bags[idx].subsample(s.n_samples_per_bag, rng)
                 with np.errstate(over="ignore", under="ignore"):
                     P, g = np.exp(log_p), float(np.exp(log_gamma[0]))
                 if not (np.isfinite(C).all() and np.isfinite(P).all() and (P > 0).all() and 0 < g < np.inf):
