@@ -51,6 +51,18 @@ def test_round_trip_and_indexing(tmp_path):
         store[len(bags)]
 
 
+def test_a_compressed_store_reads_the_same_through_zarr(tmp_path):
+    bags = ragged(9)
+    raw = build(tmp_path / "raw.zarr", bags)
+    packed = lfagg.BagStore.create(tmp_path / "packed.zarr", dim=5, chunk_rows=16, compressors="auto")
+    packed.append(bags)
+    assert raw._raw_chunk_dir() is not None and packed._raw_chunk_dir() is None
+    for index in (slice(None), slice(3, 7), [7, 2, 3]):
+        assert_same_bags(packed[index], raw[index])
+    assert_same_bags(lfagg.Bags.from_arrays([b for block in packed.blocks(20, reuse_buffers=True)
+                                             for b in block.subset(slice(None))]), bags)
+
+
 def test_subsets_read_lazily_and_index_like_bags(tmp_path):
     bags = ragged(1)
     store = build(tmp_path / "s.zarr", bags, labels=np.arange(len(bags)))
@@ -175,6 +187,12 @@ def test_missing_foreign_newer_or_damaged_stores_are_named(tmp_path):
         lfagg.LearnedBoW(3, n_epochs=1).fit(lfagg.BagStore.open(tmp_path / "nan.zarr"), np.arange(8) % 2)
     with pytest.raises(ValueError, match="read-only"):
         lfagg.BagStore.open(tmp_path / "nan.zarr").append(bags)
+    build(tmp_path / "truncated.zarr", bags)
+    (tmp_path / "truncated.zarr" / "features" / "c" / "2" / "0").unlink()  # rows 32-47: bag 3
+    truncated = lfagg.BagStore.open(tmp_path / "truncated.zarr")
+    np.testing.assert_array_equal(truncated[2], bags[2])
+    with pytest.raises(ValueError, match="bag 3 holds NaN or infinity \\(or its chunk is missing"):
+        truncated[3]
     with pytest.raises(ValueError, match="already exists"):
         lfagg.BagStore.create(tmp_path / "nan.zarr", dim=5)
 

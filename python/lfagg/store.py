@@ -15,6 +15,7 @@ Install with ``pip install "lfagg[store]"`` (or ``[dask]``); lfagg itself never 
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -85,8 +86,12 @@ class BagStore:
         if not overwrite and isinstance(path, (str, os.PathLike)) and os.path.exists(path):
             raise ValueError(f"{path}: already exists (overwrite=True replaces it)")
         group = zarr.open_group(path, mode="w" if overwrite else "w-", zarr_format=3)
-        group.create_array("features", shape=(0, dim), chunks=(chunk_rows, dim), dtype=dtype, compressors=compressors)
-        group.create_array("offsets", shape=(1,), chunks=(65536,), dtype=np.int64, fill_value=0)
+        # Missing chunks (a truncated copy) read as fill values: NaN features and -1 offsets,
+        # which the checks of every read refuse, instead of zeros that would pass.
+        group.create_array("features", shape=(0, dim), chunks=(chunk_rows, dim), dtype=dtype, compressors=compressors,
+                           fill_value=np.nan)
+        group.create_array("offsets", shape=(1,), chunks=(65536,), dtype=np.int64, fill_value=-1)
+        group["offsets"][0] = 0
         group.attrs["lfagg"] = dict(format=FORMAT, version=FORMAT_VERSION, dim=dim, dtype=dtype.name, n_bags=0,
                                     labels=None, names=False)
         return cls(group, path, writable=True)
@@ -255,9 +260,10 @@ class BagStore:
         view._offsets = np.concatenate([[0], np.cumsum(self.sizes[chosen])]).astype(np.int64)
         return view
 
-    def _read(self, bag_ids: np.ndarray) -> Bags:
+    def _read(self, bag_ids: np.ndarray, buffer=None) -> Bags:
         """The bags bag_ids (of this store or view) as Bags, checked finite; a run of
-        consecutive bags of the store is read as one slice of rows."""
+        consecutive bags of the store is read as one slice of rows (into ``buffer``, a
+        (rows, D) array, when given and large enough)."""
         from ._validation import first_nonfinite_bag
 
         stored = self._bag_ids[bag_ids]
@@ -265,7 +271,7 @@ class BagStore:
         offsets = np.zeros(bag_ids.size + 1, dtype=np.int64)
         np.cumsum(sizes, out=offsets[1:])
         if stored.size and np.all(np.diff(stored) == 1):
-            features = self._features[int(starts[0]):int(starts[0] + offsets[-1])]
+            features = self._read_rows(int(starts[0]), int(starts[0] + offsets[-1]), buffer)
         else:
             rows = np.repeat(starts - offsets[:-1], sizes) + np.arange(offsets[-1])
             features = self._features.get_orthogonal_selection((rows, slice(None))) if rows.size else \
@@ -273,7 +279,8 @@ class BagStore:
         bags = Bags._trusted(np.ascontiguousarray(features, dtype=self.dtype), offsets)
         bad = first_nonfinite_bag(bags)
         if bad is not None:
-            raise ValueError(f"{self._path}: bag {int(stored[bad])} holds NaN or infinity")
+            raise ValueError(f"{self._path}: bag {int(stored[bad])} holds NaN or infinity (or its chunk is missing: "
+                             "a truncated store)")
         return bags
 
     def read_subsampled(self, indices, n_per_bag: int, random_state=None) -> Bags:
@@ -295,6 +302,47 @@ class BagStore:
         features = np.concatenate(parts) if parts else np.empty((0, self.dim), self.dtype)
         return Bags._trusted(features, offsets)
 
+    def _read_rows(self, lo: int, hi: int, buffer=None) -> np.ndarray:
+        """Rows [lo, hi) of the features. From a local store of raw chunks (the default:
+        no compressor) each chunk file is read straight into the result (into ``buffer``
+        when it has room: fresh pages cost as much as the copy), one copy, 2-3x faster
+        than through Zarr's buffers; otherwise through Zarr."""
+        chunk_dir = self._raw_chunk_dir()
+        if chunk_dir is None:
+            return self._features[lo:hi]
+        fits = buffer is not None and buffer.shape[0] >= hi - lo
+        out = buffer[:hi - lo] if fits else np.empty((hi - lo, self.dim), self.dtype)
+        if hi <= lo:
+            return out
+        rows = self._features.chunks[0]
+        for c in range(lo // rows, -(-hi // rows)):
+            first, last = max(lo, c * rows), min(hi, (c + 1) * rows)
+            target = memoryview(out[first - lo:last - lo]).cast("B")
+            try:
+                with open(os.path.join(chunk_dir, str(c), "0"), "rb") as chunk:
+                    chunk.seek((first - c * rows) * self.dim * self.dtype.itemsize)
+                    complete = chunk.readinto(target) == target.nbytes
+            except FileNotFoundError:
+                complete = False
+            if not complete:  # a missing or short chunk reads as its fill value, NaN, as through Zarr
+                out[first - lo:last - lo] = np.nan
+        return out
+
+    def _raw_chunk_dir(self):
+        """The directory of the features' chunk files when they can be read directly (a
+        local store, raw little-endian chunks, Zarr's default chunk names), else None."""
+        from zarr.codecs import BytesCodec
+        from zarr.core.chunk_key_encodings import DefaultChunkKeyEncoding
+        from zarr.storage import LocalStore
+
+        meta, store = self._features.metadata, self._features.store
+        if (isinstance(store, LocalStore) and len(meta.codecs) == 1 and isinstance(meta.codecs[0], BytesCodec)
+                and meta.codecs[0].endian.value == "little"
+                and isinstance(meta.chunk_key_encoding, DefaultChunkKeyEncoding)
+                and meta.chunk_key_encoding.separator == "/"):
+            return os.path.join(str(store.root), self._features.path, "c")
+        return None
+
     def block_bounds(self, max_features: int) -> list[tuple[int, int]]:
         """(first bag, end bag) of consecutive blocks of bags holding at most
         ``max_features`` features each (a larger bag makes a block of its own)."""
@@ -307,11 +355,30 @@ class BagStore:
             start = end
         return bounds
 
-    def blocks(self, max_features: int):
+    def blocks(self, max_features: int, reuse_buffers: bool = False):
         """The bags as consecutive Bags of at most ``max_features`` features each (see
-        :meth:`block_bounds`), read one at a time."""
-        for start, end in self.block_bounds(max_features):
-            yield self[start:end]
+        :meth:`block_bounds`). The next block is read in a background thread while the
+        caller works on the current one (reading overlaps encoding; two blocks in memory).
+
+        reuse_buffers : read the blocks into two buffers used in turn, so that a block is
+            overwritten two blocks later: for a caller done with each block when it asks
+            for the next (as the estimators' encodings are), it saves the pages of a
+            fresh array per block.
+        """
+        bounds = self.block_bounds(max_features)
+        rows = max((self._offsets[end] - self._offsets[start] for start, end in bounds), default=0)
+        buffers = [np.empty((rows, self.dim), self.dtype) for _ in range(2)] if reuse_buffers else [None, None]
+
+        def read(i):
+            return self._read(np.arange(*bounds[i]), buffers[i % 2])
+
+        with ThreadPoolExecutor(max_workers=1) as reader:
+            pending = [reader.submit(read, 0)] if bounds else []
+            for i in range(len(bounds)):
+                block = pending.pop().result()
+                if i + 1 < len(bounds):
+                    pending.append(reader.submit(read, i + 1))
+                yield block
 
     def sample_features(self, n: int, random_state=None) -> np.ndarray:
         """(min(n, n_features), D) local features drawn without replacement, in the
@@ -341,4 +408,4 @@ def blockwise(bags, fn) -> np.ndarray:
     how the estimators encode a store in O(block) memory."""
     if not isinstance(bags, BagStore):
         return fn(bags)
-    return np.concatenate([fn(block) for block in bags.blocks(bags.block_features())])
+    return np.concatenate([fn(block) for block in bags.blocks(bags.block_features(), reuse_buffers=True)])
