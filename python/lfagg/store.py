@@ -15,7 +15,6 @@ Install with ``pip install "lfagg[store]"`` (or ``[dask]``); lfagg itself never 
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -357,28 +356,20 @@ class BagStore:
 
     def blocks(self, max_features: int, reuse_buffers: bool = False):
         """The bags as consecutive Bags of at most ``max_features`` features each (see
-        :meth:`block_bounds`). The next block is read in a background thread while the
-        caller works on the current one (reading overlaps encoding; two blocks in memory).
+        :meth:`block_bounds`), read one at a time. (Reading the next block in a thread
+        while the caller encodes the current one made encoding slower on two cores,
+        where the kernels already use both.)
 
-        reuse_buffers : read the blocks into two buffers used in turn, so that a block is
-            overwritten two blocks later: for a caller done with each block when it asks
-            for the next (as the estimators' encodings are), it saves the pages of a
-            fresh array per block.
+        reuse_buffers : read every block into one buffer, so that a block is overwritten
+            by the next: for a caller done with each block when it asks for the next (as
+            the estimators' encodings are), it saves the fresh pages of a new array per
+            block, which cost as much as reading them.
         """
         bounds = self.block_bounds(max_features)
         rows = max((self._offsets[end] - self._offsets[start] for start, end in bounds), default=0)
-        buffers = [np.empty((rows, self.dim), self.dtype) for _ in range(2)] if reuse_buffers else [None, None]
-
-        def read(i):
-            return self._read(np.arange(*bounds[i]), buffers[i % 2])
-
-        with ThreadPoolExecutor(max_workers=1) as reader:
-            pending = [reader.submit(read, 0)] if bounds else []
-            for i in range(len(bounds)):
-                block = pending.pop().result()
-                if i + 1 < len(bounds):
-                    pending.append(reader.submit(read, i + 1))
-                yield block
+        buffer = np.empty((rows, self.dim), self.dtype) if reuse_buffers else None
+        for start, end in bounds:
+            yield self._read(np.arange(start, end), buffer)
 
     def sample_features(self, n: int, random_state=None) -> np.ndarray:
         """(min(n, n_features), D) local features drawn without replacement, in the
