@@ -70,3 +70,24 @@ def test_bad_arguments(fitted):
         ld.transform(model, bags)
     with pytest.raises(ValueError, match="block_features"):
         ld.transform(model, store, block_features=0)
+
+
+def test_fit_encodes_the_store_on_the_cluster(fitted, monkeypatch):
+    distributed = pytest.importorskip("distributed")
+    import lfagg.store
+
+    model, bags, store = fitted
+    monkeypatch.setattr(lfagg.store, "BLOCK_BYTES", 4000)  # several blocks, hence several tasks
+    make = lambda: lfagg.LearnedVLAD(3, n_epochs=1, validation_fraction=0.25, random_state=0)  # noqa: E731
+    in_process = make().fit(store, store.labels)
+    mapped = []
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None,
+                                  processes=True) as cluster, distributed.Client(cluster), ld.encode_on_dask():
+        compute = ld.dask.compute
+        monkeypatch.setattr(ld.dask, "compute", lambda *a, **k: mapped.append(len(a)) or compute(*a, **k))
+        on_cluster = make().fit(store, store.labels)
+        proba = on_cluster.predict_proba(store)
+    assert len(mapped) >= 3 and min(mapped) > 1  # W0, l2, validation, final fit, predict: each many tasks
+    np.testing.assert_array_equal(proba, in_process.predict_proba(store))
+    for name in ("centers_", "covariances_"):
+        np.testing.assert_array_equal(getattr(on_cluster, name), getattr(in_process, name))

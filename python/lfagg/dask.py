@@ -17,6 +17,8 @@ Install with ``pip install "lfagg[dask]"``; lfagg itself never imports dask.
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 try:
@@ -27,9 +29,9 @@ except ImportError as exc:  # pragma: no cover - the message is the point
 
 from ._validation import as_offsets, check_offsets, positive_int
 from .bags import Bags
-from .store import BagStore
+from .store import BLOCK_MAPPER, BagStore
 
-__all__ = ["transform", "predict", "predict_proba", "decision_function", "apply"]
+__all__ = ["transform", "predict", "predict_proba", "decision_function", "apply", "encode_on_dask"]
 
 METHODS = ("transform", "predict", "predict_proba", "decision_function")
 
@@ -127,3 +129,34 @@ def predict_proba(model, bags, **kwargs):
 def decision_function(model, bags, **kwargs):
     """:func:`apply` with ``method="decision_function"``."""
     return apply(model, bags, "decision_function", **kwargs)
+
+
+@contextlib.contextmanager
+def encode_on_dask():
+    """Within this context, every encoding of a whole :class:`lfagg.BagStore` by lfagg's
+    estimators runs as Dask tasks on the current scheduler (a ``distributed.Client``
+    when one is active), one per block of the store: the passes of ``fit`` that encode
+    the collection (W0, the choice of l2, the final classifier fit, early stopping's
+    validation) as well as ``transform`` and ``predict``. The SGD steps, which read a few
+    samples of a few bags each, stay in this process. Results equal those in process::
+
+        with distributed.Client(address), lfagg.dask.encode_on_dask():
+            model = lfagg.LearnedBoW(256).fit(store, store.labels)
+    """
+    token = BLOCK_MAPPER.set(_map_blocks)
+    try:
+        yield
+    finally:
+        BLOCK_MAPPER.reset(token)
+
+
+def _block_of(fn, store, start, end):
+    return fn(store[start:end])
+
+
+def _map_blocks(fn, bags):
+    """[fn(block) for each block of the store], computed as Dask tasks, the function (the
+    estimator in its current state) and the store's handle one key each."""
+    shared, store = dask.delayed(fn, pure=False), dask.delayed(bags, pure=True)
+    bounds = bags.block_bounds(bags.block_features())
+    return dask.compute(*[dask.delayed(_block_of, pure=True)(shared, store, start, end) for start, end in bounds])

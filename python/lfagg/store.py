@@ -14,6 +14,7 @@ Install with ``pip install "lfagg[store]"`` (or ``[dask]``); lfagg itself never 
 """
 from __future__ import annotations
 
+import contextvars
 import os
 
 import numpy as np
@@ -393,10 +394,18 @@ class BagStore:
                 f"dtype={self.dtype})")
 
 
+#: How :func:`blockwise` maps a function over a store's blocks: None in this process, in
+#: order; ``lfagg.dask.encode_on_dask()`` sets a mapper that runs them as Dask tasks.
+BLOCK_MAPPER = contextvars.ContextVar("lfagg_block_mapper", default=None)
+
+
 def blockwise(bags, fn) -> np.ndarray:
     """``fn(bags)`` for in-memory Bags; for a BagStore, ``fn`` of each of its blocks
     (:meth:`BagStore.block_features` features at most), the (n_block, ...) results stacked:
     how the estimators encode a store in O(block) memory."""
     if not isinstance(bags, BagStore):
         return fn(bags)
+    mapper = BLOCK_MAPPER.get()
+    if mapper is not None:
+        return np.concatenate(mapper(fn, bags))
     return np.concatenate([fn(block) for block in bags.blocks(bags.block_features(), reuse_buffers=True)])
