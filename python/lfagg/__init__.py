@@ -6,7 +6,10 @@ codebook, per-codeword precisions and gamma are learned by backpropagation
 share the same codebooks and, through BagClassifier, the same classifier. ``save`` and
 ``load`` write and read model files whose loading runs no code.
 """
-__version__ = "0.1.0"
+try:  # written by the build from the git tag (setuptools-scm)
+    from ._version import __version__
+except ImportError:  # the source tree used without building it
+    __version__ = "0+source"
 
 from . import datasets, encoders, models, normalize, ops, training  # noqa: E402 (the version first: files record it)
 from .bags import Bags  # noqa: E402
