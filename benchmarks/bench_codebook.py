@@ -1,0 +1,93 @@
+"""lfagg's codebooks against scikit-learn's, on the sample a LearnedBoW fit draws at the
+part-(f) size: time and quality, in one process, interleaved.
+
+    python benchmarks/bench_codebook.py [--quick] [--threads N] [--repeats R]
+
+On the 100,000 features ``LearnedBoW(256)`` samples from part (f)'s 400 bags x 2,000 x 108:
+
+* K-Means: ``lfagg.encoders.codebook.fit_codebook(sample, 256, "kmeans")`` (k-means++
+  seeds on a subsample, 20 Lloyd iterations of scikit-learn's KMeans) against
+  ``sklearn.cluster.KMeans(256, n_init=1)`` (k-means++ over the whole sample, Lloyd to
+  convergence), both under the fit's thread limits; the inertia of each on the sample.
+* GMM (``--gmm``, minutes at K = 256): ``fit_codebook(..., "gmm", max_iter=20)`` against
+  ``GaussianMixture(256, covariance_type="diag", max_iter=20)``; the mean log-likelihood.
+
+Writes ``benchmarks/results/codebook-<timestamp>.json``.
+"""
+
+import argparse
+import sys
+
+import numpy as np
+
+try:
+    from . import _common, bench_training
+except ImportError:  # run as a script: benchmarks/ is on sys.path
+    import _common
+    import bench_training
+
+
+def inertia(X, centers):
+    X = X.astype(np.float64)
+    d = (X ** 2).sum(1)[:, None] - 2 * X @ centers.T + (centers ** 2).sum(1)[None]
+    return float(np.maximum(d.min(1), 0).sum())
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    _common.add_run_options(parser)
+    parser.add_argument("--gmm", action="store_true", help="also the GMM codebook (slow)")
+    args = _common.check_run_options(parser, parser.parse_args(argv))
+    from sklearn.cluster import KMeans
+    from sklearn.mixture import GaussianMixture
+
+    from lfagg._threads import limit_threads, single_threaded_blas
+    from lfagg._validation import spawn_seeds
+    from lfagg.encoders.codebook import fit_codebook, sample_features
+
+    mode = "quick" if args.quick else "full"
+    sizes = bench_training.SIZES[mode]
+    K = sizes["n_codewords"]
+    bags, _ = bench_training.make_problem(sizes["n_bags"], sizes["n_per_bag"], sizes["n_dims"])
+    seed = spawn_seeds(0, 3)[1]  # LearnedBoW(random_state=0)'s codebook seed
+    sample = sample_features(bags, K, 5_000 if args.quick else 100_000, seed)
+    machine = _common.machine_info(args.threads)
+    print(_common.describe_machine(machine) + f"; median of {args.repeats} after a warm-up")
+    print(f"sample: {sample.shape[0]:,} x {sample.shape[1]} float32 features, K = {K}")
+    fitted = {}
+
+    def run(name, fn):
+        def call():
+            with single_threaded_blas(), limit_threads(args.threads):
+                fitted[name] = fn()
+        return call
+
+    fns = {"lfagg kmeans": run("lfagg kmeans", lambda: fit_codebook(sample, K, "kmeans", seed).centers),
+           "sklearn KMeans": run("sklearn KMeans",
+                                 lambda: KMeans(K, n_init=1, random_state=seed).fit(sample).cluster_centers_)}
+    times = _common.time_interleaved(fns, args.repeats, steady_calls=0)
+    ratio = inertia(sample, fitted["lfagg kmeans"]) / inertia(sample, fitted["sklearn KMeans"])
+    result = dict(kmeans_ms={k: v[0] for k, v in times.items()}, kmeans_inertia_ratio=ratio)
+    print(f"K-Means: lfagg {times['lfagg kmeans'][0] / 1e3:.2f} s, scikit-learn {times['sklearn KMeans'][0] / 1e3:.2f} s "
+          f"({times['sklearn KMeans'][0] / times['lfagg kmeans'][0]:.1f}x); inertia lfagg / scikit-learn = {ratio:.4f} "
+          f"({'met' if ratio <= 1.01 else 'missed'}: within 1%)")
+    if args.gmm:
+        ours = fit_codebook(sample, K, "gmm", seed, max_iter=20)
+        model = GaussianMixture(K, covariance_type="diag")
+        model.weights_, model.means_, model.covariances_ = ours.weights, ours.centers, ours.variances
+        model.precisions_cholesky_ = 1 / np.sqrt(ours.variances)
+        gmm_fns = {"lfagg gmm": run("lfagg gmm", lambda: fit_codebook(sample, K, "gmm", seed, max_iter=20)),
+                   "sklearn GMM": run("sklearn GMM", lambda: GaussianMixture(K, covariance_type="diag", max_iter=20,
+                                                                               random_state=seed).fit(sample))}
+        gmm_times = _common.time_interleaved(gmm_fns, 1, warmup=0, settle=0, steady_calls=0)
+        result.update(gmm_ms={k: v[0] for k, v in gmm_times.items()}, gmm_loglik=dict(
+            lfagg=float(model.score(sample)), sklearn=float(fitted["sklearn GMM"].score(sample))))
+        print(f"GMM: lfagg {gmm_times['lfagg gmm'][0] / 1e3:.1f} s, scikit-learn {gmm_times['sklearn GMM'][0] / 1e3:.1f} s;"
+              f" mean log-likelihood {result['gmm_loglik']['lfagg']:.4f} vs {result['gmm_loglik']['sklearn']:.4f}")
+    path = _common.write_json("codebook", dict(config=vars(args), machine=machine, K=K, n=len(sample), **result))
+    print(f"results written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
