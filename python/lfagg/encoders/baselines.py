@@ -249,8 +249,8 @@ class FisherVector(_CodebookTransformer):
         (:func:`lfagg.normalize.improved_fisher_normalize`).
     with_weights : bool, append the K gradients with respect to the mixture weights.
     max_init_features : int, the most local features the mixture is fitted on (a random sample).
-    max_iter : EM iterations of the diagonal GaussianMixture, and Lloyd iterations of the
-        K-Means it starts from; n_init : K-Means runs; reg_covar : added to the variances.
+    max_iter : EM iterations of the diagonal GaussianMixture (which starts from 20 Lloyd
+        iterations of K-Means); n_init : K-Means runs; reg_covar : added to the variances.
     random_state : None, int or numpy random generator, for sampling and the mixture.
     n_threads : int or None (all cores), for fitting and encoding.
 

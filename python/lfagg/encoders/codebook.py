@@ -69,16 +69,21 @@ def sample_features(bags, n_codewords: int, max_init_features: int, seed: int) -
 KMEANS_MAX_ITER = 20
 
 
-def fit_codebook(sample: np.ndarray, n_codewords: int, init: str, seed: int, *, max_iter: int = KMEANS_MAX_ITER,
+#: EM iterations of the GMM codebooks by default (scikit-learn's default).
+GMM_MAX_ITER = 100
+
+
+def fit_codebook(sample: np.ndarray, n_codewords: int, init: str, seed: int, *, max_iter: int | None = None,
                  n_init: int = 1, reg_covar: float = 1e-6, n_threads: int = 0) -> Codebook:
     """The codebook ``init`` learns from the (n, D) sample.
 
     "kmeans": the centres of :func:`kmeans` (scikit-learn's Lloyd from k-means++ seeds
     drawn on a subsample); "gmm": the means, variances and weights of a diagonal
     GaussianMixture started from those clusters (``reg_covar`` added to the variances);
-    "random": ``n_codewords`` distinct sampled features. ``max_iter`` bounds the Lloyd and
-    the EM iterations, ``n_init`` the K-Means runs; they run on ``n_threads`` threads (0:
-    no limit).
+    "random": ``n_codewords`` distinct sampled features. ``max_iter`` bounds the Lloyd
+    iterations of "kmeans" (default KMEANS_MAX_ITER) or the EM iterations of "gmm"
+    (default GMM_MAX_ITER; its K-Means start runs KMEANS_MAX_ITER), ``n_init`` the K-Means
+    runs; they run on ``n_threads`` threads (0: no limit).
     """
     with limit_threads(n_threads):
         return _fit_codebook(sample, n_codewords, init, seed, max_iter, n_init, reg_covar)
@@ -87,10 +92,10 @@ def fit_codebook(sample: np.ndarray, n_codewords: int, init: str, seed: int, *, 
 def _fit_codebook(sample, n_codewords, init, seed, max_iter, n_init, reg_covar) -> Codebook:
     K, D = n_codewords, sample.shape[1]
     if init == "kmeans":
-        km = kmeans(sample, K, seed, max_iter, n_init)
+        km = kmeans(sample, K, seed, max_iter or KMEANS_MAX_ITER, n_init)
         return Codebook(km.cluster_centers_.astype(np.float64), np.ones((K, D)), np.full(K, 1 / K))
     if init == "gmm":
-        return _gmm(sample, K, seed, max_iter, n_init, reg_covar)
+        return _gmm(sample, K, seed, max_iter or GMM_MAX_ITER, n_init, reg_covar)
     if init == "random":
         picked = np.random.default_rng(seed).choice(len(sample), K, replace=False)
         return Codebook(sample[picked].astype(np.float64), np.ones((K, D)), np.full(K, 1 / K))
@@ -104,7 +109,8 @@ def _fit_codebook(sample, n_codewords, init, seed, max_iter, n_init, reg_covar) 
 SEEDING_PER_CODEWORD, SEEDING_MIN = 20, 5_000
 
 
-def kmeans(sample: np.ndarray, n_codewords: int, seed: int, max_iter: int = 100, n_init: int = 1) -> KMeans:
+def kmeans(sample: np.ndarray, n_codewords: int, seed: int, max_iter: int = KMEANS_MAX_ITER,
+           n_init: int = 1) -> KMeans:
     """scikit-learn's KMeans (Lloyd) on the (n, D) sample, started from k-means++ seeds
     drawn on a subsample (see SEEDING_PER_CODEWORD); of ``n_init`` runs the one of least
     inertia. Returns the fitted KMeans."""
@@ -122,7 +128,7 @@ def kmeans(sample: np.ndarray, n_codewords: int, seed: int, max_iter: int = 100,
 def _gmm(sample, K, seed, max_iter, n_init, reg_covar) -> Codebook:
     """A diagonal GaussianMixture started from :func:`kmeans`'s clusters (their weights,
     means and variances), instead of the full K-Means scikit-learn runs to start one."""
-    km = kmeans(sample, K, seed, max_iter, n_init)
+    km = kmeans(sample, K, seed, KMEANS_MAX_ITER, n_init)
     counts = np.bincount(km.labels_, minlength=K).astype(np.float64)
     members = sparse.csr_matrix((np.ones(len(sample)), (km.labels_, np.arange(len(sample)))), shape=(K, len(sample)))
     features = sample.astype(np.float64)
