@@ -63,6 +63,20 @@ def test_a_compressed_store_reads_the_same_through_zarr(tmp_path):
                                              for b in block.subset(slice(None))]), bags)
 
 
+def test_a_store_at_a_url(tmp_path):
+    pytest.importorskip("fsspec")
+    bags = ragged(10)
+    url = f"memory://lfagg-tests/{tmp_path.name}/s.zarr"  # fsspec's in-memory file system
+    store = lfagg.BagStore.create(url, dim=5)
+    store.append(bags, labels=np.arange(len(bags)))
+    opened = lfagg.BagStore.open(url)
+    assert opened._raw_chunk_dir() is None  # read through Zarr and fsspec
+    assert_same_bags(opened[:], bags)
+    np.testing.assert_array_equal(opened.labels, np.arange(len(bags)))
+    with pytest.raises(ValueError, match="not a bag store"):
+        lfagg.BagStore.open(url.replace("s.zarr", "missing.zarr"))
+
+
 def test_subsets_read_lazily_and_index_like_bags(tmp_path):
     bags = ragged(1)
     store = build(tmp_path / "s.zarr", bags, labels=np.arange(len(bags)))
