@@ -62,6 +62,14 @@ def test_a_dask_array_of_features_with_bag_aligned_chunks(fitted):
         ld.transform(model, features)
 
 
+def test_an_empty_store(fitted, tmp_path):
+    model, _, _ = fitted
+    empty = lfagg.BagStore.create(tmp_path / "empty.zarr", dim=2, dtype=np.float64)
+    assert model.transform(empty).shape == (0, 6)
+    assert ld.transform(model, empty).compute().shape == (0, 6)
+    assert ld.predict(model, empty).compute().shape == (0,)
+
+
 def test_bad_arguments(fitted):
     model, bags, store = fitted
     with pytest.raises(ValueError, match="method must be one of"):

@@ -99,6 +99,8 @@ def apply(model, bags, method="transform", *, offsets=None, block_features=None)
             sizes.append(last - first)
     else:
         raise ValueError(f"bags must be a lfagg.BagStore or a Dask array of features, got {type(bags).__name__}")
+    if not parts:  # no bags
+        return da.from_array(probe[:0])
     return da.concatenate([da.from_delayed(part, shape=(n,) + probe.shape[1:], dtype=probe.dtype)
                            for part, n in zip(parts, sizes)])
 

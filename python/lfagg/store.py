@@ -405,6 +405,8 @@ def blockwise(bags, fn) -> np.ndarray:
     how the estimators encode a store in O(block) memory."""
     if not isinstance(bags, BagStore):
         return fn(bags)
+    if len(bags) == 0:  # no blocks: fn of no bags gives the (0, ...) result
+        return fn(Bags._trusted(np.empty((0, bags.dim), bags.dtype), np.zeros(1, dtype=np.int64)))
     mapper = BLOCK_MAPPER.get()
     if mapper is not None:
         return np.concatenate(mapper(fn, bags))
