@@ -56,7 +56,7 @@ def test_a_compressed_store_reads_the_same_through_zarr(tmp_path):
     raw = build(tmp_path / "raw.zarr", bags)
     packed = lfagg.BagStore.create(tmp_path / "packed.zarr", dim=5, chunk_rows=16, compressors="auto")
     packed.append(bags)
-    assert raw._raw_chunk_dir() is not None and packed._raw_chunk_dir() is None
+    assert raw._chunk_dir is not None and packed._chunk_dir is None
     for index in (slice(None), slice(3, 7), [7, 2, 3]):
         assert_same_bags(packed[index], raw[index])
     assert_same_bags(lfagg.Bags.from_arrays([b for block in packed.blocks(20, reuse_buffers=True)
@@ -70,7 +70,7 @@ def test_a_store_at_a_url(tmp_path):
     store = lfagg.BagStore.create(url, dim=5)
     store.append(bags, labels=np.arange(len(bags)))
     opened = lfagg.BagStore.open(url)
-    assert opened._raw_chunk_dir() is None  # read through Zarr and fsspec
+    assert opened._chunk_dir is None  # read through Zarr and fsspec
     assert_same_bags(opened[:], bags)
     np.testing.assert_array_equal(opened.labels, np.arange(len(bags)))
     with pytest.raises(ValueError, match="not a bag store"):

@@ -121,10 +121,7 @@ class Bags:
 
     def _take(self, bag_ids: np.ndarray) -> "Bags":
         """The bags bag_ids, in that order, as a new Bags (features gathered without a Python loop)."""
-        starts, sizes = self._offsets[bag_ids], self.sizes[bag_ids]
-        offsets = np.zeros(bag_ids.size + 1, dtype=np.int64)
-        np.cumsum(sizes, out=offsets[1:])
-        rows = np.repeat(starts - offsets[:-1], sizes) + np.arange(offsets[-1])
+        rows, offsets = gather_rows(self._offsets[bag_ids], self.sizes[bag_ids])
         return Bags._trusted(self._features[rows], offsets)
 
     def subsample(self, n_per_bag: int, random_state=None) -> "Bags":
@@ -158,6 +155,14 @@ class Bags:
 
     def __repr__(self) -> str:
         return f"Bags(n_bags={len(self)}, n_features={self.n_features}, dim={self.dim}, dtype={self.dtype})"
+
+
+def gather_rows(starts: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, offsets) of bags that start at rows ``starts`` and hold ``sizes`` features:
+    the feature rows of those bags in order (no Python loop) and their new int64 offsets."""
+    offsets = np.zeros(sizes.size + 1, dtype=np.int64)
+    np.cumsum(sizes, out=offsets[1:])
+    return np.repeat(starts - offsets[:-1], sizes) + np.arange(offsets[-1]), offsets
 
 
 def as_bags(bags) -> Bags:

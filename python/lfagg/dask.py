@@ -31,7 +31,7 @@ from ._validation import as_offsets, check_offsets, positive_int
 from .bags import Bags
 from .store import BLOCK_MAPPER, BagStore
 
-__all__ = ["transform", "predict", "predict_proba", "decision_function", "apply", "encode_on_dask"]
+__all__ = ["transform", "predict", "predict_proba", "decision_function", "apply", "encode_on_dask", "map_blocks"]
 
 METHODS = ("transform", "predict", "predict_proba", "decision_function")
 
@@ -67,16 +67,17 @@ def apply(model, bags, method="transform", *, offsets=None, block_features=None)
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if not isinstance(bags, (BagStore, da.Array)):
+        raise ValueError(f"bags must be a lfagg.BagStore or a Dask array of features, got {type(bags).__name__}")
+    shared = dask.delayed(model, pure=True)  # one key: each worker receives the model once
     if isinstance(bags, BagStore):
         block_features = bags.block_features() if block_features is None else positive_int(block_features,
                                                                                              "block_features")
-        bounds = bags.block_bounds(block_features)
-        probe = _run(model, method, Bags(np.zeros((0, bags.dim), bags.dtype), np.zeros(2, np.int64)))
-        # One key each: a worker receives the model and the store's handle (its offsets) once.
-        shared, store = dask.delayed(model, pure=True), dask.delayed(bags, pure=True)
+        bounds, dim = bags.block_bounds(block_features), bags.dim
+        store = dask.delayed(bags, pure=True)  # as the model: the store's handle (its offsets) once
         parts = [dask.delayed(_store_block, pure=True)(shared, method, store, start, end) for start, end in bounds]
         sizes = [end - start for start, end in bounds]
-    elif isinstance(bags, da.Array):
+    else:
         if offsets is None:
             raise ValueError("offsets must be given with a Dask array of features")
         offsets = as_offsets(offsets)
@@ -88,17 +89,15 @@ def apply(model, bags, method="transform", *, offsets=None, block_features=None)
         if not np.array_equal(offsets[np.minimum(firsts, offsets.size - 1)], edges):
             raise ValueError("the features' row chunks must start and end at bag boundaries (offsets); rechunk "
                              "them, e.g. features.rechunk({0: tuple(np.diff(offsets_of_blocks))})")
-        bags = bags.rechunk({1: -1})
-        probe = _run(model, method, Bags(np.zeros((0, bags.shape[1]), bags.dtype), np.zeros(2, np.int64)))
-        shared = dask.delayed(model, pure=True)
+        bags, dim = bags.rechunk({1: -1}), bags.shape[1]
         parts, sizes = [], []
         for i, block in enumerate(bags.to_delayed().ravel()):
             first, last = _bag_range(offsets, edges[i], edges[i + 1])
             parts.append(dask.delayed(_array_block, pure=True)(shared, method, block,
                                                                offsets[first:last + 1] - offsets[first]))
             sizes.append(last - first)
-    else:
-        raise ValueError(f"bags must be a lfagg.BagStore or a Dask array of features, got {type(bags).__name__}")
+    # The result's columns and dtype: the method applied to one empty bag.
+    probe = _run(model, method, Bags(np.zeros((0, dim), bags.dtype), np.zeros(2, np.int64)))
     if not parts:  # no bags
         return da.from_array(probe[:0])
     return da.concatenate([da.from_delayed(part, shape=(n,) + probe.shape[1:], dtype=probe.dtype)
@@ -145,7 +144,7 @@ def encode_on_dask():
         with distributed.Client(address), lfagg.dask.encode_on_dask():
             model = lfagg.LearnedBoW(256).fit(store, store.labels)
     """
-    token = BLOCK_MAPPER.set(_map_blocks)
+    token = BLOCK_MAPPER.set(map_blocks)
     try:
         yield
     finally:
@@ -156,9 +155,10 @@ def _block_of(fn, store, start, end):
     return fn(store[start:end])
 
 
-def _map_blocks(fn, bags):
-    """[fn(block) for each block of the store], computed as Dask tasks, the function (the
-    estimator in its current state) and the store's handle one key each."""
+def map_blocks(fn, bags, bounds=None):
+    """[fn(bags[start:end]) for (start, end) in bounds] (default: the store's blocks of
+    ``block_features()``), computed now as Dask tasks on the current scheduler, the function
+    (e.g. an estimator's method in its current state) and the store's handle one key each."""
+    bounds = bags.block_bounds(bags.block_features()) if bounds is None else bounds
     shared, store = dask.delayed(fn, pure=False), dask.delayed(bags, pure=True)
-    bounds = bags.block_bounds(bags.block_features())
     return dask.compute(*[dask.delayed(_block_of, pure=True)(shared, store, start, end) for start, end in bounds])

@@ -64,7 +64,7 @@ def encode_to_zarr(model, bags: BagStore, out, *, model_id: str, bags_id: str, u
                              "remove it or choose another --out")
     else:
         group = zarr.open_group(out, mode="w-", zarr_format=3)
-        rows = max(1, max((end - start for start, end in bounds), default=1))
+        rows = max((end - start for start, end in bounds), default=1)
         group.create_array("encodings", shape=(len(bags), identity["width"]), dtype=probe.dtype,
                            chunks=(rows, identity["width"]))
         group.create_array("done", shape=(len(bounds),), chunks=(1,), dtype=bool, fill_value=False)
@@ -87,9 +87,6 @@ def encode_to_zarr(model, bags: BagStore, out, *, model_id: str, bags_id: str, u
 def _compute(model, bags, bounds, use_dask):
     if not use_dask:
         return [model.transform(bags[start:end]) for start, end in bounds]
-    import dask
+    from .dask import map_blocks
 
-    from .dask import transform
-
-    return dask.compute(*[transform(model, bags.subset(slice(start, end)), block_features=bags.n_features or 1)
-                          for start, end in bounds])
+    return map_blocks(model.transform, bags, bounds)

@@ -20,7 +20,7 @@ import os
 import numpy as np
 
 from ._validation import as_generator, check_labels, positive_int
-from .bags import Bags, as_bags
+from .bags import Bags, as_bags, gather_rows
 
 __all__ = ["BagStore"]
 
@@ -59,6 +59,7 @@ class BagStore:
         self._meta = self._check_meta(meta)
         self._features = self._array("features")
         self._offsets_array = self._array("offsets")
+        self._chunk_dir = self._raw_chunk_dir()
         self._set_stored_offsets(self._read_offsets())
 
     def _set_stored_offsets(self, offsets):
@@ -247,7 +248,7 @@ class BagStore:
             b = int(index)
             if not -len(self) <= b < len(self):
                 raise IndexError(f"bag index {index} out of range for {len(self)} bags")
-            return self._read(np.arange(len(self))[b:b + 1 or None]).features
+            return self._read(np.array([b % len(self)])).features
         return self._read(np.atleast_1d(np.arange(len(self))[index]))
 
     def subset(self, indices) -> "BagStore":
@@ -267,13 +268,12 @@ class BagStore:
         from ._validation import first_nonfinite_bag
 
         stored = self._bag_ids[bag_ids]
-        starts, sizes = self._stored_offsets[stored], self._stored_sizes[stored]
-        offsets = np.zeros(bag_ids.size + 1, dtype=np.int64)
-        np.cumsum(sizes, out=offsets[1:])
-        if stored.size and np.all(np.diff(stored) == 1):
-            features = self._read_rows(int(starts[0]), int(starts[0] + offsets[-1]), buffer)
+        if stored.size and np.all(np.diff(stored) == 1):  # consecutive bags: their offsets, shifted
+            offsets = self._stored_offsets[stored[0]:stored[-1] + 2] - self._stored_offsets[stored[0]]
+            lo = int(self._stored_offsets[stored[0]])
+            features = self._read_rows(lo, lo + int(offsets[-1]), buffer)
         else:
-            rows = np.repeat(starts - offsets[:-1], sizes) + np.arange(offsets[-1])
+            rows, offsets = gather_rows(self._stored_offsets[stored], self._stored_sizes[stored])
             features = self._features.get_orthogonal_selection((rows, slice(None))) if rows.size else \
                 np.empty((0, self.dim), self.dtype)
         bags = Bags._trusted(np.ascontiguousarray(features, dtype=self.dtype), offsets)
@@ -290,13 +290,8 @@ class BagStore:
         n_per_bag = positive_int(n_per_bag, "n_per_bag")
         rng = as_generator(random_state)
         bag_ids = np.atleast_1d(np.arange(len(self))[indices])
-        parts = []
-        for b in bag_ids:
-            bag = self._read(np.array([b]))
-            if bag.n_features > n_per_bag:  # Bags.subsample's draw, bag by bag in the same order
-                picked = np.sort(rng.choice(bag.n_features, size=n_per_bag, replace=False))
-                bag = Bags._trusted(bag.features[picked], np.array([0, n_per_bag], dtype=np.int64))
-            parts.append(bag.features)
+        # Bags.subsample draws bag by bag in order: the same draws, one bag in memory at a time
+        parts = [self._read(np.array([b])).subsample(n_per_bag, rng).features for b in bag_ids]
         offsets = np.zeros(bag_ids.size + 1, dtype=np.int64)
         np.cumsum([len(p) for p in parts], out=offsets[1:])
         features = np.concatenate(parts) if parts else np.empty((0, self.dim), self.dtype)
@@ -307,8 +302,7 @@ class BagStore:
         no compressor) each chunk file is read straight into the result (into ``buffer``
         when it has room: fresh pages cost as much as the copy), one copy, 2-3x faster
         than through Zarr's buffers; otherwise through Zarr."""
-        chunk_dir = self._raw_chunk_dir()
-        if chunk_dir is None:
+        if self._chunk_dir is None:
             return self._features[lo:hi]
         fits = buffer is not None and buffer.shape[0] >= hi - lo
         out = buffer[:hi - lo] if fits else np.empty((hi - lo, self.dim), self.dtype)
@@ -319,7 +313,7 @@ class BagStore:
             first, last = max(lo, c * rows), min(hi, (c + 1) * rows)
             target = memoryview(out[first - lo:last - lo]).cast("B")
             try:
-                with open(os.path.join(chunk_dir, str(c), "0"), "rb") as chunk:
+                with open(os.path.join(self._chunk_dir, str(c), "0"), "rb") as chunk:
                     chunk.seek((first - c * rows) * self.dim * self.dtype.itemsize)
                     complete = chunk.readinto(target) == target.nbytes
             except FileNotFoundError:

@@ -304,11 +304,11 @@ def build_store(path, out, labels=None, *, chunk_rows=None, verbose=1, overwrite
         names = [name for name, _ in headers]
         dtype = np.float32 if all(a.dtype == np.float32 for _, a in headers) else np.float64
         y = None if labels is None else load_labels(labels, names)
-        source = ((name, np.asarray(a, dtype=dtype)) for name, a in headers)
+        source = (np.asarray(a, dtype=dtype) for _, a in headers)
     else:
         bags, y = load_bags(path, labels)
         names, dtype = None, bags.dtype
-        source = ((None, bag) for bag in bags)
+        source = iter(bags)
     n_bags = len(names) if names is not None else len(bags)
     if y is not None and len(y) != n_bags:
         raise ValueError(f"{labels}: {len(y)} labels for the {n_bags} bags of {path}")
@@ -316,22 +316,23 @@ def build_store(path, out, labels=None, *, chunk_rows=None, verbose=1, overwrite
     store = BagStore.create(out, dim=dim, dtype=dtype, chunk_rows=chunk_rows or DEFAULT_CHUNK_ROWS,
                             overwrite=overwrite)
     budget = max(1, BLOCK_BYTES // (dim * np.dtype(dtype).itemsize))
-    pending, first = [], 0
+    pending, pending_rows, first = [], 0, 0
     with progress_bar(f"lfagg store build: {n_bags:,} bags into {out}", n_bags, verbose) as bar:
         def flush():
-            nonlocal pending, first
+            nonlocal pending, pending_rows, first
             end = first + len(pending)
             try:
-                store.append([a for _, a in pending], None if y is None else y[first:end],
+                store.append(pending, None if y is None else y[first:end],
                              None if names is None else names[first:end])
             except ValueError as exc:
                 raise ValueError(f"{path}: bags {first}-{end - 1}: {exc}") from None
             bar.update(len(pending))
-            pending, first = [], end
+            pending, pending_rows, first = [], 0, end
 
-        for name, array in source:
-            pending.append((name, array))
-            if sum(a.shape[0] for _, a in pending) >= budget:
+        for array in source:
+            pending.append(array)
+            pending_rows += array.shape[0]
+            if pending_rows >= budget:
                 flush()
         if pending:
             flush()

@@ -133,13 +133,12 @@ def _gmm(sample, K, seed, max_iter, n_init, reg_covar) -> Codebook:
     members = sparse.csr_matrix((np.ones(len(sample)), (km.labels_, np.arange(len(sample)))), shape=(K, len(sample)))
     features = sample.astype(np.float64)
     sums, squares = members @ features, members @ features ** 2
-    safe = np.maximum(counts, 1)[:, None]
-    variances = np.maximum(squares / safe - (sums / safe) ** 2, 0)
+    safe = np.maximum(counts, 1)
+    variances = np.maximum(squares / safe[:, None] - (sums / safe[:, None]) ** 2, 0)
     variances[counts < 2] = sample.var(axis=0)  # a cluster of one feature has no spread of its own
     gmm = GaussianMixture(K, covariance_type="diag", max_iter=max_iter, reg_covar=reg_covar, random_state=seed,
-                          init_params="random_from_data", weights_init=np.maximum(counts, 1) / np.maximum(
-                              counts, 1).sum(), means_init=km.cluster_centers_,
-                          precisions_init=1 / (variances + reg_covar)).fit(sample)
+                          init_params="random_from_data", weights_init=safe / safe.sum(),
+                          means_init=km.cluster_centers_, precisions_init=1 / (variances + reg_covar)).fit(sample)
     return Codebook(*(a.astype(np.float64) for a in (gmm.means_, gmm.covariances_, gmm.weights_)))
 
 
