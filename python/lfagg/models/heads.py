@@ -13,6 +13,14 @@ from scipy.special import log_softmax
 from .._threads import single_threaded_blas
 
 
+#: The floor of an input's scale, relative to the typical one: a column nearly constant
+#: on the initial representation (a soft VLAD codeword that hardly any feature reaches:
+#: half of the columns of T2-16 on Elephant had standard deviations below 1e-45) must not
+#: be divided by its tiny deviation, or its values grow by up to 1e12 once the encoder
+#: moves, L-BFGS stalls (500 iterations) and the encoder's gradients through it explode.
+MIN_RELATIVE_SCALE = 1e-3
+
+
 class SoftmaxRegression:
     """Multinomial logistic regression (eq. 10 of the paper) on fixed-scale inputs.
 
@@ -38,10 +46,13 @@ class SoftmaxRegression:
         return [self.W, self.b]
 
     def fit_scaler(self, X: np.ndarray) -> None:
-        """Freeze the input standardisation to the statistics of X (n, n_inputs)."""
+        """Freeze the input standardisation to the statistics of X (n, n_inputs): the
+        columns' means, and their standard deviations floored at :data:`MIN_RELATIVE_SCALE`
+        times the root mean square of them all (1 when every column is constant)."""
         self.mean = X.mean(axis=0)
         std = X.std(axis=0)
-        self.scale = np.where(std > 1e-12 * max(1.0, std.max()), std, 1.0)
+        typical = float(np.sqrt(np.mean(np.square(std)))) if std.size else 0.0
+        self.scale = np.maximum(std, MIN_RELATIVE_SCALE * typical) if typical > 0 else np.ones_like(std)
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         """(n, n_inputs) -> (n, n_classes) float64 logits."""

@@ -132,51 +132,73 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
             val_bags = check_bags(validation_data[0], bags.dim, plan.n_threads)
             val_y = check_labels(validation_data[1], len(val_bags))
         self.classes_, y_index = check_classes(y)
-        self.n_features_in_ = bags.dim
-        self.feature_map_ = feature_map = plan.feature_map
-
         name = f"{type(self).__name__}(n_codewords={plan.K})"
         watch = Stopwatch(name, plan.verbose)
-        n_sample = min(plan.max_features, bags.n_features)
-        with watch("codebook", f"{INIT_NAMES[self.init]} codebook on {n_sample:,} local features"):
-            sample = sample_features(bags, plan.K, plan.max_features, init_seed)
-            codebook = fit_codebook(sample, plan.K, self.init, init_seed, n_threads=plan.n_threads)
-            centers, precisions = codebook.centers, codebook.precisions
-            gamma = resolve_gamma(plan.gamma, plan.gamma_scale, sample, codebook, init_seed)
-        self._set_encoder(centers, precisions, gamma)
-        # W0 on the initial representation, with the penalty chosen on it
-        with watch("encode", f"encoding {len(bags):,} bags"):
-            X0 = self._classifier_inputs(bags)
-        self.classifier_ = self._fit_classifier(X0, y_index, plan.l2, split_seed, watch)
-        del X0
-        head = MappedHead(feature_map, self.classifier_) if feature_map is not None else self.classifier_
-
+        self._initialise(bags, y_index, plan, split_seed, init_seed, watch)
+        # the initial state competes with every epoch: learning cannot end below its start
         best = {"score": -np.inf, "state": None, "stale": 0}
 
         def on_epoch_end(epoch, record, result):
             self._set_encoder(result.centers, result.precisions, result.gamma)
             if val_bags is None:
                 return False
-            record["val_accuracy"] = float(np.mean(self._validated_predict(val_bags) == val_y))
-            if record["val_accuracy"] > best["score"]:
-                best.update(score=record["val_accuracy"], state=self._copy_state(), stale=0)
-            else:
-                best["stale"] += 1
+            record["val_accuracy"] = self._score_state(val_bags, val_y, best)
             return self.early_stopping and best["stale"] >= self.n_iter_no_change
 
-        with watch("sgd"):
-            result = run_sgd(bags, y_index, head, self._encoder, centers, precisions, gamma, plan.settings,
-                             random_state=sgd_seed, n_threads=plan.n_threads, verbose=plan.verbose,
-                             on_epoch_end=on_epoch_end, name=name)
-        self.history_ = result.history
+        if val_bags is not None:
+            self._score_state(val_bags, val_y, best)
+        self.history_ = self._train(bags, y_index, plan, sgd_seed, watch, on_epoch_end).history
         if self.early_stopping and best["state"] is not None:
             self._restore_state(best["state"])
-        # Classifier fine-tuning on the full, unsampled representations.
+        self._fine_tune(bags, y_index, watch)
+        self.timings_ = dict(watch)
+
+    def _score_state(self, val_bags, val_y, best: dict) -> float:
+        """The validation accuracy of the current state, kept in ``best`` when it is the best so far."""
+        accuracy = float(np.mean(self._validated_predict(val_bags) == val_y))
+        if accuracy > best["score"]:
+            best.update(score=accuracy, state=self._copy_state(), stale=0)
+        else:
+            best["stale"] += 1
+        return accuracy
+
+    def _initialise(self, bags, y_index, plan: SimpleNamespace, split_seed: int, init_seed: int, watch,
+                    codebook=None) -> None:
+        """The codebook (fitted on a sample of the bags' features unless ``codebook``, a
+        (sample, Codebook) pair, is given), gamma, and W0 on the initial representation."""
+        self.n_features_in_ = bags.dim
+        self.feature_map_ = plan.feature_map
+        if codebook is None:
+            n_sample = min(plan.max_features, bags.n_features)
+            with watch("codebook", f"{INIT_NAMES[self.init]} codebook on {n_sample:,} local features"):
+                codebook = self._initial_codebook(bags, plan, init_seed)
+        sample, codebook = codebook
+        gamma = resolve_gamma(plan.gamma, plan.gamma_scale, sample, codebook, init_seed)
+        self._set_encoder(codebook.centers, codebook.precisions, gamma)
+        # W0 on the initial representation, with the penalty chosen on it
+        with watch("encode", f"encoding {len(bags):,} bags"):
+            X0 = self._classifier_inputs(bags)
+        self.classifier_ = self._fit_classifier(X0, y_index, plan.l2, split_seed, watch)
+
+    def _initial_codebook(self, bags, plan: SimpleNamespace, init_seed: int):
+        """(sample, Codebook): the features sampled for the initialisation and what ``init`` fits on them."""
+        sample = sample_features(bags, plan.K, plan.max_features, init_seed)
+        return sample, fit_codebook(sample, plan.K, self.init, init_seed, n_threads=plan.n_threads)
+
+    def _train(self, bags, y_index, plan: SimpleNamespace, sgd_seed: int, watch, on_epoch_end):
+        """The SGD epochs of Algorithm 1 from the current state; ``on_epoch_end`` as run_sgd's."""
+        head = MappedHead(self.feature_map_, self.classifier_) if self.feature_map_ is not None else self.classifier_
+        with watch("sgd"):
+            return run_sgd(bags, y_index, head, self._encoder, self.centers_, 1 / self.covariances_, self.gamma_,
+                           plan.settings, random_state=sgd_seed, n_threads=plan.n_threads, verbose=plan.verbose,
+                           on_epoch_end=on_epoch_end, name=f"{type(self).__name__}(n_codewords={plan.K})")
+
+    def _fine_tune(self, bags, y_index, watch) -> None:
+        """The classifier refitted (L-BFGS, from its current weights) on the full, unsampled representations."""
         with watch("encode", f"encoding {len(bags):,} bags"):
             X = self._classifier_inputs(bags)
         with watch("classifier", "fine-tuning the classifier"):
             self.classifier_.fit(X, y_index)
-        self.timings_ = dict(watch)
 
     # -- inference ---------------------------------------------------------------------
     def transform(self, X) -> np.ndarray:
