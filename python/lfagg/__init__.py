@@ -21,11 +21,13 @@ from .store import BagStore  # noqa: E402
 #: import save``): importing scikit-learn takes over a second, which ``lfagg.ops``,
 #: ``lfagg.torch`` and ``lfagg --help`` need not pay. name -> the module defining it.
 _LAZY = {"BagOfWords": "encoders", "VLAD": "encoders", "FisherVector": "encoders", "BagClassifier": "models",
-         "LearnedBoW": "models", "LearnedVLAD": "models", "save": "persistence", "load": "persistence",
+         "LearnedBoW": "models", "LearnedVLAD": "models", "LearnedBoWCV": "models", "LearnedVLADCV": "models",
+         "save": "persistence", "load": "persistence",
          "train_encoder": "training", "datasets": None, "encoders": None, "models": None, "training": None}
 
 __all__ = [
-    "Bags", "BagStore", "BagOfWords", "FisherVector", "VLAD", "BagClassifier", "LearnedBoW", "LearnedVLAD", "save", "load",
+    "Bags", "BagStore", "BagOfWords", "FisherVector", "VLAD", "BagClassifier", "LearnedBoW", "LearnedVLAD", "LearnedBoWCV",
+    "LearnedVLADCV", "save", "load",
     "datasets", "encoders", "models", "normalize", "ops", "training", "train_encoder", "__version__",
 ]
 

@@ -21,14 +21,14 @@ from . import __version__
 from ._files import atomic_path
 from ._validation import fitted_names
 from .encoders import VLAD, BagOfWords, FisherVector
-from .models import BagClassifier, LearnedBoW, LearnedVLAD
+from .models import BagClassifier, LearnedBoW, LearnedBoWCV, LearnedVLAD, LearnedVLADCV
 from .models.feature_map import AdditiveChi2Map
 from .models.heads import SoftmaxRegression
 
 #: The name and version of the model format this lfagg writes.
 FORMAT, FORMAT_VERSION = "lfagg-model", 1
 #: The estimators a model file may hold.
-ESTIMATORS = (LearnedBoW, LearnedVLAD, BagClassifier, BagOfWords, VLAD, FisherVector)
+ESTIMATORS = (LearnedBoW, LearnedVLAD, LearnedBoWCV, LearnedVLADCV, BagClassifier, BagOfWords, VLAD, FisherVector)
 #: The lfagg types a model file may contain (skops trusts NumPy arrays and builtins itself).
 TRUSTED_TYPES = tuple(f"{t.__module__}.{t.__qualname__}" for t in (*ESTIMATORS, SoftmaxRegression, AdditiveChi2Map))
 
@@ -39,7 +39,8 @@ def save(model, path) -> None:
 
     Parameters
     ----------
-    model : LearnedBoW, LearnedVLAD, BagClassifier, BagOfWords, VLAD or FisherVector.
+    model : LearnedBoW, LearnedVLAD, LearnedBoWCV, LearnedVLADCV, BagClassifier, BagOfWords,
+        VLAD or FisherVector.
     path : str or os.PathLike, the file written (conventionally ``*.lfagg``).
     """
     import skops.io

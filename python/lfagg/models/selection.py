@@ -1,0 +1,279 @@
+"""Model selection built in: LearnedBoWCV and LearnedVLADCV choose the codebook size, the
+gamma scale, the learning rate and the number of epochs on held-out folds of the
+training bags only, then refit on all of them (as scikit-learn's ``LogisticRegressionCV``).
+
+A search costs far less than its grid of separate fits: per fold, the K-Means codebook of
+each codebook size is fitted once and shared by every gamma scale and learning rate, W0
+(and the choice of its penalty) once per gamma scale, and one run of ``max_epochs`` epochs
+per learning rate scores every number of epochs it passes at the checkpoints 0 (the
+initialisation: learning can only be kept when it beats its start), 1, 2, 4, ...,
+``max_epochs``. A checkpoint is scored as the model a fit stopped there would be: the
+classifier refitted (L-BFGS) on the fold's full representations, then the held-out bags.
+"""
+from __future__ import annotations
+
+import copy
+import warnings
+
+import numpy as np
+from joblib import Parallel, delayed
+from scipy.special import log_softmax
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.model_selection import StratifiedKFold
+from sklearn.utils.validation import check_is_fitted
+
+from .._progress import Stopwatch, progress_bar
+from .._threads import single_threaded_blas
+from .._validation import (check_bags, check_classes, check_labels, forget_fit, n_threads_arg, nonnegative_int,
+                           positive_int, positive_real, spawn_seeds, verbosity)
+from .learned import LearnedBoW, LearnedVLAD
+
+
+def _grid(values, name: str, check) -> list:
+    """``values`` (a value or a sequence of them) as a list of checked, distinct values."""
+    values = list(values) if isinstance(values, (list, tuple, np.ndarray)) else [values]
+    if not values:
+        raise ValueError(f"{name} must hold at least one value to search")
+    return list(dict.fromkeys(check(v, name) for v in values))
+
+
+def checkpoints(max_epochs: int) -> list[int]:
+    """The epochs scored in a search: 0, the powers of two below ``max_epochs``, and it."""
+    return sorted({0, max_epochs} | {2 ** i for i in range(max_epochs.bit_length()) if 2 ** i < max_epochs})
+
+
+class _LearnedAggregationCV(ClassifierMixin, BaseEstimator):
+    """Shared implementation; see LearnedBoWCV and LearnedVLADCV. ``_estimator`` is the class searched."""
+
+    _estimator = None
+
+    def __init__(self, n_codewords=(4, 16, 64), *, gamma_scale=(0.25, 1.0, 4.0), learning_rate=(1e-3, 1e-2),
+                 max_epochs=16, cv=5, gamma="auto", learn_gamma=False, learn_covariances=True, init="kmeans",
+                 feature_map="auto", batch_size="auto", n_samples_per_bag=128, optimizer="adam",
+                 classifier_learning_rate=None, l2="auto", max_init_features=100_000, random_state=None,
+                 n_jobs=None, n_threads=None, verbose=0):
+        self.n_codewords = n_codewords
+        self.gamma_scale = gamma_scale
+        self.learning_rate = learning_rate
+        self.max_epochs = max_epochs
+        self.cv = cv
+        self.gamma = gamma
+        self.learn_gamma = learn_gamma
+        self.learn_covariances = learn_covariances
+        self.init = init
+        self.feature_map = feature_map
+        self.batch_size = batch_size
+        self.n_samples_per_bag = n_samples_per_bag
+        self.optimizer = optimizer
+        self.classifier_learning_rate = classifier_learning_rate
+        self.l2 = l2
+        self.max_init_features = max_init_features
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+        self.n_threads = n_threads
+        self.verbose = verbose
+
+    _FIXED = ("gamma", "learn_gamma", "learn_covariances", "init", "feature_map", "batch_size", "n_samples_per_bag",
+              "optimizer", "classifier_learning_rate", "l2", "max_init_features", "n_threads")
+
+    def _candidate(self, seed: int, **searched):
+        """The estimator searched with the fixed parameters, ``seed`` and the ``searched`` ones."""
+        return self._estimator(**{name: getattr(self, name) for name in self._FIXED}, random_state=seed, **searched)
+
+    def fit(self, X, y):
+        """Search the grid on folds of (X, y), then refit the best candidate on all of it.
+
+        Parameters
+        ----------
+        X : Bags or list of (N_i, D) float arrays, the training bags.
+        y : (n_bags,) class labels; every class needs at least ``cv`` bags.
+
+        Returns
+        -------
+        self
+        """
+        forget_fit(self)
+        Ks = _grid(self.n_codewords, "n_codewords", positive_int)
+        scales = _grid(self.gamma_scale, "gamma_scale", positive_real)
+        rates = _grid(self.learning_rate, "learning_rate", positive_real)
+        epochs = checkpoints(nonnegative_int(self.max_epochs, "max_epochs"))
+        n_splits = positive_int(self.cv, "cv", minimum=2)
+        verbose = verbosity(self.verbose)
+        split_seed, model_seed = spawn_seeds(self.random_state, 2)
+        for K in Ks:  # every parameter is checked before any data is touched
+            self._candidate(model_seed, n_codewords=K, gamma_scale=scales[0], learning_rate=rates[0],
+                            n_epochs=epochs[-1])._check_params()
+        with single_threaded_blas():
+            bags = check_bags(X, n_threads=n_threads_arg(self.n_threads))
+            classes, y_index = check_classes(check_labels(y, len(bags)))
+            counts = np.bincount(y_index)
+            if counts.min() < n_splits:
+                raise ValueError(f"too few bags to search on {n_splits} folds: class {classes[counts.argmin()]!r} "
+                                 f"has {counts.min()} bag(s); every class needs at least cv = {n_splits}")
+            folds = list(StratifiedKFold(n_splits, shuffle=True, random_state=split_seed).split(y_index, y_index))
+            Ks = self._feasible(Ks, bags, folds)
+            grid = [(K, s, r) for K in Ks for s in scales for r in rates]
+            searches = Parallel(n_jobs=self.n_jobs, return_as="generator")(
+                delayed(self._search_fold)(bags.subset(train), y_index[train], bags.subset(val), y_index[val],
+                                           classes, grid, epochs, model_seed) for train, val in folds)
+            scores = []
+            with progress_bar(f"{type(self).__name__}: {len(grid)} candidates, {n_splits} folds", n_splits,
+                              verbose) as bar:
+                for fold_scores in searches:
+                    scores.append(fold_scores)
+                    bar.update()
+            self._select(grid, epochs, *(np.stack(s) for s in zip(*scores)))
+            self.best_estimator_ = self._candidate(model_seed, **self.best_params_).fit(bags, y)
+        self.classes_, self.n_features_in_ = self.best_estimator_.classes_, self.best_estimator_.n_features_in_
+        return self
+
+    def _feasible(self, Ks: list, bags, folds) -> list:
+        """The codebook sizes that every training fold has enough local features for."""
+        fewest = min(int(np.sum(bags.sizes[train])) for train, _ in folds)
+        feasible = [K for K in Ks if K <= fewest]
+        if not feasible:
+            raise ValueError(f"n_codewords {Ks} are all larger than the {fewest} local features of the smallest "
+                             "training fold: search smaller codebooks")
+        if len(feasible) < len(Ks):
+            warnings.warn(f"n_codewords {sorted(set(Ks) - set(feasible))} skipped: the smallest training fold holds "
+                          f"only {fewest} local features", stacklevel=3)
+        return feasible
+
+    def _search_fold(self, train_bags, y_train, val_bags, y_val, classes, grid, epochs, seed):
+        """(accuracy, log loss) of one fold, each (n_candidates, n_checkpoints)."""
+        scores = (np.zeros((len(grid), len(epochs))), np.zeros((len(grid), len(epochs))))
+        quiet = Stopwatch()
+        codebooks, starts = {}, {}
+        for c, (K, scale, rate) in enumerate(grid):
+            model = self._candidate(seed, n_codewords=K, gamma_scale=scale, learning_rate=rate, n_epochs=epochs[-1])
+            plan = model._check_params()
+            split_seed, init_seed, sgd_seed = spawn_seeds(seed, 3)  # those of model.fit: the refit's stages
+            if (K, scale) not in starts:  # W0 on the codebook, shared by the learning rates
+                if K not in codebooks:
+                    codebooks[K] = model._initial_codebook(train_bags, plan, init_seed)
+                model.classes_ = classes
+                model._initialise(train_bags, y_train, plan, split_seed, init_seed, quiet, codebook=codebooks[K])
+                starts[K, scale] = model
+            model = copy.deepcopy(starts[K, scale])
+            model.learning_rate = rate
+            score = _CheckpointScores(model, train_bags, y_train, val_bags, y_val, epochs, scores, c)
+            score(0)
+
+            def on_epoch_end(epoch, record, result, model=model, score=score):
+                model._set_encoder(result.centers, result.precisions, result.gamma)
+                score(epoch + 1)
+                return False
+
+            model._train(train_bags, y_train, model._check_params(), sgd_seed, quiet, on_epoch_end)
+        return scores
+
+    def _select(self, grid, epochs, accuracy, log_loss) -> None:
+        """The best mean held-out accuracy; ties go to the lower mean log loss, then to
+        the earlier candidate (smaller codebook, scale, rate) and the fewer epochs."""
+        n_splits = accuracy.shape[0]
+        params = [dict(n_codewords=K, gamma_scale=s, learning_rate=r, n_epochs=e) for K, s, r in grid for e in epochs]
+        mean_accuracy = accuracy.mean(axis=0).ravel()
+        mean_log_loss = log_loss.mean(axis=0).ravel()
+        best = int(np.lexsort((np.arange(mean_accuracy.size), mean_log_loss, -mean_accuracy))[0])
+        self.cv_results_ = {"params": params, "mean_test_score": mean_accuracy,
+                            "std_test_score": accuracy.std(axis=0).ravel(), "mean_test_log_loss": mean_log_loss,
+                            **{f"split{f}_test_score": accuracy[f].ravel() for f in range(n_splits)}}
+        self.best_index_, self.best_params_, self.best_score_ = best, params[best], float(mean_accuracy[best])
+
+    # -- the refitted best candidate ---------------------------------------------------
+    def predict(self, X) -> np.ndarray:
+        """(n_bags,) predicted labels (:meth:`LearnedBoW.predict` of ``best_estimator_``)."""
+        check_is_fitted(self, "best_estimator_")
+        return self.best_estimator_.predict(X)
+
+    def predict_proba(self, X) -> np.ndarray:
+        """(n_bags, n_classes) float64 class probabilities of ``best_estimator_``."""
+        check_is_fitted(self, "best_estimator_")
+        return self.best_estimator_.predict_proba(X)
+
+    def decision_function(self, X) -> np.ndarray:
+        """Class scores of ``best_estimator_``: (n_bags, n_classes), or (n_bags,) for two classes."""
+        check_is_fitted(self, "best_estimator_")
+        return self.best_estimator_.decision_function(X)
+
+    def transform(self, X) -> np.ndarray:
+        """The learned representation of each bag by ``best_estimator_``."""
+        check_is_fitted(self, "best_estimator_")
+        return self.best_estimator_.transform(X)
+
+    def _check_fitted_state(self) -> None:
+        """ValueError unless the refitted estimator is one fit leaves (for a model read from a file)."""
+        if type(self.best_estimator_) is not self._estimator:
+            raise ValueError(f"best_estimator_ must be a {self._estimator.__name__}, "
+                             f"got {type(self.best_estimator_).__name__}")
+        self.best_estimator_._check_fitted_state()
+
+
+class _CheckpointScores:
+    """Scores a model under training at its checkpoints, as a fit stopped there would end:
+    a copy of its classifier refitted on the training bags' full representations, then
+    the accuracy and log loss of the held-out bags, into ``scores[k][candidate, checkpoint]``."""
+
+    def __init__(self, model, train_bags, y_train, val_bags, y_val, epochs, scores, candidate: int):
+        self.model, self.train, self.val = model, (train_bags, y_train), (val_bags, y_val)
+        self.column = {e: i for i, e in enumerate(epochs)}
+        self.scores, self.candidate = scores, candidate
+
+    def __call__(self, epoch: int) -> None:
+        if epoch not in self.column:
+            return
+        trial = copy.copy(self.model)  # shares the encoder's arrays: scored now, before training goes on
+        trial.classifier_ = copy.deepcopy(self.model.classifier_)
+        if epoch > 0:  # W0 is already the fit on the initial representation
+            trial._fine_tune(*self.train, Stopwatch())
+        val_bags, y_val = self.val
+        logp = log_softmax(trial._validated_logits(val_bags), axis=1)
+        accuracy, log_loss = self.scores
+        accuracy[self.candidate, self.column[epoch]] = np.mean(logp.argmax(axis=1) == y_val)
+        log_loss[self.candidate, self.column[epoch]] = -np.mean(logp[np.arange(len(y_val)), y_val])
+
+
+_DOC = """{what} with its hyper-parameters chosen by cross-validation on the training bags.
+
+    Every combination of ``n_codewords``, ``gamma_scale`` and ``learning_rate`` is trained
+    for ``max_epochs`` epochs on each of ``cv`` stratified folds, and scored on the held-out
+    fold at epochs 0 (the initialisation), 1, 2, 4, ..., ``max_epochs``; the combination
+    and number of epochs of the best mean held-out accuracy (ties: the lower log loss) are
+    then refitted on all the bags (module :mod:`lfagg.models.selection`).
+
+    Parameters
+    ----------
+    n_codewords, gamma_scale, learning_rate : values (or one value) to search; see
+        :class:`{base}`. Codebook sizes larger than a training fold's local features are
+        skipped with a warning.
+    max_epochs : int >= 0, the most epochs searched.
+    cv : int >= 2, the folds (stratified, shuffled by ``random_state``); every class needs
+        at least this many bags.
+    gamma, learn_gamma, learn_covariances, init, feature_map, batch_size,
+    n_samples_per_bag, optimizer, classifier_learning_rate, l2, max_init_features,
+    n_threads : fixed for every candidate; see :class:`{base}`.
+    random_state : None, int or numpy random generator: the folds and every candidate's
+        initialisation, bag order and subsampling (the refit's too).
+    n_jobs : folds searched in parallel processes (joblib; None: 1, -1: all cores); give
+        each then ``n_threads=1`` unless the bags are large. The result does not depend on it.
+    verbose : > 0 shows the progress of the search (folds done) on stderr.
+
+    Attributes
+    ----------
+    best_estimator_ : the fitted {base} (predict, predict_proba, decision_function,
+    transform and score use it); best_params_ : dict, the chosen n_codewords, gamma_scale,
+    learning_rate and n_epochs; best_score_ : its mean held-out accuracy; best_index_ :
+    its row in cv_results_; cv_results_ : dict of arrays over every (candidate, epochs):
+    "params", "mean_test_score", "std_test_score", "mean_test_log_loss" and
+    "split<i>_test_score"; classes_, n_features_in_ : those of best_estimator_.
+    """
+
+
+class LearnedBoWCV(_LearnedAggregationCV):
+    __doc__ = _DOC.format(what="LearnedBoW (T1)", base="LearnedBoW")
+    _estimator = LearnedBoW
+
+
+class LearnedVLADCV(_LearnedAggregationCV):
+    __doc__ = _DOC.format(what="LearnedVLAD (T2)", base="LearnedVLAD")
+    _estimator = LearnedVLAD

@@ -1,0 +1,97 @@
+"""LearnedBoWCV / LearnedVLADCV: every score of the search is that of a plain LearnedBoW /
+LearnedVLAD fitted on the fold's training bags alone (so the held-out bags never reach a
+codebook, a W0 or a step of training), the best of them is refitted, the search is
+reproducible, and bad searches fail with clear errors."""
+
+import numpy as np
+import pytest
+from sklearn.model_selection import StratifiedKFold
+
+import lfagg
+from lfagg._validation import spawn_seeds
+from lfagg.datasets import make_circles_bags
+
+SMALL = dict(n_codewords=(2, 3), gamma_scale=(0.5, 2.0), learning_rate=(1e-2,), max_epochs=2, cv=3, n_threads=1)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_circles_bags(36, 12, random_state=3)
+
+
+@pytest.fixture(scope="module")
+def search(data):
+    return lfagg.LearnedBoWCV(**SMALL, random_state=7).fit(*data)
+
+
+def test_every_score_is_a_plain_fit_on_the_training_part_of_its_fold(data, search):
+    bags, y = data
+    split_seed, model_seed = spawn_seeds(7, 2)
+    folds = list(StratifiedKFold(3, shuffle=True, random_state=split_seed).split(y, y))
+    results = search.cv_results_
+    assert len(results["params"]) == 2 * 2 * 3  # n_codewords x gamma_scale x the checkpoints 0, 1, 2
+    for i in (0, 4, 7, 11):  # initial states and trained ones, of both codebook sizes
+        params = results["params"][i]
+        for f, (train, val) in enumerate(folds):
+            model = lfagg.LearnedBoW(**params, n_threads=1, random_state=model_seed)
+            model.fit(bags.subset(train), y[train])  # the held-out bags are not given to it
+            assert results[f"split{f}_test_score"][i] == model.score(bags.subset(val), y[val])
+
+
+def test_the_best_candidate_is_refitted_on_all_bags(data, search):
+    bags, y = data
+    results = search.cv_results_
+    best = search.best_index_
+    assert search.best_score_ == results["mean_test_score"].max() == results["mean_test_score"][best]
+    tied = results["mean_test_score"] == search.best_score_
+    assert results["mean_test_log_loss"][best] == results["mean_test_log_loss"][tied].min()
+    assert search.best_params_ == results["params"][best]
+    refit = lfagg.LearnedBoW(**search.best_params_, n_threads=1, random_state=spawn_seeds(7, 2)[1]).fit(bags, y)
+    np.testing.assert_array_equal(search.predict_proba(bags), refit.predict_proba(bags))
+    np.testing.assert_array_equal(search.transform(bags), refit.transform(bags))
+    assert search.score(bags, y) == refit.score(bags, y)
+    np.testing.assert_array_equal(search.classes_, [0, 1])
+
+
+def test_search_is_reproducible_and_independent_of_n_jobs(data, search):
+    again = lfagg.LearnedBoWCV(**SMALL, random_state=7, n_jobs=2).fit(*data)
+    assert again.best_params_ == search.best_params_
+    np.testing.assert_array_equal(again.cv_results_["mean_test_log_loss"], search.cv_results_["mean_test_log_loss"])
+    np.testing.assert_array_equal(again.predict_proba(data[0]), search.predict_proba(data[0]))
+
+
+def test_vlad_search_and_model_file(data, tmp_path):
+    bags, y = data
+    model = lfagg.LearnedVLADCV(n_codewords=2, gamma_scale=1.0, learning_rate=1e-2, max_epochs=1, cv=2,
+                                n_threads=1, random_state=0).fit(bags, y)
+    assert [p["n_epochs"] for p in model.cv_results_["params"]] == [0, 1]
+    lfagg.save(model, tmp_path / "m.lfagg")
+    loaded = lfagg.load(tmp_path / "m.lfagg")
+    np.testing.assert_array_equal(loaded.predict_proba(bags), model.predict_proba(bags))
+
+
+def test_codebooks_larger_than_a_fold_are_skipped_with_a_warning(data):
+    bags, y = data  # 36 bags of at most 12 features: a training fold holds far fewer than 10,000
+    with pytest.warns(UserWarning, match=r"n_codewords \[10000\] skipped"):
+        model = lfagg.LearnedBoWCV(n_codewords=(2, 10_000), gamma_scale=1.0, learning_rate=1e-2, max_epochs=0,
+                                   cv=2, n_threads=1, random_state=0, max_init_features=10_000).fit(bags, y)
+    assert {p["n_codewords"] for p in model.cv_results_["params"]} == {2}
+
+
+@pytest.mark.parametrize("params, labels, message", [
+    (dict(n_codewords=()), None, "n_codewords must hold at least one value"),
+    (dict(gamma_scale=[]), None, "gamma_scale must hold at least one value"),
+    (dict(learning_rate=(1e-2, -1.0)), None, "learning_rate must be a positive"),
+    (dict(n_codewords=(2, 0)), None, "n_codewords must be a positive integer"),
+    (dict(max_epochs=-1), None, "max_epochs must be a non-negative integer"),
+    (dict(cv=1), None, "cv must be an integer >= 2"),
+    (dict(), "one class", "at least two classes"),
+    (dict(cv=20), None, "too few bags to search on 20 folds"),
+    (dict(n_codewords=(5_000,), max_init_features=5_000), None, "all larger than"),
+])
+def test_bad_searches_fail_clearly(data, params, labels, message):
+    bags, y = data
+    if labels == "one class":
+        y = np.zeros_like(y)
+    with pytest.raises(ValueError, match=message):
+        lfagg.LearnedBoWCV(**{**SMALL, **params}, random_state=0).fit(bags, y)
