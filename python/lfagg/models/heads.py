@@ -86,18 +86,18 @@ class SoftmaxRegression:
         """:meth:`fit` on standardised inputs Z (n, n_inputs).
 
         With many more inputs than examples (a soft VLAD of 16 x 230 on 180 bags) the fit
-        runs in the row space of Z: W = V B for the orthonormal rows V^T of Z's thin SVD
-        gives Z W = (Z V) B and ||W|| = ||B|| on that space, so the fit over B on the n
-        inputs Z V is the same convex problem (the penalty zeroes W's part outside that
-        space; with l2 = 0 that part is kept as it is) at a fraction of the cost."""
+        runs in the row space of Z: with Z^T = Q R (thin QR, Q orthonormal), W = Q B gives
+        Z W = R^T B and ||W|| = ||B|| on that space, so the fit over B on the n inputs R^T
+        is the same convex problem (the penalty zeroes W's part outside that space; with
+        l2 = 0 that part is kept as it is) at a fraction of the cost."""
         n, n_inputs = Z.shape
         if n_inputs > 2 * n:
-            _, _, Vt = np.linalg.svd(Z, full_matrices=False)
-            reduced = SoftmaxRegression(len(Vt), self.W.shape[1], self.l2)
-            reduced.W[...], reduced.b[...] = Vt @ self.W, self.b
-            reduced._fit_standardized(Z @ Vt.T, y, max_iter)
-            outside = self.W - Vt.T @ (Vt @ self.W) if self.l2 == 0 else 0.0
-            self.W[...], self.b[...] = Vt.T @ reduced.W + outside, reduced.b
+            Q, R = np.linalg.qr(Z.T)
+            reduced = SoftmaxRegression(n, self.W.shape[1], self.l2)
+            reduced.W[...], reduced.b[...] = Q.T @ self.W, self.b
+            reduced._fit_standardized(np.ascontiguousarray(R.T), y, max_iter)
+            outside = self.W - Q @ (Q.T @ self.W) if self.l2 == 0 else 0.0
+            self.W[...], self.b[...] = Q @ reduced.W + outside, reduced.b
             return
         shapes = [p.shape for p in self.params]
         sizes = [p.size for p in self.params]
