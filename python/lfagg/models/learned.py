@@ -150,29 +150,32 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
         watch = Stopwatch(name, plan.verbose)
         self._initialise(bags, y_index, plan, split_seed, init_seed, watch)
         # the initial state competes with every epoch: learning cannot end below its start
-        best = {"score": -np.inf, "state": None, "stale": 0}
+        best = {"score": -np.inf, "state": None, "stale": 0, "epoch": None}
 
         def on_epoch_end(epoch, record, result):
             self._set_encoder(result.centers, result.precisions, result.gamma)
             if val_bags is None:
                 return False
-            record["val_accuracy"] = self._score_state(val_bags, val_y, best)
+            record["val_accuracy"] = self._score_state(val_bags, val_y, best, epoch + 1)
             return self.early_stopping and best["stale"] >= self.n_iter_no_change
 
         if val_bags is not None:
-            self._score_state(val_bags, val_y, best)
+            self._score_state(val_bags, val_y, best, 0)
         self.history_ = self._train(bags, y_index, plan, sgd_seed, watch, on_epoch_end).history
+        trained = len(self.history_.get("loss", ()))
         if self.early_stopping and best["state"] is not None:
             self._restore_state(best["state"])
-        if self.history_:  # without an epoch the classifier is W0, already fitted to these representations
+            trained = best["epoch"]
+        if trained:  # else the classifier is W0, already fitted to these representations
             self._fine_tune(bags, y_index, watch)
         self.timings_ = dict(watch)
 
-    def _score_state(self, val_bags, val_y, best: dict) -> float:
-        """The validation accuracy of the current state, kept in ``best`` when it is the best so far."""
+    def _score_state(self, val_bags, val_y, best: dict, epoch: int) -> float:
+        """The validation accuracy of the state after ``epoch`` epochs, kept in ``best``
+        when it is the best so far."""
         accuracy = float(np.mean(self._validated_predict(val_bags) == val_y))
         if accuracy > best["score"]:
-            best.update(score=accuracy, state=self._copy_state(), stale=0)
+            best.update(score=accuracy, state=self._copy_state(), stale=0, epoch=epoch)
         else:
             best["stale"] += 1
         return accuracy
