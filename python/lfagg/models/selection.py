@@ -29,6 +29,12 @@ from .._validation import (check_bags, check_classes, check_labels, forget_fit, 
 from .learned import LearnedBoW, LearnedVLAD
 
 
+#: The codebook sizes searched by default (also by :mod:`lfagg.mil`'s baselines).
+DEFAULT_CODEBOOK_SIZES = (4, 16, 64)
+#: The folds of a search by default.
+DEFAULT_FOLDS = 5
+
+
 def _grid(values, name: str, check) -> list:
     """``values`` (a value or a sequence of them) as a list of checked, distinct values."""
     values = list(values) if isinstance(values, (list, tuple, np.ndarray)) else [values]
@@ -47,8 +53,8 @@ class _LearnedAggregationCV(ClassifierMixin, BaseEstimator):
 
     _estimator = None
 
-    def __init__(self, n_codewords=(4, 16, 64), *, gamma_scale=(0.25, 1.0, 4.0), learning_rate=(1e-3, 1e-2),
-                 max_epochs=16, cv=5, gamma="auto", learn_gamma=False, learn_covariances=True, init="kmeans",
+    def __init__(self, n_codewords=DEFAULT_CODEBOOK_SIZES, *, gamma_scale=(0.125, 0.5, 2.0, 8.0),
+                 learning_rate=(1e-3, 1e-2), max_epochs=16, cv=DEFAULT_FOLDS, gamma="auto", learn_gamma=False, learn_covariances=True, init="kmeans",
                  feature_map="auto", batch_size="auto", n_samples_per_bag=128, optimizer="adam",
                  classifier_learning_rate=None, l2="auto", max_init_features=100_000, random_state=None,
                  n_jobs=None, n_threads=None, verbose=0):

@@ -1,0 +1,118 @@
+"""The multiple-instance learning benchmark protocol, on any set of bags with bag labels
+(Musk1, Elephant, ...): stratified k-fold cross-validation repeated with different
+splits, the local features standardised on each training fold, and every method choosing
+its hyper-parameters on that training fold alone.
+
+Methods: "T1" and "T2" are :class:`lfagg.LearnedBoWCV` and :class:`lfagg.LearnedVLADCV`
+with their defaults; "BoW", "VLAD" and "FV" are :class:`lfagg.BagClassifier` over
+:class:`lfagg.BagOfWords`, :class:`lfagg.VLAD` and :class:`lfagg.FisherVector`, their
+codebook size chosen among the same sizes by scikit-learn's ``GridSearchCV`` on the
+same number of inner folds. ``benchmarks/mil_benchmark.py`` runs it from the command line.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from joblib import Parallel, delayed
+from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
+from ._progress import progress_bar
+from ._validation import check_bags, check_labels, choice, positive_int, verbosity
+from .bags import Bags
+from .encoders import VLAD, BagOfWords, FisherVector
+from .models import BagClassifier, LearnedBoWCV, LearnedVLADCV
+from .models.selection import DEFAULT_CODEBOOK_SIZES, DEFAULT_FOLDS
+
+__all__ = ["METHODS", "make_method", "standardize", "mil_benchmark", "format_mil_table"]
+
+#: The methods compared, by name.
+METHODS = ("T1", "T2", "BoW", "VLAD", "FV")
+_ENCODERS = {"BoW": BagOfWords, "VLAD": VLAD, "FV": FisherVector}
+
+
+def make_method(name: str, random_state: int, n_threads: int | None = 1):
+    """The unfitted classifier of bags that method ``name`` (one of :data:`METHODS`) is."""
+    choice(name, "method", METHODS)
+    if name in ("T1", "T2"):
+        return (LearnedBoWCV if name == "T1" else LearnedVLADCV)(random_state=random_state, n_threads=n_threads)
+    encoder = _ENCODERS[name](DEFAULT_CODEBOOK_SIZES[0], random_state=random_state, n_threads=n_threads)
+    return GridSearchCV(BagClassifier(encoder, random_state=random_state),
+                        {"encoder__n_codewords": list(DEFAULT_CODEBOOK_SIZES)},
+                        cv=StratifiedKFold(DEFAULT_FOLDS, shuffle=True, random_state=random_state))
+
+
+def standardize(train: Bags, test: Bags) -> tuple[Bags, Bags]:
+    """Both bag sets with every feature dimension centred and scaled by the mean and
+    standard deviation of the training bags' local features (constant dimensions: 1)."""
+    mean = train.features.mean(axis=0)
+    std = train.features.std(axis=0)
+    std[std == 0] = 1.0
+    return tuple(Bags((b.features - mean) / std, b.offsets) for b in (train, test))
+
+
+def _run_fold(method: str, bags: Bags, y: np.ndarray, train, test, seed: int, n_threads) -> dict:
+    train_bags, test_bags = standardize(bags.subset(train), bags.subset(test))
+    model = make_method(method, seed, n_threads)
+    start = time.perf_counter()
+    model.fit(train_bags, y[train])
+    accuracy = float(np.mean(model.predict(test_bags) == y[test]))
+    return {"accuracy": accuracy, "seconds": time.perf_counter() - start, "params": model.best_params_}
+
+
+def mil_benchmark(bags, y, methods=METHODS, n_splits: int = 10, n_repeats: int = 5, random_state: int = 0,
+                  n_jobs: int | None = None, n_threads: int | None = 1, verbose: int = 0) -> dict:
+    """Accuracy of each method under ``n_repeats`` x ``n_splits``-fold stratified CV.
+
+    Repeat r splits with ``StratifiedKFold(shuffle=True, random_state=random_state + r)``
+    and seeds every model of its folds with ``random_state + r``.
+
+    Parameters
+    ----------
+    bags : Bags or list of (N_i, D) float arrays; y : (n_bags,) class labels.
+    methods : names from :data:`METHODS`.
+    n_jobs : (method, fold) fits run in parallel processes (joblib; None: 1).
+    n_threads : the core's threads per fit (1 suits n_jobs > 1 on small bags).
+    verbose : > 0 shows the fits done on stderr.
+
+    Returns
+    -------
+    dict method -> {"mean": mean accuracy over all folds, "se": standard error (of the
+    repeats' means over their standard deviation, or of the folds' with one repeat),
+    "accuracy": (n_repeats, n_splits) list, "seconds": mean fit time, "params": the
+    chosen hyper-parameters of every fold}.
+    """
+    bags = check_bags(bags)
+    y = check_labels(y, len(bags))
+    methods = [choice(m, "method", METHODS) for m in methods]
+    n_splits, n_repeats = positive_int(n_splits, "n_splits", minimum=2), positive_int(n_repeats, "n_repeats")
+    tasks = [(m, r, f, train, test) for r in range(n_repeats)
+             for f, (train, test) in enumerate(StratifiedKFold(n_splits, shuffle=True, random_state=random_state + r)
+                                               .split(y, y))
+             for m in methods]
+    runs = Parallel(n_jobs=n_jobs, return_as="generator")(
+        delayed(_run_fold)(m, bags, y, train, test, random_state + r, n_threads) for m, r, f, train, test in tasks)
+    results = {m: {"accuracy": np.zeros((n_repeats, n_splits)), "seconds": [], "params": []} for m in methods}
+    with progress_bar(f"MIL benchmark: {len(methods)} methods, {n_repeats} x {n_splits} folds", len(tasks),
+                      verbosity(verbose)) as bar:
+        for (m, r, f, _, _), run in zip(tasks, runs):
+            results[m]["accuracy"][r, f] = run["accuracy"]
+            results[m]["seconds"].append(run["seconds"])
+            results[m]["params"].append(run["params"])
+            bar.update()
+    for result in results.values():
+        accuracy = result["accuracy"]
+        spread = accuracy.mean(axis=1) if n_repeats > 1 else accuracy.ravel()
+        result.update(mean=float(accuracy.mean()), se=float(spread.std(ddof=1) / np.sqrt(spread.size)),
+                      accuracy=accuracy.tolist(), seconds=float(np.mean(result["seconds"])))
+    return results
+
+
+def format_mil_table(results_by_dataset: dict) -> str:
+    """A Markdown table: one row per data set, one column per method, "mean ± se"."""
+    methods = list(dict.fromkeys(m for results in results_by_dataset.values() for m in results))
+    lines = ["| data set | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+    for name, results in results_by_dataset.items():
+        cells = [f"{results[m]['mean']:.3f} ± {results[m]['se']:.3f}" if m in results else "" for m in methods]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
