@@ -51,3 +51,22 @@ def test_bag_classifier_reports_its_phases(circles, capsys):
         "BagClassifier(FisherVector): encoding 24 bags",
         "BagClassifier(FisherVector): choosing l2 on held-out bags (8 inputs)",
         "BagClassifier(FisherVector): fitting the classifier (L-BFGS)"]
+
+
+def test_long_work_reports_its_count_in_a_log(monkeypatch, capsys):
+    from lfagg import _progress
+
+    monkeypatch.setattr(_progress, "LOG_INTERVAL_S", 0.0)  # every step is "long" here
+    with _progress.progress_bar("job", 3, 1) as bar:
+        for _ in range(3):
+            bar.update()
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(" (")[0] for line in lines] == ["job: 1/3", "job: 2/3", "job"]
+
+
+def test_search_reports_its_folds(circles, capsys):
+    lfagg.LearnedBoWCV(n_codewords=2, gamma_scale=1.0, learning_rate=1e-2, max_epochs=1, cv=2, random_state=0,
+                       verbose=1).fit(*circles)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("LearnedBoWCV: 1 candidates, 2 folds (")
+    assert lines[1].startswith("LearnedBoW(n_codewords=2): K-Means codebook")  # then the refit's phases

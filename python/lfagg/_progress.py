@@ -1,8 +1,8 @@
 """Progress and timing of long work: the wall time per phase of a fit (``timings_``) and
 what the user sees on stderr, named after the model: a line per phase, begun when the
-phase starts and ended with its time, and per training epoch a tqdm bar on a terminal or
-one plain line otherwise (so that log files get no carriage-return frames). Nothing is
-shown at verbose=0."""
+phase starts and ended with its time, and per training epoch (model search, conversion)
+a tqdm bar on a terminal or plain lines otherwise (so that log files get no
+carriage-return frames). Nothing is shown at verbose=0."""
 from __future__ import annotations
 
 import contextlib
@@ -42,16 +42,26 @@ class Stopwatch(dict):
                 print(f" {elapsed:.1f} s", file=sys.stderr, flush=True)
 
 
+#: In a log file, long work also reports its count done at most this often (seconds).
+LOG_INTERVAL_S = 30.0
+
+
 class _DoneLine:
-    """tqdm's interface for a log file: one line when the work ends, with its postfix."""
+    """tqdm's interface for a log file: one line when the work ends, with its postfix,
+    and the count done every :data:`LOG_INTERVAL_S` seconds while it lasts longer."""
 
     disable = False
 
-    def __init__(self, desc: str):
-        self.desc, self.postfix, self.start = desc, {}, time.perf_counter()
+    def __init__(self, desc: str, total: int):
+        self.desc, self.total, self.done, self.postfix = desc, total, 0, {}
+        self.start = self.reported = time.perf_counter()
 
     def update(self, n: int = 1) -> None:
-        pass
+        self.done += n
+        now = time.perf_counter()
+        if now - self.reported >= LOG_INTERVAL_S and self.done < self.total:
+            self.reported = now
+            print(f"{self.desc}: {self.done}/{self.total} ({now - self.start:.1f} s)", file=sys.stderr, flush=True)
 
     def set_postfix(self, ordered_dict=None, refresh: bool = True, **kwargs) -> None:
         self.postfix = dict(ordered_dict or {}, **kwargs)
@@ -68,5 +78,5 @@ def progress_bar(desc: str, total: int, verbose: int):
     """The progress of ``total`` steps (an epoch's batches, a conversion's bags): a
     context manager with tqdm's ``update``, ``set_postfix`` and ``disable``."""
     if verbose > 0 and not _stderr_is_terminal():
-        return _DoneLine(desc)
+        return _DoneLine(desc, total)
     return tqdm(total=total, desc=desc, disable=verbose <= 0, leave=True, file=sys.stderr)

@@ -129,7 +129,7 @@ class _LearnedAggregationCV(ClassifierMixin, BaseEstimator):
                     scores.append(fold_scores)
                     bar.update()
             self._select(grid, epochs, *(np.stack(s) for s in zip(*scores)))
-            self.best_estimator_ = self._candidate(model_seed, **self.best_params_).fit(bags, y)
+            self.best_estimator_ = self._candidate(model_seed, **self.best_params_, verbose=verbose).fit(bags, y)
         self.classes_, self.n_features_in_ = self.best_estimator_.classes_, self.best_estimator_.n_features_in_
         return self
 
@@ -262,7 +262,7 @@ _DOC = """{what} with its hyper-parameters chosen by cross-validation on the tra
         initialisation, bag order and subsampling (the refit's too).
     n_jobs : folds searched in parallel processes (joblib; None: 1, -1: all cores); give
         each then ``n_threads=1`` unless the bags are large. The result does not depend on it.
-    verbose : > 0 shows the progress of the search (folds done) on stderr.
+    verbose : > 0 shows the progress of the search (folds done), then the refit's, on stderr.
 
     Attributes
     ----------

@@ -1,0 +1,59 @@
+"""lfagg.mil, the multiple-instance benchmark protocol: standardisation from the training
+bags only, every (repeat, fold) accuracy that of the method fitted on its training part,
+the summary computed from them, and its runs on the real MIL bag files."""
+
+import os
+
+import numpy as np
+import pytest
+from sklearn.model_selection import StratifiedKFold
+
+import lfagg
+from lfagg.datasets import load_npz_bags, make_circles_bags
+from lfagg.mil import format_mil_table, make_method, mil_benchmark, standardize
+
+MIL_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mil")
+
+
+def test_standardize_uses_the_training_bags_statistics_only():
+    rng = np.random.default_rng(0)
+    train = lfagg.Bags(rng.normal(3.0, 2.0, size=(40, 3)), [0, 10, 25, 40])
+    test = lfagg.Bags(rng.normal(-5.0, 9.0, size=(7, 3)), [0, 3, 7])
+    train_z, test_z = standardize(train, test)
+    features = train.features.astype(np.float64)
+    mean, std = features.mean(axis=0), features.std(axis=0)
+    np.testing.assert_allclose(train_z.features, (features - mean) / std)
+    np.testing.assert_allclose(test_z.features, (test.features - mean) / std)
+    np.testing.assert_array_equal(test_z.offsets, test.offsets)
+
+
+def test_every_fold_is_the_method_fitted_on_its_training_part():
+    bags, y = make_circles_bags(40, 10, random_state=2)
+    results = mil_benchmark(bags, y, methods=["BoW"], n_splits=2, n_repeats=2, random_state=5)["BoW"]
+    accuracy = np.array(results["accuracy"])
+    assert accuracy.shape == (2, 2)
+    for r in range(2):
+        for f, (train, test) in enumerate(StratifiedKFold(2, shuffle=True, random_state=5 + r).split(y, y)):
+            train_bags, test_bags = standardize(bags.subset(train), bags.subset(test))
+            model = make_method("BoW", 5 + r).fit(train_bags, y[train])
+            assert accuracy[r, f] == np.mean(model.predict(test_bags) == y[test])
+            assert results["params"][2 * r + f] == model.best_params_
+    repeat_means = accuracy.mean(axis=1)
+    assert results["mean"] == pytest.approx(accuracy.mean())
+    assert results["se"] == pytest.approx(np.std(repeat_means, ddof=1) / np.sqrt(2))
+    assert "| data set | BoW |" in format_mil_table({"circles": {"BoW": results}})
+
+
+def test_unknown_method_and_bad_folds_fail_clearly():
+    bags, y = make_circles_bags(20, 5, random_state=0)
+    with pytest.raises(ValueError, match="method must be one of"):
+        mil_benchmark(bags, y, methods=["T3"])
+    with pytest.raises(ValueError, match="n_splits must be an integer >= 2"):
+        mil_benchmark(bags, y, n_splits=1)
+
+
+@pytest.mark.skipif(not os.path.isdir(MIL_DIR), reason="the MIL bag files are not in ../shared/data/mil")
+def test_learned_search_on_musk1_beats_chance_on_held_out_bags():
+    bags, y = load_npz_bags(os.path.join(MIL_DIR, "musk1.npz"))
+    results = mil_benchmark(bags, y, methods=["T1"], n_splits=3, n_repeats=1, random_state=0, n_jobs=2)["T1"]
+    assert results["mean"] > 0.7  # 47 of 92 bags are positive: chance is 0.51
