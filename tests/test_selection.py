@@ -5,6 +5,7 @@ reproducible, and bad searches fail with clear errors."""
 
 import numpy as np
 import pytest
+from sklearn.metrics import log_loss
 from sklearn.model_selection import StratifiedKFold
 
 import lfagg
@@ -32,10 +33,26 @@ def test_every_score_is_a_plain_fit_on_the_training_part_of_its_fold(data, searc
     assert len(results["params"]) == 2 * 2 * 3  # n_codewords x gamma_scale x the checkpoints 0, 1, 2
     for i in (0, 4, 7, 11):  # initial states and trained ones, of both codebook sizes
         params = results["params"][i]
+        accuracies = []
         for f, (train, val) in enumerate(folds):
             model = lfagg.LearnedBoW(**params, n_threads=1, random_state=model_seed)
             model.fit(bags.subset(train), y[train])  # the held-out bags are not given to it
-            assert results[f"split{f}_test_score"][i] == model.score(bags.subset(val), y[val])
+            held_out = -log_loss(y[val], model.predict_proba(bags.subset(val)), labels=[0, 1])
+            assert results[f"split{f}_test_score"][i] == pytest.approx(held_out, rel=1e-9)
+            accuracies.append(model.score(bags.subset(val), y[val]))
+        assert results["mean_test_accuracy"][i] == pytest.approx(np.mean(accuracies), abs=1e-12)
+        assert results["mean_test_log_loss"][i] == pytest.approx(-results["mean_test_score"][i], abs=1e-12)
+
+
+def test_a_search_by_accuracy_scores_accuracy(data, search):
+    bags, y = data
+    by_accuracy = lfagg.LearnedBoWCV(**SMALL, scoring="accuracy", random_state=7).fit(bags, y)
+    results = by_accuracy.cv_results_
+    np.testing.assert_array_equal(results["mean_test_score"], results["mean_test_accuracy"])
+    np.testing.assert_array_equal(results["mean_test_accuracy"], search.cv_results_["mean_test_accuracy"])
+    best = by_accuracy.best_index_
+    tied = results["mean_test_score"] == results["mean_test_score"].max()
+    assert tied[best] and results["mean_test_log_loss"][best] == results["mean_test_log_loss"][tied].min()
 
 
 def test_the_best_candidate_is_refitted_on_all_bags(data, search):
@@ -43,8 +60,6 @@ def test_the_best_candidate_is_refitted_on_all_bags(data, search):
     results = search.cv_results_
     best = search.best_index_
     assert search.best_score_ == results["mean_test_score"].max() == results["mean_test_score"][best]
-    tied = results["mean_test_score"] == search.best_score_
-    assert results["mean_test_log_loss"][best] == results["mean_test_log_loss"][tied].min()
     assert search.best_params_ == results["params"][best]
     refit = lfagg.LearnedBoW(**search.best_params_, n_threads=1, random_state=spawn_seeds(7, 2)[1]).fit(bags, y)
     np.testing.assert_array_equal(search.predict_proba(bags), refit.predict_proba(bags))
@@ -85,6 +100,7 @@ def test_codebooks_larger_than_a_fold_are_skipped_with_a_warning(data):
     (dict(n_codewords=(2, 0)), None, "n_codewords must be a positive integer"),
     (dict(max_epochs=-1), None, "max_epochs must be a non-negative integer"),
     (dict(cv=1), None, "cv must be an integer >= 2"),
+    (dict(scoring="roc_auc"), None, "scoring must be one of"),
     (dict(), "one class", "at least two classes"),
     (dict(cv=20), None, "too few bags to search on 20 folds"),
     (dict(n_codewords=(5_000,), max_init_features=5_000), None, "all larger than"),

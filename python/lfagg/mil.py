@@ -7,7 +7,7 @@ Methods: "T1" and "T2" are :class:`lfagg.LearnedBoWCV` and :class:`lfagg.Learned
 with their defaults; "BoW", "VLAD" and "FV" are :class:`lfagg.BagClassifier` over
 :class:`lfagg.BagOfWords`, :class:`lfagg.VLAD` and :class:`lfagg.FisherVector`, their
 codebook size chosen among the same sizes by scikit-learn's ``GridSearchCV`` on the
-same number of inner folds. ``benchmarks/mil_benchmark.py`` runs it from the command line.
+same number of inner folds by the same score (the held-out log loss). ``benchmarks/mil_benchmark.py`` runs it from the command line.
 """
 from __future__ import annotations
 
@@ -39,6 +39,7 @@ def make_method(name: str, random_state: int, n_threads: int | None = 1):
     encoder = _ENCODERS[name](DEFAULT_CODEBOOK_SIZES[0], random_state=random_state, n_threads=n_threads)
     return GridSearchCV(BagClassifier(encoder, random_state=random_state),
                         {"encoder__n_codewords": list(DEFAULT_CODEBOOK_SIZES)},
+                        scoring="neg_log_loss",
                         cv=StratifiedKFold(DEFAULT_FOLDS, shuffle=True, random_state=random_state))
 
 
