@@ -24,7 +24,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._progress import Stopwatch, progress_bar
 from .._threads import single_threaded_blas
-from .._validation import (check_bags, check_classes, check_labels, forget_fit, n_threads_arg, nonnegative_int,
+from .._validation import (check_bags, check_classes, check_labels, choice, forget_fit, n_threads_arg, nonnegative_int,
                            positive_int, positive_real, spawn_seeds, verbosity)
 from .learned import LearnedBoW, LearnedVLAD
 
@@ -60,7 +60,8 @@ class _LearnedAggregationCV(ClassifierMixin, BaseEstimator):
     _estimator = None
 
     def __init__(self, n_codewords=DEFAULT_CODEBOOK_SIZES, *, gamma_scale=(0.125, 0.5, 2.0, 8.0),
-                 learning_rate=(1e-3, 1e-2), max_epochs=16, cv=DEFAULT_FOLDS, scoring="neg_log_loss", gamma="auto", learn_gamma=False, learn_covariances=True, init="kmeans",
+                 learning_rate=(1e-3, 1e-2), max_epochs=16, cv=DEFAULT_FOLDS, scoring="neg_log_loss",
+                 gamma="auto", learn_gamma=False, learn_covariances=True, init="kmeans",
                  feature_map="auto", batch_size="auto", n_samples_per_bag=128, optimizer="adam",
                  classifier_learning_rate=None, l2="auto", max_init_features=100_000, random_state=None,
                  n_jobs=None, n_threads=None, verbose=0):
@@ -111,8 +112,7 @@ class _LearnedAggregationCV(ClassifierMixin, BaseEstimator):
         rates = _grid(self.learning_rate, "learning_rate", positive_real)
         epochs = checkpoints(nonnegative_int(self.max_epochs, "max_epochs"))
         n_splits = positive_int(self.cv, "cv", minimum=2)
-        if self.scoring not in SCORINGS:
-            raise ValueError(f"scoring must be one of {SCORINGS}, got {self.scoring!r}")
+        scoring = choice(self.scoring, "scoring", SCORINGS)
         verbose = verbosity(self.verbose)
         split_seed, model_seed = spawn_seeds(self.random_state, 2)
         for K in Ks:  # every parameter is checked before any data is touched
@@ -137,7 +137,7 @@ class _LearnedAggregationCV(ClassifierMixin, BaseEstimator):
                 for fold_scores in searches:
                     scores.append(fold_scores)
                     bar.update()
-            self._select(grid, epochs, *(np.stack(s) for s in zip(*scores)))
+            self._select(grid, epochs, scoring, *(np.stack(s) for s in zip(*scores)))
             self.best_estimator_ = self._candidate(model_seed, **self.best_params_, verbose=verbose).fit(bags, y)
         self.classes_, self.n_features_in_ = self.best_estimator_.classes_, self.best_estimator_.n_features_in_
         return self
@@ -182,12 +182,12 @@ class _LearnedAggregationCV(ClassifierMixin, BaseEstimator):
             model._train(train_bags, y_train, model._check_params(), sgd_seed, quiet, on_epoch_end)
         return scores
 
-    def _select(self, grid, epochs, accuracy, log_loss) -> None:
+    def _select(self, grid, epochs, scoring, accuracy, log_loss) -> None:
         """The best mean held-out score; ties go to the lower mean log loss, then to the
         earlier candidate (smaller codebook, scale, rate) and the fewer epochs."""
         n_splits = accuracy.shape[0]
         params = [dict(n_codewords=K, gamma_scale=s, learning_rate=r, n_epochs=e) for K, s, r in grid for e in epochs]
-        score = (-log_loss if self.scoring == "neg_log_loss" else accuracy).reshape(n_splits, -1)
+        score = (-log_loss if scoring == "neg_log_loss" else accuracy).reshape(n_splits, -1)
         mean_score, mean_log_loss = score.mean(axis=0), log_loss.mean(axis=0).ravel()
         best = int(np.lexsort((np.arange(mean_score.size), mean_log_loss, -mean_score))[0])
         self.cv_results_ = {"params": params, "mean_test_score": mean_score, "std_test_score": score.std(axis=0),
