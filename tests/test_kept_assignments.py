@@ -126,3 +126,29 @@ def test_gamma_gradient_with_kept_assignments_at_tiny_gamma(encoder):
     *_, kept = BWD[encoder](f, off, C, P, 1e-30, G, assignments=A)
     *_, ref = REF_BWD[encoder](f, off, C, P, 1e-30, G)
     np.testing.assert_allclose(kept, ref, rtol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_assignments_written_into_a_reused_buffer(encoder, dtype):
+    """The training loop's buffer: a view of a larger array, holding the previous step's
+    values (here NaN), receives exactly the assignments a fresh forward returns."""
+    from lfagg import Bags
+    from lfagg.encoders.soft import SOFT_ENCODERS
+    from lfagg.training.loop import _Buffer
+
+    _, f, off, C, P, gamma = problem(4, LAYOUTS["mixed"], dtype)
+    soft, bags = SOFT_ENCODERS[encoder], Bags(f, off)
+    buffer = _Buffer()
+    buffer.take((len(f) + 50, len(C)), dtype)[...] = np.nan
+    out = buffer.take((len(f), len(C)), dtype)
+    R, A = soft.forward(bags, C, P, gamma, assignments_out=out)
+    R_new, A_new = soft.forward(bags, C, P, gamma, return_assignments=True)
+    assert np.shares_memory(A, out)
+    np.testing.assert_array_equal(A, A_new)
+    np.testing.assert_array_equal(R, R_new)
+    with pytest.raises(ValueError, match="assignments_out must have shape"):
+        soft.forward(bags, C, P, gamma, assignments_out=np.empty((len(f) - 1, len(C)), dtype))
+    out.flags.writeable = False
+    with pytest.raises(ValueError, match="writeable"):
+        soft.forward(bags, C, P, gamma, assignments_out=out)

@@ -49,15 +49,27 @@ SoftProblem<T> check_soft_problem(const Array<T>& features, const Offsets& offse
     return {bags, {centers.data(), precisions.data(), centers.shape(0), gamma_t}, nt};
 }
 
-// The encoding, or (encoding, assignments) with return_assignments.
+// The encoding, or (encoding, assignments) with return_assignments. assignments_out, an
+// (N, K) array written in place of a fresh one (implies return_assignments), lets a training
+// loop reuse one buffer: a new one per step spent ~12% of the forward zeroing its pages.
 template <class Enc, class T>
 py::object soft_encode(const Array<T>& features, const Offsets& offsets, const Array<T>& centers,
                        const Array<T>& precisions, double gamma, int n_threads, bool return_assignments,
-                       bool check_features) {
+                       bool check_features, std::optional<Array<T>> assignments_out) {
     const auto pb = check_soft_problem(features, offsets, centers, precisions, gamma, n_threads, check_features);
     const Index out_dim = Enc::out_dim(pb.params.k, pb.bags.dim);
     Array<T> out({pb.bags.n_bags, out_dim});
-    Array<T> assignments(std::vector<py::ssize_t>{return_assignments ? pb.bags.n : 0, pb.params.k});
+    if (assignments_out) {
+        if (assignments_out->ndim() != 2 || assignments_out->shape(0) != pb.bags.n ||
+            assignments_out->shape(1) != pb.params.k)
+            fail("assignments_out must have shape (n_features, n_codewords) = (" + std::to_string(pb.bags.n) + ", " +
+                 std::to_string(pb.params.k) + "), got shape " + shape_of(*assignments_out));
+        if (!assignments_out->writeable()) fail("assignments_out must be writeable");
+        return_assignments = true;
+    }
+    Array<T> assignments = assignments_out ? *assignments_out
+                                           : Array<T>(std::vector<py::ssize_t>{return_assignments ? pb.bags.n : 0,
+                                                                               pb.params.k});
     T* dst = out.mutable_data();
     T* a = return_assignments ? assignments.mutable_data() : nullptr;
     {
@@ -106,7 +118,8 @@ template <class Enc, class T>
 void def_soft_encoder_for(py::module_& m, const char* name, const char* backward_name) {
     m.def(name, &soft_encode<Enc, T>, py::arg("features").noconvert(), py::arg("offsets").noconvert(),
           py::arg("centers").noconvert(), py::arg("precisions").noconvert(), py::arg("gamma"),
-          py::arg("n_threads") = 0, py::arg("return_assignments") = false, py::arg("check_features") = true);
+          py::arg("n_threads") = 0, py::arg("return_assignments") = false, py::arg("check_features") = true,
+          py::arg("assignments_out").noconvert().none(true) = py::none());
     m.def(backward_name, &soft_backward<Enc, T>, py::arg("features").noconvert(), py::arg("offsets").noconvert(),
           py::arg("centers").noconvert(), py::arg("precisions").noconvert(), py::arg("gamma"),
           py::arg("grad_output").noconvert(), py::arg("assignments").noconvert().none(true) = py::none(),

@@ -22,7 +22,8 @@ def soft_bow(features: F, offsets: Offsets, centers: F, precisions: F, gamma: fl
              return_assignments: Literal[False] = False, check_features: bool = True) -> F: ...
 @overload
 def soft_bow(features: F, offsets: Offsets, centers: F, precisions: F, gamma: float, n_threads: int,
-             return_assignments: Literal[True], check_features: bool = True) -> Tuple[F, F]: ...
+             return_assignments: bool, check_features: bool = True,
+             assignments_out: Optional[F] = None) -> Tuple[F, F]: ...
 @overload
 def soft_bow_backward(features: F, offsets: Offsets, centers: F, precisions: F, gamma: float, grad_output: F,
                       assignments: Optional[F] = None, n_threads: int = 0, check_features: bool = True,
@@ -36,7 +37,8 @@ def soft_vlad(features: F, offsets: Offsets, centers: F, precisions: F, gamma: f
               return_assignments: Literal[False] = False, check_features: bool = True) -> F: ...
 @overload
 def soft_vlad(features: F, offsets: Offsets, centers: F, precisions: F, gamma: float, n_threads: int,
-              return_assignments: Literal[True], check_features: bool = True) -> Tuple[F, F]: ...
+              return_assignments: bool, check_features: bool = True,
+              assignments_out: Optional[F] = None) -> Tuple[F, F]: ...
 @overload
 def soft_vlad_backward(features: F, offsets: Offsets, centers: F, precisions: F, gamma: float, grad_output: F,
                        assignments: Optional[F] = None, n_threads: int = 0, check_features: bool = True,

@@ -26,15 +26,19 @@ class SoftEncoder:
     _forward: Callable
     _backward: Callable
 
-    def forward(self, bags, centers, precisions, gamma: float, n_threads: int = 0, return_assignments=False):
+    def forward(self, bags, centers, precisions, gamma: float, n_threads: int = 0, return_assignments=False,
+                assignments_out=None):
         """The (n_bags, output_dim) representation in the bags' dtype, and with
         ``return_assignments`` the (N, K) soft assignments too.
 
         bags : a Bags whose features were checked finite; centers, precisions : (K, D)
-        float arrays; gamma : float > 0; n_threads : int, 0 for all cores.
+        float arrays; gamma : float > 0; n_threads : int, 0 for all cores;
+        assignments_out : optional writeable C-contiguous (N, K) array of the bags' dtype
+        that receives the assignments instead of a new array (implies return_assignments; the
+        array returned is the one written, a copy if ``assignments_out`` had to be cast).
         """
         return run_validated(self._forward, bags, centers, precisions, gamma=float(gamma), n_threads=n_threads,
-                             return_assignments=bool(return_assignments))
+                             return_assignments=bool(return_assignments), assignments_out=assignments_out)
 
     def backward(self, bags, centers, precisions, gamma: float, grad_output, n_threads: int = 0,
                  assignments=None, return_grad_features=False):

@@ -139,6 +139,21 @@ def _feature_scale(bags) -> float:
     return float(np.std(sample)) or 1.0
 
 
+class _Buffer:
+    """One array reused for the soft assignments that every step keeps for its backward
+    pass: a new (N, K) array per step spent ~12% of the forward zeroing fresh pages."""
+
+    def __init__(self):
+        self._data = np.empty(0)
+
+    def take(self, shape: tuple[int, int], dtype) -> np.ndarray:
+        """A C-contiguous array of ``shape`` and ``dtype`` (its content is undefined)."""
+        size = shape[0] * shape[1]
+        if self._data.size < size or self._data.dtype != dtype:
+            self._data = np.empty(size, dtype)
+        return self._data[:size].reshape(shape)
+
+
 def run_sgd(bags, targets: np.ndarray, head, encoder: SoftEncoder, centers, precisions, gamma: float,
             settings: SGDSettings, *, random_state=None, n_threads: int = 0, verbose: int = 0,
             on_epoch_end=None, name: str = "train_encoder") -> TrainResult:
@@ -158,6 +173,7 @@ def run_sgd(bags, targets: np.ndarray, head, encoder: SoftEncoder, centers, prec
     opt = make_optimizer(s.optimizer, params, rates, s.momentum)
 
     rng = as_generator(random_state)
+    kept = _Buffer()
     n_batches = -(-len(bags) // s.batch_size)
     result = TrainResult(C, np.exp(log_p), float(np.exp(log_gamma[0])), {})
     for epoch in range(s.n_epochs):
@@ -180,9 +196,12 @@ def run_sgd(bags, targets: np.ndarray, head, encoder: SoftEncoder, centers, prec
                                            f"{epoch + 1}: lower learning_rate ({s.learning_rate:g})")
                 keep = batch.n_features * len(C) * batch.features.itemsize <= MAX_KEPT_ASSIGNMENTS_BYTES
                 kernels_started = time.perf_counter()
-                out = encoder.forward(batch, C, P, g, n_threads, return_assignments=keep)
+                if keep:
+                    R, A = encoder.forward(batch, C, P, g, n_threads,
+                                           assignments_out=kept.take((batch.n_features, len(C)), batch.dtype))
+                else:
+                    R, A = encoder.forward(batch, C, P, g, n_threads), None
                 encoder_time += time.perf_counter() - kernels_started
-                R, A = out if keep else (out, None)
                 value, dR, head_grads = head.loss_grad(R.astype(np.float64), targets[idx])
                 if not np.isfinite(value):
                     raise TrainingDiverged(f"training diverged (loss {value}) at epoch {epoch + 1}: lower "
