@@ -1,6 +1,7 @@
 """LearnedBoWCV / LearnedVLADCV: every score of the search is that of a plain LearnedBoW /
 LearnedVLAD fitted on the fold's training bags alone (so the held-out bags never reach a
-codebook, a W0 or a step of training), the best of them is refitted, the search is
+codebook, a W0 or a step of training), the best of them is refitted with several seeds
+and averaged, the search is
 reproducible, and bad searches fail with clear errors."""
 
 import numpy as np
@@ -55,17 +56,33 @@ def test_a_search_by_accuracy_scores_accuracy(data, search):
     assert tied[best] and results["mean_test_log_loss"][best] == results["mean_test_log_loss"][tied].min()
 
 
-def test_the_best_candidate_is_refitted_on_all_bags(data, search):
+def test_the_best_candidate_is_refitted_with_every_seed_and_averaged(data, search):
     bags, y = data
     results = search.cv_results_
     best = search.best_index_
     assert search.best_score_ == results["mean_test_score"].max() == results["mean_test_score"][best]
     assert search.best_params_ == results["params"][best]
-    refit = lfagg.LearnedBoW(**search.best_params_, n_threads=1, random_state=spawn_seeds(7, 2)[1]).fit(bags, y)
-    np.testing.assert_array_equal(search.predict_proba(bags), refit.predict_proba(bags))
-    np.testing.assert_array_equal(search.transform(bags), refit.transform(bags))
-    assert search.score(bags, y) == refit.score(bags, y)
+    _, model_seed, ensemble_seed = spawn_seeds(7, 3)
+    seeds = [model_seed, *spawn_seeds(ensemble_seed, 4)]
+    refits = [lfagg.LearnedBoW(**search.best_params_, n_threads=1, random_state=s).fit(bags, y) for s in seeds]
+    assert len(search.estimators_) == 5 and search.best_estimator_ is search.estimators_[0]
+    probabilities = [refit.predict_proba(bags) for refit in refits]
+    assert not np.array_equal(probabilities[0], probabilities[1])  # the seeds give different refits
+    mean = np.mean(probabilities, axis=0)
+    np.testing.assert_allclose(search.predict_proba(bags), mean, rtol=1e-12, atol=1e-15)
+    np.testing.assert_array_equal(search.predict(bags), mean.argmax(axis=1))
+    np.testing.assert_allclose(search.decision_function(bags), np.log(mean[:, 1] / mean[:, 0]), rtol=1e-9)
+    np.testing.assert_array_equal(search.transform(bags), refits[0].transform(bags))
     np.testing.assert_array_equal(search.classes_, [0, 1])
+
+
+def test_one_estimator_is_the_single_refit(data):
+    bags, y = data
+    search = lfagg.LearnedBoWCV(**{**SMALL, "n_codewords": 2}, n_estimators=1, random_state=7).fit(bags, y)
+    refit = lfagg.LearnedBoW(**search.best_params_, n_threads=1, random_state=spawn_seeds(7, 2)[1]).fit(bags, y)
+    np.testing.assert_allclose(search.predict_proba(bags), refit.predict_proba(bags), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(search.decision_function(bags), refit.decision_function(bags), rtol=1e-9, atol=1e-9)
+    assert search.score(bags, y) == refit.score(bags, y)
 
 
 def test_search_is_reproducible_and_independent_of_n_jobs(data, search):
@@ -85,6 +102,20 @@ def test_vlad_search_and_model_file(data, tmp_path):
     np.testing.assert_array_equal(loaded.predict_proba(bags), model.predict_proba(bags))
 
 
+@pytest.mark.parametrize("damage, message", [
+    (lambda m: m.estimators_.__setitem__(1, lfagg.LearnedVLAD()), "must be LearnedBoWs, got LearnedVLAD"),
+    (lambda m: setattr(m, "estimators_", []), "non-empty list"),
+    (lambda m: setattr(m.estimators_[1], "classes_", np.array([0, 2])), "classes_"),
+    (lambda m: setattr(m.estimators_[1], "centers_", None), "centers_"),
+])
+def test_a_model_file_with_inconsistent_refits_is_refused(data, damage, message, tmp_path):
+    model = lfagg.LearnedBoWCV(**{**SMALL, "n_codewords": 2}, n_estimators=2, random_state=0).fit(*data)
+    damage(model)
+    lfagg.save(model, tmp_path / "broken.lfagg")
+    with pytest.raises(ValueError, match=r"fitted state is inconsistent \(.*" + message):
+        lfagg.load(tmp_path / "broken.lfagg")
+
+
 def test_codebooks_larger_than_a_fold_are_skipped_with_a_warning(data):
     bags, y = data  # 36 bags of at most 12 features: a training fold holds far fewer than 10,000
     with pytest.warns(UserWarning, match=r"n_codewords \[10000\] skipped"):
@@ -101,6 +132,7 @@ def test_codebooks_larger_than_a_fold_are_skipped_with_a_warning(data):
     (dict(max_epochs=-1), None, "max_epochs must be a non-negative integer"),
     (dict(cv=1), None, "cv must be an integer >= 2"),
     (dict(scoring="roc_auc"), None, "scoring must be one of"),
+    (dict(n_estimators=0), None, "n_estimators must be a positive integer"),
     (dict(), "one class", "at least two classes"),
     (dict(cv=20), None, "too few bags to search on 20 folds"),
     (dict(n_codewords=(5_000,), max_init_features=5_000), None, "all larger than"),

@@ -9,6 +9,13 @@ per learning rate scores every number of epochs it passes at the checkpoints 0 (
 initialisation: learning can only be kept when it beats its start), 1, 2, 4, ...,
 ``max_epochs``. A checkpoint is scored as the model a fit stopped there would be: the
 classifier refitted (L-BFGS) on the fold's full representations, then the held-out bags.
+
+The chosen candidate is then refitted ``n_estimators`` times on all the bags, each with its
+own seed (codebook initialisation, bag order, subsampling), and the refits' class
+probabilities are averaged: on tens to hundreds of bags one fit's accuracy varies with its
+seed by several points, and the average of five is steadier and better (10 outer folds,
+one fit / five: Musk1 T1 0.880 / 0.902, T2 0.891 / 0.891; Elephant T1 0.835 / 0.855,
+T2 0.855 / 0.855).
 """
 from __future__ import annotations
 
@@ -17,7 +24,7 @@ import warnings
 
 import numpy as np
 from joblib import Parallel, delayed
-from scipy.special import log_softmax
+from scipy.special import log_softmax, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.model_selection import StratifiedKFold
 from sklearn.utils.validation import check_is_fitted
@@ -33,6 +40,8 @@ from .learned import LearnedBoW, LearnedVLAD
 DEFAULT_CODEBOOK_SIZES = (4, 16, 64)
 #: The folds of a search by default.
 DEFAULT_FOLDS = 5
+#: The refits of the chosen candidate averaged by default.
+DEFAULT_ESTIMATORS = 5
 #: What a search can maximise (scikit-learn's names): minus the mean log loss of the
 #: held-out bags, or their accuracy. Log loss is the default: a proper score, it varies
 #: less than accuracy over folds of tens of bags, so the best of many candidates is less
@@ -61,7 +70,7 @@ class _LearnedAggregationCV(ClassifierMixin, BaseEstimator):
 
     def __init__(self, n_codewords=DEFAULT_CODEBOOK_SIZES, *, gamma_scale=(0.125, 0.5, 2.0, 8.0),
                  learning_rate=(1e-3, 1e-2), max_epochs=16, cv=DEFAULT_FOLDS, scoring="neg_log_loss",
-                 gamma="auto", learn_gamma=False, learn_covariances=True, init="kmeans",
+                 n_estimators=DEFAULT_ESTIMATORS, gamma="auto", learn_gamma=False, learn_covariances=True, init="kmeans",
                  feature_map="auto", batch_size="auto", n_samples_per_bag=128, optimizer="adam",
                  classifier_learning_rate=None, l2="auto", max_init_features=100_000, random_state=None,
                  n_jobs=None, n_threads=None, verbose=0):
@@ -71,6 +80,7 @@ class _LearnedAggregationCV(ClassifierMixin, BaseEstimator):
         self.max_epochs = max_epochs
         self.cv = cv
         self.scoring = scoring
+        self.n_estimators = n_estimators
         self.gamma = gamma
         self.learn_gamma = learn_gamma
         self.learn_covariances = learn_covariances
@@ -113,8 +123,9 @@ class _LearnedAggregationCV(ClassifierMixin, BaseEstimator):
         epochs = checkpoints(nonnegative_int(self.max_epochs, "max_epochs"))
         n_splits = positive_int(self.cv, "cv", minimum=2)
         scoring = choice(self.scoring, "scoring", SCORINGS)
+        n_estimators = positive_int(self.n_estimators, "n_estimators")
         verbose = verbosity(self.verbose)
-        split_seed, model_seed = spawn_seeds(self.random_state, 2)
+        split_seed, model_seed, ensemble_seed = spawn_seeds(self.random_state, 3)
         for K in Ks:  # every parameter is checked before any data is touched
             self._candidate(model_seed, n_codewords=K, gamma_scale=scales[0], learning_rate=rates[0],
                             n_epochs=epochs[-1])._check_params()
@@ -138,7 +149,17 @@ class _LearnedAggregationCV(ClassifierMixin, BaseEstimator):
                     scores.append(fold_scores)
                     bar.update()
             self._select(grid, epochs, scoring, *(np.stack(s) for s in zip(*scores)))
-            self.best_estimator_ = self._candidate(model_seed, **self.best_params_, verbose=verbose).fit(bags, y)
+            seeds = [model_seed, *spawn_seeds(ensemble_seed, n_estimators - 1)]
+            refits = Parallel(n_jobs=self.n_jobs, return_as="generator")(
+                delayed(self._candidate(seed, **self.best_params_, verbose=verbose if len(seeds) == 1 else 0).fit)(
+                    bags, y) for seed in seeds)
+            with progress_bar(f"{type(self).__name__}: refitting {self.best_params_} with {len(seeds)} seed(s)",
+                              len(seeds), verbose if len(seeds) > 1 else 0) as bar:
+                self.estimators_ = []
+                for refit in refits:
+                    self.estimators_.append(refit)
+                    bar.update()
+        self.best_estimator_ = self.estimators_[0]
         self.classes_, self.n_features_in_ = self.best_estimator_.classes_, self.best_estimator_.n_features_in_
         return self
 
@@ -195,33 +216,43 @@ class _LearnedAggregationCV(ClassifierMixin, BaseEstimator):
                             **{f"split{f}_test_score": score[f] for f in range(n_splits)}}
         self.best_index_, self.best_params_, self.best_score_ = best, params[best], float(mean_score[best])
 
-    # -- the refitted best candidate ---------------------------------------------------
-    def predict(self, X) -> np.ndarray:
-        """(n_bags,) predicted labels (:meth:`LearnedBoW.predict` of ``best_estimator_``)."""
-        check_is_fitted(self, "best_estimator_")
-        return self.best_estimator_.predict(X)
-
+    # -- the refits of the chosen candidate --------------------------------------------
     def predict_proba(self, X) -> np.ndarray:
-        """(n_bags, n_classes) float64 class probabilities of ``best_estimator_``."""
-        check_is_fitted(self, "best_estimator_")
-        return self.best_estimator_.predict_proba(X)
+        """(n_bags, n_classes) float64 class probabilities: the mean of the refits'."""
+        check_is_fitted(self, "estimators_")
+        bags = self.best_estimator_._check_bags(X)  # checked once for every refit
+        with single_threaded_blas():
+            return np.mean([softmax(refit._validated_logits(bags), axis=1) for refit in self.estimators_], axis=0)
+
+    def predict(self, X) -> np.ndarray:
+        """(n_bags,) predicted labels: the class of the highest mean probability."""
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]
 
     def decision_function(self, X) -> np.ndarray:
-        """Class scores of ``best_estimator_``: (n_bags, n_classes), or (n_bags,) for two classes."""
-        check_is_fitted(self, "best_estimator_")
-        return self.best_estimator_.decision_function(X)
+        """Log mean probabilities of the refits (n_bags, n_classes); for two classes the
+        log odds of the second class, (n_bags,). A single refit's are its logits up to a
+        per-bag constant."""
+        with np.errstate(divide="ignore"):  # a probability of exactly 0: -inf, as its log is
+            scores = np.log(self.predict_proba(X))
+        return scores[:, 1] - scores[:, 0] if scores.shape[1] == 2 else scores
 
     def transform(self, X) -> np.ndarray:
-        """The learned representation of each bag by ``best_estimator_``."""
+        """The learned representation of each bag by ``best_estimator_`` (the first refit)."""
         check_is_fitted(self, "best_estimator_")
         return self.best_estimator_.transform(X)
 
     def _check_fitted_state(self) -> None:
-        """ValueError unless the refitted estimator is one fit leaves (for a model read from a file)."""
-        if type(self.best_estimator_) is not self._estimator:
-            raise ValueError(f"best_estimator_ must be a {self._estimator.__name__}, "
-                             f"got {type(self.best_estimator_).__name__}")
-        self.best_estimator_._check_fitted_state()
+        """ValueError unless the refits are ones fit leaves (for a model read from a file)."""
+        if not isinstance(self.estimators_, list) or not self.estimators_:
+            raise ValueError("estimators_ must be a non-empty list of refits")
+        for refit in [self.best_estimator_, *self.estimators_]:
+            if type(refit) is not self._estimator:
+                raise ValueError(f"best_estimator_ and estimators_ must be {self._estimator.__name__}s, "
+                                 f"got {type(refit).__name__}")
+            refit._check_fitted_state()
+            if not np.array_equal(refit.classes_, self.classes_) or refit.n_features_in_ != self.n_features_in_:
+                raise ValueError("best_estimator_ and estimators_ must have the classes_ and n_features_in_ "
+                                 "of the search")
 
 
 class _CheckpointScores:
@@ -254,7 +285,8 @@ _DOC = """{what} with its hyper-parameters chosen by cross-validation on the tra
     for ``max_epochs`` epochs on each of ``cv`` stratified folds, and scored on the held-out
     fold at epochs 0 (the initialisation), 1, 2, 4, ..., ``max_epochs``; the combination
     and number of epochs of the best mean held-out score (``scoring``; ties: the lower log
-    loss) are then refitted on all the bags (module :mod:`lfagg.models.selection`).
+    loss) are then refitted on all the bags ``n_estimators`` times with different seeds, and
+    the refits' probabilities averaged (module :mod:`lfagg.models.selection`).
 
     Parameters
     ----------
@@ -266,19 +298,24 @@ _DOC = """{what} with its hyper-parameters chosen by cross-validation on the tra
         at least this many bags.
     scoring : "neg_log_loss" (default: minus the held-out bags' mean log loss, steadier on
         small data) or "accuracy", the score maximised.
+    n_estimators : int >= 1, the refits averaged (5: a steadier, better classifier for
+        five times the refit's cost, small beside the search's; 1: the single refit).
     gamma, learn_gamma, learn_covariances, init, feature_map, batch_size,
     n_samples_per_bag, optimizer, classifier_learning_rate, l2, max_init_features,
     n_threads : fixed for every candidate; see :class:`{base}`.
     random_state : None, int or numpy random generator: the folds and every candidate's
-        initialisation, bag order and subsampling (the refit's too).
-    n_jobs : folds searched in parallel processes (joblib; None: 1, -1: all cores); give
+        initialisation, bag order and subsampling (the refits' too; the first refit has
+        the candidates' seed).
+    n_jobs : folds searched, then refits fitted, in parallel processes (joblib; None: 1,
+        -1: all cores); give
         each then ``n_threads=1`` unless the bags are large. The result does not depend on it.
     verbose : > 0 shows the progress of the search (folds done), then the refit's, on stderr.
 
     Attributes
     ----------
-    best_estimator_ : the fitted {base} (predict, predict_proba, decision_function,
-    transform and score use it); best_params_ : dict, the chosen n_codewords, gamma_scale,
+    estimators_ : list of the ``n_estimators`` fitted {base}s (predict, predict_proba,
+    decision_function and score average their probabilities); best_estimator_ : the
+    first of them (transform uses it); best_params_ : dict, the chosen n_codewords, gamma_scale,
     learning_rate and n_epochs; best_score_ : its mean held-out score; best_index_ :
     its row in cv_results_; cv_results_ : dict of arrays over every (candidate, epochs):
     "params", "mean_test_score", "std_test_score" and "split<i>_test_score" (of
