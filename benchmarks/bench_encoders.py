@@ -9,8 +9,9 @@ Ops:
 
 * ``fwd``: the forward pass alone (torch under ``no_grad``);
 * ``fwd+bwd``: forward and all gradients as in lfagg's training loop: lfagg's forward
-  returns the soft assignments (``return_assignments=True``) and its backward reuses them
-  (``assignments=A``), as numpy and torch autograd keep their forward's intermediates;
+  writes the soft assignments into a buffer reused across calls (``assignments_out``) and
+  its backward reuses them (``assignments=A``), as numpy and torch autograd keep their
+  forward's intermediates;
 * ``fwd+bwd (recompute)``: lfagg's low-memory variant, whose backward recomputes the
   assignments instead of holding the N x K matrix; the peers' columns repeat their
   ``fwd+bwd`` measurement (they have no such variant).
@@ -130,6 +131,7 @@ class LfaggImpl:
         self.backward_op = getattr(ops, encoder + "_backward")
         self.args = (features, offsets, centers, precisions, gamma)
         self.n_threads = n_threads
+        self.assignments = np.empty((len(features), len(centers)), features.dtype)  # reused, as in training
 
     def forward(self):
         """Return R."""
@@ -138,14 +140,15 @@ class LfaggImpl:
     def forward_backward(self, grad_output, recompute=False):
         """Return ``(R, grad_centers, grad_precisions, grad_gamma)``.
 
-        As in lfagg's training loop, the forward returns the soft assignments and the
-        backward reuses them; ``recompute`` is the low-memory variant whose backward
+        As in lfagg's training loop, the forward writes the soft assignments into a buffer
+        reused across steps and the backward reuses them; ``recompute`` is the low-memory variant whose backward
         recomputes them.
         """
         if recompute:
             r, assignments = self.forward_op(*self.args, n_threads=self.n_threads), None
         else:
-            r, assignments = self.forward_op(*self.args, n_threads=self.n_threads, return_assignments=True)
+            r, assignments = self.forward_op(*self.args, n_threads=self.n_threads,
+                                             assignments_out=self.assignments)
         grad_c, grad_p, grad_gamma = self.backward_op(*self.args, grad_output, n_threads=self.n_threads,
                                                       assignments=assignments)
         return r, grad_c, grad_p, float(grad_gamma)

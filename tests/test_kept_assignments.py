@@ -152,3 +152,17 @@ def test_assignments_written_into_a_reused_buffer(encoder, dtype):
     out.flags.writeable = False
     with pytest.raises(ValueError, match="writeable"):
         soft.forward(bags, C, P, gamma, assignments_out=out)
+
+
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_public_forward_fills_assignments_out(encoder):
+    _, f, off, C, P, gamma = problem(5, LAYOUTS["small"], np.float32)
+    out = np.full((len(f), len(C)), np.nan, np.float32)
+    R, A = FWD[encoder](f, off, C, P, gamma, assignments_out=out)
+    assert A is out or np.shares_memory(A, out)
+    R_new, A_new = FWD[encoder](f, off, C, P, gamma, return_assignments=True)
+    np.testing.assert_array_equal(out, A_new)
+    np.testing.assert_array_equal(R, R_new)
+    for bad in (out.astype(np.float64), np.asfortranarray(out), out.tolist()):
+        with pytest.raises(ValueError, match="assignments_out must be a C-contiguous numpy array"):
+            FWD[encoder](f, off, C, P, gamma, assignments_out=bad)

@@ -40,12 +40,21 @@ def _soft_args(features, offsets, centers, precisions, gamma, n_threads):
             check_gamma_dtype(positive_real(gamma, "gamma"), dtype)), n_threads_arg(n_threads)
 
 
+def _assignments_out(out, dtype):
+    """``out`` unchanged when it can receive assignments of ``dtype`` in place, else ValueError."""
+    if out is not None and not (isinstance(out, np.ndarray) and out.dtype == dtype and out.flags.c_contiguous):
+        raise ValueError(f"assignments_out must be a C-contiguous numpy array of the features' dtype ({dtype}), "
+                         f"got {type(out).__name__}" + (f" of dtype {out.dtype}" if isinstance(out, np.ndarray) else ""))
+    return out
+
+
 def _backward_args(grad_output, assignments, dtype):
     return (float_array(grad_output, "grad_output", dtype),
             None if assignments is None else float_array(assignments, "assignments", dtype))
 
 
-def soft_bow(features, offsets, centers, precisions, gamma, n_threads=None, *, return_assignments=False):
+def soft_bow(features, offsets, centers, precisions, gamma, n_threads=None, *, return_assignments=False,
+             assignments_out=None):
     """T1, the learnable soft Bag of Words (eq. 6-8 of the paper).
 
     R_b[k] = (1/N_b) sum_n a_nk with a_nk = softmax_k(-gamma d_nk) and the Mahalanobis
@@ -62,6 +71,9 @@ def soft_bow(features, offsets, centers, precisions, gamma, n_threads=None, *, r
     return_assignments : bool, also return the soft assignments a (N, K), rows summing
         to 1; passing them to :func:`soft_bow_backward` halves its cost, at the price of
         N * K values of memory (the forward pass alone never holds more than a few rows).
+    assignments_out : optional writeable C-contiguous (N, K) array of the features' dtype
+        that receives the assignments (and is returned) instead of a new array: a training
+        loop reuses one buffer across its steps (implies return_assignments).
 
     Returns
     -------
@@ -69,7 +81,8 @@ def soft_bow(features, offsets, centers, precisions, gamma, n_threads=None, *, r
     (0 for an empty bag). With return_assignments, the tuple (encoding, assignments).
     """
     args, nt = _soft_args(features, offsets, centers, precisions, gamma, n_threads)
-    return _core.soft_bow(*args, nt, bool(return_assignments))
+    return _core.soft_bow(*args, nt, bool(return_assignments),
+                          assignments_out=_assignments_out(assignments_out, args[0].dtype))
 
 
 def soft_bow_backward(features, offsets, centers, precisions, gamma, grad_output, n_threads=None, *,
@@ -96,7 +109,8 @@ def soft_bow_backward(features, offsets, centers, precisions, gamma, grad_output
                                    return_grad_features=bool(return_grad_features))
 
 
-def soft_vlad(features, offsets, centers, precisions, gamma, n_threads=None, *, return_assignments=False):
+def soft_vlad(features, offsets, centers, precisions, gamma, n_threads=None, *, return_assignments=False,
+              assignments_out=None):
     """T2, the learnable soft VLAD (eq. 9 of the paper).
 
     R_b[k, :] = (1/N_b) sum_n a_nk (f_n - C_k), with a_nk as in :func:`soft_bow`.
@@ -109,7 +123,8 @@ def soft_vlad(features, offsets, centers, precisions, gamma, n_threads=None, *, 
     (encoding, assignments (N, K)).
     """
     args, nt = _soft_args(features, offsets, centers, precisions, gamma, n_threads)
-    return _core.soft_vlad(*args, nt, bool(return_assignments))
+    return _core.soft_vlad(*args, nt, bool(return_assignments),
+                           assignments_out=_assignments_out(assignments_out, args[0].dtype))
 
 
 def soft_vlad_backward(features, offsets, centers, precisions, gamma, grad_output, n_threads=None, *,

@@ -129,16 +129,3 @@ class MappedHead:
     def loss_grad(self, R: np.ndarray, targets: np.ndarray):
         loss, d_mapped, grads = self.head.loss_grad(self.feature_map.transform(R), targets)
         return loss, self.feature_map.backward(R, d_mapped), grads
-
-
-class LossFunction:
-    """A head without parameters around a callable ``loss(R, targets) -> (loss, dJ/dR)``."""
-
-    params: list = []
-
-    def __init__(self, loss):
-        self.loss = loss
-
-    def loss_grad(self, R, targets):
-        loss, dR = self.loss(R, targets)
-        return float(loss), np.asarray(dR), []

@@ -17,13 +17,26 @@ from .._progress import progress_bar
 from .._validation import (as_generator, check_bags, choice, float_array, n_threads_arg, nonnegative_int,
                            positive_int, positive_real, real_in, verbosity)
 from ..encoders.soft import SoftEncoder, soft_encoder
-from ..models.heads import LossFunction
 from ..store import BagStore
 from .optim import OPTIMIZERS, make_optimizer
 
 #: Largest (N, K) matrix of soft assignments a training step keeps from the forward pass
 #: for the backward pass (which then costs about half as much); larger batches recompute.
 MAX_KEPT_ASSIGNMENTS_BYTES = 256 << 20
+
+
+class LossFunction:
+    """A head without parameters around a callable ``loss(R, targets) -> (loss, dJ/dR)``
+    (what :func:`train_encoder` accepts besides heads, see :mod:`lfagg.models.heads`)."""
+
+    params: list = []
+
+    def __init__(self, loss):
+        self.loss = loss
+
+    def loss_grad(self, R, targets):
+        loss, dR = self.loss(R, targets)
+        return float(loss), np.asarray(dR), []
 
 
 class TrainingDiverged(ValueError, FloatingPointError):

@@ -1,0 +1,38 @@
+"""Every module imports first, with no other lfagg module loaded before it (``from
+lfagg.training import train_encoder`` once failed so on a circular import that a test
+session, having imported lfagg.models before, never saw)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lfagg
+
+PACKAGE = Path(lfagg.__file__).parent
+MODULES = sorted(".".join(("lfagg",) + p.relative_to(PACKAGE).with_suffix("").parts).removesuffix(".__init__")
+                 for p in PACKAGE.rglob("*.py") if p.name != "__main__.py")
+
+# one interpreter (NumPy and scikit-learn load once); lfagg's modules are dropped before each import
+SCRIPT = """
+import importlib, sys, traceback
+failed = []
+for module in sys.argv[1:]:
+    for name in [n for n in sys.modules if n == "lfagg" or n.startswith("lfagg.")]:
+        del sys.modules[name]
+    try:
+        importlib.import_module(module)
+    except Exception:
+        failed.append(module + ": " + traceback.format_exc(limit=-2))
+print("\\n".join(failed))
+sys.exit(1 if failed else 0)
+"""
+
+
+def test_every_module_imports_first():
+    assert len(MODULES) > 30 and "lfagg.training.loop" in MODULES
+    optional = {"lfagg.torch", "lfagg.dask"}  # their extras may be absent; tests of their own import them
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    result = subprocess.run([sys.executable, "-c", SCRIPT, *(m for m in MODULES if m not in optional)],
+                            capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
