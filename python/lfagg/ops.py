@@ -43,8 +43,9 @@ def _soft_args(features, offsets, centers, precisions, gamma, n_threads):
 def _assignments_out(out, dtype):
     """``out`` unchanged when it can receive assignments of ``dtype`` in place, else ValueError."""
     if out is not None and not (isinstance(out, np.ndarray) and out.dtype == dtype and out.flags.c_contiguous):
+        got = f"{type(out).__name__}" + (f" of dtype {out.dtype}" if isinstance(out, np.ndarray) else "")
         raise ValueError(f"assignments_out must be a C-contiguous numpy array of the features' dtype ({dtype}), "
-                         f"got {type(out).__name__}" + (f" of dtype {out.dtype}" if isinstance(out, np.ndarray) else ""))
+                         f"got {got}")
     return out
 
 

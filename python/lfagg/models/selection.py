@@ -70,8 +70,8 @@ class _LearnedAggregationCV(ClassifierMixin, BaseEstimator):
 
     def __init__(self, n_codewords=DEFAULT_CODEBOOK_SIZES, *, gamma_scale=(0.125, 0.5, 2.0, 8.0),
                  learning_rate=(1e-3, 1e-2), max_epochs=16, cv=DEFAULT_FOLDS, scoring="neg_log_loss",
-                 n_estimators=DEFAULT_ESTIMATORS, gamma="auto", learn_gamma=False, learn_covariances=True, init="kmeans",
-                 feature_map="auto", batch_size="auto", n_samples_per_bag=128, optimizer="adam",
+                 n_estimators=DEFAULT_ESTIMATORS, gamma="auto", learn_gamma=False, learn_covariances=True,
+                 init="kmeans", feature_map="auto", batch_size="auto", n_samples_per_bag=128, optimizer="adam",
                  classifier_learning_rate=None, l2="auto", max_init_features=100_000, random_state=None,
                  n_jobs=None, n_threads=None, verbose=0):
         self.n_codewords = n_codewords
