@@ -36,7 +36,9 @@ __all__ = ["table1", "format_table", "figure1", "figure2", "T1_PARAMS", "T2_PARA
 #: encoder learning rates >= 1e-2 destabilised training.
 T1_PARAMS = dict(gamma="auto", gamma_scale=8.0, n_samples_per_bag=None, learning_rate=1e-3,
                  classifier_learning_rate=1e-4)
-#: LearnedVLAD (T2) settings of Table I: those of T1.
+#: LearnedVLAD (T2) settings of Table I: those of T1. Held-out accuracy of T2-64 on the
+#: same split (2026-12-03, today's K-Means): initial 51.6, 10 epochs 52.7; encoder step
+#: 1e-2: 51.4; classifier step 1e-3: 52.2; both: 52.1.
 T2_PARAMS = dict(T1_PARAMS)
 
 
