@@ -64,9 +64,12 @@ def test_long_work_reports_its_count_in_a_log(monkeypatch, capsys):
     assert [line.split(" (")[0] for line in lines] == ["job: 1/3", "job: 2/3", "job"]
 
 
-def test_search_reports_its_folds(circles, capsys):
-    lfagg.LearnedBoWCV(n_codewords=2, gamma_scale=1.0, learning_rate=1e-2, max_epochs=1, cv=2, random_state=0,
-                       verbose=1).fit(*circles)
+def test_search_reports_its_folds_then_its_refits(circles, capsys):
+    search = dict(n_codewords=2, gamma_scale=1.0, learning_rate=1e-2, max_epochs=1, cv=2, random_state=0, verbose=1)
+    lfagg.LearnedBoWCV(**search, n_estimators=3).fit(*circles)
     lines = capsys.readouterr().err.splitlines()
     assert lines[0].startswith("LearnedBoWCV: 1 candidates, 2 folds (")
-    assert lines[1].startswith("LearnedBoW(n_codewords=2): K-Means codebook")  # then the refit's phases
+    assert lines[1].startswith("LearnedBoWCV: refitting {'n_codewords': 2,") and "with 3 seed(s) (" in lines[1]
+    lfagg.LearnedBoWCV(**search, n_estimators=1).fit(*circles)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[1].startswith("LearnedBoW(n_codewords=2): K-Means codebook")  # a single refit shows its phases
