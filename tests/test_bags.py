@@ -217,9 +217,8 @@ def test_getitem_int(bags_and_arrays):
             bags[bad]
 
 
-@pytest.mark.parametrize(
-    "sl", [slice(None), slice(1, 4), slice(None, None, 2), slice(None, None, -1), slice(4, 1, -2), slice(10, 20), slice(2, 2)]
-)
+@pytest.mark.parametrize("sl", [slice(None), slice(1, 4), slice(None, None, 2), slice(None, None, -1),
+                                slice(4, 1, -2), slice(10, 20), slice(2, 2)])
 def test_getitem_slice(bags_and_arrays, sl):
     bags, arrs = bags_and_arrays
     sub = bags[sl]

@@ -193,4 +193,5 @@ class BagClassifier(SoftmaxHead, BaseEstimator):
             raise ValueError(f"encoder_ must be a fitted lfagg encoder, got {type(self.encoder_).__name__}")
         check()
         if self.encoder_.n_features_in_ != dim:
-            raise ValueError(f"encoder_ was fitted on dimension {self.encoder_.n_features_in_}, the classifier on {dim}")
+            raise ValueError(f"encoder_ was fitted on dimension {self.encoder_.n_features_in_}, "
+                             f"the classifier on {dim}")

@@ -125,8 +125,8 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
             learn_gamma=self.learn_gamma)
         return SimpleNamespace(
             K=K, max_features=max_features, gamma=gamma, gamma_scale=gamma_scale, l2=self._check_l2(),
-            settings=settings, auto_batch=auto_batch, feature_map=make_feature_map(self.feature_map, self._encoder.nonnegative,
-                                                            type(self).__name__),
+            settings=settings, auto_batch=auto_batch,
+            feature_map=make_feature_map(self.feature_map, self._encoder.nonnegative, type(self).__name__),
             n_threads=n_threads_arg(self.n_threads), verbose=verbosity(self.verbose))
 
     def _fit(self, bags, y, validation_data, plan: SimpleNamespace) -> None:
