@@ -141,8 +141,8 @@ class LfaggImpl:
         """Return ``(R, grad_centers, grad_precisions, grad_gamma)``.
 
         As in lfagg's training loop, the forward writes the soft assignments into a buffer
-        reused across steps and the backward reuses them; ``recompute`` is the low-memory variant whose backward
-        recomputes them.
+        reused across steps and the backward reuses them; ``recompute`` is the low-memory
+        variant whose backward recomputes them.
         """
         if recompute:
             r, assignments = self.forward_op(*self.args, n_threads=self.n_threads), None

@@ -46,13 +46,19 @@ void check_finite(const Array<T>& a, const char* name, int n_threads) {
     if (!ok) fail(std::string(name) + " contains NaN or infinity");
 }
 
+// An array of soft assignments (given, or to be written) of n features to k codewords.
+template <class T>
+void check_assignments_shape(const Array<T>& a, Index n, Index k, const char* name) {
+    if (a.ndim() != 2 || a.shape(0) != n || a.shape(1) != k)
+        fail(std::string(name) + " must have shape (n_features, n_codewords) = (" + std::to_string(n) + ", " +
+             std::to_string(k) + "), got shape " + shape_of(a));
+}
+
 // Soft assignments of the n features to k codewords: an (n, k) array of finite,
 // non-negative weights.
 template <class T>
 void check_assignments(const Array<T>& a, Index n, Index k, int n_threads) {
-    if (a.ndim() != 2 || a.shape(0) != n || a.shape(1) != k)
-        fail("assignments must have shape (n_features, n_codewords) = (" + std::to_string(n) + ", " +
-             std::to_string(k) + "), got shape " + shape_of(a));
+    check_assignments_shape(a, n, k, "assignments");
     bool ok;
     {
         py::gil_scoped_release release;

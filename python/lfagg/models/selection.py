@@ -311,16 +311,16 @@ _DOC = """{what} with its hyper-parameters chosen by cross-validation on the tra
         initialisation, bag order and subsampling (the refits' too; the first refit has
         the candidates' seed).
     n_jobs : folds searched, then refits fitted, in parallel processes (joblib; None: 1,
-        -1: all cores); give
-        each then ``n_threads=1`` unless the bags are large. The result does not depend on it.
+        -1: all cores); give each then ``n_threads=1`` unless the bags are large. The
+        result does not depend on it.
     verbose : > 0 shows the progress of the search (folds done), then the refit's, on stderr.
 
     Attributes
     ----------
     estimators_ : list of the ``n_estimators`` fitted {base}s (predict, predict_proba,
     decision_function and score average their probabilities); best_estimator_ : the
-    first of them (transform uses it); best_params_ : dict, the chosen n_codewords, gamma_scale,
-    learning_rate and n_epochs; best_score_ : its mean held-out score; best_index_ :
+    first of them (transform uses it); best_params_ : dict, the chosen n_codewords,
+    gamma_scale, learning_rate and n_epochs; best_score_ : its mean held-out score; best_index_ :
     its row in cv_results_; cv_results_ : dict of arrays over every (candidate, epochs):
     "params", "mean_test_score", "std_test_score" and "split<i>_test_score" (of
     ``scoring``), "mean_test_accuracy" and "mean_test_log_loss"; classes_,
