@@ -186,7 +186,9 @@ def test_missing_foreign_newer_or_damaged_stores_are_named(tmp_path):
     bags = ragged(6)
     for name, changes, message in (("newer", dict(version=99), "upgrade lfagg"),
                                    ("more bags", dict(n_bags=50), "damaged bag store"),
-                                   ("bad dtype", dict(dtype="int8"), "damaged bag store metadata")):
+                                   ("bad dtype", dict(dtype="int8"), "damaged bag store metadata"),
+                                   ("boolean version", dict(version=True), "format version True"),
+                                   ("boolean dim", dict(dim=True), "damaged bag store metadata")):
         build(tmp_path / f"{name}.zarr", bags)
         edit_meta(tmp_path / f"{name}.zarr", **changes)
         with pytest.raises(ValueError, match=message):

@@ -20,7 +20,7 @@ def is_auto(value) -> bool:
     return isinstance(value, str) and value == "auto"
 
 
-def _is_int(value) -> bool:
+def is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
@@ -35,7 +35,7 @@ def _is_real(value) -> bool:
 
 def positive_int(value, name: str, minimum: int = 1) -> int:
     """``value`` as an int; ValueError unless it is an integer >= minimum."""
-    if _is_int(value) and value >= minimum:
+    if is_int(value) and value >= minimum:
         return int(value)
     what = {0: "a non-negative integer", 1: "a positive integer"}.get(minimum, f"an integer >= {minimum}")
     raise ValueError(f"{name} must be {what}, got {value!r}")
@@ -93,7 +93,7 @@ def n_threads_arg(n_threads) -> int:
     """The core's ``n_threads`` argument: 0 (all cores OpenMP may use) for None."""
     if n_threads is None:
         return 0
-    if _is_int(n_threads) and 1 <= n_threads <= 1 << 16:
+    if is_int(n_threads) and 1 <= n_threads <= 1 << 16:
         return int(n_threads)
     raise ValueError(f"n_threads must be a positive integer or None, got {n_threads!r}")
 
@@ -104,7 +104,7 @@ def as_generator(random_state) -> np.random.Generator:
         return random_state
     if isinstance(random_state, np.random.RandomState):
         return np.random.default_rng(random_state.randint(np.iinfo(np.int32).max))
-    if random_state is None or (_is_int(random_state) and random_state >= 0):
+    if random_state is None or (is_int(random_state) and random_state >= 0):
         return np.random.default_rng(random_state)
     raise ValueError(f"random_state must be None, a non-negative integer or a numpy random generator, "
                      f"got {random_state!r}")

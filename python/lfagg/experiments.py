@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import sys
 import time
 
 import numpy as np
 
 from ._threads import limit_threads
+from ._files import atomic_path
 from ._validation import n_threads_arg
 from .datasets import cifar10_patch_bags, make_circles_bags, make_moons_bags
 from .encoders import VLAD, BagOfWords, FisherVector
@@ -56,10 +56,8 @@ def _run_row(method, model, train, test, **info) -> dict:
 
 def _write_json(rows, path) -> None:
     """Atomically (re)write the rows so far: a long run can be inspected while it goes."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
         json.dump(rows, f, indent=1)
-    os.replace(tmp, path)
 
 
 def table1(data_path, codebook_sizes=(64, 256, 1024), vlad_codewords=64, n_train=None, n_test=None, n_epochs=10,

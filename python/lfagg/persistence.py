@@ -19,7 +19,7 @@ import zipfile
 
 from . import __version__
 from ._files import atomic_path
-from ._validation import fitted_names
+from ._validation import fitted_names, is_int
 from .encoders import VLAD, BagOfWords, FisherVector
 from .models import BagClassifier, LearnedBoW, LearnedBoWCV, LearnedVLAD, LearnedVLADCV
 from .models.feature_map import AdditiveChi2Map
@@ -83,7 +83,7 @@ def load(path):
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ValueError(f"{path}: not a model file written by lfagg.save / 'lfagg train'")
     version = meta.get("version")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+    if not is_int(version) or version < 1:
         raise ValueError(f"{path}: damaged model file (format version {version!r})")
     if version > FORMAT_VERSION:
         raise ValueError(f"{path}: written by lfagg {meta.get('lfagg')} in model format {version}; this lfagg "

@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-from ._validation import as_generator, check_labels, positive_int
+from ._validation import as_generator, check_labels, is_int, positive_int
 from .bags import Bags, as_bags, gather_rows
 
 __all__ = ["BagStore"]
@@ -119,14 +119,14 @@ class BagStore:
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise ValueError("not a bag store written by lfagg.BagStore")
         version = meta.get("version")
-        if not isinstance(version, int) or version < 1:
+        if not is_int(version) or version < 1:
             raise ValueError(f"damaged bag store (format version {version!r})")
         if version > FORMAT_VERSION:
             raise ValueError(f"bag store format {version}; this lfagg reads format {FORMAT_VERSION}: upgrade lfagg")
         dim, n_bags = meta.get("dim"), meta.get("n_bags")
         if meta.get("dtype") not in ("float32", "float64") or meta.get("labels") not in (None, "int", "float", "str") \
                 or not isinstance(meta.get("names"), bool) or not all(
-                isinstance(v, int) and v >= lo for v, lo in ((dim, 1), (n_bags, 0))):
+                is_int(v) and v >= lo for v, lo in ((dim, 1), (n_bags, 0))):
             raise ValueError(f"damaged bag store metadata {meta}")
         return dict(meta)
 

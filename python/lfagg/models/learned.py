@@ -294,7 +294,7 @@ class LearnedBoW(_LearnedAggregation):
 
     Attributes
     ----------
-    centers_ : (K, D) float64; covariances_ : (K, D) float64 diagonal covariances;
+    n_features_in_ : int, D; centers_ : (K, D) float64; covariances_ : (K, D) float64 diagonal covariances;
     gamma_ : float; l2_ : float, the classifier's penalty; classes_ : (n_classes,);
     history_ : dict of per-epoch lists ("epoch", "loss", "time", "encoder_time" and,
     with validation, "val_accuracy"); timings_ : dict of the fit's wall seconds per phase

@@ -66,6 +66,14 @@ def checkpoints(max_epochs: int) -> list[int]:
     return sorted({0, max_epochs} | {2 ** i for i in range(max_epochs.bit_length()) if 2 ** i < max_epochs})
 
 
+def _refit(model, bags, y):
+    """``model`` fitted on ``bags``, which the search validated already (a refit in a
+    worker process also runs with single-threaded BLAS)."""
+    with single_threaded_blas():
+        model._fit(bags, y, None, model._check_params())
+    return model
+
+
 class _LearnedAggregationCV(ClassifierMixin, BaseEstimator):
     """Shared implementation; see LearnedBoWCV and LearnedVLADCV. ``_estimator`` is the class searched."""
 
@@ -154,8 +162,8 @@ class _LearnedAggregationCV(ClassifierMixin, BaseEstimator):
             self._select(grid, epochs, scoring, *(np.stack(s) for s in zip(*scores)))
             seeds = [model_seed, *spawn_seeds(ensemble_seed, n_estimators - 1)]
             refits = Parallel(n_jobs=self.n_jobs, return_as="generator")(
-                delayed(self._candidate(seed, **self.best_params_, verbose=verbose if len(seeds) == 1 else 0).fit)(
-                    bags, y) for seed in seeds)
+                delayed(_refit)(self._candidate(seed, **self.best_params_, verbose=verbose if len(seeds) == 1 else 0),
+                                bags, y) for seed in seeds)
             with progress_bar(f"{type(self).__name__}: refitting {self.best_params_} with {len(seeds)} seed(s)",
                               len(seeds), verbose if len(seeds) > 1 else 0) as bar:
                 self.estimators_ = []
