@@ -278,3 +278,14 @@ def test_threads_option_of_commands_that_load_a_model(capsys, files, t1_model, t
     rc, _, err = run_main(capsys, command, "--model", t1_model[1], "--bags", files / "test.npz", *extra,
                           "--threads", "0")
     assert rc == 2 and "expected an integer >= 1" in err
+
+
+def test_warnings_are_one_line_naming_the_command(capsys, tmp_path):
+    # three bags: too few to choose l2 on held-out ones, which the fit warns about
+    bags, y = make_circles_bags(3, 15, random_state=0)
+    save_npz_bags(tmp_path / "few.npz", bags, y)
+    rc, out, err = run_main(capsys, "train", "--bags", tmp_path / "few.npz", "--method", "bow", "--codewords", "2",
+                            "--verbose", "0", "--model", tmp_path / "m.lfagg")
+    assert rc == 0, err
+    assert err.strip().splitlines() == ["lfagg train: warning: 3 training examples are too few to choose l2 on "
+                                        "held-out ones: l2=0.01"], err

@@ -136,6 +136,10 @@ def test_codebooks_larger_than_a_fold_are_skipped_with_a_warning(data):
     (dict(), "one class", "at least two classes"),
     (dict(cv=20), None, "too few bags to search on 20 folds"),
     (dict(n_codewords=(5_000,), max_init_features=5_000), None, "all larger than"),
+    (dict(n_jobs=0), None, "n_jobs must be None, a number of processes"),
+    (dict(n_jobs=2 ** 40), None, "n_jobs must be None"),
+    (dict(n_jobs=True), None, "n_jobs must be None"),
+    (dict(n_jobs="8"), None, "n_jobs must be None"),
 ])
 def test_bad_searches_fail_clearly(data, params, labels, message):
     bags, y = data
@@ -143,3 +147,27 @@ def test_bad_searches_fail_clearly(data, params, labels, message):
         y = np.zeros_like(y)
     with pytest.raises(ValueError, match=message):
         lfagg.LearnedBoWCV(**{**SMALL, **params}, random_state=0).fit(bags, y)
+
+
+def test_a_diverging_candidate_loses_and_the_search_goes_on(data):
+    bags, y = data
+    rates = (1e-2, 1e6)
+    with pytest.warns(UserWarning, match=r"learning_rate=1e\+06 scored as the worst candidate .* diverged"):
+        search = lfagg.LearnedBoWCV(**{**SMALL, "n_codewords": (2,), "gamma_scale": (1.0,), "learning_rate": rates},
+                                    n_estimators=1, random_state=0).fit(bags, y)
+    results = search.cv_results_
+    diverged = [i for i, p in enumerate(results["params"]) if p["learning_rate"] == 1e6 and p["n_epochs"] > 0]
+    assert diverged and np.all(results["mean_test_log_loss"][diverged] == np.inf)
+    assert np.all(results["mean_test_accuracy"][diverged] == 0)
+    assert search.best_params_["learning_rate"] == 1e-2 or search.best_params_["n_epochs"] == 0
+    assert search.score(bags, y) > 0.5
+
+
+@pytest.mark.parametrize("method", ["predict", "predict_proba", "decision_function", "transform", "score"])
+def test_an_unfitted_search_says_so(data, method):
+    from sklearn.exceptions import NotFittedError
+
+    bags, y = data
+    model = lfagg.LearnedBoWCV(**SMALL)
+    with pytest.raises(NotFittedError):
+        getattr(model, method)(*((bags, y) if method == "score" else (bags,)))

@@ -737,6 +737,20 @@ def test_a_huge_learning_rate_says_training_diverged(circles):
         learned(learning_rate=1e6, n_epochs=3).fit(bags, y)
 
 
+@pytest.mark.parametrize("estimator", [lfagg.LearnedBoW, lfagg.LearnedVLAD])
+@pytest.mark.parametrize("dtype, learning_rate, learn_gamma", [
+    (np.float32, 30.0, False), (np.float32, 100.0, False), (np.float32, 300.0, True)])
+def test_a_learning_rate_that_overflows_the_features_dtype_says_training_diverged(estimator, dtype, learning_rate,
+                                                                                 learn_gamma):
+    # the float64 parameters overflow float32, where the kernels use them, long before
+    # they overflow themselves
+    rng = np.random.default_rng(0)
+    bags = [(rng.standard_normal((5, 3)) + i % 2).astype(dtype) for i in range(20)]
+    model = estimator(2, n_epochs=3, learning_rate=learning_rate, learn_gamma=learn_gamma, random_state=0)
+    with pytest.raises(FloatingPointError, match=rf"training diverged .*lower learning_rate \({learning_rate:g}\)"):
+        model.fit(bags, np.arange(20) % 2)
+
+
 def test_auto_gamma_beyond_the_dtype_names_the_features_scale(circles):
     (bags, y), _ = circles
     tiny = lfagg.Bags(bags.features * 1e-160, bags.offsets)

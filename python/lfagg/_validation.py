@@ -89,13 +89,24 @@ def choice(value, name: str, choices):
     raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
 
 
+MAX_THREADS = 1 << 16
+
+
 def n_threads_arg(n_threads) -> int:
     """The core's ``n_threads`` argument: 0 (all cores OpenMP may use) for None."""
     if n_threads is None:
         return 0
-    if is_int(n_threads) and 1 <= n_threads <= 1 << 16:
+    if is_int(n_threads) and 1 <= n_threads <= MAX_THREADS:
         return int(n_threads)
-    raise ValueError(f"n_threads must be a positive integer or None, got {n_threads!r}")
+    raise ValueError(f"n_threads must be None or an integer from 1 to {MAX_THREADS}, got {n_threads!r}")
+
+
+def n_jobs_arg(n_jobs):
+    """joblib's ``n_jobs``: None (1), a number of processes, or -1 (all cores), -2 (all but one)..."""
+    if n_jobs is None or (is_int(n_jobs) and n_jobs != 0 and abs(n_jobs) <= MAX_THREADS):
+        return n_jobs if n_jobs is None else int(n_jobs)
+    raise ValueError(f"n_jobs must be None, a number of processes from 1 to {MAX_THREADS} or a negative count "
+                     f"from the number of cores (-1: all), got {n_jobs!r}")
 
 
 def as_generator(random_state) -> np.random.Generator:
@@ -132,7 +143,8 @@ def float_array(x, name: str, dtype=None) -> np.ndarray:
 def check_gamma_dtype(gamma: float, dtype, what: str = "gamma") -> float:
     """``gamma`` (a positive float) if it stays positive and finite in ``dtype``, the
     features' computation type; else ValueError saying so."""
-    value = np.dtype(dtype).type(gamma)
+    with np.errstate(over="ignore", under="ignore"):  # said below, in the user's terms
+        value = np.dtype(dtype).type(gamma)
     if not (np.isfinite(value) and value > 0):
         raise ValueError(f"{what} = {gamma:g} is {value} in {np.dtype(dtype).name}, the features' dtype: rescale the "
                          "features" + (" or use float64 ones" if np.dtype(dtype) == np.float32 else ""))

@@ -10,6 +10,7 @@ import contextlib
 import os
 import sys
 import time
+import warnings
 
 METHODS = ("t1", "t2", "bow", "vlad", "fv")
 
@@ -434,10 +435,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(command: str):
+    """warnings.showwarning for the command line: one line naming the command, no source line."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"lfagg {command}: warning: {message}", file=sys.stderr)
+    return show
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning(args.command)
+            return args.run(args)
     except BrokenPipeError:  # the reader (e.g. `| head -1`) stopped: exit quietly, as other tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141

@@ -34,8 +34,9 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._progress import Stopwatch, progress_bar
 from .._threads import single_threaded_blas
-from .._validation import (check_bags, check_classes, check_labels, choice, forget_fit, n_threads_arg, nonnegative_int,
-                           positive_int, positive_real, spawn_seeds, verbosity)
+from .._validation import (check_bags, check_classes, check_labels, choice, forget_fit, n_jobs_arg, n_threads_arg,
+                           nonnegative_int, positive_int, positive_real, spawn_seeds, verbosity)
+from ..training.loop import TrainingDiverged
 from .learned import LearnedBoW, LearnedVLAD
 
 
@@ -135,6 +136,7 @@ class _LearnedAggregationCV(ClassifierMixin, BaseEstimator):
         n_splits = positive_int(self.cv, "cv", minimum=2)
         scoring = choice(self.scoring, "scoring", SCORINGS)
         n_estimators = positive_int(self.n_estimators, "n_estimators")
+        n_jobs = n_jobs_arg(self.n_jobs)
         verbose = verbosity(self.verbose)
         split_seed, model_seed, ensemble_seed = spawn_seeds(self.random_state, 3)
         for K in Ks:  # every parameter is checked before any data is touched
@@ -150,7 +152,7 @@ class _LearnedAggregationCV(ClassifierMixin, BaseEstimator):
             folds = list(StratifiedKFold(n_splits, shuffle=True, random_state=split_seed).split(y_index, y_index))
             Ks = self._feasible(Ks, bags, folds)
             grid = [(K, s, r) for K in Ks for s in scales for r in rates]
-            searches = Parallel(n_jobs=self.n_jobs, return_as="generator")(
+            searches = Parallel(n_jobs=n_jobs, return_as="generator")(
                 delayed(self._search_fold)(bags.subset(train), y_index[train], bags.subset(val), y_index[val],
                                            classes, grid, epochs, model_seed) for train, val in folds)
             scores = []
@@ -161,7 +163,7 @@ class _LearnedAggregationCV(ClassifierMixin, BaseEstimator):
                     bar.update()
             self._select(grid, epochs, scoring, *(np.stack(s) for s in zip(*scores)))
             seeds = [model_seed, *spawn_seeds(ensemble_seed, n_estimators - 1)]
-            refits = Parallel(n_jobs=self.n_jobs, return_as="generator")(
+            refits = Parallel(n_jobs=n_jobs, return_as="generator")(
                 delayed(_refit)(self._candidate(seed, **self.best_params_, verbose=verbose if len(seeds) == 1 else 0),
                                 bags, y) for seed in seeds)
             with progress_bar(f"{type(self).__name__}: refitting {self.best_params_} with {len(seeds)} seed(s)",
@@ -211,7 +213,12 @@ class _LearnedAggregationCV(ClassifierMixin, BaseEstimator):
                 score(epoch + 1)
                 return False
 
-            model._train(train_bags, y_train, model._check_params(), sgd_seed, quiet, on_epoch_end)
+            try:
+                model._train(train_bags, y_train, model._check_params(), sgd_seed, quiet, on_epoch_end)
+            except TrainingDiverged as exc:  # the candidate loses; the search goes on
+                score.diverged()
+                warnings.warn(f"n_codewords={K}, gamma_scale={scale:g}, learning_rate={rate:g} scored as the worst "
+                              f"candidate from the epoch it diverged: {exc}", stacklevel=2)
         return scores
 
     def _select(self, grid, epochs, scoring, accuracy, log_loss) -> None:
@@ -220,9 +227,11 @@ class _LearnedAggregationCV(ClassifierMixin, BaseEstimator):
         n_splits = accuracy.shape[0]
         params = [dict(n_codewords=K, gamma_scale=s, learning_rate=r, n_epochs=e) for K, s, r in grid for e in epochs]
         score = (-log_loss if scoring == "neg_log_loss" else accuracy).reshape(n_splits, -1)
-        mean_score, mean_log_loss = score.mean(axis=0), log_loss.mean(axis=0).ravel()
+        with np.errstate(invalid="ignore"):  # a diverged candidate's infinite log loss: its std is NaN
+            mean_score, std_score = score.mean(axis=0), score.std(axis=0)
+        mean_log_loss = log_loss.mean(axis=0).ravel()
         best = int(np.lexsort((np.arange(mean_score.size), mean_log_loss, -mean_score))[0])
-        self.cv_results_ = {"params": params, "mean_test_score": mean_score, "std_test_score": score.std(axis=0),
+        self.cv_results_ = {"params": params, "mean_test_score": mean_score, "std_test_score": std_score,
                             "mean_test_accuracy": accuracy.mean(axis=0).ravel(), "mean_test_log_loss": mean_log_loss,
                             **{f"split{f}_test_score": score[f] for f in range(n_splits)}}
         self.best_index_, self.best_params_, self.best_score_ = best, params[best], float(mean_score[best])
@@ -237,7 +246,8 @@ class _LearnedAggregationCV(ClassifierMixin, BaseEstimator):
 
     def predict(self, X) -> np.ndarray:
         """(n_bags,) predicted labels: the class of the highest mean probability."""
-        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+        proba = self.predict_proba(X)  # first: it says when the model is not fitted
+        return self.classes_[proba.argmax(axis=1)]
 
     def decision_function(self, X) -> np.ndarray:
         """Log mean probabilities of the refits (n_bags, n_classes); for two classes the
@@ -275,6 +285,7 @@ class _CheckpointScores:
         self.model, self.train, self.val = model, (train_bags, y_train), (val_bags, y_val)
         self.column = {e: i for i, e in enumerate(epochs)}
         self.scores, self.candidate = scores, candidate
+        self.last_scored = -1
 
     def __call__(self, epoch: int) -> None:
         if epoch not in self.column:
@@ -288,6 +299,14 @@ class _CheckpointScores:
         accuracy, log_loss = self.scores
         accuracy[self.candidate, self.column[epoch]] = np.mean(logp.argmax(axis=1) == y_val)
         log_loss[self.candidate, self.column[epoch]] = -np.mean(logp[np.arange(len(y_val)), y_val])
+        self.last_scored = epoch
+
+    def diverged(self) -> None:
+        """Training diverged: the checkpoints not reached score accuracy 0 and log loss inf."""
+        accuracy, log_loss = self.scores
+        for epoch, column in self.column.items():
+            if epoch > self.last_scored:
+                accuracy[self.candidate, column], log_loss[self.candidate, column] = 0.0, np.inf
 
 
 _DOC = """{what} with its hyper-parameters chosen by cross-validation on the training bags.

@@ -8,6 +8,7 @@ drive the encoder through a head or a plain callable ``loss(R, targets) -> (J, d
 """
 from __future__ import annotations
 
+import contextlib
 import numbers
 import time
 from dataclasses import dataclass, field
@@ -168,6 +169,26 @@ class _Buffer:
         return self._data[:size].reshape(shape)
 
 
+def _representable(C, P, g: float, dtype) -> bool:
+    """Whether the encoder's parameters (float64) stay finite, and the precisions and gamma
+    positive, in the features' dtype, where the kernels use them."""
+    with np.errstate(over="ignore", under="ignore"):
+        C, P, g = C.astype(dtype), P.astype(dtype), np.asarray(g, dtype)
+    return bool(np.isfinite(C).all() and np.isfinite(P).all() and (P > 0).all() and 0 < g < np.inf)
+
+
+@contextlib.contextmanager
+def _diverged_if_overflow(epoch: int, learning_rate: float):
+    """A kernel's overflow during training (its input was checked finite) as TrainingDiverged."""
+    try:
+        yield
+    except ValueError as exc:
+        if "overflowed" not in str(exc):
+            raise
+        raise TrainingDiverged(f"training diverged at epoch {epoch + 1} ({exc}): lower learning_rate "
+                               f"({learning_rate:g})") from None
+
+
 def run_sgd(bags, targets: np.ndarray, head, encoder: SoftEncoder, centers, precisions, gamma: float,
             settings: SGDSettings, *, random_state=None, n_threads: int = 0, verbose: int = 0,
             on_epoch_end=None, name: str = "train_encoder") -> TrainResult:
@@ -205,23 +226,25 @@ def run_sgd(bags, targets: np.ndarray, head, encoder: SoftEncoder, centers, prec
                     batch = bags[idx].subsample(s.n_samples_per_bag, rng)
                 with np.errstate(over="ignore", under="ignore"):
                     P, g = np.exp(log_p), float(np.exp(log_gamma[0]))
-                if not (np.isfinite(C).all() and np.isfinite(P).all() and (P > 0).all() and 0 < g < np.inf):
+                if not _representable(C, P, g, batch.dtype):
                     raise TrainingDiverged(f"training diverged (the encoder's parameters overflowed) at epoch "
                                            f"{epoch + 1}: lower learning_rate ({s.learning_rate:g})")
                 keep = batch.n_features * len(C) * batch.features.itemsize <= MAX_KEPT_ASSIGNMENTS_BYTES
                 kernels_started = time.perf_counter()
-                if keep:
-                    R, A = encoder.forward(batch, C, P, g, n_threads,
-                                           assignments_out=kept.take((batch.n_features, len(C)), batch.dtype))
-                else:
-                    R, A = encoder.forward(batch, C, P, g, n_threads), None
+                with _diverged_if_overflow(epoch, s.learning_rate):
+                    if keep:
+                        R, A = encoder.forward(batch, C, P, g, n_threads,
+                                               assignments_out=kept.take((batch.n_features, len(C)), batch.dtype))
+                    else:
+                        R, A = encoder.forward(batch, C, P, g, n_threads), None
                 encoder_time += time.perf_counter() - kernels_started
                 value, dR, head_grads = head.loss_grad(R.astype(np.float64), targets[idx])
                 if not np.isfinite(value):
                     raise TrainingDiverged(f"training diverged (loss {value}) at epoch {epoch + 1}: lower "
                                            f"learning_rate ({s.learning_rate:g})")
                 kernels_started = time.perf_counter()
-                gC, gP, g_gamma = encoder.backward(batch, C, P, g, dR, n_threads, assignments=A)
+                with _diverged_if_overflow(epoch, s.learning_rate):
+                    gC, gP, g_gamma = encoder.backward(batch, C, P, g, dR, n_threads, assignments=A)
                 encoder_time += time.perf_counter() - kernels_started
                 grads = [gC.astype(np.float64), gP * P, np.array([g_gamma * g])]
                 opt.step([gr for (on, _, _), gr in zip(learnable, grads) if on] + list(head_grads))
