@@ -267,6 +267,14 @@ def test_chi2_on_a_signed_encoder_is_an_error_before_fitting(make, circles, no_e
         lfagg.BagClassifier(make(), feature_map="chi2").fit(bags, y)
 
 
+@pytest.mark.parametrize("encoder", [lambda: lfagg.LearnedBoW(2), lambda: lfagg.LearnedVLADCV(n_codewords=2),
+                                     lambda: lfagg.BagClassifier(lfagg.BagOfWords(2)), lambda: lfagg.BagOfWords])
+def test_a_classifier_or_a_class_as_the_encoder_is_an_error(encoder, circles):
+    (bags, y), _ = circles
+    with pytest.raises(ValueError, match="encoder must be a transformer of bags"):
+        lfagg.BagClassifier(encoder()).fit(bags, y)
+
+
 @pytest.mark.parametrize("feature_map", ["rbf", "CHI2", True, 0])
 def test_unknown_feature_map_is_an_error(feature_map, circles, no_encoder_fit):
     (bags, y), _ = circles

@@ -106,11 +106,15 @@ def test_save_npz_bags_accepts_arrays_and_rejects_bad_labels(tmp_path):
     ("y.csv", "Class\ncat\ndog\n1\n", ["cat", "dog", "1"]),  # any non-integer makes them all strings
     ("y.csv", "name,label\nc,0\na,1\nb,2\n", [1, 2, 0]),      # matched by name
     ("y.csv", "b.npy,x\nunused,z\na.npy,y\nc,w\n", ["y", "x", "w"]),  # .npy suffix; other names ignored
+    ("y.txt", "1\n1.0\n0\n", [1, 1, 0]),  # one class, however it is written
+    ("y.txt", "1.000000000000000000e+00\n0.000000000000000000e+00\n1e0\n", [1, 0, 1]),  # np.savetxt's format
+    ("y.txt", "0.5\n1\n2\n", [0.5, 1.0, 2.0]),  # numbers, not all whole: fit refuses them as continuous
 ])
 def test_label_formats(tmp_path, name, text, expected):
     y = load_labels(write_text(tmp_path / name, text), names=["a", "b", "c"])
     np.testing.assert_array_equal(y, expected)
-    assert y.dtype == np.int64 if isinstance(expected[0], int) else y.dtype.kind == "U"
+    kind = {int: "i", float: "f", str: "U"}[type(expected[0])]
+    assert y.dtype.kind == kind and (kind != "i" or y.dtype == np.int64)
 
 
 def test_labels_without_names(tmp_path):
@@ -247,6 +251,9 @@ LABEL_CASES = {
     "listed twice": ("y.csv", "a,1\nb,0\na.npy,0\n", ["a", "b"], "'a' is listed twice"),
     "names needed": ("y.csv", "a,1\nb,0\n", None, "need bag names"),
     "suffix": ("y.json", "[1, 2]", None, ".txt or .csv"),
+    "nan": ("y.txt", "0\nnan\n1\n", None, "line 2 has label 'nan': a missing value is not a class"),
+    "NaN among strings": ("y.csv", "label\ncat\ndog\nNaN\n", None, "line 4 has label 'NaN'"),
+    "infinite by name": ("y.csv", "a,1\nb,-inf\n", ["a", "b"], "line 2 has label '-inf'"),
 }
 
 

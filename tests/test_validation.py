@@ -722,6 +722,30 @@ def test_a_negative_random_state_is_named(seed, circles):
         learned(random_state=seed).fit(bags, y)
 
 
+@pytest.mark.parametrize("value", ["no", 1, None, np.array([True, False])])
+@pytest.mark.parametrize("make", [
+    lambda v: lfagg.LearnedBoW(3, learn_gamma=v, **FAST), lambda v: lfagg.LearnedVLAD(3, learn_covariances=v, **FAST),
+    lambda v: lfagg.LearnedBoW(3, early_stopping=v, **FAST), lambda v: lfagg.VLAD(3, intra_normalize=v),
+    lambda v: lfagg.VLAD(3, l2_normalize=v), lambda v: lfagg.FisherVector(3, improved=v),
+    lambda v: lfagg.FisherVector(3, with_weights=v)])
+def test_boolean_parameters_take_only_booleans(make, value, circles):
+    # "no" is true: taken as a flag it would silently do the opposite
+    (bags, y), _ = circles
+    with pytest.raises(ValueError, match=r"must be True or False, got"):
+        make(value).fit(bags, y)
+
+
+@pytest.mark.parametrize("flag", ["return_assignments", "return_grad_features"])
+def test_ops_flags_take_only_booleans(flag):
+    f, off = np.ones((4, 2)), np.array([0, 4])
+    C, P = np.ones((2, 2)), np.ones((2, 2))
+    call = {"return_assignments": lambda: lfagg.ops.soft_bow(f, off, C, P, 1.0, return_assignments="no"),
+            "return_grad_features": lambda: lfagg.ops.soft_bow_backward(f, off, C, P, 1.0, np.ones((1, 2)),
+                                                                        return_grad_features="no")}[flag]
+    with pytest.raises(ValueError, match=f"{flag} must be True or False"):
+        call()
+
+
 @pytest.mark.parametrize("array", [np.ones((3, 2), dtype=complex), np.array([["1", "2"]]),
                                    np.ones((2, 2), dtype=object)])
 def test_non_real_features_are_refused(array):

@@ -16,6 +16,14 @@ import numpy as np
 from ._native import core
 
 
+def boolean(value, name: str) -> bool:
+    """``value`` as a bool: True or False (NumPy's too); anything else, like the string
+    "no" that would be true, is refused."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise ValueError(f"{name} must be True or False, got {value!r}")
+
+
 def is_auto(value) -> bool:
     return isinstance(value, str) and value == "auto"
 

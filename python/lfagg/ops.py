@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _native
-from ._validation import as_offsets, check_gamma_dtype, float_array, n_threads_arg, positive_real
+from ._validation import as_offsets, boolean, check_gamma_dtype, float_array, n_threads_arg, positive_real
 
 _core = _native.core
 
@@ -82,7 +82,7 @@ def soft_bow(features, offsets, centers, precisions, gamma, n_threads=None, *, r
     (0 for an empty bag). With return_assignments, the tuple (encoding, assignments).
     """
     args, nt = _soft_args(features, offsets, centers, precisions, gamma, n_threads)
-    return _core.soft_bow(*args, nt, bool(return_assignments),
+    return _core.soft_bow(*args, nt, boolean(return_assignments, "return_assignments"),
                           assignments_out=_assignments_out(assignments_out, args[0].dtype))
 
 
@@ -107,7 +107,7 @@ def soft_bow_backward(features, offsets, centers, precisions, gamma, grad_output
     """
     args, nt = _soft_args(features, offsets, centers, precisions, gamma, n_threads)
     return _core.soft_bow_backward(*args, *_backward_args(grad_output, assignments, args[0].dtype), n_threads=nt,
-                                   return_grad_features=bool(return_grad_features))
+                                   return_grad_features=boolean(return_grad_features, "return_grad_features"))
 
 
 def soft_vlad(features, offsets, centers, precisions, gamma, n_threads=None, *, return_assignments=False,
@@ -124,7 +124,7 @@ def soft_vlad(features, offsets, centers, precisions, gamma, n_threads=None, *, 
     (encoding, assignments (N, K)).
     """
     args, nt = _soft_args(features, offsets, centers, precisions, gamma, n_threads)
-    return _core.soft_vlad(*args, nt, bool(return_assignments),
+    return _core.soft_vlad(*args, nt, boolean(return_assignments, "return_assignments"),
                            assignments_out=_assignments_out(assignments_out, args[0].dtype))
 
 
@@ -143,7 +143,7 @@ def soft_vlad_backward(features, offsets, centers, precisions, gamma, grad_outpu
     """
     args, nt = _soft_args(features, offsets, centers, precisions, gamma, n_threads)
     return _core.soft_vlad_backward(*args, *_backward_args(grad_output, assignments, args[0].dtype), n_threads=nt,
-                                    return_grad_features=bool(return_grad_features))
+                                    return_grad_features=boolean(return_grad_features, "return_grad_features"))
 
 
 def bow(features, offsets, centers, n_threads=None) -> np.ndarray:
@@ -234,4 +234,4 @@ def fisher_vector(features, offsets, means, variances, weights, n_threads=None, 
     dtype = features.dtype
     return _core.fisher_vector(features, as_offsets(offsets), float_array(means, "means", dtype),
                                float_array(variances, "variances", dtype), float_array(weights, "weights", dtype),
-                               bool(with_weights), n_threads_arg(n_threads))
+                               boolean(with_weights, "with_weights"), n_threads_arg(n_threads))

@@ -26,7 +26,7 @@ except ImportError as exc:  # pragma: no cover - the message is the point
 from torch.autograd.function import once_differentiable
 
 from . import ops
-from ._validation import positive_int, positive_real
+from ._validation import boolean, positive_int, positive_real
 
 __all__ = ["SoftBoW", "SoftVLAD", "soft_bow", "soft_vlad", "SoftBoWFunction", "SoftVLADFunction"]
 
@@ -115,7 +115,7 @@ def _encode(function, features, offsets, centers, precisions, gamma, n_threads, 
     needs_grad = torch.is_grad_enabled() and any(
         t.requires_grad for t in (features, centers, precisions, gamma))
     return function.apply(features, offsets, centers.contiguous(), precisions.contiguous(), gamma, n_threads,
-                          bool(keep_assignments) and needs_grad)
+                          boolean(keep_assignments, "keep_assignments") and needs_grad)
 
 
 def soft_bow(features, offsets, centers, precisions, gamma, n_threads=None, keep_assignments=True):
@@ -159,14 +159,14 @@ class _SoftEncoderLayer(torch.nn.Module):
         self.n_codewords = positive_int(n_codewords, "n_codewords")
         self.dim = positive_int(dim, "dim")
         gamma = positive_real(gamma, "gamma")
-        self.keep_assignments = bool(keep_assignments)
+        self.keep_assignments = boolean(keep_assignments, "keep_assignments")
         self.n_threads = None if n_threads is None else positive_int(n_threads, "n_threads")
         dtype = dtype or torch.get_default_dtype()
         self.centers = torch.nn.Parameter(torch.empty(self.n_codewords, self.dim, dtype=dtype))
         self.log_precisions = torch.nn.Parameter(torch.zeros(self.n_codewords, self.dim, dtype=dtype),
-                                                 requires_grad=bool(learn_precisions))
+                                                 requires_grad=boolean(learn_precisions, "learn_precisions"))
         log_gamma = torch.tensor(math.log(gamma), dtype=dtype)
-        if learn_gamma:
+        if boolean(learn_gamma, "learn_gamma"):
             self.log_gamma = torch.nn.Parameter(log_gamma)
         else:
             self.register_buffer("log_gamma", log_gamma)

@@ -177,13 +177,14 @@ def load_labels(path, names=None) -> np.ndarray:
 
     Returns
     -------
-    (n_bags,) int64 array when every label is an integer, else an array of str.
+    (n_bags,) int64 array when every label is a whole number (1 and 1.0 alike), float64
+    when every label is a number, else an array of str.
 
     Raises
     ------
     ValueError naming the path: missing or unreadable file, other suffix, no labels,
-    an empty field, a wrong number of columns or labels, a bag without a label or
-    listed twice.
+    an empty field, a NaN or infinite label (a missing value), a wrong number of columns
+    or labels, a bag without a label or listed twice.
     """
     suffix = os.path.splitext(path)[1].lower()
     if suffix not in (".txt", ".csv"):
@@ -204,6 +205,9 @@ def load_labels(path, names=None) -> np.ndarray:
         if len(rows[i]) != width or not all(rows[i]):
             raise ValueError(f"{path}: line {i + 1} has {rows[i]!r}, expected {width} non-empty field(s) like line "
                              f"{start + 1}")
+    for i in range(start, len(rows)):
+        if _is_missing(rows[i][-1]):
+            raise ValueError(f"{path}: line {i + 1} has label {rows[i][-1]!r}: a missing value is not a class")
     rows = rows[start:]
     if width == 1:
         labels = [label for label, in rows]
@@ -226,10 +230,32 @@ def load_labels(path, names=None) -> np.ndarray:
         labels = [by_name[n] for n in names]
     else:
         raise ValueError(f"{path}: expected one column (label) or two (name,label), got {width}")
+    return _labels_array(labels)
+
+
+def _is_missing(label: str) -> bool:
+    """Whether a label reads as NaN or infinity (nan, NaN, inf, -Infinity...)."""
+    try:
+        return not np.isfinite(float(label))
+    except ValueError:
+        return False
+
+
+def _labels_array(labels: list) -> np.ndarray:
+    """int64 when every label is a whole number ("1" and "1.0" are one class, as numpy's
+    savetxt writes them), float64 when every label is a number (fit then refuses them as
+    continuous), else str."""
     try:
         return np.array([int(label) for label in labels], dtype=np.int64)
     except (ValueError, OverflowError):
+        pass
+    try:
+        values = np.array([float(label) for label in labels])
+    except ValueError:
         return np.array(labels)
+    if np.all(values == np.round(values)) and np.all(np.abs(values) < 2.0 ** 63):
+        return values.astype(np.int64)
+    return values
 
 
 def load_bags(path, labels=None):

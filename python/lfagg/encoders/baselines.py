@@ -17,7 +17,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .. import normalize
 from .._native import core
-from .._validation import (check_bags, choice, fitted_array, forget_fit, n_threads_arg, nonnegative_real,
+from .._validation import (boolean, check_bags, choice, fitted_array, forget_fit, n_threads_arg, nonnegative_real,
                            positive_int, positive_real, real_in, spawn_seeds)
 from .._kernels import run_validated
 from ..store import blockwise
@@ -220,6 +220,8 @@ class VLAD(_KMeansTransformer):
         self.n_threads = n_threads
 
     def _check_params(self):
+        boolean(self.intra_normalize, "intra_normalize")
+        boolean(self.l2_normalize, "l2_normalize")
         if self.power_alpha is not None:
             real_in(self.power_alpha, "power_alpha", 0, 1, include_low=False, include_high=True)
         return super()._check_params()
@@ -278,6 +280,8 @@ class FisherVector(_CodebookTransformer):
 
     def _check_params(self):
         nonnegative_real(self.reg_covar, "reg_covar")
+        boolean(self.improved, "improved")
+        boolean(self.with_weights, "with_weights")
 
     def _fit_codebook(self, sample, seed, n_threads, params):
         gmm = fit_codebook(sample, self.n_codewords, "gmm", seed, max_iter=self.max_iter, n_init=self.n_init,

@@ -20,7 +20,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._threads import single_threaded_blas
 from .._progress import Stopwatch
-from .._validation import (check_bags, check_classes, check_labels, choice, fitted_array, forget_fit, is_auto,
+from .._validation import (boolean, check_bags, check_classes, check_labels, choice, fitted_array, forget_fit, is_auto,
                            n_threads_arg, positive_int, positive_real, real_in, spawn_seeds, verbosity)
 from ..store import blockwise
 from ..encoders.codebook import (INIT_NAMES, INITS, check_gamma, check_sizes, fit_codebook, resolve_gamma,
@@ -112,6 +112,7 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
         gamma, gamma_scale = check_gamma(self.gamma, self.gamma_scale)
         choice(self.init, "init", INITS)
         positive_int(self.n_iter_no_change, "n_iter_no_change")
+        boolean(self.early_stopping, "early_stopping")
         if self.validation_fraction is not None:
             real_in(self.validation_fraction, "validation_fraction", 0, 1, include_low=False)
         if self.classifier_learning_rate is not None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from .._progress import progress_bar
-from .._validation import (as_generator, check_bags, choice, float_array, n_threads_arg, nonnegative_int,
+from .._validation import (as_generator, boolean, check_bags, choice, float_array, n_threads_arg, nonnegative_int,
                            positive_int, positive_real, real_in, verbosity)
 from ..encoders.soft import SoftEncoder, soft_encoder
 from ..store import BagStore
@@ -78,7 +78,8 @@ class SGDSettings:
                    None if n_samples_per_bag is None else positive_int(n_samples_per_bag, "n_samples_per_bag"),
                    choice(optimizer, "optimizer", OPTIMIZERS), positive_real(learning_rate, "learning_rate"),
                    None if head_learning_rate is None else positive_real(head_learning_rate, "head_learning_rate"),
-                   real_in(momentum, "momentum", 0, 1), bool(learn_centers), bool(learn_precisions), bool(learn_gamma))
+                   real_in(momentum, "momentum", 0, 1), boolean(learn_centers, "learn_centers"),
+                   boolean(learn_precisions, "learn_covariances"), boolean(learn_gamma, "learn_gamma"))
 
 
 def train_encoder(bags, targets, loss, encoder, centers, precisions, gamma, *, n_epochs: int = 10,
