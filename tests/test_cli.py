@@ -177,7 +177,7 @@ def test_errors(capsys, files, tmp_path):
          "not a model file written by lfagg.save / 'lfagg train'"),
         (["evaluate", "--model", tmp_path / "encoder.lfagg", "--bags", files / "test.npz"],
          "holds a BagOfWords, not a classifier of bags"),
-        (["evaluate", "--model", tmp_path / "unfitted.lfagg", "--bags", files / "test.npz"], "not fitted"),
+        (["evaluate", "--model", tmp_path / "unfitted.lfagg", "--bags", files / "test.npz"], "holds an unfitted LearnedBoW"),
         (["evaluate", "--model", tmp_path / "none.lfagg", "--bags", files / "test.npz"], "no such file"),
         (["reproduce", "--data", tmp_path / "none.npz"], "none.npz"),
     ]

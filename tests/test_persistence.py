@@ -72,7 +72,10 @@ def test_plain_pickling_keeps_working(circles):
 def test_save_refuses_other_objects(tmp_path):
     from sklearn.linear_model import LogisticRegression
 
-    for obj in (LogisticRegression(), {"a": 1}, np.ones(3)):
+    class MyBoW(lfagg.LearnedBoW):  # not a type load trusts
+        pass
+
+    for obj in (LogisticRegression(), {"a": 1}, np.ones(3), MyBoW(3)):
         with pytest.raises(ValueError, match="model must be one of lfagg's estimators"):
             lfagg.save(obj, tmp_path / "x.lfagg")
     assert not (tmp_path / "x.lfagg").exists()
@@ -146,8 +149,23 @@ def crafted_files(tmp_path, circles, canary):
         "a bad version": (model_file(tmp_path / "v.lfagg", meta={"format": "lfagg-model", "version": "1"},
                                      payload=b""), "damaged model file"),
         "a truncated file": (truncated(tmp_path, model), "not a model file"),
+        "a 5000-digit version": (model_file(tmp_path / "d.lfagg", payload=b"", members={
+            "lfagg.json": '{"format": "lfagg-model", "version": ' + "9" * 5000 + "}", "model.skops": b""}),
+            "not a model file"),
+        "a zip bomb": (bomb(tmp_path / "b.lfagg", "model.skops"), "would inflate"),
+        "a zip bomb in the payload": (model_file(tmp_path / "bp.lfagg", payload=bomb(io.BytesIO(), "schema.json")),
+                                      "would inflate"),
         "random bytes": (random_bytes(tmp_path), "not a model file"),
     }
+
+
+def bomb(target, member):
+    """A zip (written to the path or buffer ``target``) whose ``member`` inflates 200 KB
+    of deflated zeros to 200 MB."""
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("lfagg.json", json.dumps({"format": "lfagg-model", "version": 1}))
+        archive.writestr(member, bytes(200 << 20))
+    return target.getvalue() if isinstance(target, io.BytesIO) else target
 
 
 def truncated(tmp_path, model):
@@ -276,3 +294,33 @@ def test_an_interrupted_encode_leaves_the_previous_output(tmp_path, circles, mon
                      "--out", str(tmp_path / "r.npy")]) == 130
     assert (tmp_path / "r.npy").read_bytes() == b"previous"
     assert sorted(os.listdir(tmp_path)) == ["b.npz", "m.lfagg", "r.npy"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_files_written_atomically_get_the_umask_permissions(tmp_path, circles, umask):
+    # as open() would create them: mkstemp's temporary files are owner-only
+    (bags, y), _ = circles
+    model = CLASSIFIERS["BagClassifier-BoW"]().fit(bags, y)
+    previous = os.umask(umask)
+    try:
+        lfagg.save(model, tmp_path / "m.lfagg")
+        lfagg.datasets.save_npz_bags(tmp_path / "b.npz", bags)
+    finally:
+        os.umask(previous)
+    for name in ("m.lfagg", "b.npz"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_an_unwritable_output_is_named_before_any_work(tmp_path, circles, capsys, monkeypatch):
+    from lfagg import cli
+
+    (bags, y), _ = circles
+    with pytest.raises(OSError, match=f"cannot write {tmp_path / 'none' / 'm.lfagg'}"):
+        lfagg.save(CLASSIFIERS["BagClassifier-BoW"]().fit(bags, y), tmp_path / "none" / "m.lfagg")
+    lfagg.save(CLASSIFIERS["BagClassifier-BoW"]().fit(bags, y), tmp_path / "m.lfagg")
+    lfagg.datasets.save_npz_bags(tmp_path / "b.npz", bags)
+    monkeypatch.setattr(lfagg.BagClassifier, "transform", lambda *args: pytest.fail("encoded before the check"))
+    assert cli.main(["encode", "--model", str(tmp_path / "m.lfagg"), "--bags", str(tmp_path / "b.npz"),
+                     "--out", str(tmp_path / "none" / "r.npy")]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == f"lfagg encode: error: {tmp_path / 'none' / 'r.npy'}: no such directory {tmp_path / 'none'}"

@@ -42,15 +42,15 @@ def build_model(method, n_codewords, *, epochs=10, gamma="auto", gamma_scale=1.0
 def load_model(path):
     """The fitted classifier of bags written at path by ``lfagg train`` (:func:`lfagg.load`:
     loading runs no code); ValueError for anything else."""
-    from sklearn.utils.validation import check_is_fitted
-
+    from ._validation import fitted_names
     from .models import BagClassifier, LearnedBoW, LearnedVLAD
     from .persistence import load
 
     model = load(path)
     if not isinstance(model, (BagClassifier, LearnedBoW, LearnedVLAD)):
         raise ValueError(f"{path}: holds a {type(model).__name__}, not a classifier of bags from 'lfagg train'")
-    check_is_fitted(model, "classifier_")
+    if not fitted_names(model):
+        raise ValueError(f"{path}: holds an unfitted {type(model).__name__}, not a model from 'lfagg train'")
     return model
 
 
@@ -106,12 +106,17 @@ def _labelled_bags(args):
     return bags, y
 
 
+def _check_output_folder(path) -> None:
+    """ValueError before any work when ``path`` cannot be written for want of its folder."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ValueError(f"{path}: no such directory {folder}")
+
+
 def _train(args) -> int:
     from .persistence import save
 
-    folder = os.path.dirname(os.path.abspath(args.model))
-    if not os.path.isdir(folder):
-        raise ValueError(f"{args.model}: no such directory {folder}")
+    _check_output_folder(args.model)
     bags, y = _labelled_bags(args)
     model = build_model(args.method, args.codewords, epochs=args.epochs, gamma=args.gamma,
                         gamma_scale=args.gamma_scale, learning_rate=args.lr,
@@ -132,6 +137,7 @@ def _encode(args) -> int:
     from .datasets import load_bags
     from .store import BagStore
 
+    _check_output_folder(args.out)
     model = load_model(args.model)
     _set_threads(model, args.threads)
     bags, _ = load_bags(args.bags)

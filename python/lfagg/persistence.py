@@ -13,6 +13,7 @@ Plain pickling keeps working for scikit-learn users, for files they trust.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import zipfile
@@ -28,6 +29,7 @@ from .models.heads import SoftmaxRegression
 #: The name and version of the model format this lfagg writes.
 FORMAT, FORMAT_VERSION = "lfagg-model", 1
 #: The estimators a model file may hold.
+MAX_INFLATION, MAX_INFLATED_BYTES = 100, 16 << 20
 ESTIMATORS = (LearnedBoW, LearnedVLAD, LearnedBoWCV, LearnedVLADCV, BagClassifier, BagOfWords, VLAD, FisherVector)
 #: The lfagg types a model file may contain (skops trusts NumPy arrays and builtins itself).
 TRUSTED_TYPES = tuple(f"{t.__module__}.{t.__qualname__}" for t in (*ESTIMATORS, SoftmaxRegression, AdditiveChi2Map))
@@ -45,7 +47,7 @@ def save(model, path) -> None:
     """
     import skops.io
 
-    if not isinstance(model, ESTIMATORS):
+    if type(model) not in ESTIMATORS:  # a subclass is not a trusted type: load would refuse it
         raise ValueError(f"model must be one of lfagg's estimators ({', '.join(t.__name__ for t in ESTIMATORS)}), "
                          f"got {type(model).__name__}")
     meta = {"format": FORMAT, "version": FORMAT_VERSION, "lfagg": __version__, "class": type(model).__name__}
@@ -53,6 +55,15 @@ def save(model, path) -> None:
     with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w") as archive:
         archive.writestr("lfagg.json", json.dumps(meta))
         archive.writestr("model.skops", payload)
+
+
+def _check_inflation(archive: zipfile.ZipFile) -> None:
+    """ValueError for a member that would inflate far beyond its stored bytes (a zip bomb):
+    lfagg's arrays of floats hardly compress."""
+    for info in archive.infolist():
+        if info.file_size > MAX_INFLATED_BYTES and info.file_size > MAX_INFLATION * max(info.compress_size, 1):
+            raise ValueError(f"{info.filename} would inflate {info.compress_size:,} stored bytes to "
+                             f"{info.file_size:,}")
 
 
 def load(path):
@@ -75,10 +86,14 @@ def load(path):
         raise ValueError(f"{path}: no such file")
     try:
         with zipfile.ZipFile(path) as archive:
+            _check_inflation(archive)
             meta = json.loads(archive.read("lfagg.json"))
             payload = archive.read("model.skops")
-    except (zipfile.BadZipFile, KeyError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, OSError,
-            EOFError) as exc:  # RecursionError: a crafted, deeply nested lfagg.json
+            if zipfile.is_zipfile(io.BytesIO(payload)):  # skops's own archive of the arrays
+                with zipfile.ZipFile(io.BytesIO(payload)) as inner:
+                    _check_inflation(inner)
+    except (zipfile.BadZipFile, KeyError, UnicodeDecodeError, ValueError, RecursionError, OSError,
+            EOFError) as exc:  # RecursionError: a crafted, deeply nested lfagg.json; ValueError: bad JSON, a bomb
         raise ValueError(f"{path}: not a model file written by lfagg.save / 'lfagg train' ({exc})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ValueError(f"{path}: not a model file written by lfagg.save / 'lfagg train'")
