@@ -252,6 +252,7 @@ LABEL_CASES = {
     "names needed": ("y.csv", "a,1\nb,0\n", None, "need bag names"),
     "suffix": ("y.json", "[1, 2]", None, ".txt or .csv"),
     "nan": ("y.txt", "0\nnan\n1\n", None, "line 2 has label 'nan': a missing value is not a class"),
+    "leading zeros": ("y.txt", "0\n1\n", ["bag1", "bag01"], "'bag1' and 'bag01' differ only in leading zeros"),
     "NaN among strings": ("y.csv", "label\ncat\ndog\nNaN\n", None, "line 4 has label 'NaN'"),
     "infinite by name": ("y.csv", "a,1\nb,-inf\n", ["a", "b"], "line 2 has label '-inf'"),
 }

@@ -213,6 +213,8 @@ def load_labels(path, names=None) -> np.ndarray:
         labels = [label for label, in rows]
         if names is not None and len(labels) != len(names):
             raise ValueError(f"{path}: {len(labels)} labels for {len(names)} bags")
+        if names is not None:
+            _check_unambiguous_order(path, names)
     elif width == 2:
         if names is None:
             raise ValueError(f"{path}: two columns (name,label) need bag names, which only a directory of .npy "
@@ -231,6 +233,18 @@ def load_labels(path, names=None) -> np.ndarray:
     else:
         raise ValueError(f"{path}: expected one column (label) or two (name,label), got {width}")
     return _labels_array(labels)
+
+
+def _check_unambiguous_order(path, names) -> None:
+    """ValueError when two bag names differ only in leading zeros (bag1, bag01): their
+    order, which labels given by position rely on, is then a guess."""
+    seen = {}
+    for name in names:
+        key = re.sub(r"\d+", lambda digits: str(int(digits.group())), name)
+        if key in seen:
+            raise ValueError(f"{path}: bags {seen[key]!r} and {name!r} differ only in leading zeros, so labels given "
+                             "by position may go to the wrong bag: give name,label rows instead")
+        seen[key] = name
 
 
 def _is_missing(label: str) -> bool:
