@@ -1,7 +1,8 @@
 """Property-based fuzzing (hypothesis) of lfagg with hostile input: random shapes, dtypes,
 offsets, NaN/inf placements and parameter values through lfagg.ops, lfagg.Bags, every
-estimator and every command of lfagg.cli.main (in process), and random or garbled .npy /
-.npz / CSV / .txt / model files through the loaders, lfagg.load and the command line.
+estimator and model search, and the train / encode / evaluate / store build / demo
+commands of lfagg.cli.main (in process), and random or garbled .npy / .npz / CSV / .txt /
+model files through the loaders, lfagg.load and the command line.
 
 The only outcomes allowed are a correct result (finite, of the documented shape and dtype;
 an estimator's fitted attributes present) or a ValueError; for lfagg.cli.main, status 0,
@@ -15,7 +16,9 @@ the same examples. A long fuzz draws new examples on each run:
     LFAGG_FUZZ_EXAMPLES=5000 python -m pytest tests/test_fuzz.py
 
 runs 5000 examples per cheap target (ops, Bags, loaders, lfagg.load), a fifth of that per
-costly one (estimator fits, command-line runs) and a 25th of demos (about 15 minutes).
+costly one (estimator fits, command-line runs), a 25th of demos and a 50th of model
+searches (about 20 minutes). The command line's warnings are judged too: each must be one
+line "lfagg <command>: warning: ...".
 """
 import contextlib
 import functools
@@ -28,7 +31,7 @@ import zipfile
 import numpy as np
 import pytest
 import skops.io
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -51,7 +54,7 @@ def fuzz(default: int, divisor: int = 1):
                     print_blob=bool(_EXAMPLES), suppress_health_check=list(HealthCheck))
 
 
-CHEAP, COSTLY = fuzz(300), fuzz(60, divisor=5)
+CHEAP, COSTLY = fuzz(300), fuzz(100, divisor=5)
 
 # ---------------------------------------------------------------------------------------
 # Strategies and checks
@@ -478,6 +481,10 @@ def test_transformers(case):
     check_transform(model, R, Bags.from_arrays(other))
 
 
+# the float32 kernels overflow from about 30, long before the float64 parameters do
+LEARNING_RATES = st.sampled_from([1e-3, 1e-1, 10.0, 1e6, 1e300]) | st.floats(1e-3, 1e3)
+
+
 @st.composite
 def classifiers(draw):
     """An unfitted BagClassifier, LearnedBoW or LearnedVLAD with random parameters (tiny fits)."""
@@ -493,7 +500,7 @@ def classifiers(draw):
             learn_covariances=draw(st.booleans()), init=draw(st.sampled_from(["kmeans", "gmm", "random"])),
             n_epochs=draw(st.integers(0, 2)), batch_size=draw(st.integers(1, 4)),
             n_samples_per_bag=draw(st.none() | st.integers(1, 4)), optimizer=draw(st.sampled_from(["adam", "sgd"])),
-            learning_rate=draw(st.sampled_from([1e-3, 1e-1, 10.0, 1e6, 1e300])),
+            learning_rate=draw(LEARNING_RATES),
             classifier_learning_rate=draw(st.none() | st.floats(1e-4, 1e4)),
             validation_fraction=draw(st.none() | st.floats(0.1, 0.9)), early_stopping=draw(st.booleans()),
             n_iter_no_change=draw(st.integers(1, 2)))
@@ -530,9 +537,10 @@ def check_predictions(model, bags, classes):
     if isinstance(model, lfagg.BagClassifier):
         check_transform(model.encoder_, R, bags)
     else:
-        K, D = model.n_codewords, bags.dim
-        check_encoding(R, n, K if isinstance(model, lfagg.LearnedBoW) else K * D, bags.dtype, bags.sizes)
-        if isinstance(model, lfagg.LearnedBoW):
+        K, D = getattr(model, "best_params_", model.get_params())["n_codewords"], bags.dim
+        bow = isinstance(model, (lfagg.LearnedBoW, lfagg.LearnedBoWCV))
+        check_encoding(R, n, K if bow else K * D, bags.dtype, bags.sizes)
+        if bow:
             check_sums(R, bags.sizes, bags.dtype)
 
 
@@ -582,6 +590,42 @@ def test_classifiers(case):
         check_predictions(model, other, classes)
     except ValueError:  # another dimension, NaN, or an encoding that overflows
         pass
+
+
+@st.composite
+def searches(draw):
+    """An unfitted LearnedBoWCV or LearnedVLADCV with random grids (tiny searches)."""
+    grid = st.lists(st.integers(1, 3), min_size=1, max_size=2)
+    params = dict(
+        n_codewords=draw(grid), gamma_scale=draw(st.lists(st.floats(1e-3, 1e3), min_size=1, max_size=2)),
+        learning_rate=draw(st.lists(LEARNING_RATES, min_size=1, max_size=2)), max_epochs=draw(st.integers(0, 2)),
+        cv=draw(st.integers(2, 3)), scoring=draw(st.sampled_from(["neg_log_loss", "accuracy"])),
+        n_estimators=draw(st.integers(1, 2)), batch_size=draw(st.sampled_from(["auto", 1, 4])),
+        n_samples_per_bag=draw(st.none() | st.integers(1, 4)), learn_gamma=draw(st.booleans()),
+        max_init_features=draw(st.integers(3, 40)), random_state=draw(st.none() | st.integers(0, 2 ** 32)),
+        n_threads=1, verbose=draw(st.sampled_from([0, 0, 1])))
+    params = draw(perturbed(params))
+    return draw(st.sampled_from([lfagg.LearnedBoWCV, lfagg.LearnedVLADCV]))(**params)
+
+
+@fuzz(40, divisor=50)
+@given(model=searches(), arrays=bags_arrays(n_bags=st.integers(6, 12)), data=st.data())
+def test_searches(model, arrays, data):
+    y = data.draw(labels_for(len(arrays)))
+    try:
+        model.fit(arrays, y)
+    except ValueError as exc:
+        event(f"refused: {str(exc)[:40]}")
+        return
+    event("fitted")
+    assert finite_input(*arrays), "NaN or infinity accepted"
+    classes, bags = np.unique(np.asarray(y)), Bags.from_arrays(arrays)
+    assert len(model.estimators_) == model.n_estimators and model.best_estimator_ is model.estimators_[0]
+    for refit in model.estimators_:
+        check_fitted_classifier(refit, bags.dim, classes)
+    assert np.isfinite(model.best_score_) and model.best_params_ in model.cv_results_["params"]
+    check_predictions(model, bags, classes)
+    check_predictions(model, bags[:0], classes)
 
 
 # ---------------------------------------------------------------------------------------
@@ -858,7 +902,8 @@ MALFORMED = st.sampled_from(["", "abc", "-1", "0", "nan", "inf", "1e999", "2.5",
 TRAIN_OPTIONS = {
     "--method": st.sampled_from(cli.METHODS), "--codewords": st.integers(1, 4).map(str),
     "--epochs": st.integers(0, 2).map(str), "--gamma": st.sampled_from(["auto", "0.5", "1e-30", "1e300"]),
-    "--gamma-scale": st.sampled_from(["1", "0.01", "100"]), "--lr": st.sampled_from(["1e-3", "0.1", "1e6"]),
+    "--gamma-scale": st.sampled_from(["1", "0.01", "100"]),
+    "--lr": st.sampled_from(["1e-3", "0.1", "30", "300", "1e6"]),
     "--samples-per-bag": st.integers(1, 5).map(str), "--seed": st.integers(-2, 2 ** 40).map(str),
     "--threads": st.sampled_from(["1", "2"]), "--verbose": st.sampled_from(["0", "0", "1"])}
 
@@ -878,7 +923,11 @@ def cli_cases(draw):
     """(files, argv with "{root}" for the directory holding the files): train, encode or
     evaluate on random bags, labels and model files."""
     files, bags_path, labels_path = draw(bag_files(dim=mostly(st.just(2), st.integers(1, 3))))  # models: D = 2
-    command = draw(st.sampled_from(["train", "encode", "evaluate"]))
+    command = draw(st.sampled_from(["train", "encode", "evaluate", "store"]))
+    if command == "store":  # store build: the files as a Zarr bag store
+        argv = ["store", "build", "--bags", f"{{root}}/{bags_path}", "--out",
+                draw(st.sampled_from(["{root}/s.zarr"] * 4 + ["{root}/nowhere/s.zarr", "{root}"]))]
+        return files, argv + (["--labels", f"{{root}}/{labels_path}"] if labels_path else [])
     argv = [command, "--bags", f"{{root}}/{bags_path}"]
     if labels_path and command != "encode":
         argv += ["--labels", f"{{root}}/{labels_path}"]
@@ -925,7 +974,7 @@ def check_status(argv, rc, err):
     if rc == 1:
         assert lines and lines[-1].startswith(f"lfagg {command}: error: "), err
         lines.pop()
-    if command in ("train", "demo") and option(argv, "--verbose", "1") != "0":
+    if command in ("train", "demo", "store") and option(argv, "--verbose", "1") != "0":
         assert not any(line.startswith(f"lfagg {command}: error:") for line in lines), err
     else:
         assert all(line.startswith(f"lfagg {command}: warning: ") for line in lines), err
@@ -943,6 +992,9 @@ def check_cli(files, argv) -> int:
             model = lfagg.load(option(argv, "--model"))
             assert isinstance(model, (lfagg.LearnedBoW, lfagg.LearnedVLAD, lfagg.BagClassifier))
             assert hasattr(model, "classifier_") and "saved to" in out
+        elif argv[0] == "store":
+            store = lfagg.BagStore.open(option(argv, "--out"))
+            assert "written to" in out and len(store) == len(load_bags(option(argv, "--bags"))[0])
         elif argv[0] == "encode":
             path = option(argv, "--out")
             R = np.load(path if path.endswith(".npy") else path + ".npy")  # as numpy.save names it
@@ -957,6 +1009,7 @@ FOUR_BAGS_NPZ = dict(features=np.concatenate(FOUR_BAGS), offsets=np.arange(0, 9,
 
 
 @COSTLY
+@pytest.mark.filterwarnings("default")  # shown as "lfagg <command>: warning: ..." lines, which check_status judges
 @given(case=cli_cases())
 # the files found above, through the command line
 @example(case=({"model.lfagg": DEEP_JSON_MODEL, "bags.npz": npz_bytes(**FOUR_BAGS_NPZ, labels=np.arange(4) % 2)},
