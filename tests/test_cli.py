@@ -137,8 +137,12 @@ def test_help(capsys, command):
 
 def test_encode_equals_transform(capsys, files, t1_model, tmp_path):
     _, path = t1_model
-    rc, out, _ = run_main(capsys, "encode", "--model", path, "--bags", files / "test.npz", "--out", tmp_path / "r.npy")
+    rc, out, err = run_main(capsys, "encode", "--model", path, "--bags", files / "test.npz", "--out", tmp_path / "r.npy")
     assert rc == 0 and "(10, 3) float32" in out
+    assert re.fullmatch(r"lfagg encode: encoding 10 bags \.\.\. \d+\.\d s\n", err), err  # progress, one line
+    rc, _, err = run_main(capsys, "encode", "--model", path, "--bags", files / "test.npz", "--out", tmp_path / "q.npy",
+                          "--verbose", "0")
+    assert rc == 0 and err == ""
     model = lfagg.load(path)
     bags, _ = lfagg.datasets.load_npz_bags(files / "test.npz")
     np.testing.assert_array_equal(np.load(tmp_path / "r.npy"), model.transform(bags))

@@ -746,6 +746,13 @@ def test_ops_flags_take_only_booleans(flag):
         call()
 
 
+@pytest.mark.parametrize("make", [lambda: learned(), lambda: lfagg.LearnedVLAD(2, **FAST),
+                                  lambda: lfagg.BagClassifier(lfagg.BagOfWords(2)), lambda: lfagg.FisherVector(2)])
+def test_features_of_dimension_zero_are_refused_in_lfaggs_terms(make):
+    with pytest.raises(ValueError, match="local features of dimension 0"):
+        make().fit([np.ones((3, 0))] * 6, np.arange(6) % 2)
+
+
 @pytest.mark.parametrize("array", [np.ones((3, 2), dtype=complex), np.array([["1", "2"]]),
                                    np.ones((2, 2), dtype=object)])
 def test_non_real_features_are_refused(array):

@@ -201,6 +201,8 @@ def check_bags(X, dim: int | None = None, n_threads: int = 0):
                              f"dimension {dim}")
         return X
     bags = as_bags(X)
+    if bags.dim == 0:
+        raise ValueError("bags have local features of dimension 0: a local feature needs at least one value")
     if dim is not None and bags.dim != dim:
         raise ValueError(f"bags have local features of dimension {bags.dim}, but the model was fitted on "
                          f"dimension {dim}")

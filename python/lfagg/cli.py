@@ -134,6 +134,7 @@ def _encode(args) -> int:
     import numpy as np
 
     from ._files import atomic_path
+    from ._progress import Stopwatch
     from .datasets import load_bags
     from .store import BagStore
 
@@ -154,14 +155,17 @@ def _encode(args) -> int:
             print(f"{n_bags} bags encoded as ({n_bags}, {width}); saved to {args.out} ({computed} blocks computed "
                   "now, the rest by an earlier run)")
             return 0
+        watch = Stopwatch("lfagg encode", args.verbose)
         if use_dask:
             if not isinstance(bags, BagStore):
                 raise ValueError("--scheduler/--address need a bag store as --bags (lfagg store build)")
             from .dask import transform
 
-            R = transform(model, bags).compute()
+            with watch("encode", f"encoding {len(bags):,} bags on Dask"):
+                R = transform(model, bags).compute()
         else:
-            R = model.transform(bags)
+            with watch("encode", f"encoding {len(bags):,} bags"):
+                R = model.transform(bags)
     out = args.out if args.out.endswith(".npy") else f"{args.out}.npy"  # what numpy.save writes
     with atomic_path(out) as tmp, open(tmp, "wb") as fh:
         np.save(fh, R)
@@ -370,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="encode a bag store with Dask on this local scheduler (pip install 'lfagg[dask]')")
     encode.add_argument("--address", default=None, metavar="HOST:PORT",
                         help="encode a bag store on this Dask distributed scheduler")
-    encode.add_argument("--verbose", type=_count, default=1, help="1 reports the progress of a .zarr output")
+    encode.add_argument("--verbose", type=_count, default=1, help="1 reports the progress on stderr, 0 hides it")
     _add_threads(encode)
     encode.set_defaults(run=_encode)
 
