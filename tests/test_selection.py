@@ -4,6 +4,8 @@ codebook, a W0 or a step of training), the best of them is refitted with several
 and averaged, the search is
 reproducible, and bad searches fail with clear errors."""
 
+import copy
+
 import numpy as np
 import pytest
 from sklearn.metrics import log_loss
@@ -74,6 +76,18 @@ def test_the_best_candidate_is_refitted_with_every_seed_and_averaged(data, searc
     np.testing.assert_allclose(search.decision_function(bags), np.log(mean[:, 1] / mean[:, 0]), rtol=1e-9)
     np.testing.assert_array_equal(search.transform(bags), refits[0].transform(bags))
     np.testing.assert_array_equal(search.classes_, [0, 1])
+
+
+def test_decision_function_stays_finite_where_probabilities_round_to_zero(data, search):
+    # logits scaled up: every refit's probability of one class is exactly 0 in float64
+    bags, _ = data
+    sharp = copy.deepcopy(search)
+    for refit in sharp.estimators_:
+        refit.classifier_.W, refit.classifier_.b = refit.classifier_.W * 1e4, refit.classifier_.b * 1e4
+    assert (sharp.predict_proba(bags) == 0).any()
+    scores = sharp.decision_function(bags)
+    assert np.isfinite(scores).all()
+    np.testing.assert_array_equal(scores > 0, sharp.predict(bags) == sharp.classes_[1])
 
 
 def test_one_estimator_is_the_single_refit(data):

@@ -27,7 +27,7 @@ import warnings
 
 import numpy as np
 from joblib import Parallel, delayed
-from scipy.special import log_softmax, softmax
+from scipy.special import log_softmax, logsumexp, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.model_selection import StratifiedKFold
 from sklearn.utils.validation import check_is_fitted
@@ -253,9 +253,17 @@ class _LearnedAggregationCV(ClassifierMixin, BaseEstimator):
         """Log mean probabilities of the refits (n_bags, n_classes); for two classes the
         log odds of the second class, (n_bags,). A single refit's are its logits up to a
         per-bag constant."""
-        with np.errstate(divide="ignore"):  # a probability of exactly 0: -inf, as its log is
-            scores = np.log(self.predict_proba(X))
+        scores = self._log_proba(X)
         return scores[:, 1] - scores[:, 0] if scores.shape[1] == 2 else scores
+
+    def _log_proba(self, X) -> np.ndarray:
+        """Log of the refits' mean probabilities, formed from their log probabilities: finite
+        where a probability rounds to 0."""
+        check_is_fitted(self, "estimators_")
+        bags = self.best_estimator_._check_bags(X)
+        with single_threaded_blas():
+            log_probas = [log_softmax(refit._validated_logits(bags), axis=1) for refit in self.estimators_]
+        return logsumexp(log_probas, axis=0) - np.log(len(log_probas))
 
     def transform(self, X) -> np.ndarray:
         """The learned representation of each bag by ``best_estimator_`` (the first refit)."""
