@@ -27,7 +27,7 @@ import warnings
 
 import numpy as np
 from joblib import Parallel, delayed
-from scipy.special import log_softmax, logsumexp, softmax
+from scipy.special import log_softmax, logsumexp
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.model_selection import StratifiedKFold
 from sklearn.utils.validation import check_is_fitted
@@ -239,10 +239,7 @@ class _LearnedAggregationCV(ClassifierMixin, BaseEstimator):
     # -- the refits of the chosen candidate --------------------------------------------
     def predict_proba(self, X) -> np.ndarray:
         """(n_bags, n_classes) float64 class probabilities: the mean of the refits'."""
-        check_is_fitted(self, "estimators_")
-        bags = self.best_estimator_._check_bags(X)  # checked once for every refit
-        with single_threaded_blas():
-            return np.mean([softmax(refit._validated_logits(bags), axis=1) for refit in self.estimators_], axis=0)
+        return np.mean(np.exp(self._refits_log_proba(X)), axis=0)
 
     def predict(self, X) -> np.ndarray:
         """(n_bags,) predicted labels: the class of the highest mean probability."""
@@ -253,17 +250,16 @@ class _LearnedAggregationCV(ClassifierMixin, BaseEstimator):
         """Log mean probabilities of the refits (n_bags, n_classes); for two classes the
         log odds of the second class, (n_bags,). A single refit's are its logits up to a
         per-bag constant."""
-        scores = self._log_proba(X)
+        log_probas = self._refits_log_proba(X)  # their logsumexp: finite where a probability rounds to 0
+        scores = logsumexp(log_probas, axis=0) - np.log(len(log_probas))
         return scores[:, 1] - scores[:, 0] if scores.shape[1] == 2 else scores
 
-    def _log_proba(self, X) -> np.ndarray:
-        """Log of the refits' mean probabilities, formed from their log probabilities: finite
-        where a probability rounds to 0."""
+    def _refits_log_proba(self, X) -> list:
+        """Each refit's (n_bags, n_classes) log probabilities, the bags checked once for all."""
         check_is_fitted(self, "estimators_")
         bags = self.best_estimator_._check_bags(X)
         with single_threaded_blas():
-            log_probas = [log_softmax(refit._validated_logits(bags), axis=1) for refit in self.estimators_]
-        return logsumexp(log_probas, axis=0) - np.log(len(log_probas))
+            return [log_softmax(refit._validated_logits(bags), axis=1) for refit in self.estimators_]
 
     def transform(self, X) -> np.ndarray:
         """The learned representation of each bag by ``best_estimator_`` (the first refit)."""
