@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validation import positive_int, positive_real
+from .._validation import as_generator, positive_int, positive_real
 from ..bags import Bags
 from .files import read_npz
 
@@ -60,7 +60,7 @@ class ZCAWhitening:
     def fit(self, features: np.ndarray, max_samples: int = 200_000, random_state=0) -> "ZCAWhitening":
         """Estimate the mean and whitening matrix from at most max_samples rows of (n, d)."""
         features = np.asarray(features)
-        rng = np.random.default_rng(random_state)
+        rng = as_generator(random_state)
         if len(features) > max_samples:
             features = features[rng.choice(len(features), max_samples, replace=False)]
         x = features.astype(np.float64)
@@ -98,7 +98,7 @@ def balanced_subset(labels: np.ndarray, n, random_state=0) -> np.ndarray:
     labels = np.asarray(labels)
     if n is None or positive_int(n, "n") >= len(labels):
         return np.arange(len(labels))
-    rng = np.random.default_rng(random_state)
+    rng = as_generator(random_state)
     order = rng.permutation(len(labels))
     # Rank of each item within its class in the random order; take the lowest ranks first.
     ranks = np.empty(len(labels), dtype=np.int64)
