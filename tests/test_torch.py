@@ -224,6 +224,7 @@ def test_nested_tensor_errors():
 def test_layer_arguments_are_checked():
     for kwargs, name in ((dict(n_codewords=0, dim=3), "n_codewords"), (dict(n_codewords=2, dim=3, gamma=-1), "gamma"),
                          (dict(n_codewords=2, dim=3, n_threads=0), "n_threads"),
+                         (dict(n_codewords=2, dim=3, n_threads=2 ** 40), "n_threads must be None or an integer from 1"),
                          (dict(n_codewords=2, dim=3, learn_gamma="no"), "learn_gamma must be True or False"),
                          (dict(n_codewords=2, dim=3, learn_precisions=1), "learn_precisions must be True or False"),
                          (dict(n_codewords=2, dim=3, keep_assignments=None), "keep_assignments must be True or False")):

@@ -26,7 +26,7 @@ except ImportError as exc:  # pragma: no cover - the message is the point
 from torch.autograd.function import once_differentiable
 
 from . import ops
-from ._validation import boolean, positive_int, positive_real
+from ._validation import boolean, n_threads_arg, positive_int, positive_real
 
 __all__ = ["SoftBoW", "SoftVLAD", "soft_bow", "soft_vlad", "SoftBoWFunction", "SoftVLADFunction"]
 
@@ -111,7 +111,7 @@ def _check_inputs(features, offsets, centers, precisions, gamma):
 
 def _encode(function, features, offsets, centers, precisions, gamma, n_threads, keep_assignments):
     features, offsets = _check_inputs(features, offsets, centers, precisions, gamma)
-    n_threads = torch.get_num_threads() if n_threads is None else positive_int(n_threads, "n_threads")
+    n_threads = torch.get_num_threads() if n_threads is None else n_threads_arg(n_threads)
     needs_grad = torch.is_grad_enabled() and any(
         t.requires_grad for t in (features, centers, precisions, gamma))
     return function.apply(features, offsets, centers.contiguous(), precisions.contiguous(), gamma, n_threads,
@@ -160,7 +160,7 @@ class _SoftEncoderLayer(torch.nn.Module):
         self.dim = positive_int(dim, "dim")
         gamma = positive_real(gamma, "gamma")
         self.keep_assignments = boolean(keep_assignments, "keep_assignments")
-        self.n_threads = None if n_threads is None else positive_int(n_threads, "n_threads")
+        self.n_threads = None if n_threads is None else n_threads_arg(n_threads)
         dtype = dtype or torch.get_default_dtype()
         self.centers = torch.nn.Parameter(torch.empty(self.n_codewords, self.dim, dtype=dtype))
         self.log_precisions = torch.nn.Parameter(torch.zeros(self.n_codewords, self.dim, dtype=dtype),
