@@ -275,6 +275,30 @@ def test_a_classifier_or_a_class_as_the_encoder_is_an_error(encoder, circles):
         lfagg.BagClassifier(encoder()).fit(bags, y)
 
 
+class MeanEncoder:
+    """A duck-typed encoder (fit / transform / get_params, no scikit-learn base class):
+    each bag's mean feature."""
+
+    def get_params(self, deep=True):
+        return {}
+
+    def set_params(self, **params):
+        return self
+
+    def fit(self, X, y=None):
+        return self
+
+    def transform(self, X):  # X: the validated Bags
+        return np.stack([X[i].mean(axis=0) for i in range(len(X))])
+
+
+def test_a_duck_typed_encoder_is_accepted():
+    rng = np.random.default_rng(0)
+    bags = [rng.normal(size=(5, 2)) + i % 2 for i in range(20)]
+    y = np.arange(20) % 2
+    assert lfagg.BagClassifier(MeanEncoder(), random_state=0).fit(bags, y).score(bags, y) > 0.8
+
+
 @pytest.mark.parametrize("feature_map", ["rbf", "CHI2", True, 0])
 def test_unknown_feature_map_is_an_error(feature_map, circles, no_encoder_fit):
     (bags, y), _ = circles

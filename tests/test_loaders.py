@@ -109,6 +109,10 @@ def test_save_npz_bags_accepts_arrays_and_rejects_bad_labels(tmp_path):
     ("y.txt", "1\n1.0\n0\n", [1, 1, 0]),  # one class, however it is written
     ("y.txt", "1.000000000000000000e+00\n0.000000000000000000e+00\n1e0\n", [1, 0, 1]),  # np.savetxt's format
     ("y.txt", "0.5\n1\n2\n", [0.5, 1.0, 2.0]),  # numbers, not all whole: fit refuses them as continuous
+    # integers beyond int64, or whole numbers beyond float64's exact ones, stay distinct strings
+    ("y.txt", "12345678901234567890123\n12345678901234567890124\n1\n",
+     ["12345678901234567890123", "12345678901234567890124", "1"]),
+    ("y.txt", "9007199254740993.0\n9007199254740992\n1\n", ["9007199254740993.0", "9007199254740992", "1"]),
 ])
 def test_label_formats(tmp_path, name, text, expected):
     y = load_labels(write_text(tmp_path / name, text), names=["a", "b", "c"])
@@ -251,7 +255,7 @@ LABEL_CASES = {
     "listed twice": ("y.csv", "a,1\nb,0\na.npy,0\n", ["a", "b"], "'a' is listed twice"),
     "names needed": ("y.csv", "a,1\nb,0\n", None, "need bag names"),
     "suffix": ("y.json", "[1, 2]", None, ".txt or .csv"),
-    "nan": ("y.txt", "0\nnan\n1\n", None, "line 2 has label 'nan': a missing value is not a class"),
+    "nan": ("y.txt", "0\nnan\n1\n", None, "line 2 has label 'nan', NaN or infinite: not a class"),
     "leading zeros": ("y.txt", "0\n1\n", ["bag1", "bag01"], "'bag1' and 'bag01' differ only in leading zeros"),
     "NaN among strings": ("y.csv", "label\ncat\ndog\nNaN\n", None, "line 4 has label 'NaN'"),
     "infinite by name": ("y.csv", "a,1\nb,-inf\n", ["a", "b"], "line 2 has label '-inf'"),

@@ -155,6 +155,8 @@ def crafted_files(tmp_path, circles, canary):
         "a zip bomb": (bomb(tmp_path / "b.lfagg", "model.skops"), "would inflate"),
         "a zip bomb in the payload": (model_file(tmp_path / "bp.lfagg", payload=bomb(io.BytesIO(), "schema.json")),
                                       "would inflate"),
+        "one array referred to 40 times": (model_file(tmp_path / "refs.lfagg", payload=repeated_references(40)),
+                                           "refers to 629,"),
         "random bytes": (random_bytes(tmp_path), "not a model file"),
     }
 
@@ -166,6 +168,22 @@ def bomb(target, member):
         archive.writestr("lfagg.json", json.dumps({"format": "lfagg-model", "version": 1}))
         archive.writestr(member, bytes(200 << 20))
     return target.getvalue() if isinstance(target, io.BytesIO) else target
+
+
+def repeated_references(n) -> bytes:
+    """A skops archive whose schema lists one 15 MiB array (under the inflation limit) n
+    times: skops would read it n times before judging the types."""
+    array = io.BytesIO()
+    np.save(array, np.zeros((15 << 20) // 8))
+    node = {"__class__": "ndarray", "__module__": "numpy", "__loader__": "NdArrayNode", "type": "numpy",
+            "file": "a.npy"}
+    schema = {"__class__": "list", "__module__": "builtins", "__loader__": "ListNode", "protocol": 2,
+              "content": [dict(node, __id__=10 + i) for i in range(n)], "__id__": 1, "_skops_version": "0.10.0"}
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("a.npy", array.getvalue())
+        archive.writestr("schema.json", json.dumps(schema))
+    return out.getvalue()
 
 
 def truncated(tmp_path, model):
@@ -309,6 +327,9 @@ def test_files_written_atomically_get_the_umask_permissions(tmp_path, circles, u
         os.umask(previous)
     for name in ("m.lfagg", "b.npz"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask
+    (tmp_path / "m.lfagg").chmod(0o600)  # a file written over keeps its mode
+    lfagg.save(model, tmp_path / "m.lfagg")
+    assert (tmp_path / "m.lfagg").stat().st_mode & 0o777 == 0o600
 
 
 def test_an_unwritable_output_is_named_before_any_work(tmp_path, circles, capsys, monkeypatch):

@@ -3,23 +3,20 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
+import stat
 
 
 @contextlib.contextmanager
 def atomic_path(path):
     """A temporary path beside ``path`` to write to; renamed to ``path`` when the block
     ends without an exception, deleted otherwise. The file gets the permissions of one
-    that open() creates (the umask's), not mkstemp's owner-only ones."""
+    that open() creates (the umask's), or those of the file it replaces."""
     path = os.fspath(path)
+    tmp = _create_beside(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
-                                   dir=os.path.dirname(os.path.abspath(path)))
-    except OSError as exc:  # name the user's file, not the temporary one
-        raise OSError(exc.errno, f"cannot write {path}: {exc.strerror}") from None
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())
-    try:
+        if os.path.exists(path):
+            os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
         yield tmp
         os.replace(tmp, path)
     finally:
@@ -27,7 +24,17 @@ def atomic_path(path):
             os.remove(tmp)
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)  # reading it means setting it: put it back at once
-    os.umask(mask)
-    return mask
+def _create_beside(path: str) -> str:
+    """A new, empty hidden file in path's folder, created as open() creates files (mode
+    0o666 less the umask, which the kernel applies: reading the umask would mean setting
+    it, for every thread of the process)."""
+    folder, name = os.path.split(os.path.abspath(path))
+    while True:
+        tmp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+        except OSError as exc:  # name the user's file, not the temporary one
+            raise OSError(exc.errno, f"cannot write {path}: {exc.strerror}") from None

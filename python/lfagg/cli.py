@@ -111,6 +111,8 @@ def _check_output_folder(path) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise ValueError(f"{path}: no such directory {folder}")
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"{path}: cannot write in {folder}")
 
 
 def _train(args) -> int:

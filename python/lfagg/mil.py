@@ -19,7 +19,7 @@ from joblib import Parallel, delayed
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
 from ._progress import progress_bar
-from ._validation import check_bags, check_labels, choice, positive_int, verbosity
+from ._validation import check_bags, check_labels, choice, n_jobs_arg, positive_int, verbosity
 from .bags import Bags
 from .encoders import VLAD, BagOfWords, FisherVector
 from .models import BagClassifier, LearnedBoWCV, LearnedVLADCV
@@ -92,7 +92,7 @@ def mil_benchmark(bags, y, methods=METHODS, n_splits: int = 10, n_repeats: int =
              for f, (train, test) in enumerate(StratifiedKFold(n_splits, shuffle=True, random_state=random_state + r)
                                                .split(y, y))
              for m in methods]
-    runs = Parallel(n_jobs=n_jobs, return_as="generator")(
+    runs = Parallel(n_jobs=n_jobs_arg(n_jobs), return_as="generator")(
         delayed(_run_fold)(m, bags, y, train, test, random_state + r, n_threads) for m, r, f, train, test in tasks)
     results = {m: {"accuracy": np.zeros((n_repeats, n_splits)), "seconds": [], "params": []} for m in methods}
     with progress_bar(f"MIL benchmark: {len(methods)} methods, {n_repeats} x {n_splits} folds", len(tasks),

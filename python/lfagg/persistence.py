@@ -28,8 +28,10 @@ from .models.heads import SoftmaxRegression
 
 #: The name and version of the model format this lfagg writes.
 FORMAT, FORMAT_VERSION = "lfagg-model", 1
-#: The estimators a model file may hold.
+#: A member of a model file larger than MAX_INFLATED_BYTES may inflate at most
+#: MAX_INFLATION times its stored size (lfagg's arrays of floats hardly compress).
 MAX_INFLATION, MAX_INFLATED_BYTES = 100, 16 << 20
+#: The estimators a model file may hold.
 ESTIMATORS = (LearnedBoW, LearnedVLAD, LearnedBoWCV, LearnedVLADCV, BagClassifier, BagOfWords, VLAD, FisherVector)
 #: The lfagg types a model file may contain (skops trusts NumPy arrays and builtins itself).
 TRUSTED_TYPES = tuple(f"{t.__module__}.{t.__qualname__}" for t in (*ESTIMATORS, SoftmaxRegression, AdditiveChi2Map))
@@ -66,6 +68,29 @@ def _check_inflation(archive: zipfile.ZipFile) -> None:
                              f"{info.file_size:,}")
 
 
+def _check_references(inner: zipfile.ZipFile) -> None:
+    """ValueError when skops's schema refers to its archive's members far more than once:
+    skops reads a member for every reference, before its check of the types, so a small
+    file could make it read one large member many times over."""
+    sizes = {info.filename: info.file_size for info in inner.infolist()}
+    referenced = sum(sizes.get(name, 0) for name in _file_references(json.loads(inner.read("schema.json"))))
+    if referenced > 2 * sum(sizes.values()) + MAX_INFLATED_BYTES:
+        raise ValueError(f"its schema refers to {referenced:,} bytes of a {sum(sizes.values()):,}-byte archive")
+
+
+def _file_references(node):
+    """The "file" entries of a skops schema, as often as they occur."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "file" and isinstance(value, str):
+                yield value
+            else:
+                yield from _file_references(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _file_references(value)
+
+
 def load(path):
     """The estimator in the model file ``path`` written by :func:`save` (``lfagg train``).
 
@@ -92,6 +117,7 @@ def load(path):
             if zipfile.is_zipfile(io.BytesIO(payload)):  # skops's own archive of the arrays
                 with zipfile.ZipFile(io.BytesIO(payload)) as inner:
                     _check_inflation(inner)
+                    _check_references(inner)
     except (zipfile.BadZipFile, KeyError, UnicodeDecodeError, ValueError, RecursionError, OSError,
             EOFError) as exc:  # RecursionError: a crafted, deeply nested lfagg.json; ValueError: bad JSON, a bomb
         raise ValueError(f"{path}: not a model file written by lfagg.save / 'lfagg train' ({exc})") from None

@@ -207,7 +207,8 @@ def load_labels(path, names=None) -> np.ndarray:
                              f"{start + 1}")
     for i in range(start, len(rows)):
         if _is_missing(rows[i][-1]):
-            raise ValueError(f"{path}: line {i + 1} has label {rows[i][-1]!r}: a missing value is not a class")
+            raise ValueError(f"{path}: line {i + 1} has label {rows[i][-1]!r}, NaN or infinite: not a class "
+                             "(a missing value?)")
     rows = rows[start:]
     if width == 1:
         labels = [label for label, in rows]
@@ -258,17 +259,22 @@ def _is_missing(label: str) -> bool:
 def _labels_array(labels: list) -> np.ndarray:
     """int64 when every label is a whole number ("1" and "1.0" are one class, as numpy's
     savetxt writes them), float64 when every label is a number (fit then refuses them as
-    continuous), else str."""
+    continuous), else str. Numbers that int64 or float64 would not hold exactly stay
+    strings: two such labels must not become one class."""
     try:
-        return np.array([int(label) for label in labels], dtype=np.int64)
-    except (ValueError, OverflowError):
-        pass
+        integers = [int(label) for label in labels]
+    except ValueError:
+        integers = None
+    if integers is not None:
+        fits = all(-2 ** 63 <= i < 2 ** 63 for i in integers)
+        return np.array(integers, dtype=np.int64) if fits else np.array(labels)
     try:
         values = np.array([float(label) for label in labels])
     except ValueError:
         return np.array(labels)
-    if np.all(values == np.round(values)) and np.all(np.abs(values) < 2.0 ** 63):
-        return values.astype(np.int64)
+    if np.all(values == np.round(values)):
+        exact = np.all(np.abs(values) < 2.0 ** 53)  # from there on, neighbouring integers share a float
+        return values.astype(np.int64) if exact else np.array(labels)
     return values
 
 

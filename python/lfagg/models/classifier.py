@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.special import softmax
-from sklearn.base import BaseEstimator, ClassifierMixin, clone, is_classifier
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
 from .._threads import single_threaded_blas
@@ -158,7 +158,7 @@ class BagClassifier(SoftmaxHead, BaseEstimator):
         encoder = self.encoder
         if isinstance(encoder, type) or not all(hasattr(encoder, m) for m in ("fit", "transform", "get_params")):
             raise ValueError(f"encoder must be a transformer of bags such as lfagg.BagOfWords(256), got {encoder!r}")
-        if is_classifier(encoder):  # its fit needs labels; it is a whole bag classifier already
+        if isinstance(encoder, ClassifierMixin):  # its fit needs labels; it is a whole bag classifier already
             raise ValueError(f"encoder must be a transformer of bags such as lfagg.BagOfWords(256), got the classifier "
                              f"{type(encoder).__name__}: fit and predict with it directly")
         l2 = self._check_l2()

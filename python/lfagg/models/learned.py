@@ -113,6 +113,7 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
         choice(self.init, "init", INITS)
         positive_int(self.n_iter_no_change, "n_iter_no_change")
         boolean(self.early_stopping, "early_stopping")
+        boolean(self.learn_covariances, "learn_covariances")
         if self.validation_fraction is not None:
             real_in(self.validation_fraction, "validation_fraction", 0, 1, include_low=False)
         if self.classifier_learning_rate is not None:

@@ -79,7 +79,7 @@ class SGDSettings:
                    choice(optimizer, "optimizer", OPTIMIZERS), positive_real(learning_rate, "learning_rate"),
                    None if head_learning_rate is None else positive_real(head_learning_rate, "head_learning_rate"),
                    real_in(momentum, "momentum", 0, 1), boolean(learn_centers, "learn_centers"),
-                   boolean(learn_precisions, "learn_covariances"), boolean(learn_gamma, "learn_gamma"))
+                   boolean(learn_precisions, "learn_precisions"), boolean(learn_gamma, "learn_gamma"))
 
 
 def train_encoder(bags, targets, loss, encoder, centers, precisions, gamma, *, n_epochs: int = 10,
@@ -186,8 +186,8 @@ def _diverged_if_overflow(epoch: int, learning_rate: float):
     except ValueError as exc:
         if "overflowed" not in str(exc):
             raise
-        raise TrainingDiverged(f"training diverged at epoch {epoch + 1} ({exc}): lower learning_rate "
-                               f"({learning_rate:g})") from None
+        raise TrainingDiverged(f"training diverged at epoch {epoch + 1} (the encoding overflowed): lower "
+                               f"learning_rate ({learning_rate:g})") from None
 
 
 def run_sgd(bags, targets: np.ndarray, head, encoder: SoftEncoder, centers, precisions, gamma: float,
