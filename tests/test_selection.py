@@ -163,12 +163,14 @@ def test_bad_searches_fail_clearly(data, params, labels, message):
         lfagg.LearnedBoWCV(**{**SMALL, **params}, random_state=0).fit(bags, y)
 
 
-def test_a_diverging_candidate_loses_and_the_search_goes_on(data):
+@pytest.mark.parametrize("n_jobs", [None, 2])
+def test_a_diverging_candidate_loses_and_the_search_goes_on(data, n_jobs):
+    # the warning reaches the caller also when the folds were searched in worker processes
     bags, y = data
     rates = (1e-2, 1e6)
     with pytest.warns(UserWarning, match=r"learning_rate=1e\+06 scored as the worst candidate .* diverged"):
         search = lfagg.LearnedBoWCV(**{**SMALL, "n_codewords": (2,), "gamma_scale": (1.0,), "learning_rate": rates},
-                                    n_estimators=1, random_state=0).fit(bags, y)
+                                    n_estimators=1, n_jobs=n_jobs, random_state=0).fit(bags, y)
     results = search.cv_results_
     diverged = [i for i, p in enumerate(results["params"]) if p["learning_rate"] == 1e6 and p["n_epochs"] > 0]
     assert diverged and np.all(results["mean_test_log_loss"][diverged] == np.inf)

@@ -155,12 +155,15 @@ class _LearnedAggregationCV(ClassifierMixin, BaseEstimator):
             searches = Parallel(n_jobs=n_jobs, return_as="generator")(
                 delayed(self._search_fold)(bags.subset(train), y_index[train], bags.subset(val), y_index[val],
                                            classes, grid, epochs, model_seed) for train, val in folds)
-            scores = []
+            scores, diverged = [], []
             with progress_bar(f"{type(self).__name__}: {len(grid)} candidates, {n_splits} folds", n_splits,
                               verbose) as bar:
-                for fold_scores in searches:
-                    scores.append(fold_scores)
+                for accuracy, log_loss, fold_diverged in searches:
+                    scores.append((accuracy, log_loss))
+                    diverged += fold_diverged
                     bar.update()
+            for message in diverged:  # here, not in a worker process, where the caller's filters would not see it
+                warnings.warn(message, stacklevel=2)
             self._select(grid, epochs, scoring, *(np.stack(s) for s in zip(*scores)))
             seeds = [model_seed, *spawn_seeds(ensemble_seed, n_estimators - 1)]
             refits = Parallel(n_jobs=n_jobs, return_as="generator")(
@@ -189,8 +192,10 @@ class _LearnedAggregationCV(ClassifierMixin, BaseEstimator):
         return feasible
 
     def _search_fold(self, train_bags, y_train, val_bags, y_val, classes, grid, epochs, seed):
-        """(accuracy, log loss) of one fold, each (n_candidates, n_checkpoints)."""
+        """(accuracy, log loss, messages) of one fold: two (n_candidates, n_checkpoints) arrays and
+        the warnings of the candidates whose training diverged."""
         scores = (np.zeros((len(grid), len(epochs))), np.zeros((len(grid), len(epochs))))
+        diverged = []  # messages of the candidates whose training diverged
         quiet = Stopwatch()
         codebooks, starts = {}, {}
         for c, (K, scale, rate) in enumerate(grid):
@@ -217,9 +222,9 @@ class _LearnedAggregationCV(ClassifierMixin, BaseEstimator):
                 model._train(train_bags, y_train, model._check_params(), sgd_seed, quiet, on_epoch_end)
             except TrainingDiverged as exc:  # the candidate loses; the search goes on
                 score.diverged()
-                warnings.warn(f"n_codewords={K}, gamma_scale={scale:g}, learning_rate={rate:g} scored as the worst "
-                              f"candidate from the epoch it diverged: {exc}", stacklevel=2)
-        return scores
+                diverged.append(f"n_codewords={K}, gamma_scale={scale:g}, learning_rate={rate:g} scored as the worst "
+                                f"candidate from the epoch it diverged: {exc}")
+        return (*scores, diverged)
 
     def _select(self, grid, epochs, scoring, accuracy, log_loss) -> None:
         """The best mean held-out score; ties go to the lower mean log loss, then to the
