@@ -112,7 +112,7 @@ def n_threads_arg(n_threads) -> int:
 def n_jobs_arg(n_jobs):
     """joblib's ``n_jobs``: None (1), a number of processes, or -1 (all cores), -2 (all but one)..."""
     if n_jobs is None or (is_int(n_jobs) and n_jobs != 0 and abs(n_jobs) <= MAX_THREADS):
-        return n_jobs if n_jobs is None else int(n_jobs)
+        return None if n_jobs is None else int(n_jobs)
     raise ValueError(f"n_jobs must be None, a number of processes from 1 to {MAX_THREADS} or a negative count "
                      f"from the number of cores (-1: all), got {n_jobs!r}")
 

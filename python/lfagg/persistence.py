@@ -114,8 +114,9 @@ def load(path):
             _check_inflation(archive)
             meta = json.loads(archive.read("lfagg.json"))
             payload = archive.read("model.skops")
-            if zipfile.is_zipfile(io.BytesIO(payload)):  # skops's own archive of the arrays
-                with zipfile.ZipFile(io.BytesIO(payload)) as inner:
+            skops_archive = io.BytesIO(payload)
+            if zipfile.is_zipfile(skops_archive):  # skops's own archive of the arrays
+                with zipfile.ZipFile(skops_archive) as inner:
                     _check_inflation(inner)
                     _check_references(inner)
     except (zipfile.BadZipFile, KeyError, UnicodeDecodeError, ValueError, RecursionError, OSError,

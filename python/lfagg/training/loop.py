@@ -43,6 +43,11 @@ class LossFunction:
 class TrainingDiverged(ValueError, FloatingPointError):
     """The loss or the parameters left the finite numbers: the learning rate is too large."""
 
+    @classmethod
+    def at(cls, why: str, epoch: int, learning_rate: float) -> "TrainingDiverged":
+        """The error for a training that diverged (``why``) during epoch ``epoch`` (from 0)."""
+        return cls(f"training diverged ({why}) at epoch {epoch + 1}: lower learning_rate ({learning_rate:g})")
+
 
 @dataclass
 class TrainResult:
@@ -186,8 +191,7 @@ def _diverged_if_overflow(epoch: int, learning_rate: float):
     except ValueError as exc:
         if "overflowed" not in str(exc):
             raise
-        raise TrainingDiverged(f"training diverged at epoch {epoch + 1} (the encoding overflowed): lower "
-                               f"learning_rate ({learning_rate:g})") from None
+        raise TrainingDiverged.at("the encoding overflowed", epoch, learning_rate) from None
 
 
 def run_sgd(bags, targets: np.ndarray, head, encoder: SoftEncoder, centers, precisions, gamma: float,
@@ -228,8 +232,7 @@ def run_sgd(bags, targets: np.ndarray, head, encoder: SoftEncoder, centers, prec
                 with np.errstate(over="ignore", under="ignore"):
                     P, g = np.exp(log_p), float(np.exp(log_gamma[0]))
                 if not _representable(C, P, g, batch.dtype):
-                    raise TrainingDiverged(f"training diverged (the encoder's parameters overflowed) at epoch "
-                                           f"{epoch + 1}: lower learning_rate ({s.learning_rate:g})")
+                    raise TrainingDiverged.at("the encoder's parameters overflowed", epoch, s.learning_rate)
                 keep = batch.n_features * len(C) * batch.features.itemsize <= MAX_KEPT_ASSIGNMENTS_BYTES
                 kernels_started = time.perf_counter()
                 with _diverged_if_overflow(epoch, s.learning_rate):
@@ -241,8 +244,7 @@ def run_sgd(bags, targets: np.ndarray, head, encoder: SoftEncoder, centers, prec
                 encoder_time += time.perf_counter() - kernels_started
                 value, dR, head_grads = head.loss_grad(R.astype(np.float64), targets[idx])
                 if not np.isfinite(value):
-                    raise TrainingDiverged(f"training diverged (loss {value}) at epoch {epoch + 1}: lower "
-                                           f"learning_rate ({s.learning_rate:g})")
+                    raise TrainingDiverged.at(f"loss {value}", epoch, s.learning_rate)
                 kernels_started = time.perf_counter()
                 with _diverged_if_overflow(epoch, s.learning_rate):
                     gC, gP, g_gamma = encoder.backward(batch, C, P, g, dR, n_threads, assignments=A)
