@@ -17,7 +17,7 @@ from lfagg.datasets import make_circles_bags  # noqa: E402
 def fitted(tmp_path_factory):
     bags, y = make_circles_bags(60, 30, random_state=0)
     path = tmp_path_factory.mktemp("dask") / "circles.zarr"
-    store = lfagg.BagStore.create(path, dim=bags.dim, dtype=bags.dtype, chunk_rows=128)
+    store = lfagg.BagStore.create(path, dim=bags.dim, dtype=bags.dtype, chunk_rows=256)  # float64 x 2: the workers map whole pages
     store.append(bags, labels=y)
     model = lfagg.LearnedVLAD(3, n_epochs=1, random_state=0).fit(bags, y)
     return model, bags, lfagg.BagStore.open(path)

@@ -10,6 +10,7 @@ import pytest
 pytest.importorskip("zarr")
 
 import lfagg  # noqa: E402
+import lfagg._mapped  # noqa: E402
 import lfagg.store  # noqa: E402
 from lfagg.datasets import make_circles_bags  # noqa: E402
 
@@ -59,7 +60,7 @@ def test_a_compressed_store_reads_the_same_through_zarr(tmp_path):
     assert raw._chunk_dir is not None and packed._chunk_dir is None
     for index in (slice(None), slice(3, 7), [7, 2, 3]):
         assert_same_bags(packed[index], raw[index])
-    assert_same_bags(lfagg.Bags.from_arrays([b for block in packed.blocks(20, reuse_buffers=True)
+    assert_same_bags(lfagg.Bags.from_arrays([b for block in packed.blocks(20, scratch=True)
                                              for b in block.subset(slice(None))]), bags)
 
 
@@ -75,6 +76,45 @@ def test_a_store_at_a_url(tmp_path):
     np.testing.assert_array_equal(opened.labels, np.arange(len(bags)))
     with pytest.raises(ValueError, match="not a bag store"):
         lfagg.BagStore.open(url.replace("s.zarr", "missing.zarr"))
+
+
+@pytest.mark.skipif(not lfagg._mapped.AVAILABLE, reason="chunk files are mapped on Linux only")
+def test_scratch_blocks_map_the_chunk_files_read_only(tmp_path):
+    """The estimators' blocks (scratch) map a local store's chunk files instead of copying
+    them: equal to the bags, read only, unmapped once dropped, unchanged by a later append;
+    the last (unsealed) chunk, a short chunk and a missing one read as through a copy."""
+    bags = ragged(3, sizes=(700, 0, 1500, 3, 900, 10))  # float32 x 5: a 1024-row chunk is 5 pages
+    path = tmp_path / "m.zarr"
+    store = build(path, bags, chunk_rows=1024)
+    assert store._maps_chunks
+
+    def mapped_chunks():
+        with open("/proc/self/maps") as maps:
+            return sum(str(path) in line for line in maps)
+
+    copies = [lfagg.Bags(block.features.copy(), block.offsets) for block in store.blocks(1600, scratch=True)]
+    assert_same_bags(lfagg.Bags.from_arrays([b for block in copies for b in block.subset(slice(None))]), bags)
+    block = store._scratch_block(2, 5)  # from the middle of chunk 0 into the unsealed chunk 3
+    assert_same_bags(block, bags[2:5])
+    assert mapped_chunks() == 3  # chunks 0-2 are sealed and mapped (0 whole), 3 is read
+    assert not block.features.flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        block.features[0] = 0
+    with pytest.raises(ValueError):
+        block.features.setflags(write=True)
+    assert store[2].flags.writeable  # what users index is theirs to change
+    lfagg.BagStore.open(path, mode="a").append(ragged(4, sizes=(1500,)))  # rewrites chunk 3 and on
+    assert_same_bags(block, bags[2:5])
+    del block
+    assert mapped_chunks() == 0
+    (path / "features" / "c" / "1" / "0").write_bytes(b"\0" * 100)  # short: rows 1024-2047, bag 2
+    (path / "features" / "c" / "0" / "0").unlink()  # missing: bag 0
+    damaged = lfagg.BagStore.open(path)
+    for bag in (0, 2):
+        with pytest.raises(ValueError, match=f"bag {bag} holds NaN or infinity \\(or its chunk is missing"):
+            damaged._scratch_block(bag, bag + 1)
+    np.testing.assert_array_equal(damaged._scratch_block(3, 5).features, bags[3:5].features)
+    assert mapped_chunks() == 0
 
 
 def test_subsets_read_lazily_and_index_like_bags(tmp_path):
@@ -224,11 +264,13 @@ ESTIMATORS = {
 }
 
 
-@pytest.fixture(scope="module")
-def circles_store(tmp_path_factory):
+@pytest.fixture(scope="module", params=[100, 256], ids=["copied", "mapped"])
+def circles_store(request, tmp_path_factory):
+    """Circles in a store whose chunks the estimators read into a buffer (100 rows) or map
+    (256 rows of float64 x 2: a page, where mapping is available)."""
     bags, y = make_circles_bags(80, 30, random_state=0)
     path = tmp_path_factory.mktemp("store") / "circles.zarr"
-    build(path, bags, labels=y, pieces=(0, 25, 50, 75), chunk_rows=100)
+    build(path, bags, labels=y, pieces=(0, 25, 50, 75), chunk_rows=request.param)
     return bags, y, lfagg.BagStore.open(path)
 
 

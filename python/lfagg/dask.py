@@ -41,7 +41,7 @@ def _run(model, method, bags):
 
 
 def _store_block(model, method, store, start, end):
-    return _run(model, method, store[start:end])
+    return _run(model, method, store._scratch_block(start, end))
 
 
 def _array_block(model, method, features, offsets):
@@ -152,13 +152,15 @@ def encode_on_dask():
 
 
 def _block_of(fn, store, start, end):
-    return fn(store[start:end])
+    return fn(store._scratch_block(start, end))
 
 
 def map_blocks(fn, bags, bounds=None):
     """[fn(bags[start:end]) for (start, end) in bounds] (default: the store's blocks of
     ``block_features()``), computed now as Dask tasks on the current scheduler, the function
-    (e.g. an estimator's method in its current state) and the store's handle one key each."""
+    (e.g. an estimator's method in its current state) and the store's handle one key each.
+    Each block's features are read only (``BagStore.blocks`` with ``scratch``): ``fn``
+    returns what it computes from them and keeps nothing of them."""
     bounds = bags.block_bounds(bags.block_features()) if bounds is None else bounds
     shared, store = dask.delayed(fn, pure=False), dask.delayed(bags, pure=True)
     return dask.compute(*[dask.delayed(_block_of, pure=True)(shared, store, start, end) for start, end in bounds])

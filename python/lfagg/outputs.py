@@ -86,7 +86,7 @@ def encode_to_zarr(model, bags: BagStore, out, *, model_id: str, bags_id: str, u
 
 def _compute(model, bags, bounds, use_dask):
     if not use_dask:
-        return [model.transform(bags[start:end]) for start, end in bounds]
+        return [model.transform(bags._scratch_block(start, end)) for start, end in bounds]
     from .dask import map_blocks
 
     return map_blocks(model.transform, bags, bounds)
