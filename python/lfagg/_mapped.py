@@ -48,7 +48,7 @@ def map_side_by_side(paths, part_bytes: int, fill):
     :func:`part_bytes_mappable`.
     """
     total = len(paths) * part_bytes
-    region = mmap.mmap(-1, max(total, 1), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, prot=mmap.PROT_READ)
+    region = mmap.mmap(-1, max(total, 1), access=mmap.ACCESS_READ)  # its buffer, hence every view, read only
     base = np.frombuffer(region, np.uint8).ctypes.data
     for i, path in enumerate(paths):
         address = base + i * part_bytes
@@ -68,6 +68,8 @@ def _map_file(address: int, size: int, path) -> bool:
             return False
         _map(address, size, mmap.PROT_READ, mmap.MAP_POPULATE, fd)
         return True
+    except OSError:  # a file system that cannot map files: the part is read instead
+        return False
     finally:
         os.close(fd)
 
