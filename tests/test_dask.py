@@ -10,6 +10,7 @@ da = pytest.importorskip("dask.array")
 ld = pytest.importorskip("lfagg.dask")
 
 import lfagg  # noqa: E402
+import lfagg._mapped  # noqa: E402
 from lfagg.datasets import make_circles_bags  # noqa: E402
 
 
@@ -17,15 +18,16 @@ from lfagg.datasets import make_circles_bags  # noqa: E402
 def fitted(tmp_path_factory):
     bags, y = make_circles_bags(60, 30, random_state=0)
     path = tmp_path_factory.mktemp("dask") / "circles.zarr"
-    store = lfagg.BagStore.create(path, dim=bags.dim, dtype=bags.dtype, chunk_rows=256)  # float64 x 2: the workers map whole pages
+    store = lfagg.BagStore.create(path, dim=bags.dim, dtype=bags.dtype, chunk_rows=256)  # float64 x 2: a page a chunk
     store.append(bags, labels=y)
     model = lfagg.LearnedVLAD(3, n_epochs=1, random_state=0).fit(bags, y)
     return model, bags, lfagg.BagStore.open(path)
 
 
 @pytest.mark.parametrize("scheduler", ["threads", "processes"])
-def test_local_schedulers_equal_the_in_process_methods(fitted, scheduler):
+def test_local_schedulers_equal_the_in_process_methods(fitted, scheduler, monkeypatch):
     model, bags, store = fitted
+    monkeypatch.setattr(lfagg._mapped, "MIN_PART_BYTES", 4096)  # the threads map the one-page chunks
     X = ld.transform(model, store, block_features=400)
     assert len(X.chunks[0]) > 1 and X.shape == (len(bags), 6)
     np.testing.assert_array_equal(X.compute(scheduler=scheduler),

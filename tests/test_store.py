@@ -79,18 +79,26 @@ def test_a_store_at_a_url(tmp_path):
 
 
 @pytest.mark.skipif(not lfagg._mapped.AVAILABLE, reason="chunk files are mapped on Linux only")
-def test_scratch_blocks_map_the_chunk_files_read_only(tmp_path):
+def mapped_files(path):
+    """How many of this process's memory mappings are of files under ``path``."""
+    with open("/proc/self/maps") as maps:
+        return sum(str(path) in line for line in maps)
+
+
+@pytest.mark.skipif(not lfagg._mapped.AVAILABLE, reason="chunk files are mapped on Linux only")
+def test_scratch_blocks_map_the_chunk_files_read_only(tmp_path, monkeypatch):
     """The estimators' blocks (scratch) map a local store's chunk files instead of copying
     them: equal to the bags, read only, unmapped once dropped, unchanged by a later append;
     the last (unsealed) chunk, a short chunk and a missing one read as through a copy."""
     bags = ragged(3, sizes=(700, 0, 1500, 3, 900, 10))  # float32 x 5: a 1024-row chunk is 5 pages
     path = tmp_path / "m.zarr"
     store = build(path, bags, chunk_rows=1024)
-    assert store._maps_chunks
+    assert not store._maps_chunks()  # 20 KiB chunks: not worth a mapping each
+    monkeypatch.setattr(lfagg._mapped, "MIN_PART_BYTES", 4096)
+    assert store._maps_chunks()
 
     def mapped_chunks():
-        with open("/proc/self/maps") as maps:
-            return sum(str(path) in line for line in maps)
+        return mapped_files(path)
 
     copies = [lfagg.Bags(block.features.copy(), block.offsets) for block in store.blocks(1600, scratch=True)]
     assert_same_bags(lfagg.Bags.from_arrays([b for block in copies for b in block.subset(slice(None))]), bags)
@@ -119,6 +127,39 @@ def test_scratch_blocks_map_the_chunk_files_read_only(tmp_path):
             damaged._scratch_block(bag, bag + 1)
     np.testing.assert_array_equal(damaged._scratch_block(3, 5).features, bags[3:5].features)
     assert mapped_chunks() == 0
+
+
+@pytest.mark.skipif(not lfagg._mapped.AVAILABLE, reason="chunk files are mapped on Linux only")
+def test_a_failed_mapped_read_unmaps_at_once_and_a_failed_mapping_reads(tmp_path, monkeypatch):
+    bags = ragged(4, sizes=(3000, 500, 2000))
+    path = tmp_path / "m.zarr"
+    store = build(path, bags, chunk_rows=1024)
+    monkeypatch.setattr(lfagg._mapped, "MIN_PART_BYTES", 4096)
+
+    def failing(c, first, target):
+        raise RuntimeError("disk gone")
+
+    monkeypatch.setattr(store, "_read_chunk", failing)  # the unsealed chunk 5 is read, and fails
+    with pytest.raises(RuntimeError, match="disk gone") as failure:
+        store._scratch_block(0, 3)
+    assert failure.value is not None and mapped_files(path) == 0  # the exception does not hold the mappings
+    monkeypatch.undo()
+    monkeypatch.setattr(lfagg._mapped, "MIN_PART_BYTES", 4096)
+
+    def out_of_mappings(*args):
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(lfagg._mapped, "_map", out_of_mappings)
+    assert_same_bags(store._scratch_block(0, 3), bags)  # read instead
+    assert mapped_files(path) == 0
+
+
+def test_a_zarr_without_atomic_writes_is_refused(tmp_path, monkeypatch):
+    import zarr
+
+    monkeypatch.setattr(zarr, "__version__", "3.1.2")
+    with pytest.raises(ImportError, match=r"needs zarr >= 3.1.3"):
+        lfagg.BagStore.create(tmp_path / "s.zarr", dim=3)
 
 
 def test_subsets_read_lazily_and_index_like_bags(tmp_path):
@@ -271,7 +312,8 @@ ESTIMATORS = {
 @pytest.fixture(scope="module", params=[100, 256], ids=["copied", "mapped"])
 def circles_store(request, tmp_path_factory):
     """Circles in a store whose chunks the estimators read into a buffer (100 rows) or map
-    (256 rows of float64 x 2: a page, where mapping is available)."""
+    (256 rows of float64 x 2: a page, where mapping is available and the test lowers
+    MIN_PART_BYTES to a page)."""
     bags, y = make_circles_bags(80, 30, random_state=0)
     path = tmp_path_factory.mktemp("store") / "circles.zarr"
     build(path, bags, labels=y, pieces=(0, 25, 50, 75), chunk_rows=request.param)
@@ -282,6 +324,7 @@ def circles_store(request, tmp_path_factory):
 def test_fits_from_a_store_equal_fits_in_memory(name, circles_store, monkeypatch):
     bags, y, store = circles_store
     monkeypatch.setattr(lfagg.store, "BLOCK_BYTES", 2000)  # blocks of ~125 features: many blocks
+    monkeypatch.setattr(lfagg._mapped, "MIN_PART_BYTES", 4096)  # map the "mapped" store's one-page chunks
     in_memory = ESTIMATORS[name]().fit(bags, y)
     streamed = ESTIMATORS[name]().fit(store, store.labels)
     test, _ = make_circles_bags(40, 30, random_state=1)

@@ -5,7 +5,7 @@ A store is a Zarr group holding ``features`` (N, D), chunked by rows, ``offsets`
 lfagg's metadata in the group's attributes under "lfagg": the format's name and version,
 D, the dtype and the number of complete bags. An append writes the new rows of every
 array first and then this count, in one write of the group's metadata (which Zarr's local
-store writes atomically): a reader sees only complete bags, and an append that is
+store writes atomically from zarr 3.1.3 on, the version lfagg needs): a reader sees only complete bags, and an append that is
 interrupted leaves the store as it was before it (the next append overwrites the rows
 it left behind). Reading a bag, a slice, a list of bags or a block reads only the chunks
 that hold them.
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextvars
 import os
+import re
 
 import numpy as np
 
@@ -33,11 +34,19 @@ DEFAULT_CHUNK_ROWS = 8192
 BLOCK_BYTES = 64 << 20
 
 
+#: The oldest zarr whose local store writes every file atomically (a temporary file, then
+#: a rename), which the store's commits and its mapped chunks rely on.
+MIN_ZARR = (3, 1, 3)
+
+
 def _zarr():
     try:
         import zarr
     except ImportError:
-        raise ImportError('lfagg.BagStore needs zarr 3: pip install "lfagg[store]"') from None
+        zarr = None
+    release = tuple(int(part) for part in re.findall(r"\d+", getattr(zarr, "__version__", "0"))[:3])
+    if zarr is None or release < MIN_ZARR:
+        raise ImportError(f'lfagg.BagStore needs zarr >= {".".join(map(str, MIN_ZARR))}: pip install "lfagg[store]"')
     return zarr
 
 
@@ -61,8 +70,6 @@ class BagStore:
         self._features = self._array("features")
         self._offsets_array = self._array("offsets")
         self._chunk_dir = self._raw_chunk_dir()
-        self._maps_chunks = self._chunk_dir is not None and _mapped.part_bytes_mappable(
-            self._features.chunks[0] * self.dim * self.dtype.itemsize)
         self._set_stored_offsets(self._read_offsets())
 
     def _set_stored_offsets(self, offsets):
@@ -311,24 +318,32 @@ class BagStore:
             return self._features[lo:hi]
         rows = self._features.chunks[0]
         first_chunk, end_chunk = lo // rows, -(-hi // rows)
-        if scratch and self._maps_chunks:
+        if scratch and self._maps_chunks():
             sealed = int(self._stored_offsets[-1]) // rows  # full chunks below the last complete bag: no append rewrites them
             paths = [self._chunk_path(c) if c < sealed else None for c in range(first_chunk, end_chunk)]
             row_bytes = self.dim * self.dtype.itemsize
 
-            def fill(i, part):
-                c = first_chunk + i
-                first, last = max(lo, c * rows), min(hi, (c + 1) * rows)
-                self._read_chunk(c, first, part[(first - c * rows) * row_bytes:(last - c * rows) * row_bytes])
+            def fill(i, target):
+                self._read_chunk(first_chunk + i, max(lo, (first_chunk + i) * rows), target)
 
-            region = _mapped.map_side_by_side(paths, rows * row_bytes, fill)
-            return region.view(self.dtype).reshape(-1, self.dim)[lo - first_chunk * rows:hi - first_chunk * rows]
+            try:
+                region = _mapped.map_side_by_side(paths, rows * row_bytes, (lo - first_chunk * rows) * row_bytes,
+                                                  (hi - first_chunk * rows) * row_bytes, fill)
+                return region.view(self.dtype).reshape(-1, self.dim)
+            except OSError:  # out of mappings or memory to map: read them
+                pass
         fits = buffer is not None and buffer.shape[0] >= hi - lo
         out = buffer[:hi - lo] if fits else np.empty((hi - lo, self.dim), self.dtype)
         for c in range(first_chunk, end_chunk):
             first, last = max(lo, c * rows), min(hi, (c + 1) * rows)
             self._read_chunk(c, first, memoryview(out[first - lo:last - lo]).cast("B"))
         return out
+
+    def _maps_chunks(self) -> bool:
+        """Whether scratch reads map the chunk files in this process (decided where the
+        store is read: a Dask worker may differ from the client)."""
+        return self._chunk_dir is not None and _mapped.part_bytes_mappable(
+            self._features.chunks[0] * self.dim * self.dtype.itemsize)
 
     def _chunk_path(self, c: int) -> str:
         return os.path.join(self._chunk_dir, str(c), "0")
@@ -387,7 +402,7 @@ class BagStore:
         """
         bounds = self.block_bounds(max_features)
         rows = max((self._offsets[end] - self._offsets[start] for start, end in bounds), default=0)
-        buffer = np.empty((rows, self.dim), self.dtype) if scratch and not self._maps_chunks else None
+        buffer = np.empty((rows, self.dim), self.dtype) if scratch and not self._maps_chunks() else None
         for start, end in bounds:
             yield self._scratch_block(start, end, buffer) if scratch else self._read(np.arange(start, end))
 
