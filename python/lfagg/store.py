@@ -310,8 +310,8 @@ class BagStore:
 
     def _read_rows(self, lo: int, hi: int, buffer=None, scratch=False) -> np.ndarray:
         """Rows [lo, hi) of the features. From a local store of raw chunks (the default:
-        no compressor): with ``scratch``, on Linux, the chunk files mapped into memory, read
-        only (no copy); else each chunk file read straight into the result (into ``buffer``
+        no compressor): with ``scratch``, where :meth:`_maps_chunks`, the sealed chunk files
+        mapped into memory, read only (no copy); else each chunk file read straight into the result (into ``buffer``
         when it has room: fresh pages cost as much as the copy), one copy, 2-3x faster than
         through Zarr's buffers. Otherwise through Zarr."""
         if self._chunk_dir is None or hi <= lo:
@@ -395,10 +395,11 @@ class BagStore:
 
         scratch : blocks for a caller that only reads each one and is done with it when it
             asks for the next (as the estimators' encodings are): their features are read
-            only and, from a local store of raw chunks, on Linux, the chunk files mapped
-            into memory, not copied (a tenth of the cost of reading them); elsewhere every
-            block is read into one buffer, overwritten by the next (fresh pages per block
-            cost as much as reading them).
+            only and, from a local store of raw chunks of at least 1 MiB, on Linux, the
+            chunk files are mapped into memory, not copied (a tenth of the cost of reading
+            them from the page cache; see :mod:`lfagg._mapped`); otherwise every block is
+            read into one buffer, overwritten by the next (fresh pages per block cost as
+            much as reading them).
         """
         bounds = self.block_bounds(max_features)
         rows = max((self._offsets[end] - self._offsets[start] for start, end in bounds), default=0)
