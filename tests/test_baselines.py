@@ -152,7 +152,9 @@ def test_fisher_vector_posteriors_are_stable_far_from_every_component():
     ref = ref_fisher_vector(f, [0, 50], means, variances, weights)
     out = ops.fisher_vector(f, [0, 50], means, variances, weights)
     assert np.isfinite(out).all()
-    np.testing.assert_allclose(out, ref, rtol=1e-9)
+    # entries of about 1e-310 (subnormal) are flushed to zero by the kernels, by design
+    np.testing.assert_allclose(out, ref, rtol=1e-9, atol=np.finfo(np.float64).tiny)
+    assert np.abs(out).max() > 1e-3
 
 
 def test_fisher_vector_far_from_origin_float32():

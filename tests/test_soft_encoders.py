@@ -419,3 +419,30 @@ def test_results_bitwise_reproducible(encoder, dtype):
         b = BWD[encoder](fs, off, Cs, Ps, gamma, _at_offset(G, shift), n_threads=1 + rep % 2)
         for x, y in zip(b, b0):
             np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=f"backward, repetition {rep}")
+
+
+# ------------------------------------------------------------------ subnormal numbers
+
+
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_sharp_assignments_hold_no_subnormals_and_the_callers_mode_is_kept(encoder):
+    """With a sharp gamma, the far codewords' assignments of float32 features would be
+    subnormal (exp of -87 to -103): the kernels flush them to zero (they cost a microcode
+    assist per operation on x86) and leave the calling thread's floating-point mode as
+    it was. The encoding still matches the float64 reference."""
+    rng = np.random.default_rng(seed_of("subnormal", encoder))
+    features, offsets, centers, precisions, _ = make_problem(rng, [40, 25], D=4, K=6, dtype=np.float32)
+    d = distances(features.astype(np.float64), centers, precisions)
+    spread = np.sort(d, axis=1)[:, -1] - d.min(axis=1)
+    gamma = 95.0 / np.median(spread)  # a far codeword's exp(-gamma (d - d_min)) is around e^-95
+    c32, p32 = centers.astype(np.float32), precisions.astype(np.float32)
+    out, assignments = FWD[encoder](features, offsets, c32, p32, gamma, 2, return_assignments=True)
+    tiny = np.finfo(np.float32).tiny
+    exact = np.exp(-gamma * (d - d.min(axis=1, keepdims=True)))
+    exact /= exact.sum(axis=1, keepdims=True)
+    assert np.any((exact > 1e-45) & (exact < tiny))  # the case has would-be subnormals
+    assert not np.any((assignments > 0) & (assignments < tiny))
+    ref = REF_FWD[encoder](features.astype(np.float64), offsets, centers, precisions, gamma)
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=scaled_atol(ref, 1e-5))
+    BWD[encoder](features, offsets, c32, p32, gamma, np.ones_like(out), 2, assignments=assignments)
+    assert np.float32(1e-38) / np.float32(100) > 0  # this thread still computes subnormals

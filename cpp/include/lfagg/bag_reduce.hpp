@@ -91,17 +91,21 @@ void encode_bags(const BagsView<T>& bags, const Enc& enc, T* out, int n_threads)
     };
 
 #pragma omp parallel num_threads(nt)
-    for (Index w0 = 0; w0 < n_tiles; w0 += wave) {
-        const Index w1 = std::min(n_tiles, w0 + wave);
+    {
+        const FlushSubnormals flush;
+        for (Index w0 = 0; w0 < n_tiles; w0 += wave) {
+            const Index w1 = std::min(n_tiles, w0 + wave);
 #pragma omp for schedule(dynamic, 1)
-        for (Index t = w0; t < w1; ++t) {
-            TilePartials<T>& p = partials[t - w0];
-            p.head_bag = p.tail_bag = -1;
-            trap.run([&] { encode_tile(t * rows, std::min(bags.n, (t + 1) * rows), p, scratch[thread_id()]); });
-        }
+            for (Index t = w0; t < w1; ++t) {
+                TilePartials<T>& p = partials[t - w0];
+                p.head_bag = p.tail_bag = -1;
+                trap.run([&] { encode_tile(t * rows, std::min(bags.n, (t + 1) * rows), p, scratch[thread_id()]); });
+            }
 #pragma omp single
-        if (!trap.failed())
-            for (Index t = w0; t < w1; ++t) trap.run([&] { fold(std::min(bags.n, (t + 1) * rows), partials[t - w0]); });
+            if (!trap.failed())
+                for (Index t = w0; t < w1; ++t)
+                    trap.run([&] { fold(std::min(bags.n, (t + 1) * rows), partials[t - w0]); });
+        }
     }
     trap.rethrow();
 }

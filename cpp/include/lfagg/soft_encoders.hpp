@@ -223,22 +223,26 @@ double soft_backward(const BagsView<T>& bags, const SoftParams<T>& params, const
 
     // Waves of chunks, then a fold in chunk order (see encode_bags for why not `ordered`).
 #pragma omp parallel num_threads(nt)
-    for (Index w0 = 0; w0 < n_chunks; w0 += wave) {
-        const Index w1 = std::min(n_chunks, w0 + wave);
+    {
+        const FlushSubnormals flush;
+        for (Index w0 = 0; w0 < n_chunks; w0 += wave) {
+            const Index w1 = std::min(n_chunks, w0 + wave);
 #pragma omp for schedule(dynamic, 1)
-        for (Index c = w0; c < w1; ++c) trap.run([&] { chunk_sums(c, work[thread_id()], sums[c - w0]); });
-        // The fold is split by columns of the K x 2D sums, each folded in chunk order; the
-        // barrier of the `single` below keeps the next wave from overwriting `sums` early.
+            for (Index c = w0; c < w1; ++c) trap.run([&] { chunk_sums(c, work[thread_id()], sums[c - w0]); });
+            // The fold is split by columns of the K x 2D sums, each folded in chunk order; the
+            // barrier of the `single` below keeps the next wave from overwriting `sums` early.
 #pragma omp for schedule(static) nowait
-        for (Index j = 0; j < ex_total.cols(); ++j)
-            if (!trap.failed())
-                for (Index c = w0; c < w1; ++c) ex_total.col(j) += sums[c - w0].ex.col(j).template cast<double>();
+            for (Index j = 0; j < ex_total.cols(); ++j)
+                if (!trap.failed())
+                    for (Index c = w0; c < w1; ++c)
+                        ex_total.col(j) += sums[c - w0].ex.col(j).template cast<double>();
 #pragma omp single
-        if (!trap.failed())
-            for (Index c = w0; c < w1; ++c) {
-                e_total += sums[c - w0].e_sum.template cast<double>();
-                if (Enc::has_direct_term) direct_total += sums[c - w0].direct.template cast<double>();
-            }
+            if (!trap.failed())
+                for (Index c = w0; c < w1; ++c) {
+                    e_total += sums[c - w0].e_sum.template cast<double>();
+                    if (Enc::has_direct_term) direct_total += sums[c - w0].direct.template cast<double>();
+                }
+        }
     }
     trap.rethrow();
 
