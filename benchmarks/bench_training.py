@@ -126,7 +126,8 @@ def torch_algorithm1(bags, labels, sizes, l2, codebook="sklearn", seed=SEED):
     def chi2(x, L=0.5):  # scikit-learn's AdditiveChi2Sampler(sample_steps=2), differentiable
         x = x.clamp_min(1e-12)
         c = (2 * L / np.cosh(np.pi * L)) ** 0.5
-        return torch.cat([(L * x).sqrt(), c * x.sqrt() * torch.cos(L * x.log()), c * x.sqrt() * torch.sin(L * x.log())], 1)
+        root, phase = x.sqrt(), L * x.log()
+        return torch.cat([(L * x).sqrt(), c * root * torch.cos(phase), c * root * torch.sin(phase)], 1)
 
     features = torch.from_numpy(bags.features)
     y = torch.from_numpy(labels.astype(np.int64))
@@ -144,7 +145,8 @@ def torch_algorithm1(bags, labels, sizes, l2, codebook="sklearn", seed=SEED):
 
         def closure():
             opt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(head((X - mean) / scale), y) + 0.5 * l2 * head.weight.square().sum()
+            loss = (torch.nn.functional.cross_entropy(head((X - mean) / scale), y)
+                    + 0.5 * l2 * head.weight.square().sum())
             loss.backward()
             return loss
         opt.step(closure)

@@ -5,9 +5,9 @@ A store is a Zarr group holding ``features`` (N, D), chunked by rows, ``offsets`
 lfagg's metadata in the group's attributes under "lfagg": the format's name and version,
 D, the dtype and the number of complete bags. An append writes the new rows of every
 array first and then this count, in one write of the group's metadata (which Zarr's local
-store writes atomically from zarr 3.1.3 on, the version lfagg needs): a reader sees only complete bags, and an append that is
-interrupted leaves the store as it was before it (the next append overwrites the rows
-it left behind). Reading a bag, a slice, a list of bags or a block reads only the chunks
+store writes atomically from zarr 3.1.3 on, the version lfagg needs): a reader sees only
+complete bags, and an append that is interrupted leaves the store as it was before it
+(the next append overwrites the rows it left behind). Reading a bag, a slice, a list of bags or a block reads only the chunks
 that hold them.
 
 Install with ``pip install "lfagg[store]"`` (or ``[dask]``); lfagg itself never imports zarr.
@@ -311,15 +311,16 @@ class BagStore:
     def _read_rows(self, lo: int, hi: int, buffer=None, scratch=False) -> np.ndarray:
         """Rows [lo, hi) of the features. From a local store of raw chunks (the default:
         no compressor): with ``scratch``, where :meth:`_maps_chunks`, the sealed chunk files
-        mapped into memory, read only (no copy); else each chunk file read straight into the result (into ``buffer``
-        when it has room: fresh pages cost as much as the copy), one copy, 2-3x faster than
-        through Zarr's buffers. Otherwise through Zarr."""
+        mapped into memory, read only (no copy); else each chunk file read straight into the
+        result (into ``buffer`` when it has room: fresh pages cost as much as the copy), one
+        copy, 2-3x faster than through Zarr's buffers. Otherwise through Zarr."""
         if self._chunk_dir is None or hi <= lo:
             return self._features[lo:hi]
         rows = self._features.chunks[0]
         first_chunk, end_chunk = lo // rows, -(-hi // rows)
         if scratch and self._maps_chunks():
-            sealed = int(self._stored_offsets[-1]) // rows  # full chunks below the last complete bag: no append rewrites them
+            # full chunks below the last complete bag: no append rewrites them
+            sealed = int(self._stored_offsets[-1]) // rows
             paths = [self._chunk_path(c) if c < sealed else None for c in range(first_chunk, end_chunk)]
             row_bytes = self.dim * self.dtype.itemsize
 
