@@ -13,7 +13,7 @@ import lfagg.ops as ops
 from lfagg.datasets import make_circles_bags
 from lfagg.encoders.codebook import auto_gamma, fit_codebook
 from lfagg.models.feature_map import AdditiveChi2Map
-from lfagg.models.heads import MappedHead, SoftmaxRegression
+from lfagg.models.heads import BLOCK_ROWS, MappedHead, SoftmaxRegression
 from lfagg.models.l2 import L2_FEW_EXAMPLES, L2_GRID, select_l2
 from lfagg.training import train_encoder
 
@@ -231,6 +231,43 @@ def test_softmax_regression_fit_matches_sklearn_logistic_regression():
     # The gradient at the solution vanishes.
     _, _, (dW, db) = clf.loss_grad(X, y)
     assert np.max(np.abs(dW)) < 1e-4 and np.max(np.abs(db)) < 1e-4
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_full_batch_loss_grad_is_the_reference_over_several_blocks(dtype):
+    """The blocked evaluation of L-BFGS (blocks of BLOCK_ROWS rows, float32 inputs
+    computed on in float64) gives the reference loss and its finite-difference gradient."""
+    rng = np.random.default_rng(14)
+    n, d, k = 2 * BLOCK_ROWS + 37, 6, 4
+    Z = rng.normal(size=(n, d)).astype(dtype)
+    y = rng.integers(0, k, size=n)
+    clf = SoftmaxRegression(d, k, l2=0.1)
+    clf.W[...], clf.b[...] = rng.normal(size=(d, k)), rng.normal(size=k)
+    W, b = clf.W.copy(), clf.b.copy()
+    loss, (dW, db) = clf._full_batch_loss_grad(Z, y)
+
+    def J(W=W, b=b):
+        return ref_softmax_loss(Z.astype(np.float64), y, W, b, 0.0, 1.0, clf.l2)
+
+    assert loss == pytest.approx(J(), rel=1e-12)
+    assert_grad_close(dW, central_diff(lambda w: J(W=w), W, 1e-6))
+    assert_grad_close(db, central_diff(lambda bb: J(b=bb), b, 1e-6))
+
+
+def test_softmax_regression_fit_is_the_same_for_any_thread_count():
+    rng = np.random.default_rng(15)
+    n, d, k = 3 * BLOCK_ROWS + 5, 8, 3
+    y = rng.integers(0, k, size=n)
+    X = rng.normal(scale=0.8, size=(k, d))[y] + rng.normal(size=(n, d))
+    fits = []
+    for n_threads in (1, 2, 3, 0):
+        clf = SoftmaxRegression(d, k, l2=1e-3)
+        clf.fit_scaler(X)
+        clf.fit(X, y, n_threads=n_threads)
+        fits.append((clf.W, clf.b))
+    for W, b in fits[1:]:
+        np.testing.assert_array_equal(W, fits[0][0])
+        np.testing.assert_array_equal(b, fits[0][1])
 
 
 def weak_inputs(rng, n, n_inputs=200, shift=0.08):

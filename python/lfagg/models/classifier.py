@@ -100,14 +100,17 @@ class SoftmaxHead(ClassifierMixin):
                         watch: Stopwatch) -> SoftmaxRegression:
         """The softmax regression on inputs X (n, n_inputs) of classes y_index (n,), its
         scaler frozen to X and its penalty ``l2`` (from :meth:`_check_l2`; None: chosen by
-        :func:`select_l2` on the held-out split ``seed``), kept as ``l2_``; the phases "l2"
-        and "classifier" are timed in ``watch``."""
+        :func:`select_l2` on the held-out split ``seed``), kept as ``l2_``, its L-BFGS
+        evaluations on the estimator's threads; the phases "l2" and "classifier" are timed
+        in ``watch``."""
+        n_threads = self._n_threads()
         with watch("l2", None if l2 is not None else f"choosing l2 on held-out bags ({X.shape[1]:,} inputs)"):
-            self.l2_ = select_l2(X, y_index, self.classes_.size, random_state=seed) if l2 is None else l2
+            self.l2_ = (select_l2(X, y_index, self.classes_.size, random_state=seed, n_threads=n_threads)
+                        if l2 is None else l2)
         with watch("classifier", "fitting the classifier (L-BFGS)"):
             classifier = SoftmaxRegression(X.shape[1], self.classes_.size, self.l2_)
             classifier.fit_scaler(X)
-            classifier.fit(X, y_index)
+            classifier.fit(X, y_index, n_threads=n_threads)
         return classifier
 
 

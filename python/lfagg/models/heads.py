@@ -6,10 +6,13 @@ A head has ``params`` (list of float64 arrays updated in place by the optimiser)
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 from scipy.optimize import minimize
 from scipy.special import log_softmax
 
+from .._native import core
 from .._threads import single_threaded_blas
 
 
@@ -19,6 +22,10 @@ from .._threads import single_threaded_blas
 #: be divided by its tiny deviation, or its values grow by up to 1e12 once the encoder
 #: moves, L-BFGS stalls (500 iterations) and the encoder's gradients through it explode.
 MIN_RELATIVE_SCALE = 1e-3
+
+#: Rows of the standardised inputs per block of a full-batch evaluation: fixed, so the
+#: blocks' sums, added in order, are the same for any number of threads.
+BLOCK_ROWS = 256
 
 
 class SoftmaxRegression:
@@ -69,20 +76,47 @@ class SoftmaxRegression:
 
     def _standardized_loss_grad(self, Z: np.ndarray, y: np.ndarray):
         """Loss, dJ/dlogits and [dJ/dW, dJ/db] for standardised inputs Z (n, n_inputs)."""
-        logp = log_softmax(self.standardized_logits(Z), axis=1)
         n = len(y)
-        loss = -logp[np.arange(n), y].mean() + 0.5 * self.l2 * np.sum(self.W ** 2)
-        dlogits = np.exp(logp)
-        dlogits[np.arange(n), y] -= 1
+        total, dlogits = self._cross_entropy(Z, y)
         dlogits /= n
-        return loss, dlogits, [Z.T @ dlogits + self.l2 * self.W, dlogits.sum(axis=0)]
+        return total / n + self._penalty(), dlogits, [Z.T @ dlogits + self.l2 * self.W, dlogits.sum(axis=0)]
 
-    def fit(self, X: np.ndarray, y: np.ndarray, max_iter: int = 500) -> None:
+    def _cross_entropy(self, Z: np.ndarray, y: np.ndarray):
+        """The summed cross-entropy of standardised inputs Z (n, n_inputs) and its
+        gradient with respect to the logits, (n, n_classes) float64."""
+        logp = log_softmax(self.standardized_logits(Z), axis=1)
+        rows = np.arange(len(y))
+        dlogits = np.exp(logp)
+        dlogits[rows, y] -= 1
+        return -logp[rows, y].sum(), dlogits
+
+    def _penalty(self) -> float:
+        return 0.5 * self.l2 * np.sum(self.W ** 2)
+
+    def _full_batch_loss_grad(self, Z: np.ndarray, y: np.ndarray, map_blocks=map):
+        """:meth:`_standardized_loss_grad`'s loss and [dJ/dW, dJ/db], Z read once: each
+        block of :data:`BLOCK_ROWS` rows (float64 or float32, computed on in float64) gives
+        its logits and its share of the gradients while it is in cache; ``map_blocks``
+        (``map`` or a thread pool's) runs the blocks, whose sums are added in order."""
+        def block_sums(start):
+            Zb, yb = Z[start:start + BLOCK_ROWS].astype(np.float64, copy=False), y[start:start + BLOCK_ROWS]
+            total, dlogits = self._cross_entropy(Zb, yb)
+            return total, Zb.T @ dlogits, dlogits.sum(axis=0)
+
+        total, dW, db = 0.0, 0.0, 0.0
+        for block_total, block_dW, block_db in map_blocks(block_sums, range(0, len(y), BLOCK_ROWS)):
+            total, dW, db = total + block_total, dW + block_dW, db + block_db
+        n = len(y)
+        return total / n + self._penalty(), [dW / n + self.l2 * self.W, db / n]
+
+    def fit(self, X: np.ndarray, y: np.ndarray, max_iter: int = 500, n_threads: int = 1) -> None:
         """Minimise J over (W, b) with L-BFGS from the current values (the full-batch
-        steps of Algorithm 1: W0 and the final fine-tuning)."""
-        self._fit_standardized((X - self.mean) / self.scale, y, max_iter)  # the scaler is frozen during the fit
+        steps of Algorithm 1: W0 and the final fine-tuning), each evaluation on
+        ``n_threads`` threads (0: all cores); the result does not depend on them."""
+        # the scaler is frozen during the fit
+        self._fit_standardized((X - self.mean) / self.scale, y, max_iter, n_threads)
 
-    def _fit_standardized(self, Z: np.ndarray, y: np.ndarray, max_iter: int = 500) -> None:
+    def _fit_standardized(self, Z: np.ndarray, y: np.ndarray, max_iter: int = 500, n_threads: int = 1) -> None:
         """:meth:`fit` on standardised inputs Z (n, n_inputs).
 
         With many more inputs than examples (a soft VLAD of 16 x 230 on 180 bags) the fit
@@ -95,7 +129,7 @@ class SoftmaxRegression:
             Q, R = np.linalg.qr(Z.T)
             reduced = SoftmaxRegression(n, self.W.shape[1], self.l2)
             reduced.W[...], reduced.b[...] = Q.T @ self.W, self.b
-            reduced._fit_standardized(np.ascontiguousarray(R.T), y, max_iter)
+            reduced._fit_standardized(np.ascontiguousarray(R.T), y, max_iter, n_threads)
             outside = self.W - Q @ (Q.T @ self.W) if self.l2 == 0 else 0.0
             self.W[...], self.b[...] = Q @ reduced.W + outside, reduced.b
             return
@@ -105,13 +139,16 @@ class SoftmaxRegression:
         def unpack(theta):
             return [t.reshape(s) for t, s in zip(np.split(theta, np.cumsum(sizes)[:-1]), shapes)]
 
-        def objective(theta):
-            self.W[...], self.b[...] = unpack(theta)
-            loss, _, grads = self._standardized_loss_grad(Z, y)
-            return loss, np.concatenate([g.ravel() for g in grads])
+        n_threads = min(core.max_threads() if n_threads == 0 else n_threads, -(-len(y) // BLOCK_ROWS))
+        with single_threaded_blas(), ThreadPoolExecutor(n_threads) as pool:
+            map_blocks = map if n_threads == 1 else pool.map
 
-        theta0 = np.concatenate([p.ravel() for p in self.params])
-        with single_threaded_blas():
+            def objective(theta):
+                self.W[...], self.b[...] = unpack(theta)
+                loss, grads = self._full_batch_loss_grad(Z, y, map_blocks)
+                return loss, np.concatenate([g.ravel() for g in grads])
+
+            theta0 = np.concatenate([p.ravel() for p in self.params])
             result = minimize(objective, theta0, jac=True, method="L-BFGS-B", options={"maxiter": max_iter})
         self.W[...], self.b[...] = unpack(result.x)
 

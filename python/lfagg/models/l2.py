@@ -23,7 +23,7 @@ L2_FEW_EXAMPLES = 1e-2
 
 
 def select_l2(X: np.ndarray, y: np.ndarray, n_classes: int, grid=L2_GRID, validation_fraction: float = 0.2,
-              random_state=0) -> float:
+              random_state=0, n_threads: int = 1) -> float:
     """The penalty of ``grid`` whose :class:`SoftmaxRegression`, fitted on the other rows
     of (X, y), best classifies ``max(n_classes, validation_fraction * n)`` held-out rows
     (stratified when every class has two rows or more); ties go to the larger penalty.
@@ -39,6 +39,8 @@ def select_l2(X: np.ndarray, y: np.ndarray, n_classes: int, grid=L2_GRID, valida
     X : (n, n_inputs) float array; y : (n,) int class indices in [0, n_classes).
     grid : candidate penalties (finite floats >= 0).
     random_state : int, seeds the split.
+    n_threads : threads of each fit's L-BFGS evaluations (0: all cores); the choice does
+        not depend on them.
 
     Returns
     -------
@@ -63,7 +65,7 @@ def select_l2(X: np.ndarray, y: np.ndarray, n_classes: int, grid=L2_GRID, valida
     best, best_accuracy = None, -1.0
     for l2 in grid:  # each fit starts from the previous, more strongly penalised, solution
         clf.l2 = l2
-        clf._fit_standardized(Z_train, y[train])
+        clf._fit_standardized(Z_train, y[train], n_threads=n_threads)
         accuracy = float(np.mean(np.argmax(clf.standardized_logits(Z_val), axis=1) == y[val]))
         if accuracy > best_accuracy:
             best, best_accuracy = l2, accuracy

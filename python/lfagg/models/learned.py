@@ -221,7 +221,7 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
         with watch("encode", f"encoding {len(bags):,} bags"):
             X = self._classifier_inputs(bags)
         with watch("classifier", "fine-tuning the classifier"):
-            self.classifier_.fit(X, y_index)
+            self.classifier_.fit(X, y_index, n_threads=self._n_threads())
 
     # -- inference ---------------------------------------------------------------------
     def transform(self, X) -> np.ndarray:
