@@ -124,6 +124,8 @@ class BagClassifier(SoftmaxHead, BaseEstimator):
     encoder : an unfitted transformer of bags with ``fit(bags)`` / ``transform(bags)``,
         e.g. ``lfagg.BagOfWords(256)``; cloned when fitted. lfagg's own encoders are fitted
         and applied to the bags this classifier has checked without checking them again.
+        The encoder's ``n_threads`` (all cores when it has none) also runs the classifier's
+        L-BFGS evaluations.
     feature_map : "auto" (the chi2 map when the encoder's ``nonnegative`` attribute is
         True, as BagOfWords', else none), "chi2" or None.
     l2 : float >= 0 or "auto", the L2 penalty of the classifier weights ("auto": chosen

@@ -290,7 +290,8 @@ class LearnedBoW(_LearnedAggregation):
         ``n_iter_no_change`` epochs and keep the best epoch's parameters.
     random_state : None, int or numpy random generator; fixes initialisation, bag order
         and subsampling (the same value gives BagOfWords/VLAD the same K-Means codebook).
-    n_threads : threads of the C++ kernels, the input scan and K-Means/GMM (None = all cores).
+    n_threads : threads of the C++ kernels, the input scan, K-Means/GMM and the classifier's
+        L-BFGS evaluations (None = all cores).
     verbose : > 0 reports each phase of the fit on stderr, and the progress of each epoch
         (a tqdm bar on a terminal, one line per epoch otherwise).
 
