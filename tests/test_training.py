@@ -13,8 +13,9 @@ import lfagg.ops as ops
 from lfagg.datasets import make_circles_bags
 from lfagg.encoders.codebook import auto_gamma, fit_codebook
 from lfagg.models.feature_map import AdditiveChi2Map
-from lfagg.models.heads import BLOCK_ROWS, MappedHead, SoftmaxRegression
-from lfagg.models.l2 import L2_FEW_EXAMPLES, L2_GRID, select_l2
+from lfagg.models import heads
+from lfagg.models.heads import MappedHead, SoftmaxRegression, block_rows
+from lfagg.models.l2 import L2_FEW_EXAMPLES, L2_GRID, L2_PATIENCE, select_l2
 from lfagg.training import train_encoder
 
 
@@ -234,11 +235,13 @@ def test_softmax_regression_fit_matches_sklearn_logistic_regression():
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_full_batch_loss_grad_is_the_reference_over_several_blocks(dtype):
-    """The blocked evaluation of L-BFGS (blocks of BLOCK_ROWS rows, float32 inputs
+def test_full_batch_loss_grad_is_the_reference_over_several_blocks(dtype, monkeypatch):
+    """The blocked evaluation of L-BFGS (blocks of block_rows() rows, float32 inputs
     computed on in float64) gives the reference loss and its finite-difference gradient."""
     rng = np.random.default_rng(14)
-    n, d, k = 2 * BLOCK_ROWS + 37, 6, 4
+    d, k = 6, 4
+    monkeypatch.setattr(heads, "BLOCK_INPUTS", 100 * d)  # blocks of 100 rows
+    n = 2 * block_rows(d) + 37
     Z = rng.normal(size=(n, d)).astype(dtype)
     y = rng.integers(0, k, size=n)
     clf = SoftmaxRegression(d, k, l2=0.1)
@@ -254,9 +257,11 @@ def test_full_batch_loss_grad_is_the_reference_over_several_blocks(dtype):
     assert_grad_close(db, central_diff(lambda bb: J(b=bb), b, 1e-6))
 
 
-def test_softmax_regression_fit_is_the_same_for_any_thread_count():
+def test_softmax_regression_fit_is_the_same_for_any_thread_count(monkeypatch):
     rng = np.random.default_rng(15)
-    n, d, k = 3 * BLOCK_ROWS + 5, 8, 3
+    d, k = 8, 3
+    monkeypatch.setattr(heads, "BLOCK_INPUTS", 64 * d)
+    n = 3 * block_rows(d) + 5
     y = rng.integers(0, k, size=n)
     X = rng.normal(scale=0.8, size=(k, d))[y] + rng.normal(size=(n, d))
     fits = []
@@ -312,6 +317,29 @@ def test_select_l2_prefers_a_penalty_that_fits_and_the_larger_of_equals():
     y_single = y_noisy.copy()
     y_single[0] = 2
     assert select_l2(X_noisy, y_single, 3) in L2_GRID
+
+
+def test_select_l2_stops_after_patience_penalties_classify_worse(monkeypatch):
+    """Strongest first; L2_PATIENCE penalties in a row below the best end the search, a
+    tie does not (the fits are stubbed: +1 classifies every held-out row, -1 none)."""
+    rng = np.random.default_rng(2)
+    y = np.arange(100) % 2
+    X = (2 * y - 1)[:, None] + 0.1 * rng.standard_normal((100, 1))
+    fitted = []
+
+    def fake_fit(self, Z, y, max_iter=500, n_threads=1):
+        fitted.append(self.l2)
+        self.W[...] = sign[self.l2] * np.array([[-1.0, 1.0]])
+
+    monkeypatch.setattr(SoftmaxRegression, "_fit_standardized", fake_fit)
+    assert L2_PATIENCE == 2
+    sign = {5.0: -1, 4.0: 1, 3.0: -1, 2.0: -1, 1.0: 1}
+    assert select_l2(X, y, 2, grid=(1.0, 2.0, 3.0, 4.0, 5.0)) == 4.0
+    assert fitted == [5.0, 4.0, 3.0, 2.0]  # 1.0 would tie with 4.0, but is never fitted
+    fitted.clear()
+    sign = {5.0: 1, 4.0: -1, 3.0: 1, 2.0: -1, 1.0: -1}
+    assert select_l2(X, y, 2, grid=(1.0, 2.0, 3.0, 4.0, 5.0)) == 5.0  # ties go to the larger
+    assert fitted == [5.0, 4.0, 3.0, 2.0, 1.0]  # the tie at 3.0 broke the row
 
 
 def test_select_l2_and_estimators_reject_bad_input():

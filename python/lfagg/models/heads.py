@@ -23,9 +23,16 @@ from .._threads import single_threaded_blas
 #: moves, L-BFGS stalls (500 iterations) and the encoder's gradients through it explode.
 MIN_RELATIVE_SCALE = 1e-3
 
-#: Rows of the standardised inputs per block of a full-batch evaluation: fixed, so the
-#: blocks' sums, added in order, are the same for any number of threads.
-BLOCK_ROWS = 256
+#: Inputs per block of a full-batch evaluation (whole rows, at least 64): blocks fixed by
+#: the inputs' shape, not the threads, so their sums, added in order, are the same for any
+#: number of threads. Blocks of a million inputs keep the products' share of the time high
+#: (blocks of 256 rows of 192 inputs spent most of theirs in Python's per-block overhead).
+BLOCK_INPUTS = 1 << 20
+
+
+def block_rows(n_inputs: int) -> int:
+    """Rows per block of a full-batch evaluation on ``n_inputs`` inputs."""
+    return max(64, BLOCK_INPUTS // max(n_inputs, 1))
 
 
 class SoftmaxRegression:
@@ -95,16 +102,18 @@ class SoftmaxRegression:
 
     def _full_batch_loss_grad(self, Z: np.ndarray, y: np.ndarray, map_blocks=map):
         """:meth:`_standardized_loss_grad`'s loss and [dJ/dW, dJ/db], Z read once: each
-        block of :data:`BLOCK_ROWS` rows (float64 or float32, computed on in float64) gives
+        block of :func:`block_rows` rows (float64 or float32, computed on in float64) gives
         its logits and its share of the gradients while it is in cache; ``map_blocks``
         (``map`` or a thread pool's) runs the blocks, whose sums are added in order."""
+        rows = block_rows(Z.shape[1])
+
         def block_sums(start):
-            Zb, yb = Z[start:start + BLOCK_ROWS].astype(np.float64, copy=False), y[start:start + BLOCK_ROWS]
+            Zb, yb = Z[start:start + rows].astype(np.float64, copy=False), y[start:start + rows]
             total, dlogits = self._cross_entropy(Zb, yb)
             return total, Zb.T @ dlogits, dlogits.sum(axis=0)
 
         total, dW, db = 0.0, 0.0, 0.0
-        for block_total, block_dW, block_db in map_blocks(block_sums, range(0, len(y), BLOCK_ROWS)):
+        for block_total, block_dW, block_db in map_blocks(block_sums, range(0, len(y), rows)):
             total, dW, db = total + block_total, dW + block_dW, db + block_db
         n = len(y)
         return total / n + self._penalty(), [dW / n + self.l2 * self.W, db / n]
@@ -139,7 +148,7 @@ class SoftmaxRegression:
         def unpack(theta):
             return [t.reshape(s) for t, s in zip(np.split(theta, np.cumsum(sizes)[:-1]), shapes)]
 
-        n_threads = min(core.max_threads() if n_threads == 0 else n_threads, -(-len(y) // BLOCK_ROWS))
+        n_threads = min(core.max_threads() if n_threads == 0 else n_threads, -(-len(y) // block_rows(n_inputs)))
         with single_threaded_blas(), ThreadPoolExecutor(n_threads) as pool:
             map_blocks = map if n_threads == 1 else pool.map
 

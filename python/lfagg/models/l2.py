@@ -15,9 +15,15 @@ def check_l2(l2) -> float:
     return nonnegative_real(l2, "l2", allow_auto=True)
 
 
-#: Candidate L2 penalties of ``l2="auto"`` (the inputs are standardised, so one grid fits
-#: every representation).
-L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1)
+#: Candidate L2 penalties of ``l2="auto"``, half a decade apart (the inputs are
+#: standardised, so one grid fits every representation). It reaches 1: on Table I's
+#: widest inputs (3,072 to 13,824 per image) 0.3 classified held-out images 0.7-1.6 points
+#: better than 0.1, the strongest penalty of the earlier grid (1e-4 to 1e-1, decades).
+L2_GRID = (1.0, 0.3, 0.1, 0.03, 0.01, 3e-3, 1e-3, 3e-4, 1e-4)
+#: The search along the grid, strongest penalty first, stops once this many penalties in
+#: a row classify worse than the best so far: weaker penalties fit more slowly (500 L-BFGS
+#: iterations at 1e-4) and, past the best, only fit the training set more closely.
+L2_PATIENCE = 2
 #: The penalty of ``l2="auto"`` when too few examples are given to hold any out.
 L2_FEW_EXAMPLES = 1e-2
 
@@ -27,7 +33,10 @@ def select_l2(X: np.ndarray, y: np.ndarray, n_classes: int, grid=L2_GRID, valida
     """The penalty of ``grid`` whose :class:`SoftmaxRegression`, fitted on the other rows
     of (X, y), best classifies ``max(n_classes, validation_fraction * n)`` held-out rows
     (stratified when every class has two rows or more); ties go to the larger penalty.
-    With fewer than that plus two rows, :data:`L2_FEW_EXAMPLES` and a warning.
+    Penalties are fitted from the strongest down, each from the previous solution, until
+    :data:`L2_PATIENCE` in a row classify worse than the best. With fewer than
+    ``max(n_classes, validation_fraction * n)`` plus two rows, :data:`L2_FEW_EXAMPLES` and
+    a warning.
 
     With many inputs per training example a weak penalty lets the classifier memorise
     its training set (on 4,000 CIFAR-10 images with T1-1024, l2 = 1e-4 gave 99.7%
@@ -62,11 +71,14 @@ def select_l2(X: np.ndarray, y: np.ndarray, n_classes: int, grid=L2_GRID, valida
     clf.fit_scaler(X_train)
     Z_train, Z_val = (X_train - clf.mean) / clf.scale, (X[val] - clf.mean) / clf.scale
     del X_train
-    best, best_accuracy = None, -1.0
+    best, best_accuracy, worse = None, -1.0, 0
     for l2 in grid:  # each fit starts from the previous, more strongly penalised, solution
         clf.l2 = l2
         clf._fit_standardized(Z_train, y[train], n_threads=n_threads)
         accuracy = float(np.mean(np.argmax(clf.standardized_logits(Z_val), axis=1) == y[val]))
         if accuracy > best_accuracy:
             best, best_accuracy = l2, accuracy
+        worse = worse + 1 if accuracy < best_accuracy else 0
+        if worse == L2_PATIENCE:
+            break
     return best
