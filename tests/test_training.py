@@ -342,6 +342,23 @@ def test_select_l2_stops_after_patience_penalties_classify_worse(monkeypatch):
     assert fitted == [5.0, 4.0, 3.0, 2.0, 1.0]  # the tie at 3.0 broke the row
 
 
+def test_select_l2_returns_the_chosen_fit_as_a_start_for_the_fit_on_all_rows():
+    rng = np.random.default_rng(3)
+    X, y = weak_inputs(rng, 300, n_inputs=20)
+    l2, (W, b) = select_l2(X, y, 2, random_state=0, return_weights=True)
+    assert l2 == select_l2(X, y, 2, random_state=0) and W.shape == (20, 2) and b.shape == (2,)
+    fits = []
+    for start in (None, (W, b)):
+        clf = SoftmaxRegression(20, 2, l2)
+        clf.fit_scaler(X)
+        if start is not None:
+            clf.W[...], clf.b[...] = start
+        clf.fit(X, y)
+        fits.append(ref_softmax_loss(X, y, clf.W, clf.b, clf.mean, clf.scale, l2))
+    assert fits[1] == pytest.approx(fits[0], rel=1e-7)  # the same optimum from either start
+    assert select_l2(np.zeros((3, 2)), np.array([0, 1, 1]), 2, return_weights=True)[1] is None
+
+
 def test_select_l2_and_estimators_reject_bad_input():
     with pytest.warns(UserWarning, match="too few to choose l2"):
         assert select_l2(np.zeros((3, 2)), np.array([0, 1, 1]), 2) == L2_FEW_EXAMPLES

@@ -104,12 +104,16 @@ class SoftmaxHead(ClassifierMixin):
         evaluations on the estimator's threads; the phases "l2" and "classifier" are timed
         in ``watch``."""
         n_threads = self._n_threads()
+        self.l2_, start = l2, None
         with watch("l2", None if l2 is not None else f"choosing l2 on held-out bags ({X.shape[1]:,} inputs)"):
-            self.l2_ = (select_l2(X, y_index, self.classes_.size, random_state=seed, n_threads=n_threads)
-                        if l2 is None else l2)
+            if l2 is None:
+                self.l2_, start = select_l2(X, y_index, self.classes_.size, random_state=seed, n_threads=n_threads,
+                                            return_weights=True)
         with watch("classifier", "fitting the classifier (L-BFGS)"):
             classifier = SoftmaxRegression(X.shape[1], self.classes_.size, self.l2_)
             classifier.fit_scaler(X)
+            if start is not None:  # the held-out fit's solution: the same problem on most of the rows
+                classifier.W[...], classifier.b[...] = start
             classifier.fit(X, y_index, n_threads=n_threads)
         return classifier
 
