@@ -356,7 +356,8 @@ def test_select_l2_returns_the_chosen_fit_as_a_start_for_the_fit_on_all_rows():
         clf.fit(X, y)
         fits.append(ref_softmax_loss(X, y, clf.W, clf.b, clf.mean, clf.scale, l2))
     assert fits[1] == pytest.approx(fits[0], rel=1e-7)  # the same optimum from either start
-    assert select_l2(np.zeros((3, 2)), np.array([0, 1, 1]), 2, return_weights=True)[1] is None
+    with pytest.warns(UserWarning, match="too few to choose l2"):
+        assert select_l2(np.zeros((3, 2)), np.array([0, 1, 1]), 2, return_weights=True) == (L2_FEW_EXAMPLES, None)
 
 
 def test_select_l2_and_estimators_reject_bad_input():
