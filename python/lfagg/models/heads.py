@@ -101,10 +101,11 @@ class SoftmaxRegression:
         return 0.5 * self.l2 * np.sum(self.W ** 2)
 
     def _full_batch_loss_grad(self, Z: np.ndarray, y: np.ndarray, map_blocks=map):
-        """:meth:`_standardized_loss_grad`'s loss and [dJ/dW, dJ/db], Z read once: each
-        block of :func:`block_rows` rows (float64 or float32, computed on in float64) gives
-        its logits and its share of the gradients while it is in cache; ``map_blocks``
-        (``map`` or a thread pool's) runs the blocks, whose sums are added in order."""
+        """:meth:`_standardized_loss_grad`'s loss and [dJ/dW, dJ/db], Z (n, n_inputs,
+        float64 or float32) cast to float64 one block of :func:`block_rows` rows at a
+        time, never whole: each block gives its logits and its share of the gradients;
+        ``map_blocks`` (``map`` or a thread pool's) runs the blocks, whose sums are added
+        in order."""
         rows = block_rows(Z.shape[1])
 
         def block_sums(start):
