@@ -7,8 +7,8 @@ D, the dtype and the number of complete bags. An append writes the new rows of e
 array first and then this count, in one write of the group's metadata (which Zarr's local
 store writes atomically from zarr 3.1.3 on, the version lfagg needs): a reader sees only
 complete bags, and an append that is interrupted leaves the store as it was before it
-(the next append overwrites the rows it left behind). Reading a bag, a slice, a list of bags or a block reads only the chunks
-that hold them.
+(the next append overwrites the rows it left behind). Reading a bag, a slice, a list of
+bags or a block reads only the chunks that hold them.
 
 Install with ``pip install "lfagg[store]"`` (or ``[dask]``); lfagg itself never imports zarr.
 """
