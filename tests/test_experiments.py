@@ -35,10 +35,13 @@ def test_table1_rows_order_and_json(tmp_path, capsys):
     expected = ["BoW-8", "T1-8 initial", "T1-8 learned", "VLAD-4", "FV-4", "T2-4 initial", "T2-4 learned"]
     assert [r["method"] for r in rows] == expected
     for row in rows:
-        assert 0 <= row["accuracy"] <= 1 and row["seconds"] >= 0
+        assert 0 <= row["accuracy"] <= 1 and 0 <= row["fit_seconds"] <= row["seconds"]
         assert (row["n_train"], row["n_test"]) == (100, 50)
         assert row["l2"] in L2_GRID  # every classifier chose its penalty (l2="auto")
     assert [rows[i]["n_epochs"] for i in (1, 2, 5, 6)] == [0, 1, 0, 1]
+    for initial, learned in (rows[1:3], rows[5:7]):  # the learned fit continued the initial one
+        assert learned["fit_seconds"] > initial["fit_seconds"]
+        assert learned["l2"] == initial["l2"] and learned["gamma"] == pytest.approx(initial["gamma"], rel=1e-15)
     assert json.loads(out.read_text()) == rows
     printed = capsys.readouterr().err  # rows as they finish: progress, on stderr
     assert all(m in printed for m in expected)

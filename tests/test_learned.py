@@ -324,6 +324,52 @@ def test_default_feature_maps():
 
 
 # ---------------------------------------------------------------------------------------
+# A fit continued from the same model's initial fit (Table I's initial and learned rows)
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("cls", ESTIMATORS)
+@pytest.mark.parametrize("init", ["kmeans", "gmm"])
+def test_fit_from_initial_equals_fit(cls, init, circles):
+    (bags, y), (test_bags, _) = circles
+    params = dict(FAST, init=init, validation_fraction=0.2, random_state=3)
+    initial = cls(3, **dict(params, n_epochs=0)).fit(bags, y)
+    state = [a.copy() for a in (initial.centers_, initial.covariances_, initial.classifier_.W)]
+    fresh = cls(3, **params).fit(bags, y)
+    resumed = cls(3, **params)._fit_from_initial(initial, bags, y)
+    for name in ("centers_", "covariances_"):
+        np.testing.assert_array_equal(getattr(resumed, name), getattr(fresh, name))
+    np.testing.assert_array_equal(resumed.classifier_.W, fresh.classifier_.W)
+    np.testing.assert_array_equal(resumed.predict_proba(test_bags), fresh.predict_proba(test_bags))
+    assert resumed.gamma_ == fresh.gamma_ and resumed.l2_ == fresh.l2_
+    for key in ("loss", "val_accuracy"):
+        assert resumed.history_[key] == fresh.history_[key]
+    assert set(resumed.timings_) == set(fresh.timings_)
+    assert not np.array_equal(resumed.centers_, initial.centers_)  # it learned ...
+    for before, after in zip(state, (initial.centers_, initial.covariances_, initial.classifier_.W)):
+        np.testing.assert_array_equal(after, before)  # ... on copies: the initial model is untouched
+
+
+@pytest.mark.parametrize("change", [dict(n_epochs=1), dict(learning_rate=0.5), dict(n_codewords=4)])
+def test_fit_from_initial_rejects_another_model(change, circles):
+    (bags, y), _ = circles
+    initial = lfagg.LearnedBoW(3, **dict(FAST, n_epochs=0), random_state=0)
+    initial.set_params(**change).fit(bags, y)
+    with pytest.raises(ValueError, match="initial must be this LearnedBoW fitted with n_epochs=0"):
+        lfagg.LearnedBoW(3, **FAST, random_state=0)._fit_from_initial(initial, bags, y)
+    with pytest.raises(ValueError, match="initial must be this LearnedVLAD"):
+        lfagg.LearnedVLAD(3, **FAST, random_state=0)._fit_from_initial(initial, bags, y)
+
+
+def test_fit_from_initial_rejects_other_data(circles):
+    (bags, y), _ = circles
+    initial = lfagg.LearnedBoW(3, **dict(FAST, n_epochs=0), random_state=0).fit(bags, y)
+    model = lfagg.LearnedBoW(3, **FAST, random_state=0)
+    with pytest.raises(ValueError, match="other bags or labels"):
+        model._fit_from_initial(initial, bags, np.where(y == y[0], 7, 9))
+    with pytest.raises(NotFittedError):
+        model._fit_from_initial(lfagg.LearnedBoW(3, **dict(FAST, n_epochs=0)), bags, y)
+
+
+# ---------------------------------------------------------------------------------------
 # scikit-learn conventions: clone, params, pickle, verbosity, inputs
 # ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("cls", ESTIMATORS)

@@ -106,6 +106,25 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
             self._fit(bags, y, validation_data, plan)
         return blockwise(bags, self._represent)
 
+    def _fit_from_initial(self, initial, X, y):
+        """``fit(X, y)`` started from ``initial``, a fitted copy of this model that differs
+        only by n_epochs=0 (and verbose) and saw the same X and y: the same seeds give the
+        same result as ``fit``, without fitting the codebook, gamma and W0 again (Table I's
+        initial and learned rows). ``timings_`` holds the initial fit's phases too.
+
+        Returns
+        -------
+        self
+        """
+        check_is_fitted(initial, "classifier_")
+        if type(initial) is not type(self) or initial.n_epochs != 0 or (
+                dict(initial.get_params(), n_epochs=self.n_epochs, verbose=self.verbose) != self.get_params()):
+            raise ValueError(f"initial must be this {type(self).__name__} fitted with n_epochs=0")
+        with single_threaded_blas():
+            plan = self._check_params()
+            self._fit(check_bags(X, n_threads=plan.n_threads), y, None, plan, initial=initial)
+        return self
+
     def _check_params(self) -> SimpleNamespace:
         """Every parameter, before any data is touched: the checked values the fit uses."""
         K, max_features = check_sizes(self.n_codewords, self.max_init_features)
@@ -131,8 +150,9 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
             feature_map=make_feature_map(self.feature_map, self._encoder.nonnegative, type(self).__name__),
             n_threads=n_threads_arg(self.n_threads), verbose=verbosity(self.verbose))
 
-    def _fit(self, bags, y, validation_data, plan: SimpleNamespace) -> None:
-        """Algorithm 1 on validated bags with the checked parameters of ``plan``."""
+    def _fit(self, bags, y, validation_data, plan: SimpleNamespace, initial=None) -> None:
+        """Algorithm 1 on validated bags with the checked parameters of ``plan``, from the
+        initial state of ``initial`` (see :meth:`_fit_from_initial`) when given."""
         forget_fit(self)
         y = check_labels(y, len(bags))
         if validation_data is not None and not (isinstance(validation_data, (tuple, list))
@@ -150,7 +170,10 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
         self.classes_, y_index = check_classes(y)
         name = f"{type(self).__name__}(n_codewords={plan.K})"
         watch = Stopwatch(name, plan.verbose)
-        self._initialise(bags, y_index, plan, split_seed, init_seed, watch)
+        if initial is None:
+            self._initialise(bags, y_index, plan, split_seed, init_seed, watch)
+        else:
+            self._adopt_initial(initial, bags.dim, watch)
         # the initial state competes with every epoch: learning cannot end below its start
         best = {"score": -np.inf, "state": None, "stale": 0, "epoch": None}
 
@@ -199,6 +222,16 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
         with watch("encode", f"encoding {len(bags):,} bags"):
             X0 = self._classifier_inputs(bags)
         self.classifier_ = self._fit_classifier(X0, y_index, plan.l2, split_seed, watch)
+
+    def _adopt_initial(self, initial, dim: int, watch: Stopwatch) -> None:
+        """A copy of the state of ``initial`` (fitted with n_epochs=0 on bags of dimension
+        ``dim`` and these classes), its phases' times in ``watch``."""
+        if initial.n_features_in_ != dim or not np.array_equal(initial.classes_, self.classes_):
+            raise ValueError("initial was fitted on other bags or labels")
+        self.n_features_in_, self.feature_map_, self.l2_ = dim, initial.feature_map_, initial.l2_
+        self.centers_, self.covariances_, self.gamma_, self.classifier_ = copy.deepcopy(
+            (initial.centers_, initial.covariances_, initial.gamma_, initial.classifier_))
+        watch.update(initial.timings_)
 
     def _initial_codebook(self, bags, plan: SimpleNamespace, init_seed: int):
         """(sample, Codebook): the features sampled for the initialisation and what ``init`` fits on them."""
