@@ -2,12 +2,15 @@
 started from those clusters) against scikit-learn's KMeans and GaussianMixture run the
 usual way on the same sample: the inertia within 1%, the log-likelihood as good."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from sklearn.cluster import KMeans
 from sklearn.mixture import GaussianMixture
 
-from lfagg.encoders.codebook import SEEDING_MIN, fit_codebook
+from lfagg.datasets import cifar10_patch_bags
+from lfagg.encoders.codebook import SEEDING_MIN, SEEDING_PER_CODEWORD, fit_codebook
 
 
 def blobs(seed, n=30_000, dim=16, n_blobs=40):
@@ -29,6 +32,22 @@ def test_kmeans_inertia_within_one_percent_of_scikit_learn(seed, K):
     ours = fit_codebook(X, K, "kmeans", seed).centers
     theirs = KMeans(K, n_init=1, random_state=seed).fit(X).cluster_centers_
     assert ours.shape == (K, X.shape[1]) and len(np.unique(ours, axis=0)) == K
+    assert inertia(X, ours) <= 1.01 * inertia(X, theirs)
+
+
+CIFAR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cifar10_subset.npz"
+
+
+@pytest.mark.skipif(not CIFAR.exists(), reason=f"the CIFAR-10 arrays file {CIFAR} is absent")
+def test_kmeans_inertia_within_one_percent_on_image_patches():
+    """Real local features have no blobs to find, and the seeds decide the optimum: here
+    0.3-0.6% above scikit-learn for seeds 0-3 (0.5-0.75% with seeds drawn from 20 features
+    per codeword, which reached 1.00% on 100,000 patches at K = 256)."""
+    bags = cifar10_patch_bags(CIFAR, n_train=200, n_test=10)[0]
+    X, K = bags.features, 128
+    assert len(X) > SEEDING_PER_CODEWORD * K  # the seeds are drawn on a subsample
+    ours = fit_codebook(X, K, "kmeans", 0).centers
+    theirs = KMeans(K, n_init=1, random_state=0).fit(X).cluster_centers_
     assert inertia(X, ours) <= 1.01 * inertia(X, theirs)
 
 
