@@ -212,10 +212,17 @@ def run_sgd(bags, targets: np.ndarray, head, encoder: SoftEncoder, centers, prec
     rates = [lr for on, _, lr in learnable if on] + [head_lr] * len(head.params)
     opt = make_optimizer(s.optimizer, params, rates, s.momentum)
 
+    P0, g0 = np.array(precisions, dtype=np.float64), float(gamma)
+
+    def current_precisions_gamma():  # what is not learned stays as given, not exp(log(x))
+        with np.errstate(over="ignore", under="ignore"):
+            return (np.exp(log_p) if s.learn_precisions else P0,
+                    float(np.exp(log_gamma[0])) if s.learn_gamma else g0)
+
     rng = as_generator(random_state)
     kept = _Buffer()
     n_batches = -(-len(bags) // s.batch_size)
-    result = TrainResult(C, np.exp(log_p), float(np.exp(log_gamma[0])), {})
+    result = TrainResult(C, *current_precisions_gamma(), {})
     for epoch in range(s.n_epochs):
         started = time.perf_counter()
         order = rng.permutation(len(bags))
@@ -229,8 +236,7 @@ def run_sgd(bags, targets: np.ndarray, head, encoder: SoftEncoder, centers, prec
                     batch = bags.read_subsampled(idx, s.n_samples_per_bag, rng)
                 else:
                     batch = bags[idx].subsample(s.n_samples_per_bag, rng)
-                with np.errstate(over="ignore", under="ignore"):
-                    P, g = np.exp(log_p), float(np.exp(log_gamma[0]))
+                P, g = current_precisions_gamma()
                 if not _representable(C, P, g, batch.dtype):
                     raise TrainingDiverged.at("the encoder's parameters overflowed", epoch, s.learning_rate)
                 keep = batch.n_features * len(C) * batch.features.itemsize <= MAX_KEPT_ASSIGNMENTS_BYTES
@@ -254,7 +260,7 @@ def run_sgd(bags, targets: np.ndarray, head, encoder: SoftEncoder, centers, prec
                 losses.append(value)
                 bar.update()
                 bar.set_postfix(loss=f"{np.mean(losses):.4f}", refresh=False)
-            result.precisions, result.gamma = np.exp(log_p), float(np.exp(log_gamma[0]))
+            result.precisions, result.gamma = current_precisions_gamma()
             record = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else float("nan"),
                       "time": time.perf_counter() - started, "encoder_time": encoder_time}
             stop = bool(on_epoch_end(epoch, record, result)) if on_epoch_end is not None else False
