@@ -10,6 +10,7 @@ from sklearn.cluster import KMeans
 from sklearn.mixture import GaussianMixture
 
 from lfagg.datasets import cifar10_patch_bags
+from lfagg.encoders import codebook
 from lfagg.encoders.codebook import SEEDING_MIN, SEEDING_PER_CODEWORD, fit_codebook
 
 
@@ -49,6 +50,23 @@ def test_kmeans_inertia_within_one_percent_on_image_patches():
     ours = fit_codebook(X, K, "kmeans", 0).centers
     theirs = KMeans(K, n_init=1, random_state=0).fit(X).cluster_centers_
     assert inertia(X, ours) <= 1.01 * inertia(X, theirs)
+
+
+def test_kmeans_seeds_on_a_float64_subsample(monkeypatch):
+    seeded, original = [], codebook.kmeans_plusplus
+
+    def recording_kmeans_plusplus(X, n_clusters, **kwargs):
+        seeded.append(X)
+        return original(X, n_clusters, **kwargs)
+
+    monkeypatch.setattr(codebook, "kmeans_plusplus", recording_kmeans_plusplus)
+    X = blobs(4, n=20_000)
+    for K in (8, 64, 300):
+        fit_codebook(X, K, "kmeans", 0)
+        assert seeded[-1].dtype == np.float64
+        assert len(seeded[-1]) == min(len(X), max(SEEDING_MIN, SEEDING_PER_CODEWORD * K))
+        rows = {row.tobytes() for row in X}
+        assert all(row.tobytes() in rows for row in seeded[-1].astype(np.float32))  # drawn from the sample
 
 
 def test_kmeans_inertia_on_average_when_clusters_must_merge():

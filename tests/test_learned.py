@@ -343,6 +343,7 @@ def test_fit_from_initial_equals_fit(cls, init, circles):
     for key in ("loss", "val_accuracy"):
         assert resumed.history_[key] == fresh.history_[key]
     assert set(resumed.timings_) == set(fresh.timings_)
+    assert resumed.timings_["codebook"] == initial.timings_["codebook"]  # not fitted again
     assert not np.array_equal(resumed.centers_, initial.centers_)  # it learned ...
     for before, after in zip(state, (initial.centers_, initial.covariances_, initial.classifier_.W)):
         np.testing.assert_array_equal(after, before)  # ... on copies: the initial model is untouched
@@ -357,6 +358,16 @@ def test_fit_from_initial_rejects_another_model(change, circles):
         lfagg.LearnedBoW(3, **FAST, random_state=0)._fit_from_initial(initial, bags, y)
     with pytest.raises(ValueError, match="initial must be this LearnedVLAD"):
         lfagg.LearnedVLAD(3, **FAST, random_state=0)._fit_from_initial(initial, bags, y)
+
+
+@pytest.mark.parametrize("random_state", [None, np.random.default_rng(0)])
+def test_fit_from_initial_needs_an_integer_random_state(random_state, circles):
+    (bags, y), _ = circles
+    initial = lfagg.LearnedBoW(3, **dict(FAST, n_epochs=0), random_state=random_state).fit(bags, y)
+    model = clone(initial).set_params(n_epochs=2)
+    model.random_state = initial.random_state  # clone copies a Generator: the params would differ
+    with pytest.raises(ValueError, match="integer random_state"):
+        model._fit_from_initial(initial, bags, y)
 
 
 def test_fit_from_initial_rejects_other_data(circles):

@@ -104,9 +104,9 @@ def _fit_codebook(sample, n_codewords, init, seed, max_iter, n_init, reg_covar) 
 
 #: k-means++ seeds the centres on a random subsample of the sample, this many features per
 #: codeword and at least SEEDING_MIN. On 100,000 CIFAR-10 patches (K = 256), after 20
-#: Lloyd iterations, seeds from 25,600 features left the inertia 0.39% above a converged
-#: scikit-learn KMeans (seeded on all of them, 157 iterations, 12 s), seeds from 5,120
-#: 1.00%, seeds from all 100,000 0.33% (seeding alone: 0.4 s, 0.3 s, 1.5 s).
+#: Lloyd iterations, seeds from 25,600 features left the inertia 0.3-0.5% above a
+#: converged scikit-learn KMeans (seeded on all of them, ~150 iterations, 9-12 s), seeds
+#: from 5,120 0.7-0.9% (benchmarks/bench_codebook.py --patches, seeds 0-2).
 SEEDING_PER_CODEWORD, SEEDING_MIN = 100, 5_000
 
 
@@ -118,7 +118,7 @@ def kmeans(sample: np.ndarray, n_codewords: int, seed: int, max_iter: int = KMEA
     best = None
     for run_seed in np.random.default_rng(seed).integers(2 ** 31, size=n_init):
         rows = random_rows(len(sample), max(SEEDING_MIN, SEEDING_PER_CODEWORD * n_codewords), int(run_seed))
-        # in float64: scikit-learn computes float32 distances by upcasting chunks, 3x slower
+        # in float64: scikit-learn computes float32 distances by upcasting chunks, 2-3x slower
         seeds, _ = kmeans_plusplus(sample[rows].astype(np.float64), n_codewords, random_state=int(run_seed))
         km = KMeans(n_clusters=n_codewords, init=seeds, n_init=1, max_iter=max_iter,
                     random_state=int(run_seed)).fit(sample)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import numbers
 from types import SimpleNamespace
 
 import numpy as np
@@ -107,10 +108,11 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
         return blockwise(bags, self._represent)
 
     def _fit_from_initial(self, initial, X, y):
-        """``fit(X, y)`` started from ``initial``, a fitted copy of this model that differs
-        only by n_epochs=0 (and verbose) and saw the same X and y: the same seeds give the
-        same result as ``fit``, without fitting the codebook, gamma and W0 again (Table I's
-        initial and learned rows). ``timings_`` holds the initial fit's phases too.
+        """``fit(X, y)`` started from ``initial``, a copy of this model that differs only by
+        n_epochs=0 (and verbose), fitted by ``initial.fit(X, y)`` on the same X and y: the
+        same integer random_state gives the same seeds, hence the same result as ``fit``,
+        without fitting the codebook, gamma and W0 again (Table I's initial and learned
+        rows). ``timings_`` holds the initial fit's phases too.
 
         Returns
         -------
@@ -120,6 +122,8 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
         if type(initial) is not type(self) or initial.n_epochs != 0 or (
                 dict(initial.get_params(), n_epochs=self.n_epochs, verbose=self.verbose) != self.get_params()):
             raise ValueError(f"initial must be this {type(self).__name__} fitted with n_epochs=0")
+        if not isinstance(self.random_state, numbers.Integral):  # else each fit draws other seeds
+            raise ValueError(f"continuing a fit needs an integer random_state, got {self.random_state!r}")
         with single_threaded_blas():
             plan = self._check_params()
             self._fit(check_bags(X, n_threads=plan.n_threads), y, None, plan, initial=initial)
