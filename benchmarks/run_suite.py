@@ -231,6 +231,18 @@ def targets(results, errors, cpu_count):
     add("memory of encoding 22,000 x 108, K=2048: < 32 MB beyond inputs/outputs", "e",
         lambda part: _find(part["rows"], operation="soft_bow fwd")["beyond_inputs_outputs_bytes"],
         lambda v: v < bench_memory.TARGET_BYTES, lambda v: f"{v / 1e6:.1f} MB")
+    # the end-to-end speed issue's
+    for case, goal in (("conv", 2.5), ("minibatch", 4.5)):
+        add(f"soft_bow fwd+bwd vs torch autograd at {case}: >= {goal}x (end-to-end issue)", "a",
+            encoder_ratio(case, "soft_bow"), lambda v, goal=goal: v >= goal, describe_ratio(case, "soft_bow"),
+            "torch not available")
+    add("end-to-end fit (f): codebook at most 25% of it", "f", lambda part: part["timings"]["codebook"] / part["wall_s"],
+        lambda v: v <= 0.25, lambda v: f"codebook {v:.0%} of the fit")
+    add("end-to-end fit (f): >= 4x the PyTorch Algorithm 1", "f",
+        lambda part: part["torch"]["sklearn"]["wall_s"] / part["wall_s"] if part["torch"] else None,
+        lambda v: v >= 4, lambda v: f"{v:.2f}x", "the PyTorch peer did not run (--quick or no torch)")
+    add("end-to-end fit (f): >= 3x faster than at 9069df2 (11.3 s)", "f", lambda part: None, None, None,
+        "needs 9069df2 built beside this version: RESULTS.md, part (f)")
     goals = bench_torch_layer.TARGETS
     add(f"torch layer within {goals['layer_over_ops']}x of lfagg.ops (every size)", "g",
         lambda part: max(row["layer_over_ops"] for row in part["rows"]), lambda v: v <= goals["layer_over_ops"],
