@@ -106,6 +106,7 @@ def test_save_npz_bags_accepts_arrays_and_rejects_bad_labels(tmp_path):
     ("y.csv", "Class\ncat\ndog\n1\n", ["cat", "dog", "1"]),  # any non-integer makes them all strings
     ("y.csv", "name,label\nc,0\na,1\nb,2\n", [1, 2, 0]),      # matched by name
     ("y.csv", "b.npy,x\nunused,z\na.npy,y\nc,w\n", ["y", "x", "w"]),  # .npy suffix; other names ignored
+    ("y.csv", "b,1\nunused,nan\na,0\nc,1\n", [0, 1, 1]),  # ... also when their label is missing
     ("y.txt", "1\n1.0\n0\n", [1, 1, 0]),  # one class, however it is written
     ("y.txt", "1.000000000000000000e+00\n0.000000000000000000e+00\n1e0\n", [1, 0, 1]),  # np.savetxt's format
     ("y.txt", "0.5\n1\n2\n", [0.5, 1.0, 2.0]),  # numbers, not all whole: fit refuses them as continuous

@@ -205,15 +205,11 @@ def load_labels(path, names=None) -> np.ndarray:
         if len(rows[i]) != width or not all(rows[i]):
             raise ValueError(f"{path}: line {i + 1} has {rows[i]!r}, expected {width} non-empty field(s) like line "
                              f"{start + 1}")
-    for i in range(start, len(rows)):
-        if _is_missing(rows[i][-1]):
-            raise ValueError(f"{path}: line {i + 1} has label {rows[i][-1]!r}, NaN or infinite: not a class "
-                             "(a missing value?)")
-    rows = rows[start:]
+    numbered = list(zip(range(start + 1, len(rows) + 1), rows[start:]))  # (line number, fields)
     if width == 1:
-        labels = [label for label, in rows]
-        if names is not None and len(labels) != len(names):
-            raise ValueError(f"{path}: {len(labels)} labels for {len(names)} bags")
+        used = [(line, label) for line, (label,) in numbered]
+        if names is not None and len(used) != len(names):
+            raise ValueError(f"{path}: {len(used)} labels for {len(names)} bags")
         if names is not None:
             _check_unambiguous_order(path, names)
     elif width == 2:
@@ -221,19 +217,23 @@ def load_labels(path, names=None) -> np.ndarray:
             raise ValueError(f"{path}: two columns (name,label) need bag names, which only a directory of .npy "
                              f"files has; give one label per line instead")
         by_name = {}
-        for name, label in rows:
+        for line, (name, label) in numbered:
             name = name[:-len(".npy")] if name.endswith(".npy") else name
             if name in by_name:
                 raise ValueError(f"{path}: bag {name!r} is listed twice")
-            by_name[name] = label
+            by_name[name] = (line, label)
         missing = [n for n in names if n not in by_name]
         if missing:
             raise ValueError(f"{path}: no label for {len(missing)} bag(s): {', '.join(missing[:5])}"
                              + (", ..." if len(missing) > 5 else ""))
-        labels = [by_name[n] for n in names]
+        used = [by_name[n] for n in names]
     else:
         raise ValueError(f"{path}: expected one column (label) or two (name,label), got {width}")
-    return _labels_array(labels)
+    for line, label in sorted(used):  # only the labels of the bags: rows of other names may miss theirs
+        if _is_missing(label):
+            raise ValueError(f"{path}: line {line} has label {label!r}, NaN or infinite: not a class "
+                             "(a missing value?)")
+    return _labels_array([label for _, label in used])
 
 
 def _check_unambiguous_order(path, names) -> None:
