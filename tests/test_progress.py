@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import lfagg
+from lfagg._progress import bags_count
 from lfagg.datasets import make_circles_bags
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -73,3 +74,8 @@ def test_search_reports_its_folds_then_its_refits(circles, capsys):
     lfagg.LearnedBoWCV(**search, n_estimators=1).fit(*circles)
     lines = capsys.readouterr().err.splitlines()
     assert lines[1].startswith("LearnedBoW(n_codewords=2): K-Means codebook")  # a single refit shows its phases
+
+
+@pytest.mark.parametrize("n, text", [(0, "0 bags"), (1, "1 bag"), (2, "2 bags"), (1024, "1,024 bags")])
+def test_bag_counts_read_as_english(n, text):
+    assert bags_count(n) == text

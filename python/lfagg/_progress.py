@@ -16,6 +16,11 @@ def _stderr_is_terminal() -> bool:
     return hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
 
 
+def bags_count(n: int) -> str:
+    """"1 bag", "2 bags", "1,024 bags": a count of bags for a message."""
+    return f"{n:,} bag{'' if n == 1 else 's'}"
+
+
 class Stopwatch(dict):
     """Seconds per phase, summed over the phase's runs: ``with watch("encode", "encoding"): ...``.
 

@@ -116,6 +116,7 @@ def _check_output_folder(path) -> None:
 
 
 def _train(args) -> int:
+    from ._progress import bags_count
     from .persistence import save
 
     _check_output_folder(args.model)
@@ -127,7 +128,7 @@ def _train(args) -> int:
     start = time.perf_counter()
     model.fit(bags, y)
     save(model, args.model)
-    print(f"{args.method} with {args.codewords} codewords trained on {len(bags)} bags in "
+    print(f"{args.method} with {args.codewords} codewords trained on {bags_count(len(bags))} in "
           f"{time.perf_counter() - start:.1f} s, training accuracy {model.score(bags, y):.3f}; saved to {args.model}")
     return 0
 
@@ -136,7 +137,7 @@ def _encode(args) -> int:
     import numpy as np
 
     from ._files import atomic_path
-    from ._progress import Stopwatch
+    from ._progress import Stopwatch, bags_count
     from .datasets import load_bags
     from .store import BagStore
 
@@ -154,8 +155,8 @@ def _encode(args) -> int:
             n_bags, width, computed = encode_to_zarr(model, bags, args.out, model_id=file_digest(args.model),
                                                      bags_id=os.path.abspath(args.bags), use_dask=use_dask,
                                                      verbose=args.verbose)
-            print(f"{n_bags} bags encoded as ({n_bags}, {width}); saved to {args.out} ({computed} blocks computed "
-                  "now, the rest by an earlier run)")
+            print(f"{bags_count(n_bags)} encoded as ({n_bags}, {width}); saved to {args.out} ({computed} blocks "
+                  "computed now, the rest by an earlier run)")
             return 0
         watch = Stopwatch("lfagg encode", args.verbose)
         if use_dask:
@@ -163,15 +164,15 @@ def _encode(args) -> int:
                 raise ValueError("--scheduler/--address need a bag store as --bags (lfagg store build)")
             from .dask import transform
 
-            with watch("encode", f"encoding {len(bags):,} bags on Dask"):
+            with watch("encode", f"encoding {bags_count(len(bags))} on Dask"):
                 R = transform(model, bags).compute()
         else:
-            with watch("encode", f"encoding {len(bags):,} bags"):
+            with watch("encode", f"encoding {bags_count(len(bags))}"):
                 R = model.transform(bags)
     out = args.out if args.out.endswith(".npy") else f"{args.out}.npy"  # what numpy.save writes
     with atomic_path(out) as tmp, open(tmp, "wb") as fh:
         np.save(fh, R)
-    print(f"{len(bags)} bags encoded as {R.shape} {R.dtype}; saved to {out}")
+    print(f"{bags_count(len(bags))} encoded as {R.shape} {R.dtype}; saved to {out}")
     return 0
 
 

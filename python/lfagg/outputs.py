@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from ._progress import progress_bar
+from ._progress import bags_count, progress_bar
 from .store import BagStore, _zarr
 
 __all__ = ["encode_to_zarr"]
@@ -71,7 +71,7 @@ def encode_to_zarr(model, bags: BagStore, out, *, model_id: str, bags_id: str, u
         group.attrs["lfagg_encoding"] = identity
     encodings, done = group["encodings"], group["done"]
     todo = [i for i, flag in enumerate(np.asarray(done[:])) if not flag]
-    with progress_bar(f"lfagg encode: {len(bags):,} bags into {out}", len(bounds), verbose) as bar:
+    with progress_bar(f"lfagg encode: {bags_count(len(bags))} into {out}", len(bounds), verbose) as bar:
         bar.update(len(bounds) - len(todo))
         step = BLOCKS_PER_WAVE if use_dask else 1
         for wave_start in range(0, len(todo), step):

@@ -340,7 +340,7 @@ def build_store(path, out, labels=None, *, chunk_rows=None, verbose=1, overwrite
     file names as bag names for a directory. A failure (a bad file, NaN) leaves a store
     holding the bags before it, and says which file.
     """
-    from .._progress import progress_bar
+    from .._progress import bags_count, progress_bar
     from ..store import DEFAULT_CHUNK_ROWS, BLOCK_BYTES, BagStore
 
     if not os.path.exists(path):
@@ -363,7 +363,7 @@ def build_store(path, out, labels=None, *, chunk_rows=None, verbose=1, overwrite
                             overwrite=overwrite)
     budget = max(1, BLOCK_BYTES // (dim * np.dtype(dtype).itemsize))
     pending, pending_rows, first = [], 0, 0
-    with progress_bar(f"lfagg store build: {n_bags:,} bags into {out}", n_bags, verbose) as bar:
+    with progress_bar(f"lfagg store build: {bags_count(n_bags)} into {out}", n_bags, verbose) as bar:
         def flush():
             nonlocal pending, pending_rows, first
             end = first + len(pending)

@@ -12,7 +12,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
 from .._threads import single_threaded_blas
-from .._progress import Stopwatch
+from .._progress import Stopwatch, bags_count
 from .._validation import (check_bags, check_classes, check_labels, fitted_array, forget_fit, is_auto, n_threads_arg,
                            positive_int, spawn_seeds, verbosity)
 from ..bags import Bags
@@ -181,7 +181,7 @@ class BagClassifier(SoftmaxHead, BaseEstimator):
             # lfagg's encoders skip a second check of these bags
             self.encoder_ = getattr(encoder, "_fit_validated", encoder.fit)(bags)
         self.feature_map_, self.n_features_in_ = feature_map, bags.dim
-        with watch("encode", f"encoding {len(bags):,} bags"):
+        with watch("encode", f"encoding {bags_count(len(bags))}"):
             X = self._classifier_inputs(bags)
         self.classifier_ = self._fit_classifier(X, y_index, l2, spawn_seeds(self.random_state, 3)[0], watch)
         self.timings_ = dict(watch)

@@ -20,7 +20,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils.validation import check_is_fitted
 
 from .._threads import single_threaded_blas
-from .._progress import Stopwatch
+from .._progress import Stopwatch, bags_count
 from .._validation import (boolean, check_bags, check_classes, check_labels, choice, fitted_array, forget_fit, is_auto,
                            n_threads_arg, positive_int, positive_real, real_in, spawn_seeds, verbosity)
 from ..store import blockwise
@@ -223,7 +223,7 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
         gamma = resolve_gamma(plan.gamma, plan.gamma_scale, sample, codebook, init_seed)
         self._set_encoder(codebook.centers, codebook.precisions, gamma)
         # W0 on the initial representation, with the penalty chosen on it
-        with watch("encode", f"encoding {len(bags):,} bags"):
+        with watch("encode", f"encoding {bags_count(len(bags))}"):
             X0 = self._classifier_inputs(bags)
         self.classifier_ = self._fit_classifier(X0, y_index, plan.l2, split_seed, watch)
 
@@ -255,7 +255,7 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
 
     def _fine_tune(self, bags, y_index, watch) -> None:
         """The classifier refitted (L-BFGS, from its current weights) on the full, unsampled representations."""
-        with watch("encode", f"encoding {len(bags):,} bags"):
+        with watch("encode", f"encoding {bags_count(len(bags))}"):
             X = self._classifier_inputs(bags)
         with watch("classifier", "fine-tuning the classifier"):
             self.classifier_.fit(X, y_index, n_threads=self._n_threads())
