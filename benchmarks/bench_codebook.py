@@ -94,8 +94,9 @@ def main(argv=None):
         gmm_times = _common.time_interleaved(gmm_fns, 1, warmup=0, settle=0, steady_calls=0)
         result.update(gmm_ms={k: v[0] for k, v in gmm_times.items()}, gmm_loglik=dict(
             lfagg=float(model.score(sample)), sklearn=float(fitted["sklearn GMM"].score(sample))))
-        print(f"GMM: lfagg {gmm_times['lfagg gmm'][0] / 1e3:.1f} s, scikit-learn {gmm_times['sklearn GMM'][0] / 1e3:.1f} s;"
-              f" mean log-likelihood {result['gmm_loglik']['lfagg']:.4f} vs {result['gmm_loglik']['sklearn']:.4f}")
+        print(f"GMM: lfagg {gmm_times['lfagg gmm'][0] / 1e3:.1f} s, "
+              f"scikit-learn {gmm_times['sklearn GMM'][0] / 1e3:.1f} s; mean log-likelihood "
+              f"{result['gmm_loglik']['lfagg']:.4f} vs {result['gmm_loglik']['sklearn']:.4f}")
     path = _common.write_json("codebook", dict(config=vars(args), machine=machine, K=K, n=len(sample), **result))
     print(f"results written to {path}")
     return 0

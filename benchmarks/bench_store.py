@@ -112,7 +112,8 @@ def equality_and_overhead(path, threads, repeats, quick):
         whole = _common.time_interleaved(
             {"dask": lambda: client.compute(lfagg.dask.transform(on_workers, store)).result(),
              "in-process": lambda: model.transform(store)}, repeats)
-    return dict(n_subset=len(subset), agree=agree, max_proba_diff=max_diff, store_ms=times["store"][0], memory_ms=times["memory"][0],
+    return dict(n_subset=len(subset), agree=agree, max_proba_diff=max_diff, store_ms=times["store"][0],
+                memory_ms=times["memory"][0],
                 store_over_memory=times["store"][0] / times["memory"][0], dask_ms=dask_times["dask"][0],
                 in_process_ms=dask_times["in-process"][0],
                 dask_over_in_process=dask_times["dask"][0] / dask_times["in-process"][0],

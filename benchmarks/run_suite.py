@@ -236,8 +236,9 @@ def targets(results, errors, cpu_count):
         add(f"soft_bow fwd+bwd vs torch autograd at {case}: >= {goal}x (end-to-end issue)", "a",
             encoder_ratio(case, "soft_bow"), lambda v, goal=goal: v >= goal, describe_ratio(case, "soft_bow"),
             "torch not available")
-    add("end-to-end fit (f): codebook at most 25% of it", "f", lambda part: part["timings"]["codebook"] / part["wall_s"],
-        lambda v: v <= 0.25, lambda v: f"codebook {v:.0%} of the fit")
+    add("end-to-end fit (f): codebook at most 25% of it", "f",
+        lambda part: part["timings"]["codebook"] / part["wall_s"], lambda v: v <= 0.25,
+        lambda v: f"codebook {v:.0%} of the fit")
     add("end-to-end fit (f): >= 4x the PyTorch Algorithm 1", "f",
         lambda part: part["torch"]["sklearn"]["wall_s"] / part["wall_s"] if part["torch"] else None,
         lambda v: v >= 4, lambda v: f"{v:.2f}x", "the PyTorch peer did not run (--quick or no torch)")

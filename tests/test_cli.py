@@ -137,7 +137,8 @@ def test_help(capsys, command):
 
 def test_encode_equals_transform(capsys, files, t1_model, tmp_path):
     _, path = t1_model
-    rc, out, err = run_main(capsys, "encode", "--model", path, "--bags", files / "test.npz", "--out", tmp_path / "r.npy")
+    rc, out, err = run_main(capsys, "encode", "--model", path, "--bags", files / "test.npz",
+                            "--out", tmp_path / "r.npy")
     assert rc == 0 and "(10, 3) float32" in out
     assert re.fullmatch(r"lfagg encode: encoding 10 bags \.\.\. \d+\.\d s\n", err), err  # progress, one line
     rc, _, err = run_main(capsys, "encode", "--model", path, "--bags", files / "test.npz", "--out", tmp_path / "q.npy",
@@ -181,7 +182,8 @@ def test_errors(capsys, files, tmp_path):
          "not a model file written by lfagg.save / 'lfagg train'"),
         (["evaluate", "--model", tmp_path / "encoder.lfagg", "--bags", files / "test.npz"],
          "holds a BagOfWords, not a classifier of bags"),
-        (["evaluate", "--model", tmp_path / "unfitted.lfagg", "--bags", files / "test.npz"], "holds an unfitted LearnedBoW"),
+        (["evaluate", "--model", tmp_path / "unfitted.lfagg", "--bags", files / "test.npz"],
+         "holds an unfitted LearnedBoW"),
         (["evaluate", "--model", tmp_path / "none.lfagg", "--bags", files / "test.npz"], "no such file"),
         (["reproduce", "--data", tmp_path / "none.npz"], "none.npz"),
     ]

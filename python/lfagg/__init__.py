@@ -26,8 +26,8 @@ _LAZY = {"BagOfWords": "encoders", "VLAD": "encoders", "FisherVector": "encoders
          "train_encoder": "training", "datasets": None, "encoders": None, "models": None, "training": None}
 
 __all__ = [
-    "Bags", "BagStore", "BagOfWords", "FisherVector", "VLAD", "BagClassifier", "LearnedBoW", "LearnedVLAD", "LearnedBoWCV",
-    "LearnedVLADCV", "save", "load",
+    "Bags", "BagStore", "BagOfWords", "FisherVector", "VLAD", "BagClassifier", "LearnedBoW", "LearnedVLAD",
+    "LearnedBoWCV", "LearnedVLADCV", "save", "load",
     "datasets", "encoders", "models", "normalize", "ops", "training", "train_encoder", "__version__",
 ]
 
