@@ -1,9 +1,16 @@
 """Fixtures and data shared by the test modules."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
 import lfagg
+
+#: The development data sets beside the checkout (../shared/data); tests that read them
+#: skip when they are absent.
+SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+CIFAR = SHARED_DATA / "cifar10_subset.npz"
 
 
 @pytest.fixture(scope="module")

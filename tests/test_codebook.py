@@ -2,13 +2,12 @@
 started from those clusters) against scikit-learn's KMeans and GaussianMixture run the
 usual way on the same sample: the inertia within 1%, the log-likelihood as good."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from sklearn.cluster import KMeans
 from sklearn.mixture import GaussianMixture
 
+from conftest import CIFAR
 from lfagg.datasets import cifar10_patch_bags
 from lfagg.encoders import codebook
 from lfagg.encoders.codebook import SEEDING_MIN, SEEDING_PER_CODEWORD, fit_codebook
@@ -36,9 +35,6 @@ def test_kmeans_inertia_within_one_percent_of_scikit_learn(seed, K):
     assert inertia(X, ours) <= 1.01 * inertia(X, theirs)
 
 
-CIFAR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cifar10_subset.npz"
-
-
 @pytest.mark.skipif(not CIFAR.exists(), reason=f"the CIFAR-10 arrays file {CIFAR} is absent")
 def test_kmeans_inertia_within_one_percent_on_image_patches():
     """Real local features have no blobs to find, and the seeds decide the optimum: here
@@ -61,11 +57,11 @@ def test_kmeans_seeds_on_a_float64_subsample(monkeypatch):
 
     monkeypatch.setattr(codebook, "kmeans_plusplus", recording_kmeans_plusplus)
     X = blobs(4, n=20_000)
+    rows = {row.tobytes() for row in X}
     for K in (8, 64, 300):
         fit_codebook(X, K, "kmeans", 0)
         assert seeded[-1].dtype == np.float64
         assert len(seeded[-1]) == min(len(X), max(SEEDING_MIN, SEEDING_PER_CODEWORD * K))
-        rows = {row.tobytes() for row in X}
         assert all(row.tobytes() in rows for row in seeded[-1].astype(np.float32))  # drawn from the sample
 
 

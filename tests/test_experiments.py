@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import CIFAR
 from lfagg import experiments
 from lfagg.models.l2 import L2_GRID
 
-CIFAR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cifar10_subset.npz"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 

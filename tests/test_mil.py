@@ -9,10 +9,11 @@ import pytest
 from sklearn.model_selection import StratifiedKFold
 
 import lfagg
+from conftest import SHARED_DATA
 from lfagg.datasets import load_npz_bags, make_circles_bags
 from lfagg.mil import format_mil_table, make_method, mil_benchmark, standardize
 
-MIL_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mil")
+MIL_DIR = SHARED_DATA / "mil"
 
 
 def test_standardize_uses_the_training_bags_statistics_only():
