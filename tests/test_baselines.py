@@ -56,6 +56,23 @@ def test_bow_far_from_origin_float32():
     np.testing.assert_array_equal(ops.bow(f, offsets, c), ref_bow(f, offsets, c).astype(np.float32))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bow_ties_go_to_the_lowest_index(dtype):
+    # every codeword twice: each feature ties between k and k + 6, and counts only for k
+    f, offsets, c = clustered(np.random.default_rng(5), LAYOUTS["ragged_with_empty"], dtype=dtype)
+    out = ops.bow(f, offsets, np.vstack([c, c]))
+    np.testing.assert_array_equal(out[:, len(c):], 0)
+    np.testing.assert_allclose(out[:, :len(c)], ref_bow(f, offsets, c), rtol=1e-6)
+
+
+def test_bow_many_codewords_matches_numpy():
+    # K and the bags' sizes not multiples of the vector width; nearest centres far from tied
+    rng = np.random.default_rng(6)
+    sizes = [1, 37, 1000, 5]
+    f, c = rng.normal(size=(sum(sizes), 9)), rng.normal(size=(301, 9))
+    np.testing.assert_allclose(ops.bow(f, offsets_of(sizes), c), ref_bow(f, offsets_of(sizes), c), rtol=1e-12)
+
+
 def test_bow_overflow_in_float32_is_an_error():
     f = np.full((4, 3), 3e38, dtype=np.float32)
     f[1] = -3e38

@@ -10,7 +10,9 @@
 // features shifted by the mean centre (see soft_assign.hpp).
 #pragma once
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <stdexcept>
 #include <vector>
 
@@ -23,9 +25,11 @@ namespace lfagg {
 template <class T>
 struct HardTile {
     MatR<T> shifted;  // rows x D: f' = f - mu
-    MatR<T> scores;   // rows x K
-    std::vector<Index> labels;
-    HardTile(Index rows, Index dim, Index k) : shifted(rows, dim), scores(rows, k), labels(rows) {}
+    // rows x K, column-major: the running minimum over codewords then reads whole columns
+    Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> scores;
+    RowVec<T> best;  // rows: the least score so far
+    std::vector<int> labels;
+    HardTile(Index rows, Index dim, Index k) : shifted(rows, dim), scores(rows, k), best(rows), labels(rows) {}
 };
 
 // Nearest centre (Euclidean) of each feature: argmin_k |C'_k|^2 - 2 f'.C'_k, which drops
@@ -34,6 +38,7 @@ template <class T>
 class NearestCenter {
   public:
     NearestCenter(const T* centers, Index k, Index dim) {
+        if (k > std::numeric_limits<int>::max()) throw std::length_error("more codewords than labels can index");
         const CMapR<T> c(centers, k, dim);
         shift_ = c.colwise().mean();
         centers_ = c.rowwise() - shift_;
@@ -53,12 +58,30 @@ class NearestCenter {
         auto s = t.scores.topRows(m);
         s.noalias() = f * weights_;
         s.rowwise() += bias_;
-        // An overflowed score would silently pick a wrong centre; domain_error reaches Python as ValueError.
-        if (!s.allFinite())
+        // A running minimum down the columns, vectorised across rows (a per-row minCoeff
+        // with its index is scalar and cost more than the matrix product); the strict <
+        // keeps the lowest index on ties. The same pass flags non-finite scores (v - v is
+        // 0 only for finite v): an overflowed score would silently pick a wrong centre.
+        T* best = t.best.data();
+        int* labels = t.labels.data();
+        std::fill(best, best + m, std::numeric_limits<T>::infinity());
+        std::fill(labels, labels + m, 0);
+        int overflow = 0;
+        for (Index j = 0; j < k(); ++j) {
+            const T* col = s.data() + j * s.outerStride();
+            const int label = static_cast<int>(j);
+            for (Index i = 0; i < m; ++i) {
+                const T v = col[i];
+                overflow |= (v - v != T(0));
+                const bool less = v < best[i];
+                best[i] = less ? v : best[i];
+                labels[i] = less ? label : labels[i];
+            }
+        }
+        if (overflow)  // domain_error reaches Python as ValueError
             throw std::domain_error(
                 "nearest-centre distances overflowed: features or centers are too large for this "
                 "floating-point type; rescale them or use float64");
-        for (Index i = 0; i < m; ++i) s.row(i).minCoeff(&t.labels[i]);
     }
 
   private:
