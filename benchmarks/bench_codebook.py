@@ -6,7 +6,7 @@ part-(f) size: time and quality, in one process, interleaved.
 On the 100,000 features ``LearnedBoW(256)`` samples from part (f)'s 400 bags x 2,000 x 108:
 
 * K-Means: ``lfagg.encoders.codebook.fit_codebook(sample, 256, "kmeans")`` (k-means++
-  seeds on a subsample, 20 Lloyd iterations of scikit-learn's KMeans) against
+  seeds on a subsample, up to 20 Lloyd iterations on lfagg's core) against
   ``sklearn.cluster.KMeans(256, n_init=1)`` (k-means++ over the whole sample, Lloyd to
   convergence), both under the fit's thread limits; the inertia of each on the sample.
   With ``--patches cifar10_subset.npz``, the same on 100,000 CIFAR-10 patches of 1,000

@@ -10,7 +10,7 @@ from sklearn.mixture import GaussianMixture
 from conftest import CIFAR
 from lfagg.datasets import cifar10_patch_bags
 from lfagg.encoders import codebook
-from lfagg.encoders.codebook import SEEDING_MIN, SEEDING_PER_CODEWORD, fit_codebook
+from lfagg.encoders.codebook import SEEDING_MAX, SEEDING_MIN, fit_codebook, lloyd, seeding_rows
 
 
 def blobs(seed, n=30_000, dim=16, n_blobs=40):
@@ -42,7 +42,7 @@ def test_kmeans_inertia_within_one_percent_on_image_patches():
     per codeword, which reached 1.00% on 100,000 patches at K = 256)."""
     bags = cifar10_patch_bags(CIFAR, n_train=200, n_test=10)[0]
     X, K = bags.features, 128
-    assert len(X) > SEEDING_PER_CODEWORD * K  # the seeds are drawn on a subsample
+    assert len(X) > seeding_rows(K)  # the seeds are drawn on a subsample
     ours = fit_codebook(X, K, "kmeans", 0).centers
     theirs = KMeans(K, n_init=1, random_state=0).fit(X).cluster_centers_
     assert inertia(X, ours) <= 1.01 * inertia(X, theirs)
@@ -61,8 +61,14 @@ def test_kmeans_seeds_on_a_float64_subsample(monkeypatch):
     for K in (8, 64, 300):
         fit_codebook(X, K, "kmeans", 0)
         assert seeded[-1].dtype == np.float64
-        assert len(seeded[-1]) == min(len(X), max(SEEDING_MIN, SEEDING_PER_CODEWORD * K))
+        assert len(seeded[-1]) == min(len(X), seeding_rows(K))
         assert all(row.tobytes() in rows for row in seeded[-1].astype(np.float32))  # drawn from the sample
+
+
+def test_seeding_rows_grow_with_k_between_their_bounds():
+    sizes = [seeding_rows(K) for K in (1, 8, 64, 256, 499, 500, 501, 1024, 4096)]
+    assert sizes == sorted(sizes) and sizes[0] > 1 and sizes[-1] == SEEDING_MAX
+    assert sizes[3] == 100 * 256  # between the bounds, 100 per codeword
 
 
 def test_kmeans_inertia_on_average_when_clusters_must_merge():
@@ -98,3 +104,55 @@ def test_gmm_is_as_likely_as_scikit_learns_on_average():
     mean_theirs = np.mean([GaussianMixture(12, covariance_type="diag", max_iter=50, random_state=s).fit(X).score(X)
                            for s in range(6)])
     assert mean_ours >= mean_theirs - 0.005 * abs(mean_theirs)
+
+
+def nearest(X, centers):
+    """(labels, squared distances) of the rows of X to their nearest centre, in float64."""
+    X, centers = X.astype(np.float64), centers.astype(np.float64)
+    d = ((X[:, None, :] - centers[None]) ** 2).sum(-1)
+    return d.argmin(1), d.min(1)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_lloyd_step_matches_numpy(dtype):
+    from lfagg import _native
+    rng = np.random.default_rng(3)
+    X, centers = blobs(3, n=2_001, dim=7).astype(dtype), rng.normal(scale=2.0, size=(37, 7)).astype(dtype)
+    counts, means, total, labels, distances = _native.core.kmeans_step(X, centers, return_labels=True)
+    ref_labels, ref_distances = nearest(X, centers)
+    np.testing.assert_array_equal(labels, ref_labels)
+    np.testing.assert_allclose(distances, ref_distances, rtol=1e-4 if dtype == np.float32 else 1e-9, atol=1e-4)
+    np.testing.assert_array_equal(counts, np.bincount(ref_labels, minlength=len(centers)))
+    ref_means = np.array([X[ref_labels == k].mean(0) if counts[k] else centers[k] for k in range(len(centers))])
+    np.testing.assert_allclose(means, ref_means, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-5)
+    assert total == pytest.approx(ref_distances.sum(), rel=1e-5)
+
+
+def test_lloyd_equals_scikit_learns_lloyd_from_the_same_seeds():
+    X = blobs(4, n=5_000).astype(np.float64)
+    seeds = X[np.random.default_rng(4).choice(len(X), 24, replace=False)]
+    for max_iter in (1, 3, 100):  # cut short, and run until the centres settle (the same tol)
+        ours = lloyd(X, seeds, max_iter)
+        theirs = KMeans(24, init=seeds, n_init=1, max_iter=max_iter, algorithm="lloyd").fit(X)
+        np.testing.assert_allclose(ours.centers, theirs.cluster_centers_, rtol=1e-10, atol=1e-10)
+        np.testing.assert_array_equal(ours.labels, theirs.labels_)
+        assert ours.inertia == pytest.approx(theirs.inertia_, rel=1e-10)
+
+
+def test_lloyd_moves_a_centre_left_without_features():
+    X = blobs(5, n=3_000)
+    seeds = X[:8].copy()
+    seeds[5] = seeds[2]  # ties go to the lowest index: centre 5 starts with no features
+    fit = lloyd(X, seeds, 1)
+    assert np.bincount(fit.labels, minlength=8).min() > 0
+    _, distances = nearest(X, seeds)
+    np.testing.assert_array_equal(fit.centers[5], X[distances.argmax()])
+
+
+def test_lloyd_is_the_same_for_every_thread_count():
+    X = blobs(6, n=20_000)
+    seeds = X[:64].copy()
+    one, two = lloyd(X, seeds, 5, n_threads=1), lloyd(X, seeds, 5, n_threads=2)
+    np.testing.assert_array_equal(one.centers, two.centers)
+    np.testing.assert_array_equal(one.labels, two.labels)
+    assert one.inertia == two.inertia

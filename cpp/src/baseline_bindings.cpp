@@ -1,4 +1,5 @@
-// pybind11 bindings of the baseline encoders (hard BoW, VLAD, Fisher Vector): validate
+// pybind11 bindings of the baseline encoders (hard BoW, VLAD, Fisher Vector) and of the
+// K-Means step of their codebooks: validate
 // with the GIL held, release it around the kernel. Compiled into every per-ISA module.
 #include <pybind11/stl.h>
 
@@ -6,6 +7,7 @@
 
 #include "checks.hpp"
 #include "lfagg/baselines.hpp"
+#include "lfagg/kmeans.hpp"
 
 namespace py = pybind11;
 using namespace lfagg_py;
@@ -74,6 +76,34 @@ Array<T> fisher_vector(const Array<T>& features, const Offsets& offsets, const A
     return run_encoder(bags, enc, nt, "features, means or variances");
 }
 
+// One Lloyd iteration on the (N, D) sample: (counts (K,), means (K, D), inertia), then
+// with return_labels every feature's nearest centre (N,) int64 and squared distance (N,).
+template <class T>
+py::tuple kmeans_step(const Array<T>& features, const Array<T>& centers, int n_threads, bool return_labels,
+                      bool check_features) {
+    const int nt = check_threads(n_threads);
+    check_ndim(features, 2, "features", "(n_features, dim)");
+    const Index n = features.shape(0), dim = features.shape(1);
+    check_codewords(centers, dim, "centers", "codeword");
+    check_finite(centers, "centers", nt);
+    if (check_features) check_finite(features, "features", nt);
+    const Index k = centers.shape(0);
+    py::array_t<std::int64_t> labels(return_labels ? n : 0);
+    Array<T> distances(return_labels ? n : 0);
+    const std::int64_t one_bag[2] = {0, static_cast<std::int64_t>(n)};
+    const lfagg::BagsView<T> sample{features.data(), n, dim, one_bag, 1};
+    const lfagg::KMeansStep<T> step(centers.data(), k, dim, return_labels ? labels.mutable_data() : nullptr,
+                                    return_labels ? distances.mutable_data() : nullptr);
+    const Array<T> out = run_encoder(sample, step, nt, "features or centers");
+    const T* o = out.data();
+    Array<T> counts(k), means({k, dim});
+    std::copy(o, o + k, counts.mutable_data());
+    std::copy(o + k, o + k + k * dim, means.mutable_data());
+    const double inertia = o[k + k * dim];
+    if (!return_labels) return py::make_tuple(counts, means, inertia);
+    return py::make_tuple(counts, means, inertia, labels, distances);
+}
+
 // float64 first, then float32, under one name; arrays are never converted here.
 // check_features=false skips the scan of features that lfagg already validated.
 template <class T>
@@ -86,6 +116,8 @@ void def_baselines_for(py::module_& m) {
     m.def("fisher_vector", &fisher_vector<T>, py::arg("features").noconvert(), py::arg("offsets").noconvert(),
           py::arg("means").noconvert(), py::arg("variances").noconvert(), py::arg("weights").noconvert(),
           py::arg("with_weights") = false, py::arg("n_threads") = 0, py::arg("check_features") = true);
+    m.def("kmeans_step", &kmeans_step<T>, py::arg("features").noconvert(), py::arg("centers").noconvert(),
+          py::arg("n_threads") = 0, py::arg("return_labels") = false, py::arg("check_features") = true);
 }
 
 }  // namespace

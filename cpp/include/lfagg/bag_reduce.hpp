@@ -3,6 +3,8 @@
 // with results bitwise identical for every thread count.
 #pragma once
 
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "lfagg/common.hpp"
@@ -18,6 +20,16 @@ inline Index tile_rows(Index k) {
     while (rows > 16 && rows * k > (Index(1) << 16)) rows /= 2;
     return rows;
 }
+
+// The rows of an encoder's tiles: its own tile_rows() when it has one, else tile_rows(K).
+template <class Enc, class = void>
+struct RowsPerTile {
+    static Index of(const Enc& enc) { return tile_rows(enc.k()); }
+};
+template <class Enc>
+struct RowsPerTile<Enc, std::void_t<decltype(std::declval<const Enc&>().tile_rows())>> {
+    static Index of(const Enc& enc) { return enc.tile_rows(); }
+};
 
 // Partial statistics of the bags that cross the boundaries of one tile: its first bag may
 // have started in an earlier tile (head), its last bag may go on in a later one (tail).
@@ -48,7 +60,7 @@ template <class Enc, class T>
 void encode_bags(const BagsView<T>& bags, const Enc& enc, T* out, int n_threads) {
     const Index stat_dim = enc.stat_dim(), out_dim = enc.out_dim();
     std::fill(out, out + bags.n_bags * out_dim, T(0));
-    const Index rows = tile_rows(enc.k()), n_tiles = (bags.n + rows - 1) / rows;
+    const Index rows = RowsPerTile<Enc>::of(enc), n_tiles = (bags.n + rows - 1) / rows;
     if (n_tiles == 0) return;
     const int nt = static_cast<int>(std::min<Index>(resolve_threads(n_threads), n_tiles));
     const Index wave = tiles_per_wave(n_tiles, nt, 2 * stat_dim * Index(sizeof(T)));

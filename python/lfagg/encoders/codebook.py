@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import sparse
-from sklearn.cluster import KMeans, kmeans_plusplus
+from sklearn.cluster import kmeans_plusplus
 from sklearn.mixture import GaussianMixture
 
+from .. import _native
 from .._threads import limit_threads
 from .._validation import check_gamma_dtype, is_auto, positive_int, positive_real
 from ..store import BagStore
@@ -68,6 +69,10 @@ def sample_features(bags, n_codewords: int, max_init_features: int, seed: int) -
 #: (100,000 x 108, K = 256), in a fifth of the time; a start for SGD needs no more.
 KMEANS_MAX_ITER = 20
 
+#: Lloyd stops earlier once the centres move less in all (sum of squared shifts) than this
+#: fraction of the sample's mean variance per dimension: scikit-learn's criterion and tol.
+KMEANS_TOL = 1e-4
+
 
 #: EM iterations of the GMM codebooks by default (scikit-learn's default).
 GMM_MAX_ITER = 100
@@ -77,7 +82,7 @@ def fit_codebook(sample: np.ndarray, n_codewords: int, init: str, seed: int, *, 
                  n_init: int = 1, reg_covar: float = 1e-6, n_threads: int = 0) -> Codebook:
     """The codebook ``init`` learns from the (n, D) sample.
 
-    "kmeans": the centres of :func:`kmeans` (scikit-learn's Lloyd from k-means++ seeds
+    "kmeans": the centres of :func:`kmeans` (lfagg's Lloyd from k-means++ seeds
     drawn on a subsample); "gmm": the means, variances and weights of a diagonal
     GaussianMixture started from those clusters (``reg_covar`` added to the variances);
     "random": ``n_codewords`` distinct sampled features. ``max_iter`` bounds the Lloyd
@@ -86,53 +91,106 @@ def fit_codebook(sample: np.ndarray, n_codewords: int, init: str, seed: int, *, 
     runs; they run on ``n_threads`` threads (0: no limit).
     """
     with limit_threads(n_threads):
-        return _fit_codebook(sample, n_codewords, init, seed, max_iter, n_init, reg_covar)
+        return _fit_codebook(sample, n_codewords, init, seed, max_iter, n_init, reg_covar, n_threads)
 
 
-def _fit_codebook(sample, n_codewords, init, seed, max_iter, n_init, reg_covar) -> Codebook:
+def _fit_codebook(sample, n_codewords, init, seed, max_iter, n_init, reg_covar, n_threads) -> Codebook:
     K, D = n_codewords, sample.shape[1]
     if init == "kmeans":
-        km = kmeans(sample, K, seed, max_iter or KMEANS_MAX_ITER, n_init)
-        return Codebook(km.cluster_centers_.astype(np.float64), np.ones((K, D)), np.full(K, 1 / K))
+        km = kmeans(sample, K, seed, max_iter or KMEANS_MAX_ITER, n_init, n_threads)
+        return Codebook(km.centers.astype(np.float64), np.ones((K, D)), np.full(K, 1 / K))
     if init == "gmm":
-        return _gmm(sample, K, seed, max_iter or GMM_MAX_ITER, n_init, reg_covar)
+        return _gmm(sample, K, seed, max_iter or GMM_MAX_ITER, n_init, reg_covar, n_threads)
     if init == "random":
         picked = np.random.default_rng(seed).choice(len(sample), K, replace=False)
         return Codebook(sample[picked].astype(np.float64), np.ones((K, D)), np.full(K, 1 / K))
     raise ValueError(f"init must be one of {', '.join(map(repr, INITS))}; got {init!r}")
 
 
-#: k-means++ seeds the centres on a random subsample of the sample, this many features per
-#: codeword and at least SEEDING_MIN. On 100,000 CIFAR-10 patches (K = 256), after 20
-#: Lloyd iterations, seeds from 25,600 features left the inertia 0.3-0.5% above a
-#: converged scikit-learn KMeans (seeded on all of them, ~150 iterations, 9-12 s), seeds
-#: from 5,120 0.7-0.9% (benchmarks/bench_codebook.py --patches, seeds 0-2).
-SEEDING_PER_CODEWORD, SEEDING_MIN = 100, 5_000
+#: k-means++ seeds the centres on a random subsample of the sample: this many features per
+#: codeword, at least SEEDING_MIN and at most SEEDING_MAX. On 100,000 CIFAR-10 patches,
+#: after 20 Lloyd iterations, the inertia was above a converged scikit-learn KMeans (seeded
+#: on all of them) by 0.2-0.4% with seeds from 25,600 features at K = 256 and 0.6% from
+#: 12,800; at K = 1024 by 0.2% from all 100,000 and 0.4% from 51,200, where the seeding
+#: took half the time (its cost grows with K times the rows: 10 s from all 100,000).
+#: benchmarks/bench_codebook.py --patches measures it.
+SEEDING_PER_CODEWORD, SEEDING_MIN, SEEDING_MAX = 100, 5_000, 50_000
 
 
-def kmeans(sample: np.ndarray, n_codewords: int, seed: int, max_iter: int = KMEANS_MAX_ITER,
-           n_init: int = 1) -> KMeans:
-    """scikit-learn's KMeans (Lloyd) on the (n, D) sample, started from k-means++ seeds
-    drawn on a subsample (see SEEDING_PER_CODEWORD); of ``n_init`` runs the one of least
-    inertia. Returns the fitted KMeans."""
+def seeding_rows(n_codewords: int) -> int:
+    """How many features k-means++ seeds ``n_codewords`` centres on (see SEEDING_PER_CODEWORD)."""
+    return min(SEEDING_MAX, max(SEEDING_MIN, SEEDING_PER_CODEWORD * n_codewords))
+
+
+@dataclass
+class KMeansFit:
+    """A K-Means clustering of a sample: centers (K, D) of the sample's dtype, labels
+    (n,) int64 (each feature's nearest centre) and the inertia (the sum of the squared
+    distances of the features to their nearest centre)."""
+
+    centers: np.ndarray
+    labels: np.ndarray
+    inertia: float
+
+
+def kmeans(sample: np.ndarray, n_codewords: int, seed: int, max_iter: int = KMEANS_MAX_ITER, n_init: int = 1,
+           n_threads: int = 0) -> KMeansFit:
+    """K-Means of the (n, D) float sample: k-means++ seeds drawn on a subsample (see
+    SEEDING_PER_CODEWORD), then :func:`lloyd`; of ``n_init`` runs the one of least inertia."""
     best = None
     for run_seed in np.random.default_rng(seed).integers(2 ** 31, size=n_init):
-        rows = random_rows(len(sample), max(SEEDING_MIN, SEEDING_PER_CODEWORD * n_codewords), int(run_seed))
+        rows = random_rows(len(sample), seeding_rows(n_codewords), int(run_seed))
         # in float64: scikit-learn computes float32 distances by upcasting chunks, 2-3x slower
         seeds, _ = kmeans_plusplus(sample[rows].astype(np.float64), n_codewords, random_state=int(run_seed))
-        km = KMeans(n_clusters=n_codewords, init=seeds, n_init=1, max_iter=max_iter,
-                    random_state=int(run_seed)).fit(sample)
-        if best is None or km.inertia_ < best.inertia_:
-            best = km
+        fit = lloyd(sample, seeds, max_iter, n_threads)
+        if best is None or fit.inertia < best.inertia:
+            best = fit
     return best
 
 
-def _gmm(sample, K, seed, max_iter, n_init, reg_covar) -> Codebook:
+def lloyd(sample: np.ndarray, seeds: np.ndarray, max_iter: int = KMEANS_MAX_ITER, n_threads: int = 0) -> KMeansFit:
+    """Lloyd's iterations from the (K, D) seeds on the (n, D) float32/float64 sample (finite,
+    as lfagg validated it), at most ``max_iter`` or until the centres settle (KMEANS_TOL).
+
+    Each iteration is one pass of lfagg's core (a matrix product for the distances, the
+    nearest centre, the clusters' sums), threaded on ``n_threads`` (0: all cores) and
+    bitwise the same for every thread count: 30 ms per iteration against scikit-learn's
+    45-50 at 100,000 x 108, K = 256, on 2 threads. A centre left without features moves
+    to the feature farthest from its centre, as in scikit-learn. Returns a KMeansFit
+    whose labels and inertia are those of the returned centres."""
+    sample = np.ascontiguousarray(sample)
+    tol = KMEANS_TOL * _mean_variance(sample)
+    centers = np.ascontiguousarray(seeds, dtype=sample.dtype)
+    for _ in range(max_iter):
+        counts, means, _ = _native.core.kmeans_step(sample, centers, n_threads=n_threads, check_features=False)
+        empty = np.flatnonzero(counts == 0)
+        if len(empty):
+            distances = _native.core.kmeans_step(sample, centers, n_threads=n_threads, return_labels=True,
+                                                 check_features=False)[4]
+            means[empty] = sample[np.argsort(distances, kind="stable")[::-1][:len(empty)]]
+        shift = float(np.sum((means.astype(np.float64) - centers) ** 2))
+        centers = means
+        if shift <= tol:
+            break
+    _, _, inertia, labels, _ = _native.core.kmeans_step(sample, centers, n_threads=n_threads, return_labels=True,
+                                                        check_features=False)
+    return KMeansFit(centers, labels, inertia)
+
+
+def _mean_variance(sample: np.ndarray) -> float:
+    """The variance of the (n, D) sample's columns, averaged over the D columns, from its
+    sums in float64 without a temporary copy (np.var's took 10x longer)."""
+    mean = sample.mean(axis=0, dtype=np.float64)
+    squares = np.einsum("ij,ij->", sample, sample, dtype=np.float64) / len(sample)
+    return max(float(squares - mean @ mean) / sample.shape[1], 0.0)
+
+
+def _gmm(sample, K, seed, max_iter, n_init, reg_covar, n_threads) -> Codebook:
     """A diagonal GaussianMixture started from :func:`kmeans`'s clusters (their weights,
     means and variances), instead of the full K-Means scikit-learn runs to start one."""
-    km = kmeans(sample, K, seed, KMEANS_MAX_ITER, n_init)
-    counts = np.bincount(km.labels_, minlength=K).astype(np.float64)
-    members = sparse.csr_matrix((np.ones(len(sample)), (km.labels_, np.arange(len(sample)))), shape=(K, len(sample)))
+    km = kmeans(sample, K, seed, KMEANS_MAX_ITER, n_init, n_threads)
+    counts = np.bincount(km.labels, minlength=K).astype(np.float64)
+    members = sparse.csr_matrix((np.ones(len(sample)), (km.labels, np.arange(len(sample)))), shape=(K, len(sample)))
     features = sample.astype(np.float64)
     sums, squares = members @ features, members @ features ** 2
     safe = np.maximum(counts, 1)
@@ -140,7 +198,7 @@ def _gmm(sample, K, seed, max_iter, n_init, reg_covar) -> Codebook:
     variances[counts < 2] = sample.var(axis=0)  # a cluster of one feature has no spread of its own
     gmm = GaussianMixture(K, covariance_type="diag", max_iter=max_iter, reg_covar=reg_covar, random_state=seed,
                           init_params="random_from_data", weights_init=safe / safe.sum(),
-                          means_init=km.cluster_centers_, precisions_init=1 / (variances + reg_covar)).fit(sample)
+                          means_init=km.centers, precisions_init=1 / (variances + reg_covar)).fit(sample)
     return Codebook(*(a.astype(np.float64) for a in (gmm.means_, gmm.covariances_, gmm.weights_)))
 
 
