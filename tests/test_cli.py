@@ -229,8 +229,8 @@ def test_usage_errors(capsys, args):
 
 def test_reproduce_calls_table1(capsys, monkeypatch):
     calls = []
-    rows = [{"method": "BoW-8", "accuracy": 0.25, "seconds": 1.5}, {"method": "T1-8 learned", "accuracy": 0.5,
-                                                                    "seconds": 3.0}]
+    rows = [{"method": "BoW-8", "accuracy": 0.25, "seconds": 1.5, "l2": 0.1},
+            {"method": "T1-8 learned", "accuracy": 0.5, "seconds": 3.0, "l2": 0.01}]
 
     def table1(*args, **kwargs):
         calls.append((args, kwargs))

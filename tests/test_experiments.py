@@ -48,11 +48,11 @@ def test_table1_rows_order_and_json(tmp_path, capsys):
 
 
 def test_format_table_aligns_columns():
-    rows = [{"method": "BoW-64", "accuracy": 0.5, "seconds": 12.34},
-            {"method": "T1-64 learned", "accuracy": 0.526, "seconds": 238.0}]
+    rows = [{"method": "BoW-64", "accuracy": 0.5, "seconds": 12.34, "l2": 0.03},
+            {"method": "T1-64 learned", "accuracy": 0.526, "seconds": 238.0, "l2": 0.0001}]
     lines = experiments.format_table(rows).splitlines()
-    assert lines[0].split() == ["method", "accuracy", "seconds"]
-    assert "50.00%" in lines[1] and "52.60%" in lines[2] and "238.0" in lines[2]
+    assert lines[0].split() == ["method", "accuracy", "l2", "seconds"]
+    assert lines[1].split()[1:] == ["50.00%", "0.03", "12.3"] and lines[2].split()[2:] == ["52.60%", "0.0001", "238.0"]
     assert len({len(line) for line in lines}) == 1
 
 

@@ -1,6 +1,6 @@
 // pybind11 bindings of the baseline encoders (hard BoW, VLAD, Fisher Vector) and of the
-// K-Means step of their codebooks: validate
-// with the GIL held, release it around the kernel. Compiled into every per-ISA module.
+// K-Means step of the codebooks: validate with the GIL held, release it around the
+// kernel. Compiled into every per-ISA module.
 #include <pybind11/stl.h>
 
 #include <optional>

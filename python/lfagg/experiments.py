@@ -139,10 +139,10 @@ def table1(data_path, codebook_sizes=(64, 256, 1024), vlad_codewords=64, n_train
 
 
 def format_table(rows) -> str:
-    """An aligned text table of Table I rows: method, accuracy (%), seconds."""
+    """An aligned text table of Table I rows: method, accuracy (%), the L2 penalty chosen, seconds."""
     width = max([len("method")] + [len(r["method"]) for r in rows])
-    lines = [f"{'method':<{width}}  {'accuracy':>8}  {'seconds':>8}"]
-    lines += [f"{r['method']:<{width}}  {100 * r['accuracy']:7.2f}%  {r['seconds']:8.1f}" for r in rows]
+    lines = [f"{'method':<{width}}  {'accuracy':>8}  {'l2':>8}  {'seconds':>8}"]
+    lines += [f"{r['method']:<{width}}  {100 * r['accuracy']:7.2f}%  {r['l2']:>8g}  {r['seconds']:8.1f}" for r in rows]
     return "\n".join(lines)
 
 

@@ -32,6 +32,12 @@ struct HardTile {
     HardTile(Index rows, Index dim, Index k) : shifted(rows, dim), scores(rows, k), best(rows), labels(rows) {}
 };
 
+// Rows per tile of the hard-assignment encoders whose statistics hold a K x D sum (VLAD,
+// the K-Means step): 512 for every K, not tile_rows(K). Those statistics are zeroed and
+// folded once per tile, which at large K cost more than a larger block of scores
+// (K-Means step on 100,000 x 108, 2 threads: 158 -> 124 ms at K = 1024, 31 -> 29 at 256).
+inline constexpr Index kSumTileRows = 512;
+
 // Nearest centre (Euclidean) of each feature: argmin_k |C'_k|^2 - 2 f'.C'_k, which drops
 // the row constant |f'|^2 of the squared distance. Ties go to the lowest index.
 template <class T>
@@ -136,6 +142,7 @@ class VladEncoder {
     Index stat_dim() const { return k() * (1 + dim()); }
     Index out_dim() const { return k() * dim(); }
     Tile tile(Index rows) const { return Tile(rows, dim(), k()); }
+    static Index tile_rows() { return kSumTileRows; }
 
     void prepare(Tile& t, const T* rows, Index r0, Index m) const {
         if (!assignments_) return nearest_.assign(rows, m, t);

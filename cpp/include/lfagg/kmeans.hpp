@@ -25,10 +25,7 @@ class KMeansStep {
     Index stat_dim() const { return k() * (1 + dim()) + 1; }
     Index out_dim() const { return stat_dim(); }
     Tile tile(Index rows) const { return Tile(rows, dim(), k()); }
-    // 512 rows for every K, not tile_rows(K): the K x (D + 1) statistics are zeroed and
-    // folded once per tile, which at K = 1024 cost more than the larger block of scores
-    // (100,000 x 108 on 2 threads: 158 -> 124 ms per step at K = 1024, 31 -> 29 at K = 256).
-    static Index tile_rows() { return 512; }
+    static Index tile_rows() { return kSumTileRows; }
 
     // After assign, t.best holds |C'|^2 - 2 f'.C' of the nearest centre; adding |f'|^2
     // makes it the squared distance.
