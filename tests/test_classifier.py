@@ -173,7 +173,11 @@ def test_chi2_path_equals_sklearn_additive_chi2_sampler(circles):
     assert M_train.shape[1] == 8 * 3
     Z_train, Z_test = standardise(M_train, M_test)
     sk = sklearn_reference(Z_train, y, l2, 2)
-    np.testing.assert_allclose(clf.predict_proba(test_bags), sk.predict_proba(Z_test), atol=1e-4)
+    np.testing.assert_allclose(clf.predict_proba(bags), sk.predict_proba(Z_train), atol=1e-4)
+    # L-BFGS stops at a gradient of 1e-5, which leaves the weights uncertain by about that
+    # over the curvature (l2 / 2) where the training bags say little; test bags lying
+    # there move by up to 2e-4 (with this codebook; 1e-4 passed with others)
+    np.testing.assert_allclose(clf.predict_proba(test_bags), sk.predict_proba(Z_test), atol=5e-4)
 
 
 # ---------------------------------------------------------------------------------------

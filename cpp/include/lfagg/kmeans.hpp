@@ -1,9 +1,12 @@
-// One iteration of Lloyd's K-Means over a sample of local features, on the tiled driver
-// of bag_reduce.hpp (the sample is one bag): the features nearest to each centre, their
-// mean and the inertia, bitwise identical for every thread count.
+// K-Means over a sample of local features: one iteration of Lloyd's algorithm on the tiled
+// driver of bag_reduce.hpp (the sample is one bag) -- the features nearest to each centre,
+// their mean and the inertia -- and greedy k-means++ seeding; both bitwise identical for
+// every thread count.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <vector>
 
 #include "lfagg/baselines.hpp"
 
@@ -68,5 +71,111 @@ class KMeansStep {
     std::int64_t* labels_;
     T* distances_;
 };
+
+// Greedy k-means++ (Arthur & Vassilvitskii 2007, with scikit-learn's local trials) on the
+// n x dim rows: seed 0 is row floor(u[0][0] n); seed c is the best of the candidates
+// i_j = the first row whose cumulative potential reaches u[c][j] times the whole (the
+// potential of a row: its squared distance to the nearest seed so far), the best being the
+// one that leaves the least potential. `uniforms` (k x trials, row-major, in [0, 1)) come
+// from the caller so that a seed replays exactly. Returns the k chosen rows.
+//
+// Each seed costs one pass over the rows (features shifted by their mean, as in
+// NearestCenter), bound by the memory bandwidth once the rows outgrow the L2 cache: a
+// tile's distances to the candidates are one small matrix product. The potentials are summed per tile in double and added in tile order,
+// so the candidates' totals -- and the choice -- do not depend on the thread count, and
+// the chosen candidate's per-tile sums index the cumulative potential without a pass.
+template <class T>
+std::vector<Index> kmeans_plusplus(const T* rows, Index n, Index dim, Index k, Index trials,
+                                   const double* uniforms, int n_threads) {
+    constexpr Index kTile = 512;
+    const Index n_tiles = (n + kTile - 1) / kTile;
+    const CMapR<T> x(rows, n, dim);
+    const RowVec<T> mean = x.template cast<double>().colwise().mean().template cast<T>();
+    const MatR<T> shifted = x.rowwise() - mean;
+    const Eigen::Matrix<T, Eigen::Dynamic, 1> norms = shifted.rowwise().squaredNorm();
+    Eigen::Matrix<T, Eigen::Dynamic, 1> potential(n);  // squared distance to the nearest seed so far
+    Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> dist(n, trials);  // to each candidate
+    std::vector<double> tile_sums(n_tiles * trials), tile_potential(n_tiles);
+    std::vector<Index> chosen(k), candidates(trials);
+    Index best = 0;  // the chosen candidate of the current seed
+    MatR<T> cand(trials, dim);
+    RowVec<T> cand_norms(trials);
+
+    // The first row whose cumulative potential reaches `target`.
+    auto draw = [&](double target) {
+        double before = 0;
+        Index t = 0;
+        while (t + 1 < n_tiles && before + tile_potential[t] < target) before += tile_potential[t++];
+        const Index end = std::min(n, (t + 1) * kTile);
+        for (Index i = t * kTile; i < end; ++i)
+            if ((before += potential[i]) >= target) return i;
+        return end - 1;  // rounding left the target past the tile's last row
+    };
+    auto pick = [&](const Index* picked, Index m) {
+        for (Index j = 0; j < m; ++j) {
+            cand.row(j) = shifted.row(picked[j]);
+            cand_norms[j] = norms[picked[j]];
+        }
+    };
+    // Squared distances of tile t's rows to the first m candidates; returns its row count.
+    auto distances = [&](Index t, Index m) {
+        const Index r0 = t * kTile, len = std::min(kTile, n - r0);
+        auto d = dist.block(r0, 0, len, m);
+        d.noalias() = shifted.middleRows(r0, len) * cand.topRows(m).transpose();
+        d = ((T(-2) * d).colwise() + norms.segment(r0, len)).rowwise() + cand_norms.head(m);
+        d = d.cwiseMax(T(0));
+        return len;
+    };
+
+    chosen[0] = std::min(n - 1, static_cast<Index>(uniforms[0] * static_cast<double>(n)));
+    pick(chosen.data(), 1);
+    const int nt = static_cast<int>(std::min<Index>(resolve_threads(n_threads), n_tiles));
+#pragma omp parallel num_threads(nt)
+    {
+        const FlushSubnormals flush;
+#pragma omp for schedule(static)
+        for (Index t = 0; t < n_tiles; ++t) {
+            const Index len = distances(t, 1);
+            auto p = potential.segment(t * kTile, len);
+            p = dist.col(0).segment(t * kTile, len);
+            tile_potential[t] = p.template cast<double>().sum();
+        }
+        for (Index c = 1; c < k; ++c) {
+#pragma omp single
+            {
+                double whole = 0;
+                for (double s : tile_potential) whole += s;
+                for (Index j = 0; j < trials; ++j) candidates[j] = draw(uniforms[c * trials + j] * whole);
+                pick(candidates.data(), trials);
+            }
+#pragma omp for schedule(static)
+            for (Index t = 0; t < n_tiles; ++t) {
+                const Index len = distances(t, trials);
+                const auto p = potential.segment(t * kTile, len);
+                for (Index j = 0; j < trials; ++j)
+                    tile_sums[t * trials + j] =
+                        dist.col(j).segment(t * kTile, len).cwiseMin(p).template cast<double>().sum();
+            }
+#pragma omp single
+            {
+                double best_sum = 0;
+                for (Index j = 0; j < trials; ++j) {
+                    double sum = 0;
+                    for (Index t = 0; t < n_tiles; ++t) sum += tile_sums[t * trials + j];
+                    if (j == 0 || sum < best_sum) best = j, best_sum = sum;
+                }
+                chosen[c] = candidates[best];
+                for (Index t = 0; t < n_tiles; ++t) tile_potential[t] = tile_sums[t * trials + best];
+            }
+#pragma omp for schedule(static)
+            for (Index t = 0; t < n_tiles; ++t) {
+                const Index len = std::min(kTile, n - t * kTile);
+                auto p = potential.segment(t * kTile, len);
+                p = p.cwiseMin(dist.col(best).segment(t * kTile, len));
+            }
+        }
+    }
+    return chosen;
+}
 
 }  // namespace lfagg
