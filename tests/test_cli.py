@@ -108,6 +108,9 @@ def test_train_then_evaluate(files, t1_model):
 
     evaluated = run_cli("evaluate", "--model", path, "--bags", files / "test.npz")
     assert evaluated.returncode == 0, evaluated.stderr
+    assert re.search(r"lfagg evaluate: predicting [\d,]+ bags \.\.\. [\d.]+ s", evaluated.stderr)
+    quiet = run_cli("evaluate", "--model", path, "--bags", files / "test.npz", "--verbose", "0")
+    assert quiet.returncode == 0 and quiet.stderr == "" and quiet.stdout == evaluated.stdout
     test_bags, test_y = lfagg.datasets.load_npz_bags(files / "test.npz")
     predicted = model.predict(test_bags)
     expected = np.mean(predicted == test_y)
@@ -206,8 +209,11 @@ def test_evaluate_warns_about_unknown_labels(capsys, files, t1_model, tmp_path):
 
 def test_model_of_other_dimension(capsys, files, t1_model, tmp_path):
     save_npz_bags(tmp_path / "wide.npz", [np.ones((3, 5))], ["inner"])
-    rc, _, err = run_main(capsys, "evaluate", "--model", t1_model[1], "--bags", tmp_path / "wide.npz")
+    rc, _, err = run_main(capsys, "evaluate", "--model", t1_model[1], "--bags", tmp_path / "wide.npz",
+                          "--verbose", "0")
     assert_one_line_error(rc, err, "dimension 5")
+    rc, _, err = run_main(capsys, "evaluate", "--model", t1_model[1], "--bags", tmp_path / "wide.npz")
+    assert rc == 1 and err.splitlines()[0] == "lfagg evaluate: predicting 1 bag ... failed"  # not a time
 
 
 @pytest.mark.parametrize("args", [
@@ -270,7 +276,8 @@ def test_a_closed_pipe_exits_quietly(files, t1_model):
     """`lfagg evaluate ... | head -1`: the reader goes away; no 'Broken pipe' error line."""
     env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(lfagg.__file__)), OMP_NUM_THREADS="1")
     proc = subprocess.Popen([sys.executable, "-m", "lfagg", "evaluate", "--model", str(t1_model[1]), "--bags",
-                             str(files / "test.npz")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+                             str(files / "test.npz"), "--verbose", "0"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env)
     proc.stdout.close()  # before lfagg has written anything: its first write fails
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141 and err == ""

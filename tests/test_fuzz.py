@@ -974,7 +974,7 @@ def check_status(argv, rc, err):
     if rc == 1:
         assert lines and lines[-1].startswith(f"lfagg {command}: error: "), err
         lines.pop()
-    if command in ("train", "demo", "store", "encode") and option(argv, "--verbose", "1") != "0":
+    if command in ("train", "demo", "store", "encode", "evaluate") and option(argv, "--verbose", "1") != "0":
         assert not any(line.startswith(f"lfagg {command}: error:") for line in lines), err
     else:
         assert all(line.startswith(f"lfagg {command}: warning: ") for line in lines), err

@@ -38,13 +38,15 @@ class Stopwatch(dict):
         if report:  # the line is ended when the phase is: one line per phase, in a log too
             print(f"{self.name}: {description} ...", end="", file=sys.stderr, flush=True)
         start = time.perf_counter()
+        outcome = "failed"  # what ends the line when the phase raises
         try:
             yield
+            outcome = None
         finally:
             elapsed = time.perf_counter() - start
             self[phase] = self.get(phase, 0.0) + elapsed
             if report:
-                print(f" {elapsed:.1f} s", file=sys.stderr, flush=True)
+                print(f" {outcome or f'{elapsed:.1f} s'}", file=sys.stderr, flush=True)
 
 
 #: In a log file, long work also reports its count done at most this often (seconds).

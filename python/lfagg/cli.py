@@ -208,6 +208,8 @@ def _store_build(args) -> int:
 def _evaluate(args) -> int:
     import numpy as np
 
+    from ._progress import Stopwatch, bags_count
+
     model = load_model(args.model)
     _set_threads(model, args.threads)
     bags, y = _labelled_bags(args)
@@ -218,7 +220,8 @@ def _evaluate(args) -> int:
     if unknown:
         print(f"lfagg evaluate: warning: labels the model was not trained on: {unknown[:5]} (its classes: "
               f"{sorted(known)[:5]})", file=sys.stderr)
-    correct = model.predict(bags) == y
+    with Stopwatch("lfagg evaluate", args.verbose)("predict", f"predicting {bags_count(len(bags))}"):
+        correct = model.predict(bags) == y
     print(f"accuracy {correct.mean():.4f} ({correct.sum()} of {len(y)} bags)")
     print(f"{'class':<16}{'bags':>8}{'correct':>9}{'accuracy':>10}")
     for c in np.unique(y):
@@ -305,6 +308,10 @@ def _add_threads(parser):
                         help="threads of the encoders (default: all cores)")
 
 
+def _add_progress(parser):
+    parser.add_argument("--verbose", type=_count, default=1, help="1 reports the progress on stderr, 0 hides it")
+
+
 def _add_common(parser, threads=True):
     parser.add_argument("--seed", type=int, default=0, help="random seed")
     if threads:
@@ -379,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="encode a bag store with Dask on this local scheduler (pip install 'lfagg[dask]')")
     encode.add_argument("--address", default=None, metavar="HOST:PORT",
                         help="encode a bag store on this Dask distributed scheduler")
-    encode.add_argument("--verbose", type=_count, default=1, help="1 reports the progress on stderr, 0 hides it")
+    _add_progress(encode)
     _add_threads(encode)
     encode.set_defaults(run=_encode)
 
@@ -409,6 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--model", required=True, metavar="PATH", help=_MODEL_HELP)
     evaluate.add_argument("--bags", required=True, metavar="PATH", help=_BAGS_HELP)
     evaluate.add_argument("--labels", metavar="PATH", help=_LABELS_HELP)
+    _add_progress(evaluate)
     _add_threads(evaluate)
     evaluate.set_defaults(run=_evaluate)
 
