@@ -65,7 +65,9 @@ def sample_features(bags, n_codewords: int, max_init_features: int, seed: int) -
 
 #: Lloyd iterations of the K-Means codebooks by default: 20 reached the inertia of a
 #: converged K-Means (74 iterations) within 0.04% on the part-(f) benchmark's sample
-#: (100,000 x 108, K = 256), in a fifth of the time; a start for SGD needs no more.
+#: (100,000 x 108, K = 256), in a fifth of the time; a start for SGD needs no more: T1-256
+#: on CIFAR-10 patches (T1_PARAMS, 2,000 held-out training images) learned to 51.6 / 52.6%
+#: from 20 iterations and 51.7 / 52.2% from 100 (seeds 0 / 1).
 KMEANS_MAX_ITER = 20
 
 #: Lloyd stops earlier once the centres move less in all (sum of squared shifts) than this
