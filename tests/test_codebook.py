@@ -84,7 +84,7 @@ def kmeans_plusplus_reference(X, uniforms):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("n,dim,K,trials", [(1_300, 7, 30, 4), (2_049, 37, 64, 6), (40, 3, 40, 1)])
 def test_kmeans_plusplus_replays_the_numpy_reference(dtype, n, dim, K, trials):
-    """Rows not a multiple of the core's tiles (512) and panels (64), every row a seed."""
+    """Rows not a multiple of the core's tiles (512), one tile, every row a seed."""
     from lfagg import _native
     rng = np.random.default_rng(n)
     X = (rng.normal(scale=3.0, size=(n, dim)) + rng.integers(4, size=(n, 1)) * 10).astype(dtype)

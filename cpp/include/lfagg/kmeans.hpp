@@ -81,9 +81,10 @@ class KMeansStep {
 //
 // Each seed costs one pass over the rows (features shifted by their mean, as in
 // NearestCenter), bound by the memory bandwidth once the rows outgrow the L2 cache: a
-// tile's distances to the candidates are one small matrix product. The potentials are summed per tile in double and added in tile order,
-// so the candidates' totals -- and the choice -- do not depend on the thread count, and
-// the chosen candidate's per-tile sums index the cumulative potential without a pass.
+// tile's distances to the candidates are one small matrix product. The potentials are
+// summed per tile in double and added in tile order, so the candidates' totals -- and the
+// choice -- do not depend on the thread count, and the chosen candidate's per-tile sums
+// index the cumulative potential without a pass.
 template <class T>
 std::vector<Index> kmeans_plusplus(const T* rows, Index n, Index dim, Index k, Index trials,
                                    const double* uniforms, int n_threads) {
@@ -117,9 +118,10 @@ std::vector<Index> kmeans_plusplus(const T* rows, Index n, Index dim, Index k, I
             cand_norms[j] = norms[picked[j]];
         }
     };
+    auto tile_len = [&](Index t) { return std::min(kTile, n - t * kTile); };
     // Squared distances of tile t's rows to the first m candidates; returns its row count.
     auto distances = [&](Index t, Index m) {
-        const Index r0 = t * kTile, len = std::min(kTile, n - r0);
+        const Index r0 = t * kTile, len = tile_len(t);
         auto d = dist.block(r0, 0, len, m);
         d.noalias() = shifted.middleRows(r0, len) * cand.topRows(m).transpose();
         d = ((T(-2) * d).colwise() + norms.segment(r0, len)).rowwise() + cand_norms.head(m);
@@ -169,9 +171,8 @@ std::vector<Index> kmeans_plusplus(const T* rows, Index n, Index dim, Index k, I
             }
 #pragma omp for schedule(static)
             for (Index t = 0; t < n_tiles; ++t) {
-                const Index len = std::min(kTile, n - t * kTile);
-                auto p = potential.segment(t * kTile, len);
-                p = p.cwiseMin(dist.col(best).segment(t * kTile, len));
+                auto p = potential.segment(t * kTile, tile_len(t));
+                p = p.cwiseMin(dist.col(best).segment(t * kTile, tile_len(t)));
             }
         }
     }
