@@ -94,18 +94,20 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
         -------
         self
         """
-        with single_threaded_blas():
-            plan = self._check_params()
-            self._fit(check_bags(X, n_threads=plan.n_threads), y, validation_data, plan)
+        self._checked_fit(X, y, validation_data)
         return self
 
     def fit_transform(self, X, y, validation_data=None) -> np.ndarray:
         """``fit(X, y, validation_data).transform(X)``, the bags checked once: (n_bags, width)."""
+        return blockwise(self._checked_fit(X, y, validation_data), self._represent)
+
+    def _checked_fit(self, X, y, validation_data, initial=None):
+        """The parameters and X checked, then the fit with BLAS single-threaded; returns the checked bags."""
         with single_threaded_blas():
             plan = self._check_params()
             bags = check_bags(X, n_threads=plan.n_threads)
-            self._fit(bags, y, validation_data, plan)
-        return blockwise(bags, self._represent)
+            self._fit(bags, y, validation_data, plan, initial=initial)
+        return bags
 
     def _fit_from_initial(self, initial, X, y):
         """``fit(X, y)`` started from ``initial``, a copy of this model that differs only by
@@ -124,9 +126,7 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
             raise ValueError(f"initial must be this {type(self).__name__} fitted with n_epochs=0")
         if not isinstance(self.random_state, numbers.Integral):  # else each fit draws other seeds
             raise ValueError(f"continuing a fit needs an integer random_state, got {self.random_state!r}")
-        with single_threaded_blas():
-            plan = self._check_params()
-            self._fit(check_bags(X, n_threads=plan.n_threads), y, None, plan, initial=initial)
+        self._checked_fit(X, y, None, initial)
         return self
 
     def _check_params(self) -> SimpleNamespace:
