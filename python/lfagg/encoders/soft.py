@@ -1,11 +1,13 @@
 """The learnable encoders of the paper as small objects over the C++ core: T1, the soft
-Bag of Words, and T2, the soft VLAD. Each knows its kernels, its output size and whether
-its output is non-negative (what the chi2 feature map needs); the estimators and the
-training loop use them instead of branching on a name."""
+Bag of Words, and T2, the soft VLAD, and T1 with max pooling. Each knows its kernels, its
+output size and whether its output is non-negative (what the chi2 feature map needs); the
+estimators and the training loop use them instead of branching on a name."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable
+
+import numpy as np
 
 from .._native import core
 from .._kernels import run_validated
@@ -55,15 +57,60 @@ class SoftEncoder:
 SOFT_BOW = SoftEncoder("soft_bow", True, lambda K, D: K, core.soft_bow, core.soft_bow_backward)
 #: T2 (eq. 9): (n_bags, K * D), k-major.
 SOFT_VLAD = SoftEncoder("soft_vlad", False, lambda K, D: K * D, core.soft_vlad, core.soft_vlad_backward)
+
+
+def _one_bag_per_feature(features) -> np.ndarray:
+    """Offsets that make every feature a bag of its own: the soft BoW of such bags is the
+    features' soft assignments, and its backward the gradient through them."""
+    return np.arange(len(features) + 1, dtype=np.int64)
+
+
+def _soft_bow_max(features, offsets, centers, precisions, *, gamma, n_threads, check_features,
+                  return_assignments=False, assignments_out=None):
+    """The soft assignments' maximum over each bag's features, R_b[k] = max_n a_nk (0 for
+    an empty bag), in the signature of the core's soft_bow; the assignments, returned with
+    ``return_assignments`` or ``assignments_out``, are a new array: the core's own output."""
+    assignments = core.soft_bow(features, _one_bag_per_feature(features), centers, precisions, gamma,
+                                n_threads=n_threads, check_features=check_features)
+    pooled = np.zeros((len(offsets) - 1, assignments.shape[1]), dtype=assignments.dtype)
+    filled = np.flatnonzero(np.diff(offsets))
+    if len(filled):  # each non-empty bag's rows end where the next non-empty bag's start
+        pooled[filled] = np.maximum.reduceat(assignments, offsets[filled], axis=0)
+    return (pooled, assignments) if return_assignments or assignments_out is not None else pooled
+
+
+def _soft_bow_max_backward(features, offsets, centers, precisions, *, gamma, grad_output, assignments, n_threads,
+                           check_features, return_grad_features=False):
+    """Gradients through :func:`_soft_bow_max`, in the signature of the core's
+    soft_bow_backward: dJ/dR_b[k] goes to the bag's first feature of the largest a_nk, then
+    back through the soft assignments on the core."""
+    if assignments is None:
+        _, assignments = _soft_bow_max(features, offsets, centers, precisions, gamma=gamma, n_threads=n_threads,
+                                       check_features=check_features, return_assignments=True)
+    grad_assignments = np.zeros_like(assignments)
+    codewords = np.arange(assignments.shape[1])
+    for b in np.flatnonzero(np.diff(offsets)):
+        start, end = offsets[b], offsets[b + 1]
+        grad_assignments[start + assignments[start:end].argmax(axis=0), codewords] = grad_output[b]
+    return core.soft_bow_backward(features, _one_bag_per_feature(features), centers, precisions, gamma,
+                                  grad_assignments, assignments, n_threads=n_threads, check_features=check_features,
+                                  return_grad_features=return_grad_features)
+
+
+#: T1 with max pooling: (n_bags, K), each codeword's largest soft assignment in the bag.
+#: Suits bags labelled by whether they hold some kind of feature at all (multiple-instance
+#: learning), where the mean dilutes one telling feature among many others.
+SOFT_BOW_MAX = SoftEncoder("soft_bow_max", True, lambda K, D: K, _soft_bow_max, _soft_bow_max_backward)
 #: The names :func:`lfagg.training.train_encoder` accepts for them.
-SOFT_ENCODERS = {"bow": SOFT_BOW, "vlad": SOFT_VLAD}
+SOFT_ENCODERS = {"bow": SOFT_BOW, "vlad": SOFT_VLAD, "bow_max": SOFT_BOW_MAX}
 
 
 def soft_encoder(encoder) -> SoftEncoder:
-    """``encoder`` itself, or the SoftEncoder named "bow" (T1) or "vlad" (T2)."""
+    """``encoder`` itself, or the SoftEncoder named "bow" (T1), "vlad" (T2) or "bow_max" (T1
+    with max pooling)."""
     if isinstance(encoder, SoftEncoder):
         return encoder
     try:
         return SOFT_ENCODERS[encoder]
     except (KeyError, TypeError):
-        raise ValueError(f"encoder must be 'bow', 'vlad' or a SoftEncoder, got {encoder!r}") from None
+        raise ValueError(f"encoder must be 'bow', 'vlad', 'bow_max' or a SoftEncoder, got {encoder!r}") from None

@@ -26,7 +26,7 @@ from .._validation import (boolean, check_bags, check_classes, check_labels, cho
 from ..store import blockwise
 from ..encoders.codebook import (INIT_NAMES, INITS, check_gamma, check_sizes, fit_codebook, resolve_gamma,
                                  sample_features)
-from ..encoders.soft import SOFT_BOW, SOFT_VLAD
+from ..encoders.soft import SOFT_BOW, SOFT_BOW_MAX, SOFT_VLAD
 from ..training.loop import SGDSettings, run_sgd
 from .classifier import SoftmaxHead
 from .feature_map import make_feature_map
@@ -45,16 +45,18 @@ def auto_batch_size(n_bags: int) -> int:
 
 
 class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
-    """Shared implementation; see LearnedBoW and LearnedVLAD. ``_encoder`` is the SoftEncoder."""
+    """Shared implementation; see LearnedBoW and LearnedVLAD. ``_POOLINGS`` maps each
+    ``pooling`` the class offers to its SoftEncoder."""
 
-    _encoder = None
+    _POOLINGS: dict = {}
 
-    def __init__(self, n_codewords=64, *, gamma="auto", gamma_scale=1.0, learn_gamma=False, learn_covariances=True,
+    def __init__(self, n_codewords=64, *, pooling="mean", gamma="auto", gamma_scale=1.0, learn_gamma=False, learn_covariances=True,
                  init="kmeans", feature_map="auto", n_epochs=10, batch_size="auto", n_samples_per_bag=128,
                  optimizer="adam", learning_rate=1e-3, classifier_learning_rate=None, l2="auto",
                  max_init_features=100_000, validation_fraction=None, early_stopping=False,
                  n_iter_no_change=3, random_state=None, n_threads=None, verbose=0):
         self.n_codewords = n_codewords
+        self.pooling = pooling
         self.gamma = gamma
         self.gamma_scale = gamma_scale
         self.learn_gamma = learn_gamma
@@ -75,6 +77,11 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
         self.random_state = random_state
         self.n_threads = n_threads
         self.verbose = verbose
+
+    @property
+    def _encoder(self):
+        """The SoftEncoder of ``pooling``."""
+        return self._POOLINGS[self.pooling]
 
     # -- fitting -----------------------------------------------------------------------
     def fit(self, X, y, validation_data=None):
@@ -133,6 +140,7 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
         """Every parameter, before any data is touched: the checked values the fit uses."""
         K, max_features = check_sizes(self.n_codewords, self.max_init_features)
         gamma, gamma_scale = check_gamma(self.gamma, self.gamma_scale)
+        choice(self.pooling, "pooling", tuple(self._POOLINGS))
         choice(self.init, "init", INITS)
         positive_int(self.n_iter_no_change, "n_iter_no_change")
         boolean(self.early_stopping, "early_stopping")
@@ -263,8 +271,8 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
     # -- inference ---------------------------------------------------------------------
     def transform(self, X) -> np.ndarray:
         """The learned representation of each bag, over all of its features: (n_bags, K)
-        soft BoW (LearnedBoW) or (n_bags, K * D) soft VLAD (LearnedVLAD), in the bags'
-        dtype (float32 or float64), before the feature map."""
+        soft BoW (LearnedBoW, pooled by ``pooling``) or (n_bags, K * D) soft VLAD
+        (LearnedVLAD), in the bags' dtype (float32 or float64), before the feature map."""
         check_is_fitted(self, "classifier_")
         return blockwise(self._check_bags(X), self._represent)
 
@@ -301,6 +309,11 @@ class LearnedBoW(_LearnedAggregation):
     Parameters
     ----------
     n_codewords : K, the size of the codebook (and of the representation).
+    pooling : "mean", the paper's T1 (eq. 6: R_b[k] = (1/N_b) sum_n a_nk), or "max":
+        R_b[k] = max_n a_nk, each codeword's largest assignment in the bag, for bags that
+        are labelled by whether they hold some kind of feature at all (multiple-instance
+        learning), where the mean dilutes one telling feature among many others.
+        LearnedVLAD: "mean" only.
     gamma : positive float or "auto" (see :func:`lfagg.encoders.codebook.auto_gamma`).
     gamma_scale : positive float multiplying the "auto" gamma (only with gamma="auto"):
         above 1, sharper assignments. The paper finds the encoders very sensitive to gamma
@@ -345,7 +358,7 @@ class LearnedBoW(_LearnedAggregation):
     softmax regression; feature_map_ : the chi2 map or None.
     """
 
-    _encoder = SOFT_BOW
+    _POOLINGS = {"mean": SOFT_BOW, "max": SOFT_BOW_MAX}
 
 
 class LearnedVLAD(_LearnedAggregation):
@@ -356,4 +369,4 @@ class LearnedVLAD(_LearnedAggregation):
     to none.
     """
 
-    _encoder = SOFT_VLAD
+    _POOLINGS = {"mean": SOFT_VLAD}

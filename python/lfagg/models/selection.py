@@ -82,10 +82,10 @@ class _LearnedAggregationCV(ClassifierMixin, BaseEstimator):
 
     def __init__(self, n_codewords=DEFAULT_CODEBOOK_SIZES, *, gamma_scale=(0.125, 0.5, 2.0, 8.0),
                  learning_rate=(1e-3, 1e-2), max_epochs=16, cv=DEFAULT_FOLDS, scoring="neg_log_loss",
-                 n_estimators=DEFAULT_ESTIMATORS, gamma="auto", learn_gamma=False, learn_covariances=True,
-                 init="kmeans", feature_map="auto", batch_size="auto", n_samples_per_bag=128, optimizer="adam",
-                 classifier_learning_rate=None, l2="auto", max_init_features=100_000, random_state=None,
-                 n_jobs=None, n_threads=None, verbose=0):
+                 n_estimators=DEFAULT_ESTIMATORS, pooling="mean", gamma="auto", learn_gamma=False,
+                 learn_covariances=True, init="kmeans", feature_map="auto", batch_size="auto", n_samples_per_bag=128,
+                 optimizer="adam", classifier_learning_rate=None, l2="auto", max_init_features=100_000,
+                 random_state=None, n_jobs=None, n_threads=None, verbose=0):
         self.n_codewords = n_codewords
         self.gamma_scale = gamma_scale
         self.learning_rate = learning_rate
@@ -93,6 +93,7 @@ class _LearnedAggregationCV(ClassifierMixin, BaseEstimator):
         self.cv = cv
         self.scoring = scoring
         self.n_estimators = n_estimators
+        self.pooling = pooling
         self.gamma = gamma
         self.learn_gamma = learn_gamma
         self.learn_covariances = learn_covariances
@@ -109,7 +110,7 @@ class _LearnedAggregationCV(ClassifierMixin, BaseEstimator):
         self.n_threads = n_threads
         self.verbose = verbose
 
-    _FIXED = ("gamma", "learn_gamma", "learn_covariances", "init", "feature_map", "batch_size", "n_samples_per_bag",
+    _FIXED = ("pooling", "gamma", "learn_gamma", "learn_covariances", "init", "feature_map", "batch_size", "n_samples_per_bag",
               "optimizer", "classifier_learning_rate", "l2", "max_init_features", "n_threads")
 
     def _candidate(self, seed: int, **searched):
@@ -340,7 +341,7 @@ _DOC = """{what} with its hyper-parameters chosen by cross-validation on the tra
     n_estimators : int >= 1, the refits averaged (5: far better calibrated probabilities
         on small data for five times the refit's cost, small beside the search's; 1: the
         single refit).
-    gamma, learn_gamma, learn_covariances, init, feature_map, batch_size,
+    pooling, gamma, learn_gamma, learn_covariances, init, feature_map, batch_size,
     n_samples_per_bag, optimizer, classifier_learning_rate, l2, max_init_features,
     n_threads : fixed for every candidate; see :class:`{base}`.
     random_state : None, int or numpy random generator: the folds and every candidate's

@@ -102,8 +102,8 @@ def train_encoder(bags, targets, loss, encoder, centers, precisions, gamma, *, n
     loss : a head (``params`` list and ``loss_grad(R, targets) -> (J, dJ/dR, grads)``, see
         :mod:`lfagg.models.heads`), whose parameters are optimised too, or a callable
         ``loss(R, targets) -> (J, dJ/dR)`` with R (batch, out_dim) float64.
-    encoder : "bow" (T1, soft BoW), "vlad" (T2, soft VLAD) or a
-        :class:`lfagg.encoders.SoftEncoder`.
+    encoder : "bow" (T1, soft BoW), "vlad" (T2, soft VLAD), "bow_max" (T1 with max
+        pooling) or a :class:`lfagg.encoders.SoftEncoder`.
     centers, precisions : (K, D) initial values; gamma : initial positive float.
     n_epochs, batch_size : passes over the bags and bags per step.
     n_samples_per_bag : features drawn (without replacement) from each bag per step, or
@@ -143,6 +143,9 @@ def train_encoder(bags, targets, loss, encoder, centers, precisions, gamma, *, n
         n_epochs=n_epochs, batch_size=batch_size, n_samples_per_bag=n_samples_per_bag, optimizer=optimizer,
         learning_rate=learning_rate, head_learning_rate=head_learning_rate, momentum=momentum,
         learn_centers=learn_centers, learn_precisions=learn_precisions, learn_gamma=learn_gamma)
+    if not (hasattr(loss, "loss_grad") or callable(loss)):
+        raise TypeError(f"loss must be a head (with loss_grad) or a callable loss(R, targets) -> (J, dJ/dR), "
+                        f"got {type(loss).__name__}")
     head = loss if hasattr(loss, "loss_grad") else LossFunction(loss)
     return run_sgd(bags, targets, head, soft_encoder(encoder), centers, precisions, positive_real(gamma, "gamma"),
                    settings, random_state=random_state, n_threads=n_threads, verbose=verbosity(verbose),

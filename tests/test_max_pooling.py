@@ -1,0 +1,143 @@
+"""T1 with max pooling (LearnedBoW(pooling="max"), SOFT_BOW_MAX): R_b[k] = max_n a_nk
+against the float64 numpy reference, its gradients against central finite differences
+of that reference, the tie rule, thread-count determinism, and the estimator around it."""
+
+import numpy as np
+import pytest
+
+import lfagg
+from lfagg.bags import Bags
+from lfagg.encoders import SOFT_BOW_MAX
+from reference import assignments, central_diff
+from test_soft_encoders import make_problem, offsets_from_sizes
+
+SIZES = [5, 0, 1, 7, 3, 0, 12]
+
+
+def ref_max_pooled(features, offsets, centers, precisions, gamma):
+    """(n_bags, K): each bag's largest soft assignment per codeword, zeros for an empty bag."""
+    out = np.zeros((len(offsets) - 1, len(centers)))
+    for b in range(len(offsets) - 1):
+        if offsets[b + 1] > offsets[b]:
+            out[b] = assignments(features[offsets[b]:offsets[b + 1]], centers, precisions, gamma).max(axis=0)
+    return out
+
+
+def problem(seed, dtype=np.float64, D=4, K=3):
+    rng = np.random.default_rng(seed)
+    f, off, C, P, gamma = make_problem(rng, SIZES, D=D, K=K, dtype=dtype, gamma_times_d=1.5)
+    G = rng.normal(size=(len(SIZES), K))
+    return f, off, C.astype(dtype), P.astype(dtype), gamma, G.astype(dtype)
+
+
+def test_forward_matches_reference_and_empty_bags_are_zero():
+    f, off, C, P, gamma, _ = problem(0)
+    R, A = SOFT_BOW_MAX.forward(Bags(f, off), C, P, gamma, 2, return_assignments=True)
+    np.testing.assert_allclose(R, ref_max_pooled(f, off, C, P, gamma), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(A, assignments(f, C, P, gamma), rtol=1e-12, atol=1e-14)
+    assert not R[np.diff(off) == 0].any()
+
+
+def test_float32_forward_close_to_reference():
+    f, off, C, P, gamma, _ = problem(1, np.float32)
+    R = SOFT_BOW_MAX.forward(Bags(f, off), C, P, gamma, 1)
+    assert R.dtype == np.float32
+    np.testing.assert_allclose(R, ref_max_pooled(f, off, C, P, gamma), atol=1e-5)
+
+
+def test_gradients_match_finite_differences_of_the_reference():
+    f, off, C, P, gamma, G = problem(2)
+    gC, gP, gg, gF = SOFT_BOW_MAX.backward(Bags(f, off), C, P, gamma, G, 2, return_grad_features=True)
+
+    def loss(features=f, centers=C, precisions=P, g=gamma):
+        return float(np.sum(G * ref_max_pooled(features, off, centers, precisions, g)))
+
+    np.testing.assert_allclose(gC, central_diff(lambda c: loss(centers=c), C), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(gP, central_diff(lambda p: loss(precisions=p), P), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(gg, central_diff(lambda g: loss(g=g), gamma), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(gF, central_diff(lambda x: loss(features=x), f), rtol=1e-6, atol=1e-8)
+
+
+def test_kept_and_recomputed_assignments_and_thread_counts_agree_bitwise():
+    f, off, C, P, gamma, G = problem(3, np.float32, D=9, K=6)
+    bags = Bags(f, off)
+    _, A = SOFT_BOW_MAX.forward(bags, C, P, gamma, 1, return_assignments=True)
+    reference = SOFT_BOW_MAX.backward(bags, C, P, gamma, G, 1, assignments=A, return_grad_features=True)
+    for n_threads in (1, 2, 3):
+        np.testing.assert_array_equal(SOFT_BOW_MAX.forward(bags, C, P, gamma, n_threads),
+                                      SOFT_BOW_MAX.forward(bags, C, P, gamma, 1))
+        for kept in (A, None):
+            grads = SOFT_BOW_MAX.backward(bags, C, P, gamma, G, n_threads, assignments=kept,
+                                          return_grad_features=True)
+            for mine, expected in zip(grads, reference):
+                np.testing.assert_array_equal(mine, expected)
+
+
+def test_a_repeated_feature_takes_no_gradient():
+    """Of equal largest assignments the bag's first feature takes dJ/dR: a bag with a
+    feature repeated has the gradients of the bag without the repeat."""
+    f, _, C, P, gamma, G = problem(4)
+    once, twice = f[:4], np.concatenate([f[:4], f[2:3]])
+    g_once = SOFT_BOW_MAX.backward(Bags(once, [0, 4]), C, P, gamma, G[:1], 1, return_grad_features=True)
+    g_twice = SOFT_BOW_MAX.backward(Bags(twice, [0, 5]), C, P, gamma, G[:1], 1, return_grad_features=True)
+    for a, b in zip(g_once[:3], g_twice[:3]):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+    np.testing.assert_array_equal(g_twice[3][:4], g_once[3])
+    assert not g_twice[3][4].any()
+
+
+def mil_bags(n_bags=40, seed=0):
+    """Positive bags hold one feature near a point that negative bags never come near."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(4, 10, n_bags)
+    y = np.arange(n_bags) % 2
+    features = rng.normal(size=(int(sizes.sum()), 5))
+    starts = offsets_from_sizes(sizes)[:-1]
+    features[starts[y == 1]] = 6.0 + 0.1 * rng.normal(size=(int(y.sum()), 5))
+    return Bags(features, offsets_from_sizes(sizes)), y
+
+
+def test_learned_bow_with_max_pooling_fits_transforms_and_round_trips(tmp_path):
+    bags, y = mil_bags()
+    model = lfagg.LearnedBoW(4, pooling="max", n_epochs=3, random_state=0, n_threads=1).fit(bags, y)
+    expected = ref_max_pooled(bags.features, bags.offsets, model.centers_, 1 / model.covariances_, model.gamma_)
+    np.testing.assert_allclose(model.transform(bags), expected, rtol=1e-10, atol=1e-12)
+    assert model.score(bags, y) == 1.0
+    lfagg.save(model, tmp_path / "max.lfagg")
+    loaded = lfagg.load(tmp_path / "max.lfagg")
+    assert loaded.pooling == "max"
+    np.testing.assert_array_equal(loaded.predict_proba(bags), model.predict_proba(bags))
+
+
+def test_bad_pooling_is_a_value_error_naming_it():
+    bags, y = mil_bags(8)
+    with pytest.raises(ValueError, match="pooling"):
+        lfagg.LearnedBoW(2, pooling="sum").fit(bags, y)
+    with pytest.raises(ValueError, match="pooling"):
+        lfagg.LearnedVLAD(2, pooling="max").fit(bags, y)
+
+
+def test_train_encoder_takes_bow_max_by_name():
+    bags, y = mil_bags(12)
+    rng = np.random.default_rng(0)
+    centers = bags.features[rng.choice(bags.n_features, 3, replace=False)]
+    targets = np.repeat(y[:, None], 3, axis=1).astype(float)
+
+    def squared_loss(R, t):
+        return 0.5 * float(np.sum((R - t) ** 2)), R - t
+
+    result = lfagg.train_encoder(bags, targets, squared_loss, "bow_max", centers, np.ones((3, 5)), 0.5,
+                                 n_epochs=2, batch_size=4, random_state=0)
+    assert np.all(np.isfinite(result.centers)) and not np.array_equal(result.centers, centers)
+    with pytest.raises(TypeError, match="loss must be"):
+        lfagg.train_encoder(bags, targets, "softmax", "bow_max", centers, np.ones((3, 5)), 0.5)
+
+
+def test_the_search_fits_every_candidate_and_refit_with_its_pooling():
+    bags, y = mil_bags(30)
+    search = lfagg.LearnedBoWCV(n_codewords=(2,), gamma_scale=(1.0,), learning_rate=(1e-2,), max_epochs=1, cv=3,
+                                n_estimators=2, pooling="max", random_state=0, n_threads=1).fit(bags, y)
+    assert [refit.pooling for refit in search.estimators_] == ["max", "max"]
+    refit = search.best_estimator_
+    expected = ref_max_pooled(bags.features, bags.offsets, refit.centers_, 1 / refit.covariances_, refit.gamma_)
+    np.testing.assert_allclose(search.transform(bags), expected, rtol=1e-10, atol=1e-12)
