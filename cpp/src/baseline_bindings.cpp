@@ -113,7 +113,8 @@ py::array_t<std::int64_t> kmeans_plusplus(const Array<T>& features, const Array<
     check_ndim(features, 2, "features", "(n_features, dim)");
     check_ndim(uniforms, 2, "uniforms", "(n_centers, n_trials)");
     const Index n = features.shape(0), dim = features.shape(1), k = uniforms.shape(0), trials = uniforms.shape(1);
-    if (k < 1 || trials < 1) fail("uniforms must have at least one row and one column, got shape " + shape_of(uniforms));
+    if (k < 1 || trials < 1)
+        fail("uniforms must have at least one row and one column, got shape " + shape_of(uniforms));
     if (k > n)
         fail("cannot seed " + std::to_string(k) + " centers from " + std::to_string(n) + " features");
     const double* u = uniforms.data();

@@ -1,6 +1,6 @@
-"""Encoders of bags: the learnable soft BoW (mean or max pooled) / soft VLAD (:mod:`.soft`), the unsupervised
-baselines BagOfWords, VLAD and FisherVector (:mod:`.baselines`), and the codebooks all of
-them start from (:mod:`.codebook`)."""
+"""Encoders of bags: the learnable soft BoW (mean or max pooled) / soft VLAD (:mod:`.soft`),
+the unsupervised baselines BagOfWords, VLAD and FisherVector (:mod:`.baselines`), and the
+codebooks all of them start from (:mod:`.codebook`)."""
 from .baselines import VLAD, BagOfWords, FisherVector
 from .codebook import Codebook, auto_gamma, fit_codebook
 from .soft import SOFT_BOW, SOFT_BOW_MAX, SOFT_VLAD, SoftEncoder, soft_encoder

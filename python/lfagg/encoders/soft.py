@@ -65,13 +65,18 @@ def _one_bag_per_feature(features) -> np.ndarray:
     return np.arange(len(features) + 1, dtype=np.int64)
 
 
+def _assignments(features, centers, precisions, gamma, n_threads, check_features) -> np.ndarray:
+    """The (N, K) soft assignments of the features, on the core."""
+    return core.soft_bow(features, _one_bag_per_feature(features), centers, precisions, gamma,
+                         n_threads=n_threads, check_features=check_features)
+
+
 def _soft_bow_max(features, offsets, centers, precisions, *, gamma, n_threads, check_features,
                   return_assignments=False, assignments_out=None):
     """The soft assignments' maximum over each bag's features, R_b[k] = max_n a_nk (0 for
     an empty bag), in the signature of the core's soft_bow; the assignments, returned with
     ``return_assignments`` or ``assignments_out``, are a new array: the core's own output."""
-    assignments = core.soft_bow(features, _one_bag_per_feature(features), centers, precisions, gamma,
-                                n_threads=n_threads, check_features=check_features)
+    assignments = _assignments(features, centers, precisions, gamma, n_threads, check_features)
     pooled = np.zeros((len(offsets) - 1, assignments.shape[1]), dtype=assignments.dtype)
     filled = np.flatnonzero(np.diff(offsets))
     if len(filled):  # each non-empty bag's rows end where the next non-empty bag's start
@@ -85,8 +90,7 @@ def _soft_bow_max_backward(features, offsets, centers, precisions, *, gamma, gra
     soft_bow_backward: dJ/dR_b[k] goes to the bag's first feature of the largest a_nk, then
     back through the soft assignments on the core."""
     if assignments is None:
-        _, assignments = _soft_bow_max(features, offsets, centers, precisions, gamma=gamma, n_threads=n_threads,
-                                       check_features=check_features, return_assignments=True)
+        assignments = _assignments(features, centers, precisions, gamma, n_threads, check_features)
     grad_assignments = np.zeros_like(assignments)
     codewords = np.arange(assignments.shape[1])
     for b in np.flatnonzero(np.diff(offsets)):

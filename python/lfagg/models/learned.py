@@ -50,8 +50,9 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
 
     _POOLINGS: dict = {}
 
-    def __init__(self, n_codewords=64, *, pooling="mean", gamma="auto", gamma_scale=1.0, learn_gamma=False, learn_covariances=True,
-                 init="kmeans", feature_map="auto", n_epochs=10, batch_size="auto", n_samples_per_bag=128,
+    def __init__(self, n_codewords=64, *, pooling="mean", gamma="auto", gamma_scale=1.0, learn_gamma=False,
+                 learn_covariances=True, init="kmeans", feature_map="auto", n_epochs=10, batch_size="auto",
+                 n_samples_per_bag=128,
                  optimizer="adam", learning_rate=1e-3, classifier_learning_rate=None, l2="auto",
                  max_init_features=100_000, validation_fraction=None, early_stopping=False,
                  n_iter_no_change=3, random_state=None, n_threads=None, verbose=0):

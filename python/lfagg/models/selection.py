@@ -110,8 +110,8 @@ class _LearnedAggregationCV(ClassifierMixin, BaseEstimator):
         self.n_threads = n_threads
         self.verbose = verbose
 
-    _FIXED = ("pooling", "gamma", "learn_gamma", "learn_covariances", "init", "feature_map", "batch_size", "n_samples_per_bag",
-              "optimizer", "classifier_learning_rate", "l2", "max_init_features", "n_threads")
+    _FIXED = ("pooling", "gamma", "learn_gamma", "learn_covariances", "init", "feature_map", "batch_size",
+              "n_samples_per_bag", "optimizer", "classifier_learning_rate", "l2", "max_init_features", "n_threads")
 
     def _candidate(self, seed: int, **searched):
         """The estimator searched with the fixed parameters, ``seed`` and the ``searched`` ones."""
