@@ -96,6 +96,20 @@ def test_bad_assignments_raise_value_error(encoder, case):
         BWD[encoder](f, off, C, P, gamma, G, assignments=BAD_ASSIGNMENTS[case](A))
 
 
+@pytest.mark.parametrize("value", [np.nan, -np.inf, -1e-30])
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_bad_assignments_far_from_the_first_rows_raise(encoder, n_threads, value):
+    """The backward checks kept assignments as it reads them, chunk by chunk: a bad value
+    in the very last row of many chunks' worth of features is still caught."""
+    rng, f, off, C, P, gamma = problem(7, [1500, 0, 1700], np.float32)
+    _, A = FWD[encoder](f, off, C, P, gamma, return_assignments=True)
+    A[-1, -1] = value
+    G = rng.normal(size=(3, out_dim(encoder, len(C), f.shape[1]))).astype(np.float32)
+    with pytest.raises(ValueError, match="assignments must be finite and non-negative"):
+        BWD[encoder](f, off, C, P, gamma, G, n_threads=n_threads, assignments=A)
+
+
 def test_empty_input_gives_empty_assignments():
     f = np.zeros((0, 3), dtype=np.float32)
     R, A = ops.soft_bow(f, [0], np.ones((2, 3)), np.ones((2, 3)), 1.0, return_assignments=True)

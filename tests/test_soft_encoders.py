@@ -421,6 +421,30 @@ def test_results_bitwise_reproducible(encoder, dtype):
             np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=f"backward, repetition {rep}")
 
 
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_results_do_not_depend_on_earlier_calls(encoder):
+    """The kernels keep their scratch between calls from one thread: calls of other sizes,
+    thread counts and options in between change no bit of a result."""
+    rng = np.random.default_rng(5002)
+    problems = []
+    for sizes, D, K in [([3, 900, 0, 40], 16, 12), ([2000, 1, 600], 7, 40), ([5], 16, 12)]:
+        f, off, C, P, gamma = make_problem(rng, sizes, D=D, K=K, dtype=np.float32)
+        G = rng.normal(size=(len(sizes), out_dim(encoder, K, D))).astype(np.float32)
+        problems.append((f, off, C.astype(np.float32), P.astype(np.float32), gamma, G))
+
+    def run(problem, n_threads):
+        f, off, C, P, gamma, G = problem
+        R, A = FWD[encoder](f, off, C, P, gamma, n_threads=n_threads, return_assignments=True)
+        kept = BWD[encoder](f, off, C, P, gamma, G, n_threads=n_threads, assignments=A, return_grad_features=True)
+        recomputed = BWD[encoder](f, off, C, P, gamma, G, n_threads=n_threads)
+        return [R, A, *kept, *recomputed]
+
+    first = [run(problem, 1) for problem in problems]
+    for rep, (i, n_threads) in enumerate([(1, 3), (0, 2), (2, 1), (1, 1), (0, 3), (2, 2), (0, 1)]):
+        for x, y in zip(run(problems[i], n_threads), first[i]):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=f"problem {i}, call {rep}")
+
+
 # ------------------------------------------------------------------ subnormal numbers
 
 

@@ -90,7 +90,8 @@ py::tuple soft_backward(const Array<T>& features, const Offsets& offsets, const 
         fail("grad_output must have the shape of the encoder's output (" + std::to_string(pb.bags.n_bags) + ", " +
              std::to_string(out_dim) + "), got shape " + shape_of(grad_output));
     check_finite(grad_output, "grad_output", pb.n_threads);
-    if (assignments) check_assignments(*assignments, pb.bags.n, pb.params.k, pb.n_threads);
+    // Their values are checked by the kernel as it reads them.
+    if (assignments) check_assignments_shape(*assignments, pb.bags.n, pb.params.k, "assignments");
     const T* a = assignments ? assignments->data() : nullptr;
 
     Array<T> grad_centers({pb.params.k, pb.bags.dim}), grad_precisions({pb.params.k, pb.bags.dim});

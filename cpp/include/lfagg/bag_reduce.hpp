@@ -3,6 +3,8 @@
 // with results bitwise identical for every thread count.
 #pragma once
 
+#include <array>
+#include <cstddef>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -41,10 +43,11 @@ struct TilePartials {
 };
 
 // Up to 16 tiles per thread in a wave, fewer when their partials (bytes_per_tile each)
-// would pass 32 MiB, at least one per thread.
+// would pass 8 MiB (they are kept between calls, see reused_scratch), at least one; the
+// same number for every thread, or the last of a wave's tiles leaves the others idle.
 inline Index tiles_per_wave(Index n_tiles, int n_threads, Index bytes_per_tile) {
-    const Index by_memory = (Index(32) << 20) / std::max<Index>(1, bytes_per_tile);
-    return std::min(n_tiles, std::max<Index>(n_threads, std::min<Index>(16 * Index(n_threads), by_memory)));
+    const Index per_thread = (Index(8) << 20) / std::max<Index>(1, bytes_per_tile) / n_threads;
+    return std::min(n_tiles, n_threads * std::clamp<Index>(per_thread, 1, 16));
 }
 
 // Encodes every bag: out (n_bags x enc.out_dim(), row-major) = enc.finalize(sum of the
@@ -71,10 +74,12 @@ void encode_bags(const BagsView<T>& bags, const Enc& enc, T* out, int n_threads)
         RowVecD whole;
         Scratch(const Enc& e, Index r, Index s) : tile(e.tile(r)), part(s), whole(s) {}
     };
-    std::vector<Scratch> scratch;
-    scratch.reserve(nt);
-    for (int i = 0; i < nt; ++i) scratch.emplace_back(enc, rows, stat_dim);
-    std::vector<TilePartials<T>> partials(wave, TilePartials<T>(stat_dim));
+    // Kept between calls with the same sizes; grown to the threads and the wave of this call.
+    auto& [scratch, partials] = reused_scratch(std::array<Index, 4>{rows, stat_dim, enc.k(), bags.dim}, [] {
+        return std::make_pair(std::vector<Scratch>(), std::vector<TilePartials<T>>());
+    });
+    while (scratch.size() < static_cast<std::size_t>(nt)) scratch.emplace_back(enc, rows, stat_dim);
+    if (partials.size() < static_cast<std::size_t>(wave)) partials.resize(wave, TilePartials<T>(stat_dim));
     RowVecD open_sum = RowVecD::Zero(stat_dim);
     ErrorTrap trap;
 

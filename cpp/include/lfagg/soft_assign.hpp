@@ -13,10 +13,9 @@ namespace lfagg {
 // Per-thread buffers, sized once for the largest tile.
 template <class T>
 struct TileBuffers {
-    MatR<T> x;     // rows x 2D: [f'^2, f']
-    MatR<T> dist;  // rows x K: distances
-    MatR<T> a;     // rows x K: assignments
-    TileBuffers(Index rows, Index dim, Index k) : x(rows, 2 * dim), dist(rows, k), a(rows, k) {}
+    MatR<T> x;  // rows x 2D: [f'^2, f']
+    MatR<T> a;  // rows x K: distances, then the assignments computed from them in place
+    TileBuffers(Index rows, Index dim, Index k) : x(rows, 2 * dim), a(rows, k) {}
 
     // Shifted features f' of tile rows [s, s + m), valid after SoftAssigner::expand() or assign().
     auto shifted(Index s, Index m) const { return x.block(s, x.cols() / 2, m, x.cols() / 2); }
@@ -52,19 +51,19 @@ class SoftAssigner {
         x.leftCols(dim_) = x.rightCols(dim_).cwiseAbs2();
     }
 
-    // Fills b.x, b.dist and b.a for the m feature rows starting at `rows`.
+    // Fills b.x and b.a for the m feature rows starting at `rows`.
     void assign(const T* rows, Index m, TileBuffers<T>& b) const {
         expand(rows, m, b);
-        auto d = b.dist.topRows(m);
+        auto d = b.a.topRows(m);
         d.noalias() = b.x.topRows(m) * weights_;
-        d.rowwise() += bias_;
-        // Rounding can push a distance slightly below zero; distances are >= 0.
-        d = d.cwiseMax(T(0));
+        // One row at a time, so that its passes run in L1.
         for (Index i = 0; i < m; ++i) {
-            auto a = b.a.row(i);
-            const T nearest = d.row(i).minCoeff();
-            a = ((d.row(i).array() - nearest) * (-gamma_)).exp().matrix();
-            a /= a.sum();
+            auto a = d.row(i);
+            // Rounding can push a distance slightly below zero; distances are >= 0.
+            a = (a + bias_).cwiseMax(T(0));
+            const T nearest = a.minCoeff();
+            a = ((a.array() - nearest) * (-gamma_)).exp().matrix();
+            a *= T(1) / a.sum();  // one division per row, not per codeword
         }
     }
 
