@@ -49,20 +49,24 @@ def time_ms(fn, repeats, warmup=1):
 #: slower in turn with it than alone).
 SETTLE_S = 0.15
 
-#: Untimed calls between the pause and the timed call. After an idle pause the first two
-#: calls of every implementation ran up to 1.6x slower than the calls that follow them
-#: (sleeping OpenMP workers and idle cores waking up: lfagg soft_vlad at the idt size
-#: 18.6, 22.0, then 15.3 ms; torch 35.6, 27.3, then 22.8 ms); the third call is in the
-#: steady state of a training loop, which calls the encoder back to back.
+#: Untimed calls between the pause and the timed call: at least STEADY_CALLS of them, and
+#: for at least STEADY_S seconds. After an idle pause the first calls of every
+#: implementation ran up to 1.8x slower than the calls that follow them (sleeping OpenMP
+#: workers and idle cores waking up: lfagg soft_vlad at the idt size 18.6, 22.0, then 15.3
+#: ms; torch 35.6, 27.3, then 22.8 ms), and a count alone did not reach the steady state of
+#: short calls: lfagg's 4.5 ms soft_vlad forward (idt) still took 8.1 ms after two calls,
+#: 8.0 after three (20 ms busy), 4.6 after 50 ms busy. The timed call is in the steady
+#: state of a training loop, which calls the encoder back to back.
 STEADY_CALLS = 2
+STEADY_S = 0.1
 
 
-def time_interleaved(fns, repeats, warmup=1, settle=SETTLE_S, steady_calls=STEADY_CALLS):
+def time_interleaved(fns, repeats, warmup=1, settle=SETTLE_S, steady_calls=STEADY_CALLS, steady_s=STEADY_S):
     """Time several callables round-robin: ``warmup`` untimed calls of each, then
     ``repeats`` rounds timing each once, so that a change of the machine's load during
     the measurement affects them all alike. In a round, each callable gets a
-    ``settle``-second pause (see SETTLE_S), ``steady_calls`` untimed calls (see
-    STEADY_CALLS), then the timed one.
+    ``settle``-second pause (see SETTLE_S), untimed calls for at least ``steady_s``
+    seconds and at least ``steady_calls`` of them (see STEADY_CALLS), then the timed one.
     ``fns``: {name: callable}; returns {name: (median ms, all ms)}."""
     for fn in fns.values():
         for _ in range(warmup):
@@ -71,8 +75,10 @@ def time_interleaved(fns, repeats, warmup=1, settle=SETTLE_S, steady_calls=STEAD
     for _ in range(repeats):
         for name, fn in fns.items():
             time.sleep(settle)
-            for _ in range(steady_calls):
+            busy_since, calls = time.perf_counter(), 0
+            while calls < steady_calls or time.perf_counter() - busy_since < steady_s:
                 fn()
+                calls += 1
             start = time.perf_counter()
             fn()
             runs[name].append((time.perf_counter() - start) * 1e3)

@@ -62,7 +62,7 @@ def main(argv=None):
         fns = {"lfagg kmeans": run("lfagg kmeans", lambda: fit_codebook(sample, K, "kmeans", seed).centers),
                "sklearn KMeans": run("sklearn KMeans",
                                      lambda: KMeans(K, n_init=1, random_state=seed).fit(sample).cluster_centers_)}
-        times = _common.time_interleaved(fns, args.repeats, steady_calls=0)
+        times = _common.time_interleaved(fns, args.repeats, steady_calls=0, steady_s=0)
         ratio = inertia(sample, fitted["lfagg kmeans"]) / inertia(sample, fitted["sklearn KMeans"])
         print(f"K-Means on {label} ({sample.shape[0]:,} x {sample.shape[1]}, K = {K}): lfagg "
               f"{times['lfagg kmeans'][0] / 1e3:.2f} s, scikit-learn {times['sklearn KMeans'][0] / 1e3:.2f} s "
@@ -91,7 +91,7 @@ def main(argv=None):
         gmm_fns = {"lfagg gmm": run("lfagg gmm", lambda: fit_codebook(sample, K, "gmm", seed, max_iter=20)),
                    "sklearn GMM": run("sklearn GMM", lambda: GaussianMixture(K, covariance_type="diag", max_iter=20,
                                                                                random_state=seed).fit(sample))}
-        gmm_times = _common.time_interleaved(gmm_fns, 1, warmup=0, settle=0, steady_calls=0)
+        gmm_times = _common.time_interleaved(gmm_fns, 1, warmup=0, settle=0, steady_calls=0, steady_s=0)
         result.update(gmm_ms={k: v[0] for k, v in gmm_times.items()}, gmm_loglik=dict(
             lfagg=float(model.score(sample)), sklearn=float(fitted["sklearn GMM"].score(sample))))
         print(f"GMM: lfagg {gmm_times['lfagg gmm'][0] / 1e3:.1f} s, "
