@@ -141,3 +141,60 @@ def test_the_search_fits_every_candidate_and_refit_with_its_pooling():
     refit = search.best_estimator_
     expected = ref_max_pooled(bags.features, bags.offsets, refit.centers_, 1 / refit.covariances_, refit.gamma_)
     np.testing.assert_allclose(search.transform(bags), expected, rtol=1e-10, atol=1e-12)
+
+
+# ------------------------------------------------------------------ lfagg.ops and lfagg.torch
+
+
+def test_ops_max_pooling_is_the_encoders_and_checks_its_input():
+    f, off, C, P, gamma, G = problem(5)
+    R, A = lfagg.ops.soft_bow(f, off, C, P, gamma, pooling="max", return_assignments=True)
+    np.testing.assert_allclose(R, ref_max_pooled(f, off, C, P, gamma), rtol=1e-12, atol=1e-14)
+    np.testing.assert_array_equal(R, SOFT_BOW_MAX.forward(Bags(f, off), C, P, gamma))
+    out = np.empty_like(A)
+    assert lfagg.ops.soft_bow(f, off, C, P, gamma, pooling="max", assignments_out=out)[1] is out
+    np.testing.assert_array_equal(out, A)
+    grads = lfagg.ops.soft_bow_backward(f, off, C, P, gamma, G, pooling="max", assignments=A,
+                                        return_grad_features=True)
+    expected = SOFT_BOW_MAX.backward(Bags(f, off), C, P, gamma, G, return_grad_features=True)
+    for mine, theirs in zip(grads, expected):
+        np.testing.assert_array_equal(mine, theirs)
+
+    bad_features = f.copy()
+    bad_features[3, 1] = np.nan
+    bad_calls = {
+        "features": lambda: lfagg.ops.soft_bow(bad_features, off, C, P, gamma, pooling="max"),
+        "pooling": lambda: lfagg.ops.soft_bow(f, off, C, P, gamma, pooling="sum"),
+        "grad_output": lambda: lfagg.ops.soft_bow_backward(f, off, C, P, gamma, G[:, :-1], pooling="max"),
+        "assignments": lambda: lfagg.ops.soft_bow_backward(f, off, C, P, gamma, G, pooling="max", assignments=A[1:]),
+        "assignments_out": lambda: lfagg.ops.soft_bow(f, off, C, P, gamma, pooling="max", assignments_out=out[1:]),
+    }
+    for name, call in bad_calls.items():
+        with pytest.raises(ValueError, match=name):
+            call()
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_torch_max_pooling_passes_gradcheck(keep):
+    torch = pytest.importorskip("torch")
+    lt = pytest.importorskip("lfagg.torch")
+    f, off, C, P, gamma, _ = (torch.from_numpy(np.asarray(a)) for a in problem(6))
+    inputs = [t.clone().requires_grad_() for t in (f, C, P, gamma)]
+    out = lt.soft_bow(*inputs[:1], off, *inputs[1:], pooling="max")
+    np.testing.assert_allclose(out.detach().numpy(), ref_max_pooled(*problem(6)[:5]), rtol=1e-12, atol=1e-14)
+    assert torch.autograd.gradcheck(
+        lambda f, c, p, g: lt.soft_bow(f, off, c, p, g, keep_assignments=keep, pooling="max"), inputs)
+
+
+def test_torch_layer_takes_the_pooling_of_its_estimator():
+    torch = pytest.importorskip("torch")
+    lt = pytest.importorskip("lfagg.torch")
+    bags, y = mil_bags()
+    model = lfagg.LearnedBoW(4, pooling="max", n_epochs=1, random_state=0, n_threads=1).fit(bags, y)
+    layer = lt.SoftBoW.from_estimator(model, dtype=torch.float64)
+    assert layer.pooling == "max" and "pooling='max'" in repr(layer)
+    out = layer(torch.from_numpy(bags.features), torch.from_numpy(bags.offsets))
+    np.testing.assert_allclose(out.detach().numpy(), model.transform(bags), rtol=1e-10, atol=1e-12)
+    assert lt.SoftBoW.from_estimator(model, pooling="mean").pooling == "mean"
+    with pytest.raises(ValueError, match="pooling"):
+        lt.SoftBoW(4, 5, pooling="sum")

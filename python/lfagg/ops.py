@@ -20,7 +20,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import _native
-from ._validation import as_offsets, boolean, check_gamma_dtype, float_array, n_threads_arg, positive_real
+from ._validation import as_offsets, boolean, check_gamma_dtype, choice, float_array, n_threads_arg, positive_real
+from .encoders.soft import soft_bow_max, soft_bow_max_backward
 
 _core = _native.core
 
@@ -54,12 +55,20 @@ def _backward_args(grad_output, assignments, dtype):
             None if assignments is None else float_array(assignments, "assignments", dtype))
 
 
-def soft_bow(features, offsets, centers, precisions, gamma, n_threads=None, *, return_assignments=False,
-             assignments_out=None):
+#: The poolings of :func:`soft_bow` over a bag's soft assignments.
+POOLINGS = ("mean", "max")
+
+
+def _max_pooled(pooling) -> bool:
+    return choice(pooling, "pooling", POOLINGS) == "max"
+
+
+def soft_bow(features, offsets, centers, precisions, gamma, n_threads=None, *, pooling="mean",
+             return_assignments=False, assignments_out=None):
     """T1, the learnable soft Bag of Words (eq. 6-8 of the paper).
 
     R_b[k] = (1/N_b) sum_n a_nk with a_nk = softmax_k(-gamma d_nk) and the Mahalanobis
-    distance d_nk = sum_j P_kj (f_nj - C_kj)^2.
+    distance d_nk = sum_j P_kj (f_nj - C_kj)^2; with ``pooling="max"``, R_b[k] = max_n a_nk.
 
     Parameters
     ----------
@@ -69,6 +78,11 @@ def soft_bow(features, offsets, centers, precisions, gamma, n_threads=None, *, r
     precisions : (K, D) float array, strictly positive diagonal precisions P = Sigma^-1.
     gamma : positive float.
     n_threads : positive int or None (all cores).
+    pooling : "mean", the paper's T1, or "max": each codeword's largest soft assignment in
+        the bag, for bags labelled by whether they hold some kind of feature at all
+        (multiple-instance learning), where the mean dilutes one telling feature among
+        many. The max pooling holds the (N, K) assignments in memory even without
+        return_assignments.
     return_assignments : bool, also return the soft assignments a (N, K), rows summing
         to 1; passing them to :func:`soft_bow_backward` halves its cost, at the price of
         N * K values of memory (the forward pass alone never holds more than a few rows).
@@ -78,19 +92,25 @@ def soft_bow(features, offsets, centers, precisions, gamma, n_threads=None, *, r
 
     Returns
     -------
-    (n_bags, K) array of the features' dtype (float32 or float64); rows sum to 1
-    (0 for an empty bag). With return_assignments, the tuple (encoding, assignments).
+    (n_bags, K) array of the features' dtype (float32 or float64); rows sum to 1 with
+    the mean pooling (0 for an empty bag). With return_assignments, the tuple
+    (encoding, assignments).
     """
     args, nt = _soft_args(features, offsets, centers, precisions, gamma, n_threads)
-    return _core.soft_bow(*args, nt, boolean(return_assignments, "return_assignments"),
-                          assignments_out=_assignments_out(assignments_out, args[0].dtype))
+    return_assignments = boolean(return_assignments, "return_assignments")
+    assignments_out = _assignments_out(assignments_out, args[0].dtype)
+    if _max_pooled(pooling):
+        return soft_bow_max(*args[:4], gamma=args[4], n_threads=nt, check_features=True,
+                            return_assignments=return_assignments, assignments_out=assignments_out)
+    return _core.soft_bow(*args, nt, return_assignments, assignments_out=assignments_out)
 
 
 def soft_bow_backward(features, offsets, centers, precisions, gamma, grad_output, n_threads=None, *,
-                      assignments=None, return_grad_features=False):
+                      pooling="mean", assignments=None, return_grad_features=False):
     """Gradients of a loss J through :func:`soft_bow`.
 
-    Parameters are those of :func:`soft_bow`, plus ``grad_output`` (n_bags, K), dJ/dR,
+    Parameters are those of :func:`soft_bow` (``pooling`` as there), plus ``grad_output``
+    (n_bags, K), dJ/dR,
     ``assignments``: None to recompute the soft assignments, or the (N, K) array that
     ``soft_bow(..., return_assignments=True)`` returned for the same features and
     parameters (their shape, finiteness and sign are checked; whether they come from these
@@ -106,8 +126,13 @@ def soft_bow_backward(features, offsets, centers, precisions, gamma, grad_output
     features' dtype.
     """
     args, nt = _soft_args(features, offsets, centers, precisions, gamma, n_threads)
-    return _core.soft_bow_backward(*args, *_backward_args(grad_output, assignments, args[0].dtype), n_threads=nt,
-                                   return_grad_features=boolean(return_grad_features, "return_grad_features"))
+    grad_output, assignments = _backward_args(grad_output, assignments, args[0].dtype)
+    return_grad_features = boolean(return_grad_features, "return_grad_features")
+    if _max_pooled(pooling):
+        return soft_bow_max_backward(*args[:4], gamma=args[4], grad_output=grad_output, assignments=assignments,
+                                     n_threads=nt, check_features=True, return_grad_features=return_grad_features)
+    return _core.soft_bow_backward(*args, grad_output, assignments, n_threads=nt,
+                                   return_grad_features=return_grad_features)
 
 
 def soft_vlad(features, offsets, centers, precisions, gamma, n_threads=None, *, return_assignments=False,

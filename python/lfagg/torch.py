@@ -15,6 +15,7 @@ Install with ``pip install "lfagg[torch]"``; lfagg itself never imports torch.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -26,9 +27,9 @@ except ImportError as exc:  # pragma: no cover - the message is the point
 from torch.autograd.function import once_differentiable
 
 from . import ops
-from ._validation import boolean, n_threads_arg, positive_int, positive_real
+from ._validation import boolean, choice, n_threads_arg, positive_int, positive_real
 
-__all__ = ["SoftBoW", "SoftVLAD", "soft_bow", "soft_vlad", "SoftBoWFunction", "SoftVLADFunction"]
+__all__ = ["SoftBoW", "SoftVLAD", "soft_bow", "soft_vlad", "SoftBoWFunction", "SoftBoWMaxFunction", "SoftVLADFunction"]
 
 
 def _numpy(tensor):
@@ -74,6 +75,10 @@ def _autograd_function(name: str, forward_kernel, backward_kernel, doc: str):
 SoftBoWFunction = _autograd_function(
     "SoftBoWFunction", ops.soft_bow, ops.soft_bow_backward,
     "T1 as a torch.autograd.Function; :func:`soft_bow` checks the input and applies it.")
+SoftBoWMaxFunction = _autograd_function(
+    "SoftBoWMaxFunction", functools.partial(ops.soft_bow, pooling="max"),
+    functools.partial(ops.soft_bow_backward, pooling="max"),
+    "T1 with max pooling as a torch.autograd.Function; :func:`soft_bow` checks the input and applies it.")
 SoftVLADFunction = _autograd_function(
     "SoftVLADFunction", ops.soft_vlad, ops.soft_vlad_backward,
     "T2 as a torch.autograd.Function; :func:`soft_vlad` checks the input and applies it.")
@@ -118,7 +123,7 @@ def _encode(function, features, offsets, centers, precisions, gamma, n_threads, 
                           boolean(keep_assignments, "keep_assignments") and needs_grad)
 
 
-def soft_bow(features, offsets, centers, precisions, gamma, n_threads=None, keep_assignments=True):
+def soft_bow(features, offsets, centers, precisions, gamma, n_threads=None, keep_assignments=True, pooling="mean"):
     """T1, the soft Bag of Words of ragged bags, differentiable (the functional form of :class:`SoftBoW`).
 
     Parameters
@@ -130,12 +135,16 @@ def soft_bow(features, offsets, centers, precisions, gamma, n_threads=None, keep
     n_threads : None (``torch.get_num_threads()``) or a positive int.
     keep_assignments : keep the (N, K) soft assignments for the backward when a gradient is
         needed (its cost then falls to about one forward; N * K values of memory).
+    pooling : "mean" (the paper's T1: the mean of the bag's soft assignments) or "max"
+        (each codeword's largest soft assignment in the bag; see :func:`lfagg.ops.soft_bow`).
 
     Returns
     -------
-    (n_bags, K) tensor of the features' dtype; rows sum to 1 (0 for an empty bag).
+    (n_bags, K) tensor of the features' dtype; rows sum to 1 with the mean pooling (0 for
+    an empty bag).
     """
-    return _encode(SoftBoWFunction, features, offsets, centers, precisions, gamma, n_threads, keep_assignments)
+    function = SoftBoWMaxFunction if choice(pooling, "pooling", ops.POOLINGS) == "max" else SoftBoWFunction
+    return _encode(function, features, offsets, centers, precisions, gamma, n_threads, keep_assignments)
 
 
 def soft_vlad(features, offsets, centers, precisions, gamma, n_threads=None, keep_assignments=True):
@@ -218,8 +227,8 @@ class _SoftEncoderLayer(torch.nn.Module):
     def forward(self, features, offsets=None):
         """features (N, D) with offsets (n_bags + 1,), or a jagged nested tensor with
         offsets=None -> (n_bags, output width) of the features' dtype."""
-        return type(self)._function(features, offsets, self.centers, self.log_precisions.exp(),
-                                    self.log_gamma.exp(), self.n_threads, self.keep_assignments)
+        return self._function(features, offsets, self.centers, self.log_precisions.exp(), self.log_gamma.exp(),
+                              self.n_threads, self.keep_assignments)
 
     def extra_repr(self) -> str:
         return (f"n_codewords={self.n_codewords}, dim={self.dim}, gamma={self.gamma:.4g}, "
@@ -240,9 +249,26 @@ class SoftBoW(_SoftEncoderLayer):
         backward, N * K values of memory).
     n_threads : None (``torch.get_num_threads()``) or a positive int.
     dtype : of the parameters (default: torch's default dtype).
+    pooling : "mean" (the paper's T1) or "max": each codeword's largest soft assignment in
+        the bag (see :func:`soft_bow`).
     """
 
-    _function = staticmethod(soft_bow)
+    def __init__(self, n_codewords, dim, *, pooling="mean", **kwargs):
+        super().__init__(n_codewords, dim, **kwargs)
+        self.pooling = choice(pooling, "pooling", ops.POOLINGS)
+
+    @classmethod
+    def from_estimator(cls, estimator, *, gamma=None, **kwargs):
+        """As :meth:`SoftVLAD.from_estimator`; ``pooling`` defaults to the estimator's (a
+        LearnedBoW's), else "mean"."""
+        kwargs.setdefault("pooling", getattr(estimator, "pooling", "mean"))
+        return super().from_estimator(estimator, gamma=gamma, **kwargs)
+
+    def _function(self, *args):
+        return soft_bow(*args, pooling=self.pooling)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, pooling={self.pooling!r}"
 
 
 class SoftVLAD(_SoftEncoderLayer):

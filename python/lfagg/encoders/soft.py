@@ -71,12 +71,22 @@ def _assignments(features, centers, precisions, gamma, n_threads, check_features
                          n_threads=n_threads, check_features=check_features)
 
 
-def _soft_bow_max(features, offsets, centers, precisions, *, gamma, n_threads, check_features,
+def _check_shape(array, shape: tuple, name: str, what: str) -> None:
+    """ValueError naming ``name`` unless ``array`` has ``shape``, worded as the core's (``what`` names the shape)."""
+    if np.shape(array) != shape:
+        raise ValueError(f"{name} must have {what} {shape}, got shape {np.shape(array)}")
+
+
+def soft_bow_max(features, offsets, centers, precisions, *, gamma, n_threads, check_features,
                   return_assignments=False, assignments_out=None):
     """The soft assignments' maximum over each bag's features, R_b[k] = max_n a_nk (0 for
-    an empty bag), in the signature of the core's soft_bow; the assignments, returned with
-    ``return_assignments`` or ``assignments_out``, are a new array: the core's own output."""
+    an empty bag), in the signature of the core's soft_bow; the assignments are returned
+    with ``return_assignments``, or copied into ``assignments_out`` (N, K) and it returned."""
     assignments = _assignments(features, centers, precisions, gamma, n_threads, check_features)
+    if assignments_out is not None:
+        _check_shape(assignments_out, assignments.shape, "assignments_out", "shape (n_features, n_codewords) =")
+        assignments_out[...] = assignments
+        assignments = assignments_out
     pooled = np.zeros((len(offsets) - 1, assignments.shape[1]), dtype=assignments.dtype)
     filled = np.flatnonzero(np.diff(offsets))
     if len(filled):  # each non-empty bag's rows end where the next non-empty bag's start
@@ -84,13 +94,17 @@ def _soft_bow_max(features, offsets, centers, precisions, *, gamma, n_threads, c
     return (pooled, assignments) if return_assignments or assignments_out is not None else pooled
 
 
-def _soft_bow_max_backward(features, offsets, centers, precisions, *, gamma, grad_output, assignments, n_threads,
+def soft_bow_max_backward(features, offsets, centers, precisions, *, gamma, grad_output, assignments, n_threads,
                            check_features, return_grad_features=False):
-    """Gradients through :func:`_soft_bow_max`, in the signature of the core's
+    """Gradients through :func:`soft_bow_max`, in the signature of the core's
     soft_bow_backward: dJ/dR_b[k] goes to the bag's first feature of the largest a_nk, then
     back through the soft assignments on the core."""
+    n_bags, n_codewords = len(offsets) - 1, len(centers)
+    _check_shape(grad_output, (n_bags, n_codewords), "grad_output", "the shape of the encoder's output")
     if assignments is None:
         assignments = _assignments(features, centers, precisions, gamma, n_threads, check_features)
+    else:
+        _check_shape(assignments, (len(features), n_codewords), "assignments", "shape (n_features, n_codewords) =")
     grad_assignments = np.zeros_like(assignments)
     codewords = np.arange(assignments.shape[1])
     for b in np.flatnonzero(np.diff(offsets)):
@@ -104,7 +118,7 @@ def _soft_bow_max_backward(features, offsets, centers, precisions, *, gamma, gra
 #: T1 with max pooling: (n_bags, K), each codeword's largest soft assignment in the bag.
 #: Suits bags labelled by whether they hold some kind of feature at all (multiple-instance
 #: learning), where the mean dilutes one telling feature among many others.
-SOFT_BOW_MAX = SoftEncoder("soft_bow_max", True, lambda K, D: K, _soft_bow_max, _soft_bow_max_backward)
+SOFT_BOW_MAX = SoftEncoder("soft_bow_max", True, lambda K, D: K, soft_bow_max, soft_bow_max_backward)
 #: The names :func:`lfagg.training.train_encoder` accepts for them.
 SOFT_ENCODERS = {"bow": SOFT_BOW, "vlad": SOFT_VLAD, "bow_max": SOFT_BOW_MAX}
 
