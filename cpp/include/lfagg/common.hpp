@@ -189,8 +189,9 @@ bool all_finite(const T* p, Index n, int n_threads) {
 template <class X>
 bool finite_nonnegative(const X& x) {
     using T = typename X::Scalar;
-    // Two vectorised reductions: NaN and infinities as in all_finite, then the minimum.
-    return !std::isnan((x * T(0)).sum()) && x.minCoeff() >= T(0);
+    // One vectorised reduction: x + x * 0 is x where finite and NaN at NaN or infinity, and
+    // its minimum propagates NaN, which compares false.
+    return (x + x * T(0)).template minCoeff<Eigen::PropagateNaN>() >= T(0);
 }
 
 // True when every value of p[0..n) is finite and >= 0.
