@@ -110,6 +110,20 @@ def test_bad_assignments_far_from_the_first_rows_raise(encoder, n_threads, value
         BWD[encoder](f, off, C, P, gamma, G, n_threads=n_threads, assignments=A)
 
 
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_a_negative_subnormal_kept_assignment_counts_as_zero(encoder):
+    """The kernels flush subnormal numbers to zero while they run: a kept assignment of
+    -1e-40 (float32) is read, and checked, as the zero it becomes."""
+    rng, f, off, C, P, gamma = problem(8, [700, 0, 500], np.float32)
+    _, A = FWD[encoder](f, off, C, P, gamma, return_assignments=True)
+    A[-1, -1] = 0.0
+    G = rng.normal(size=(3, out_dim(encoder, len(C), f.shape[1]))).astype(np.float32)
+    expected = BWD[encoder](f, off, C, P, gamma, G, assignments=A)
+    A[-1, -1] = -1e-40
+    for mine, theirs in zip(BWD[encoder](f, off, C, P, gamma, G, assignments=A), expected):
+        np.testing.assert_array_equal(np.asarray(mine), np.asarray(theirs))
+
+
 def test_empty_input_gives_empty_assignments():
     f = np.zeros((0, 3), dtype=np.float32)
     R, A = ops.soft_bow(f, [0], np.ones((2, 3)), np.ones((2, 3)), 1.0, return_assignments=True)

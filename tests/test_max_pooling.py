@@ -162,14 +162,26 @@ def test_ops_max_pooling_is_the_encoders_and_checks_its_input():
 
     bad_features = f.copy()
     bad_features[3, 1] = np.nan
-    bad_calls = {
-        "features": lambda: lfagg.ops.soft_bow(bad_features, off, C, P, gamma, pooling="max"),
-        "pooling": lambda: lfagg.ops.soft_bow(f, off, C, P, gamma, pooling="sum"),
-        "grad_output": lambda: lfagg.ops.soft_bow_backward(f, off, C, P, gamma, G[:, :-1], pooling="max"),
-        "assignments": lambda: lfagg.ops.soft_bow_backward(f, off, C, P, gamma, G, pooling="max", assignments=A[1:]),
-        "assignments_out": lambda: lfagg.ops.soft_bow(f, off, C, P, gamma, pooling="max", assignments_out=out[1:]),
-    }
-    for name, call in bad_calls.items():
+    nan_for_an_empty_bag = G.copy()
+    nan_for_an_empty_bag[1] = np.nan  # bag 1 is empty
+    read_only = np.empty_like(A)
+    read_only.flags.writeable = False
+    forward, backward = lfagg.ops.soft_bow, lfagg.ops.soft_bow_backward
+    bad_calls = [
+        ("features", lambda: forward(bad_features, off, C, P, gamma, pooling="max")),
+        ("pooling", lambda: forward(f, off, C, P, gamma, pooling="sum")),
+        ("grad_output", lambda: backward(f, off, C, P, gamma, G[:, :-1], pooling="max")),
+        ("grad_output", lambda: backward(f, off, C, P, gamma, nan_for_an_empty_bag, pooling="max", assignments=A)),
+        ("assignments", lambda: backward(f, off, C, P, gamma, G, pooling="max", assignments=A[1:])),
+        ("assignments_out", lambda: forward(f, off, C, P, gamma, pooling="max", assignments_out=out[1:])),
+        ("assignments_out", lambda: forward(f, off, C, P, gamma, pooling="max", assignments_out=read_only)),
+    ]
+    for bad_offsets in ([0, 2, 1, len(f)], [0, 3], [1, len(f)], [[0, len(f)]]):
+        bad_calls += [("offsets", lambda o=bad_offsets: forward(f, o, C, P, gamma, pooling="max")),
+                      ("offsets", lambda o=bad_offsets: backward(f, o, C, P, gamma, G[:1], pooling="max")),
+                      ("offsets", lambda o=bad_offsets: backward(f, o, C, P, gamma, G[:1], pooling="max",
+                                                                  assignments=A))]
+    for name, call in bad_calls:
         with pytest.raises(ValueError, match=name):
             call()
 

@@ -92,9 +92,9 @@ def soft_bow(features, offsets, centers, precisions, gamma, n_threads=None, *, p
 
     Returns
     -------
-    (n_bags, K) array of the features' dtype (float32 or float64); rows sum to 1 with
-    the mean pooling (0 for an empty bag). With return_assignments, the tuple
-    (encoding, assignments).
+    (n_bags, K) array of the features' dtype (float32 or float64), zeros for an empty
+    bag; with the mean pooling, every other row sums to 1. With return_assignments, the
+    tuple (encoding, assignments).
     """
     args, nt = _soft_args(features, offsets, centers, precisions, gamma, n_threads)
     return_assignments = boolean(return_assignments, "return_assignments")
@@ -113,8 +113,10 @@ def soft_bow_backward(features, offsets, centers, precisions, gamma, grad_output
     (n_bags, K), dJ/dR,
     ``assignments``: None to recompute the soft assignments, or the (N, K) array that
     ``soft_bow(..., return_assignments=True)`` returned for the same features and
-    parameters (their shape, finiteness and sign are checked; whether they come from these
-    features and parameters is not: other values give wrong gradients), and
+    parameters (their shape, finiteness and sign are checked, a negative value below the
+    dtype's smallest normal number counting as the zero the kernel reads it as; whether
+    they come from these features and parameters is not: other values give wrong
+    gradients), and
     ``return_grad_features``: also return dJ/dF, the gradient with respect to the local
     features, for a network below the encoder (one more matrix product per block of
     features; nothing extra when False).

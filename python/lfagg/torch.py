@@ -140,8 +140,8 @@ def soft_bow(features, offsets, centers, precisions, gamma, n_threads=None, keep
 
     Returns
     -------
-    (n_bags, K) tensor of the features' dtype; rows sum to 1 with the mean pooling (0 for
-    an empty bag).
+    (n_bags, K) tensor of the features' dtype, zeros for an empty bag; with the mean
+    pooling, every other row sums to 1.
     """
     function = SoftBoWMaxFunction if choice(pooling, "pooling", ops.POOLINGS) == "max" else SoftBoWFunction
     return _encode(function, features, offsets, centers, precisions, gamma, n_threads, keep_assignments)
@@ -250,7 +250,8 @@ class SoftBoW(_SoftEncoderLayer):
     n_threads : None (``torch.get_num_threads()``) or a positive int.
     dtype : of the parameters (default: torch's default dtype).
     pooling : "mean" (the paper's T1) or "max": each codeword's largest soft assignment in
-        the bag (see :func:`soft_bow`).
+        the bag (see :func:`soft_bow`). A constructor argument, not in the ``state_dict``:
+        build the layer with the pooling its weights were trained with.
     """
 
     def __init__(self, n_codewords, dim, *, pooling="mean", **kwargs):

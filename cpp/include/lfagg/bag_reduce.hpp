@@ -5,6 +5,7 @@
 
 #include <array>
 #include <cstddef>
+#include <optional>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -32,6 +33,14 @@ template <class Enc>
 struct RowsPerTile<Enc, std::void_t<decltype(std::declval<const Enc&>().tile_rows())>> {
     static Index of(const Enc& enc) { return enc.tile_rows(); }
 };
+
+// Whether encode_bags keeps the encoder's scratch between calls (reused_scratch): only
+// where the encoder says so (Enc::keeps_scratch), as the soft encoders do, whose training
+// loops call them step after step at one size; the others free theirs after each call.
+template <class Enc, class = void>
+struct KeepsScratch : std::false_type {};
+template <class Enc>
+struct KeepsScratch<Enc, std::void_t<decltype(Enc::keeps_scratch)>> : std::bool_constant<Enc::keeps_scratch> {};
 
 // Partial statistics of the bags that cross the boundaries of one tile: its first bag may
 // have started in an earlier tile (head), its last bag may go on in a later one (tail).
@@ -74,10 +83,13 @@ void encode_bags(const BagsView<T>& bags, const Enc& enc, T* out, int n_threads)
         RowVecD whole;
         Scratch(const Enc& e, Index r, Index s) : tile(e.tile(r)), part(s), whole(s) {}
     };
-    // Kept between calls with the same sizes; grown to the threads and the wave of this call.
-    auto& [scratch, partials] = reused_scratch(std::array<Index, 4>{rows, stat_dim, enc.k(), bags.dim}, [] {
-        return std::make_pair(std::vector<Scratch>(), std::vector<TilePartials<T>>());
-    });
+    // Grown to the threads and the wave of this call; kept between calls with the same sizes
+    // when the encoder keeps its scratch.
+    auto make = [] { return std::make_pair(std::vector<Scratch>(), std::vector<TilePartials<T>>()); };
+    std::optional<decltype(make())> own;
+    auto& [scratch, partials] = KeepsScratch<Enc>::value
+                                    ? reused_scratch(std::array<Index, 4>{rows, stat_dim, enc.k(), bags.dim}, make)
+                                    : own.emplace(make());
     while (scratch.size() < static_cast<std::size_t>(nt)) scratch.emplace_back(enc, rows, stat_dim);
     if (partials.size() < static_cast<std::size_t>(wave)) partials.resize(wave, TilePartials<T>(stat_dim));
     RowVecD open_sum = RowVecD::Zero(stat_dim);

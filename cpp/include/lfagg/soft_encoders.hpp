@@ -106,6 +106,7 @@ template <class Enc, class T>
 class SoftStatistics {
   public:
     using Tile = TileBuffers<T>;
+    static constexpr bool keeps_scratch = true;  // see KeepsScratch
     SoftStatistics(const SoftParams<T>& params, Index dim, T* assignments)
         : sa_(params, dim), assignments_(assignments) {}
 

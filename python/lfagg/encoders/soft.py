@@ -11,6 +11,7 @@ import numpy as np
 
 from .._native import core
 from .._kernels import run_validated
+from .._validation import check_offsets
 
 
 @dataclass(frozen=True)
@@ -65,10 +66,11 @@ def _one_bag_per_feature(features) -> np.ndarray:
     return np.arange(len(features) + 1, dtype=np.int64)
 
 
-def _assignments(features, centers, precisions, gamma, n_threads, check_features) -> np.ndarray:
-    """The (N, K) soft assignments of the features, on the core."""
-    return core.soft_bow(features, _one_bag_per_feature(features), centers, precisions, gamma,
-                         n_threads=n_threads, check_features=check_features)
+def _assignments(features, offsets, centers, precisions, gamma, n_threads, check_features, out=None) -> np.ndarray:
+    """The (N, K) soft assignments of the features, written into ``out`` when given: from
+    the core's soft BoW of the bags, which checks every argument, the offsets included."""
+    return core.soft_bow(features, offsets, centers, precisions, gamma, n_threads=n_threads, return_assignments=True,
+                         check_features=check_features, assignments_out=out)[1]
 
 
 def _check_shape(array, shape: tuple, name: str, what: str) -> None:
@@ -78,15 +80,12 @@ def _check_shape(array, shape: tuple, name: str, what: str) -> None:
 
 
 def soft_bow_max(features, offsets, centers, precisions, *, gamma, n_threads, check_features,
-                  return_assignments=False, assignments_out=None):
+                 return_assignments=False, assignments_out=None):
     """The soft assignments' maximum over each bag's features, R_b[k] = max_n a_nk (0 for
-    an empty bag), in the signature of the core's soft_bow; the assignments are returned
-    with ``return_assignments``, or copied into ``assignments_out`` (N, K) and it returned."""
-    assignments = _assignments(features, centers, precisions, gamma, n_threads, check_features)
-    if assignments_out is not None:
-        _check_shape(assignments_out, assignments.shape, "assignments_out", "shape (n_features, n_codewords) =")
-        assignments_out[...] = assignments
-        assignments = assignments_out
+    an empty bag), in the signature of the core's soft_bow; the (N, K) assignments are
+    returned with ``return_assignments``, or written into ``assignments_out`` and it returned."""
+    assignments = _assignments(features, offsets, centers, precisions, gamma, n_threads, check_features,
+                               assignments_out)
     pooled = np.zeros((len(offsets) - 1, assignments.shape[1]), dtype=assignments.dtype)
     filled = np.flatnonzero(np.diff(offsets))
     if len(filled):  # each non-empty bag's rows end where the next non-empty bag's start
@@ -95,16 +94,21 @@ def soft_bow_max(features, offsets, centers, precisions, *, gamma, n_threads, ch
 
 
 def soft_bow_max_backward(features, offsets, centers, precisions, *, gamma, grad_output, assignments, n_threads,
-                           check_features, return_grad_features=False):
+                          check_features, return_grad_features=False):
     """Gradients through :func:`soft_bow_max`, in the signature of the core's
     soft_bow_backward: dJ/dR_b[k] goes to the bag's first feature of the largest a_nk, then
-    back through the soft assignments on the core."""
-    n_bags, n_codewords = len(offsets) - 1, len(centers)
-    _check_shape(grad_output, (n_bags, n_codewords), "grad_output", "the shape of the encoder's output")
+    back through the soft assignments on the core (which sees one bag per feature, so the
+    bags' offsets, and kept assignments' shape, are checked here)."""
     if assignments is None:
-        assignments = _assignments(features, centers, precisions, gamma, n_threads, check_features)
+        assignments = _assignments(features, offsets, centers, precisions, gamma, n_threads, check_features)
     else:
-        _check_shape(assignments, (len(features), n_codewords), "assignments", "shape (n_features, n_codewords) =")
+        check_offsets(offsets, len(features))
+        if np.ndim(centers) != 2:
+            raise ValueError(f"centers must be a 2-D array (n_codewords, dim), got shape {np.shape(centers)}")
+        _check_shape(assignments, (len(features), len(centers)), "assignments", "shape (n_features, n_codewords) =")
+    _check_shape(grad_output, (len(offsets) - 1, len(centers)), "grad_output", "the shape of the encoder's output")
+    if not np.isfinite(grad_output).all():
+        raise ValueError("grad_output contains NaN or infinity")
     grad_assignments = np.zeros_like(assignments)
     codewords = np.arange(assignments.shape[1])
     for b in np.flatnonzero(np.diff(offsets)):
