@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import time
 from pathlib import Path
 
@@ -192,11 +193,30 @@ def package_versions(packages=VERSIONED_PACKAGES):
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
             versions[package] = None
-    if versions.get("lfagg") is None:  # run from a source tree (PYTHONPATH) rather than installed
+    # The lfagg imported, which a source tree on PYTHONPATH puts before an installed one:
+    # its own version, and the commit of the tree it was imported from.
+    with contextlib.suppress(ImportError):
         import lfagg
 
         versions["lfagg"] = lfagg.__version__
+        commit = source_commit(Path(lfagg.__file__).parent)
+        if commit:
+            versions["lfagg"] += f" at {commit}"
     return versions
+
+
+def source_commit(directory):
+    """The git commit of the work tree that tracks ``directory``'s __init__.py ("-dirty" when
+    the tree has changes), or None (not in a work tree, or an installed copy inside one)."""
+    def git(*args):
+        return subprocess.run(["git", "-C", str(directory), *args], capture_output=True, text=True, timeout=10,
+                              check=True).stdout.strip()
+
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        git("ls-files", "--error-unmatch", "__init__.py")
+        commit = git("rev-parse", "--short", "HEAD")
+        return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    return None
 
 
 def machine_info(n_threads, torch=None):
