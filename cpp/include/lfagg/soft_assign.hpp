@@ -1,9 +1,11 @@
 // Normalised soft assignment of a tile of features to K codewords (eq. 6-8):
 //   d_nk = sum_j P_kj (f_nj - C_kj)^2,   a_nk = softmax_k(-gamma d_nk).
-// Distances use the expanded GEMM form [f'^2, f'] [P ; -2 C'P]^T + sum_j P C'^2 with one
-// matrix product of inner size 2D, where f' = f - mu and C' = C - mu are shifted by the
-// mean of the centres: distances do not change, but the expansion no longer cancels
-// large |f|^2 terms when the data sit far from the origin.
+// Distances use the expanded GEMM form [f'^2, f', 1] [P ; -2 C'P ; b]^T, b_k = sum_j P_kj C'_kj^2,
+// one matrix product of inner size 2D + 1, where f' = f - mu and C' = C - mu are shifted
+// by the mean of the centres: distances do not change, but the expansion no longer
+// cancels large |f|^2 terms when the data sit far from the origin. The column of ones
+// carries the bias through the product, and in the backward pass makes sum_n e_nk a
+// column of the product sum_n e_nk [f'^2, f', 1].
 #pragma once
 
 #include "lfagg/common.hpp"
@@ -13,12 +15,15 @@ namespace lfagg {
 // Per-thread buffers, sized once for the largest tile.
 template <class T>
 struct TileBuffers {
-    MatR<T> x;  // rows x 2D: [f'^2, f']
+    MatR<T> x;  // rows x (2D + 1): [f'^2, f', 1]
     MatR<T> a;  // rows x K: distances, then the assignments computed from them in place
-    TileBuffers(Index rows, Index dim, Index k) : x(rows, 2 * dim), a(rows, k) {}
+    TileBuffers(Index rows, Index dim, Index k) : x(rows, 2 * dim + 1), a(rows, k) {}
 
     // Shifted features f' of tile rows [s, s + m), valid after SoftAssigner::expand() or assign().
-    auto shifted(Index s, Index m) const { return x.block(s, x.cols() / 2, m, x.cols() / 2); }
+    auto shifted(Index s, Index m) const {
+        const Index dim = (x.cols() - 1) / 2;
+        return x.block(s, dim, m, dim);
+    }
 };
 
 template <class T>
@@ -29,10 +34,10 @@ class SoftAssigner {
         precisions_ = CMapR<T>(p.precisions, k_, dim_);
         shift_ = c.colwise().mean();
         centers_ = c.rowwise() - shift_;
-        weights_.resize(2 * dim_, k_);
+        weights_.resize(2 * dim_ + 1, k_);
         weights_.topRows(dim_) = precisions_.transpose();
-        weights_.bottomRows(dim_) = (T(-2) * centers_.cwiseProduct(precisions_)).transpose();
-        bias_ = centers_.cwiseAbs2().cwiseProduct(precisions_).rowwise().sum().transpose();
+        weights_.middleRows(dim_, dim_) = (T(-2) * centers_.cwiseProduct(precisions_)).transpose();
+        weights_.bottomRows(1) = centers_.cwiseAbs2().cwiseProduct(precisions_).rowwise().sum().transpose();
     }
 
     Index k() const { return k_; }
@@ -40,15 +45,16 @@ class SoftAssigner {
     T gamma() const { return gamma_; }
     const MatR<T>& centers() const { return centers_; }        // C' = C - mu
     const MatR<T>& precisions() const { return precisions_; }  // P
-    // [P ; -2 C'P]^T as 2D x K: distances are [f'^2, f'] times this, plus the bias.
+    // [P ; -2 C'P ; b] as (2D + 1) x K: distances are [f'^2, f', 1] times this.
     const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>& weights() const { return weights_; }
 
-    // b.x = [f'^2, f'] for the m rows starting at `rows`.
+    // b.x = [f'^2, f', 1] for the m rows starting at `rows`.
     void expand(const T* rows, Index m, TileBuffers<T>& b) const {
         const CMapR<T> f(rows, m, dim_);
         auto x = b.x.topRows(m);
-        x.rightCols(dim_) = f.rowwise() - shift_;
-        x.leftCols(dim_) = x.rightCols(dim_).cwiseAbs2();
+        x.middleCols(dim_, dim_) = f.rowwise() - shift_;
+        x.leftCols(dim_) = x.middleCols(dim_, dim_).cwiseAbs2();
+        x.rightCols(1).setOnes();
     }
 
     // Fills b.x and b.a for the m feature rows starting at `rows`.
@@ -60,7 +66,7 @@ class SoftAssigner {
         for (Index i = 0; i < m; ++i) {
             auto a = d.row(i);
             // Rounding can push a distance slightly below zero; distances are >= 0.
-            a = (a + bias_).cwiseMax(T(0));
+            a = a.cwiseMax(T(0));
             const T nearest = a.minCoeff();
             a = ((a.array() - nearest) * (-gamma_)).exp().matrix();
             a *= T(1) / a.sum();  // one division per row, not per codeword
@@ -72,8 +78,7 @@ class SoftAssigner {
     T gamma_;
     RowVec<T> shift_;
     MatR<T> centers_, precisions_;
-    Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> weights_;  // 2D x K
-    RowVec<T> bias_;
+    Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> weights_;  // (2D + 1) x K
 };
 
 }  // namespace lfagg

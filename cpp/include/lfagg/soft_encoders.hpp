@@ -138,16 +138,15 @@ void soft_encode(const BagsView<T>& bags, const SoftParams<T>& params, T* out, i
 }
 
 // Sums over the features of one chunk of rows that the backward pass needs:
-// sum_n e_nk [f'^2, f'] (K x 2D), sum_n e_nk (K) and T2's direct term,
-// where e_nk = dJ/d(-gamma d_nk) is the softmax backward.
+// sum_n e_nk [f'^2, f', 1] (K x (2D + 1): its last column is sum_n e_nk) and T2's direct
+// term, where e_nk = dJ/d(-gamma d_nk) is the softmax backward.
 template <class T>
 struct BackwardSums {
-    // Column-major: the product e^T [f'^2, f'] then reads e^T, a view of the row-major
+    // Column-major: the product e^T [f'^2, f', 1] then reads e^T, a view of the row-major
     // e, in the layout the matrix product packs fastest.
     Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> ex;
     MatR<T> direct;
-    RowVec<T> e_sum;
-    BackwardSums(Index k, Index dim, bool with_direct) : ex(k, 2 * dim), direct(with_direct ? k : 0, dim), e_sum(k) {}
+    BackwardSums(Index k, Index dim, bool with_direct) : ex(k, 2 * dim + 1), direct(with_direct ? k : 0, dim) {}
 };
 
 // Backward pass: gradients of J w.r.t. centres and precisions (K x D row-major, written
@@ -171,17 +170,17 @@ double soft_backward(const BagsView<T>& bags, const SoftParams<T>& params, const
     const Index chunk_rows = std::clamp<Index>((Index(1) << 19) / k, tile_rows(k), 512);
     const Index n_chunks = (bags.n + chunk_rows - 1) / chunk_rows;
     const int nt = static_cast<int>(std::max<Index>(1, std::min<Index>(resolve_threads(n_threads), n_chunks)));
-    const Index sums_bytes = k * (Enc::has_direct_term ? 3 * dim : 2 * dim) * Index(sizeof(T));
+    const Index sums_bytes = k * ((Enc::has_direct_term ? 3 : 2) * dim + 1) * Index(sizeof(T));
     const Index wave = std::max<Index>(1, tiles_per_wave(n_chunks, nt, sums_bytes));
 
     struct Work {
         TileBuffers<T> tile;
         MatR<T> e;
-        MatR<T> e_w;         // e times the assigner's weights (rows x 2D), for grad_features
+        MatR<T> e_w;         // e times the assigner's weights (rows x (2D + 1)), for grad_features
         RowVec<T> grad_bag;  // aligned copy of the bag's dJ/dR: reductions over it must not
                              // depend on where numpy placed grad_out
         Work(Index r, Index d, Index k_, Index o, bool with_features)
-            : tile(r, d, k_), e(r, k_), e_w(with_features ? r : 0, 2 * d), grad_bag(o) {}
+            : tile(r, d, k_), e(r, k_), e_w(with_features ? r : 0, 2 * d + 1), grad_bag(o) {}
     };
     // Kept between calls with the same sizes (see reused_scratch); grown to this call's
     // threads and wave.
@@ -192,13 +191,12 @@ double soft_backward(const BagsView<T>& bags, const SoftParams<T>& params, const
     while (work.size() < static_cast<std::size_t>(nt)) work.emplace_back(chunk_rows, dim, k, out_dim, with_features);
     if (sums.size() < static_cast<std::size_t>(std::min(wave, n_chunks)))
         sums.resize(std::min(wave, n_chunks), BackwardSums<T>(k, dim, Enc::has_direct_term));
-    Eigen::MatrixXd ex_total = Eigen::MatrixXd::Zero(k, 2 * dim);  // the layout of BackwardSums::ex
+    Eigen::MatrixXd ex_total = Eigen::MatrixXd::Zero(k, 2 * dim + 1);  // the layout of BackwardSums::ex
     MatD direct_total = MatD::Zero(k, dim);
-    RowVecD e_total = RowVecD::Zero(k);
     ErrorTrap trap;
 
     auto chunk_sums = [&](Index c, Work& w, BackwardSums<T>& acc) {
-        acc.direct.setZero();  // accumulated over the chunk's bags; ex and e_sum are assigned below
+        acc.direct.setZero();  // accumulated over the chunk's bags; ex is assigned below
         const Index r0 = c * chunk_rows, r1 = std::min(bags.n, r0 + chunk_rows), m = r1 - r0;
         if (assignments)
             sa.expand(bags.row(r0), m, w.tile);
@@ -222,13 +220,12 @@ double soft_backward(const BagsView<T>& bags, const SoftParams<T>& params, const
         });
         const auto e = w.e.topRows(m);
         acc.ex.noalias() = e.transpose() * w.tile.x.topRows(m);
-        acc.e_sum = e.colwise().sum();
         if (grad_features) {
             auto e_w = w.e_w.topRows(m);
             e_w.noalias() = e * sa.weights().transpose();
             const T gamma = sa.gamma();
             const auto through_a = (T(-2) * gamma) * w.tile.shifted(0, m).cwiseProduct(e_w.leftCols(dim)) -
-                                   gamma * e_w.rightCols(dim);
+                                   gamma * e_w.middleCols(dim, dim);
             if constexpr (Enc::has_direct_term)
                 gf += through_a;
             else
@@ -244,7 +241,7 @@ double soft_backward(const BagsView<T>& bags, const SoftParams<T>& params, const
             const Index w1 = std::min(n_chunks, w0 + wave);
 #pragma omp for schedule(dynamic, 1)
             for (Index c = w0; c < w1; ++c) trap.run([&] { chunk_sums(c, work[thread_id()], sums[c - w0]); });
-            // The fold is split by columns of the K x 2D sums, each folded in chunk order; the
+            // The fold is split by columns of the K x (2D + 1) sums, each folded in chunk order; the
             // barrier of the `single` below keeps the next wave from overwriting `sums` early.
 #pragma omp for schedule(static) nowait
             for (Index j = 0; j < ex_total.cols(); ++j)
@@ -252,19 +249,16 @@ double soft_backward(const BagsView<T>& bags, const SoftParams<T>& params, const
                     for (Index c = w0; c < w1; ++c)
                         ex_total.col(j) += sums[c - w0].ex.col(j).template cast<double>();
 #pragma omp single
-            if (!trap.failed())
-                for (Index c = w0; c < w1; ++c) {
-                    e_total += sums[c - w0].e_sum.template cast<double>();
-                    if (Enc::has_direct_term) direct_total += sums[c - w0].direct.template cast<double>();
-                }
+            if (Enc::has_direct_term && !trap.failed())
+                for (Index c = w0; c < w1; ++c) direct_total += sums[c - w0].direct.template cast<double>();
         }
     }
     trap.rethrow();
 
     const double gamma = static_cast<double>(params.gamma);
     const MatD c = sa.centers().template cast<double>(), p = sa.precisions().template cast<double>();
-    const auto s2 = ex_total.leftCols(dim).array(), s1 = ex_total.rightCols(dim).array();
-    const auto c_e = c.array().colwise() * e_total.transpose().array();  // C'_kj sum_n e_nk
+    const auto s2 = ex_total.leftCols(dim).array(), s1 = ex_total.middleCols(dim, dim).array();
+    const auto c_e = c.array().colwise() * ex_total.col(2 * dim).array();  // C'_kj sum_n e_nk
     MapR<T>(grad_centers, k, dim) =
         ((2 * gamma) * p.array() * (s1 - c_e) + direct_total.array()).template cast<T>().matrix();
     // e_sq_kj = sum_n e_nk (f'_nj - C'_kj)^2.
