@@ -207,6 +207,9 @@ def test_torch_layer_takes_the_pooling_of_its_estimator():
     assert layer.pooling == "max" and "pooling='max'" in repr(layer)
     out = layer(torch.from_numpy(bags.features), torch.from_numpy(bags.offsets))
     np.testing.assert_allclose(out.detach().numpy(), model.transform(bags), rtol=1e-10, atol=1e-12)
+    nested = torch.nested.nested_tensor([torch.from_numpy(bags.features[lo:hi])
+                                         for lo, hi in zip(bags.offsets[:-1], bags.offsets[1:])], layout=torch.jagged)
+    torch.testing.assert_close(layer(nested), out, rtol=0, atol=0)
     assert lt.SoftBoW.from_estimator(model, pooling="mean").pooling == "mean"
     with pytest.raises(ValueError, match="pooling"):
         lt.SoftBoW(4, 5, pooling="sum")
