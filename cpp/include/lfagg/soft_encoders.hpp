@@ -114,7 +114,7 @@ class SoftStatistics {
     Index stat_dim() const { return Enc::stat_dim(sa_.k(), sa_.dim()); }
     Index out_dim() const { return Enc::out_dim(sa_.k(), sa_.dim()); }
     Tile tile(Index rows) const { return Tile(rows, sa_.dim(), sa_.k()); }
-    // Twice tile_rows(K): the matrix product repacks the 2D x K weights for every tile, which
+    // Twice tile_rows(K): the matrix product repacks the (2D + 1) x K weights for every tile, which
     // cost 9% of the mini-batch soft BoW at 64 rows; the tile's one N x K block stays in L2.
     Index tile_rows() const { return std::min<Index>(512, 2 * lfagg::tile_rows(sa_.k())); }
     void prepare(Tile& t, const T* rows, Index r0, Index m) const {
@@ -156,8 +156,8 @@ struct BackwardSums {
 // row-major, or null) the gradient w.r.t. the local features is written there too:
 //   dJ/df_nj = -2 gamma sum_k e_nk P_kj (f'_nj - C'_kj)   [+ T2's direct term]
 // = -2 gamma f'_nj (E P)_nj - gamma (E (-2 C'P))_nj, one more matrix product per chunk
-// (E times the assigner's weights); each feature's row is written by the one thread
-// that owns its chunk, so it needs no reduction.
+// (E times the assigner's weights less their bias row); each feature's row is written by
+// the one thread that owns its chunk, so it needs no reduction.
 template <class Enc, class T>
 double soft_backward(const BagsView<T>& bags, const SoftParams<T>& params, const T* grad_out,
                      T* grad_centers, T* grad_precisions, int n_threads, const T* assignments = nullptr,
@@ -176,11 +176,11 @@ double soft_backward(const BagsView<T>& bags, const SoftParams<T>& params, const
     struct Work {
         TileBuffers<T> tile;
         MatR<T> e;
-        MatR<T> e_w;         // e times the assigner's weights (rows x (2D + 1)), for grad_features
+        MatR<T> e_w;         // e times [P ; -2 C'P]^T, the weights less the bias (rows x 2D), for grad_features
         RowVec<T> grad_bag;  // aligned copy of the bag's dJ/dR: reductions over it must not
                              // depend on where numpy placed grad_out
         Work(Index r, Index d, Index k_, Index o, bool with_features)
-            : tile(r, d, k_), e(r, k_), e_w(with_features ? r : 0, 2 * d + 1), grad_bag(o) {}
+            : tile(r, d, k_), e(r, k_), e_w(with_features ? r : 0, 2 * d), grad_bag(o) {}
     };
     // Kept between calls with the same sizes (see reused_scratch); grown to this call's
     // threads and wave.
@@ -189,8 +189,9 @@ double soft_backward(const BagsView<T>& bags, const SoftParams<T>& params, const
         return std::make_pair(std::vector<Work>(), std::vector<BackwardSums<T>>());
     });
     while (work.size() < static_cast<std::size_t>(nt)) work.emplace_back(chunk_rows, dim, k, out_dim, with_features);
-    if (sums.size() < static_cast<std::size_t>(std::min(wave, n_chunks)))
-        sums.resize(std::min(wave, n_chunks), BackwardSums<T>(k, dim, Enc::has_direct_term));
+    const Index n_sums = std::min(wave, n_chunks);  // the chunks of a wave
+    if (sums.size() < static_cast<std::size_t>(n_sums))
+        sums.resize(n_sums, BackwardSums<T>(k, dim, Enc::has_direct_term));
     Eigen::MatrixXd ex_total = Eigen::MatrixXd::Zero(k, 2 * dim + 1);  // the layout of BackwardSums::ex
     MatD direct_total = MatD::Zero(k, dim);
     ErrorTrap trap;
@@ -222,10 +223,10 @@ double soft_backward(const BagsView<T>& bags, const SoftParams<T>& params, const
         acc.ex.noalias() = e.transpose() * w.tile.x.topRows(m);
         if (grad_features) {
             auto e_w = w.e_w.topRows(m);
-            e_w.noalias() = e * sa.weights().transpose();
+            e_w.noalias() = e * sa.weights().topRows(2 * dim).transpose();
             const T gamma = sa.gamma();
             const auto through_a = (T(-2) * gamma) * w.tile.shifted(0, m).cwiseProduct(e_w.leftCols(dim)) -
-                                   gamma * e_w.middleCols(dim, dim);
+                                   gamma * e_w.rightCols(dim);
             if constexpr (Enc::has_direct_term)
                 gf += through_a;
             else
