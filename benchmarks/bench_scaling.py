@@ -12,8 +12,11 @@ Parts (b) and (d) of the benchmark suite (``run_suite.py --parts b,d``; run alon
   The matmul and the forward are timed in turn, so that both see the same load.
 * :func:`run_scaling` (d): the float32 soft BoW forward time against N, K and D (with
   the time per N K D, which stays flat when the cost is linear in each) and against the
-  thread count, 1 .. os.cpu_count(), with the parallel efficiency t_1 / (p t_p), for the
-  forward and for forward+backward (kept assignments, as in training).
+  thread count (1, 2, 4, ... and os.cpu_count()), with the parallel efficiency
+  t_1 / (p t_p), for each of THREAD_OPS: the soft BoW forward and forward+backward (kept
+  assignments, as in training) of one IDT-size bag, the same forward+backward over a
+  mini-batch of many small bags (parallel over bags, not within one), soft VLAD
+  forward+backward, Fisher Vectors and one Lloyd iteration of lfagg's K-Means.
 
 The problems are those of ``bench_encoders.make_problem`` (standard normal features,
 gamma times the median distance = 10).
@@ -26,10 +29,10 @@ import numpy as np
 
 try:
     from . import _common
-    from .bench_encoders import make_problem
+    from .bench_encoders import CASES, N_CODEWORDS, QUICK_CASES, QUICK_CODEWORDS, make_problem
 except ImportError:  # run as a script: benchmarks/ is on sys.path
     import _common
-    from bench_encoders import make_problem
+    from bench_encoders import CASES, N_CODEWORDS, QUICK_CASES, QUICK_CODEWORDS, make_problem
 
 #: (matmul size, (N, K, D) of the forward) per mode
 PEAK = {"full": (4096, (22_000, 1024, 108)), "quick": (2048, (5_000, 1024, 108))}
@@ -39,6 +42,15 @@ SCALING = {
                  D=(32, 64, 128, 256)),
     "quick": dict(base=(4_000, 256, 108), N=(1_000, 2_000, 4_000, 8_000), K=(64, 128, 256, 512), D=(32, 64, 128)),
 }
+#: the thread sweep's operations: (name, what it runs) in the order printed
+THREAD_OPS = (("fwd", "soft_bow forward, one IDT-size bag (the sweeps' base)"),
+              ("fwd+bwd", "soft_bow forward + backward, kept assignments, the same bag"),
+              ("minibatch fwd+bwd", "soft_bow forward + backward, part (a)'s mini-batch of small bags"),
+              ("soft_vlad fwd+bwd", "soft_vlad forward + backward, IDT-size bag, part (a)'s K"),
+              ("fisher_vector", "ops.fisher_vector, IDT-size bag, part (a)'s soft_vlad K (64, as part (c))"),
+              ("kmeans_step", "one Lloyd iteration of lfagg's K-Means, 100,000 x 108, K = 256 (part (f); quick: less)"))
+#: the Lloyd iteration's sample size and K per mode
+KMEANS_STEP = {"full": (100_000, 108, 256), "quick": (10_000, 108, 64)}
 
 
 def matmul_timer(n, dtype):
@@ -50,15 +62,16 @@ def matmul_timer(n, dtype):
 
 
 def forward_timer(problem, ops, n_threads, backward=False):
-    """A callable running lfagg's soft BoW forward (and, with ``backward``, its backward
-    with the kept assignments) on ``problem``."""
+    """A callable running lfagg's forward of ``problem.encoder`` (and, with ``backward``,
+    its backward with the kept assignments) on ``problem``."""
     args = (problem.features, problem.offsets, problem.centers, problem.precisions, problem.gamma)
+    forward, backward_op = getattr(ops, problem.encoder), getattr(ops, problem.encoder + "_backward")
     if not backward:
-        return lambda: ops.soft_bow(*args, n_threads=n_threads)
+        return lambda: forward(*args, n_threads=n_threads)
 
     def forward_backward():
-        _, assignments = ops.soft_bow(*args, n_threads=n_threads, return_assignments=True)
-        ops.soft_bow_backward(*args, problem.grad_output, n_threads=n_threads, assignments=assignments)
+        _, assignments = forward(*args, n_threads=n_threads, return_assignments=True)
+        backward_op(*args, problem.grad_output, n_threads=n_threads, assignments=assignments)
     return forward_backward
 
 
@@ -114,20 +127,52 @@ def run_scaling(args, ops):
           + ", ".join(f"{dim} {value:.2f}" for dim, value in linearity.items()))
 
     n, k, d = sweep["base"]
-    max_threads = os.cpu_count() or 1
-    print(f"threads 1..{max_threads}, N={n}, K={k}, D={d}, float32; efficiency = t1 / (p tp)")
-    print(f"{'op':<8} {'threads':>7} {'ms':>10} {'speed-up':>9} {'efficiency':>11}")
-    problem = make_problem("soft_bow", [n], d, k, np.float32)
+    counts = thread_counts(os.cpu_count() or 1)
+    print(f"threads {', '.join(map(str, counts))}, float32; efficiency = t1 / (p tp); operations:")
+    for op, what in THREAD_OPS:
+        print(f"  {op:<18} {what}")
+    print(f"{'op':<18} {'threads':>7} {'ms':>10} {'speed-up':>9} {'efficiency':>11}")
     threads = []
-    for op in ("fwd", "fwd+bwd"):
-        fns = {p: forward_timer(problem, ops, p, backward=op == "fwd+bwd") for p in range(1, max_threads + 1)}
-        timed = _common.time_interleaved(fns, args.repeats)
+    for op, make_timer in thread_timers(args.quick, ops, sweep["base"]).items():
+        timed = _common.time_interleaved({p: make_timer(p) for p in counts}, args.repeats)
         t1 = timed[1][0]
         for p, (ms, runs) in timed.items():
             threads.append(dict(op=op, threads=p, ms=ms, runs_ms=runs, speedup=t1 / ms, efficiency=t1 / (p * ms)))
-            print(f"{op:<8} {p:7d} {ms:10.2f} {t1 / ms:9.2f} {t1 / (p * ms):11.2f}", flush=True)
+            print(f"{op:<18} {p:7d} {ms:10.2f} {t1 / ms:9.2f} {t1 / (p * ms):11.2f}", flush=True)
     return dict(sizes=sizes, ns_per_nkd_max_over_min=linearity, threads=threads,
                 base=dict(n_features=n, n_codewords=k, n_dims=d))
+
+
+def thread_counts(max_threads):
+    """The thread counts of the sweep: 1, 2, 4, ... below ``max_threads``, then ``max_threads``."""
+    counts = [1]
+    while counts[-1] * 2 < max_threads:
+        counts.append(counts[-1] * 2)
+    return sorted({*counts, max_threads})
+
+
+def thread_timers(quick, ops, base):
+    """{THREAD_OPS name: function of the thread count returning a timed callable}, float32;
+    ``base`` is the sweeps' (N, K, D) of one bag."""
+    import lfagg._native  # the core itself for the Lloyd iteration, as lfagg's K-Means calls it
+
+    n, k, d = base
+    cases, codewords = (QUICK_CASES, QUICK_CODEWORDS) if quick else (CASES, N_CODEWORDS)
+    bag = make_problem("soft_bow", [n], d, k, np.float32)
+    n_bags, per_bag, batch_d = cases["minibatch"]
+    batch = make_problem("soft_bow", [per_bag] * n_bags, batch_d, codewords["soft_bow"], np.float32)
+    vlad = make_problem("soft_vlad", [n], d, codewords["soft_vlad"], np.float32)
+    fv_args = (vlad.features, vlad.offsets, vlad.centers, 1 / vlad.precisions,
+               np.full(len(vlad.centers), 1 / len(vlad.centers), np.float32))
+    n_sample, kmeans_d, kmeans_k = KMEANS_STEP["quick" if quick else "full"]
+    sample = make_problem("soft_bow", [n_sample], kmeans_d, kmeans_k, np.float32)
+    kmeans_step = lfagg._native.core.kmeans_step
+    return {"fwd": lambda p: forward_timer(bag, ops, p),
+            "fwd+bwd": lambda p: forward_timer(bag, ops, p, backward=True),
+            "minibatch fwd+bwd": lambda p: forward_timer(batch, ops, p, backward=True),
+            "soft_vlad fwd+bwd": lambda p: forward_timer(vlad, ops, p, backward=True),
+            "fisher_vector": lambda p: lambda: ops.fisher_vector(*fv_args, n_threads=p),
+            "kmeans_step": lambda p: lambda: kmeans_step(sample.features, sample.centers, n_threads=p)}
 
 
 if __name__ == "__main__":

@@ -140,9 +140,10 @@ def summary_lines(results):
         linearity = results["d"]["ns_per_nkd_max_over_min"]
         lines.append("(d) time per N K D, max / min over each sweep (1 = linear): "
                      + ", ".join(f"{dim} {value:.2f}" for dim, value in linearity.items()))
+        most = max(row["threads"] for row in results["d"]["threads"])
         for row in results["d"]["threads"]:
-            if row["threads"] > 1:
-                lines.append(f"(d) {row['op']:<8} {row['threads']} threads: speed-up {row['speedup']:.2f}, "
+            if row["threads"] == most > 1:
+                lines.append(f"(d) {row['op']:<18} {most} threads: speed-up {row['speedup']:.2f}, "
                              f"parallel efficiency {row['efficiency']:.2f}")
     if "e" in results:
         nk = results["e"]["nk_matrix_mib"]
