@@ -13,10 +13,11 @@ Parts (b) and (d) of the benchmark suite (``run_suite.py --parts b,d``; run alon
 * :func:`run_scaling` (d): the float32 soft BoW forward time against N, K and D (with
   the time per N K D, which stays flat when the cost is linear in each) and against the
   thread count (1, 2, 4, ... and os.cpu_count()), with the parallel efficiency
-  t_1 / (p t_p), for each of THREAD_OPS: the soft BoW forward and forward+backward (kept
-  assignments, as in training) of one IDT-size bag, the same forward+backward over a
-  mini-batch of many small bags (parallel over bags, not within one), soft VLAD
-  forward+backward, Fisher Vectors and one Lloyd iteration of lfagg's K-Means.
+  t_1 / (p t_p), for each of THREAD_OPS: the soft BoW forward and forward+backward of one
+  IDT-size bag (the assignments kept in a buffer reused across calls, as in training),
+  the same forward+backward over a mini-batch of many small bags (parallel over bags, not
+  within one), soft VLAD forward+backward, Fisher Vectors and one Lloyd iteration of
+  lfagg's K-Means.
 
 The problems are those of ``bench_encoders.make_problem`` (standard normal features,
 gamma times the median distance = 10).
@@ -29,10 +30,10 @@ import numpy as np
 
 try:
     from . import _common
-    from .bench_encoders import CASES, N_CODEWORDS, QUICK_CASES, QUICK_CODEWORDS, make_problem
+    from .bench_encoders import CASES, N_CODEWORDS, QUICK_CASES, QUICK_CODEWORDS, LfaggImpl, make_problem
 except ImportError:  # run as a script: benchmarks/ is on sys.path
     import _common
-    from bench_encoders import CASES, N_CODEWORDS, QUICK_CASES, QUICK_CODEWORDS, make_problem
+    from bench_encoders import CASES, N_CODEWORDS, QUICK_CASES, QUICK_CODEWORDS, LfaggImpl, make_problem
 
 #: (matmul size, (N, K, D) of the forward) per mode
 PEAK = {"full": (4096, (22_000, 1024, 108)), "quick": (2048, (5_000, 1024, 108))}
@@ -63,16 +64,11 @@ def matmul_timer(n, dtype):
 
 def forward_timer(problem, ops, n_threads, backward=False):
     """A callable running lfagg's forward of ``problem.encoder`` (and, with ``backward``,
-    its backward with the kept assignments) on ``problem``."""
-    args = (problem.features, problem.offsets, problem.centers, problem.precisions, problem.gamma)
-    forward, backward_op = getattr(ops, problem.encoder), getattr(ops, problem.encoder + "_backward")
-    if not backward:
-        return lambda: forward(*args, n_threads=n_threads)
-
-    def forward_backward():
-        _, assignments = forward(*args, n_threads=n_threads, return_assignments=True)
-        backward_op(*args, problem.grad_output, n_threads=n_threads, assignments=assignments)
-    return forward_backward
+    its backward with the assignments kept in a buffer reused across calls, as in
+    training) on ``problem``."""
+    impl = LfaggImpl(ops, n_threads, problem.encoder, problem.features, problem.offsets, problem.centers,
+                     problem.precisions, problem.gamma)
+    return (lambda: impl.forward_backward(problem.grad_output)) if backward else impl.forward
 
 
 def forward_gflop(n, k, d):
