@@ -17,7 +17,8 @@ Parts (b) and (d) of the benchmark suite (``run_suite.py --parts b,d``; run alon
   IDT-size bag (the assignments kept in a buffer reused across calls, as in training),
   the same forward+backward over a mini-batch of many small bags (parallel over bags, not
   within one), soft VLAD forward+backward, Fisher Vectors and one Lloyd iteration of
-  lfagg's K-Means.
+  lfagg's K-Means; beside them numpy's matmul, whose scaling is what the machine allows
+  (a core's clock drops as more cores run vector code).
 
 The problems are those of ``bench_encoders.make_problem`` (standard normal features,
 gamma times the median distance = 10).
@@ -44,12 +45,15 @@ SCALING = {
     "quick": dict(base=(4_000, 256, 108), N=(1_000, 2_000, 4_000, 8_000), K=(64, 128, 256, 512), D=(32, 64, 128)),
 }
 #: the thread sweep's operations: (name, what it runs) in the order printed
-THREAD_OPS = (("fwd", "soft_bow forward, one IDT-size bag (the sweeps' base)"),
+THREAD_OPS = (("matmul", "numpy's float32 matmul, n x n (SWEEP_MATMUL): the machine's own scaling"),
+              ("fwd", "soft_bow forward, one IDT-size bag (the sweeps' base)"),
               ("fwd+bwd", "soft_bow forward + backward, kept assignments, the same bag"),
               ("minibatch fwd+bwd", "soft_bow forward + backward, part (a)'s mini-batch of small bags"),
               ("soft_vlad fwd+bwd", "soft_vlad forward + backward, IDT-size bag, part (a)'s K"),
               ("fisher_vector", "ops.fisher_vector, IDT-size bag, part (a)'s soft_vlad K (64, as part (c))"),
               ("kmeans_step", "one Lloyd iteration of lfagg's K-Means, 100,000 x 108, K = 256 (part (f); quick: less)"))
+#: the thread sweep's matmul size n per mode
+SWEEP_MATMUL = {"full": 2048, "quick": 1024}
 #: the Lloyd iteration's sample size and K per mode
 KMEANS_STEP = {"full": (100_000, 108, 256), "quick": (10_000, 108, 64)}
 
@@ -163,7 +167,15 @@ def thread_timers(quick, ops, base):
     n_sample, kmeans_d, kmeans_k = KMEANS_STEP["quick" if quick else "full"]
     sample = make_problem("soft_bow", [n_sample], kmeans_d, kmeans_k, np.float32)
     kmeans_step = lfagg._native.core.kmeans_step
-    return {"fwd": lambda p: forward_timer(bag, ops, p),
+    matmul = matmul_timer(SWEEP_MATMUL["quick" if quick else "full"], np.float32)
+
+    def limited_matmul(p):
+        def run():
+            with _common.blas_threads(p)[0]:
+                matmul()
+        return run
+    return {"matmul": limited_matmul,
+            "fwd": lambda p: forward_timer(bag, ops, p),
             "fwd+bwd": lambda p: forward_timer(bag, ops, p, backward=True),
             "minibatch fwd+bwd": lambda p: forward_timer(batch, ops, p, backward=True),
             "soft_vlad fwd+bwd": lambda p: forward_timer(vlad, ops, p, backward=True),
