@@ -114,7 +114,7 @@ def test_bad_pooling_is_a_value_error_naming_it():
     with pytest.raises(ValueError, match="pooling"):
         lfagg.LearnedBoW(2, pooling="sum").fit(bags, y)
     with pytest.raises(ValueError, match="pooling"):
-        lfagg.LearnedVLAD(2, pooling="max").fit(bags, y)
+        lfagg.LearnedVLAD(2, pooling="sum").fit(bags, y)
 
 
 def test_train_encoder_takes_bow_max_by_name():

@@ -277,3 +277,12 @@ class SoftVLAD(_SoftEncoderLayer):
     the bag of a_nk (f_n - C_k). Parameters as :class:`SoftBoW`."""
 
     _function = staticmethod(soft_vlad)
+
+    @classmethod
+    def from_estimator(cls, estimator, *, gamma=None, **kwargs):
+        """As :meth:`SoftBoW.from_estimator`; a LearnedVLAD with ``pooling="max"`` is refused,
+        as this layer pools by the mean."""
+        if getattr(estimator, "pooling", "mean") != "mean":
+            raise ValueError(f"SoftVLAD pools by the mean; the estimator pools by {estimator.pooling!r}, which "
+                             "lfagg.torch does not offer for T2")
+        return super().from_estimator(estimator, gamma=gamma, **kwargs)

@@ -26,7 +26,7 @@ from .._validation import (boolean, check_bags, check_classes, check_labels, cho
 from ..store import blockwise
 from ..encoders.codebook import (INIT_NAMES, INITS, check_gamma, check_sizes, fit_codebook, resolve_gamma,
                                  sample_features)
-from ..encoders.soft import SOFT_BOW, SOFT_BOW_MAX, SOFT_VLAD
+from ..encoders.soft import SOFT_BOW, SOFT_BOW_MAX, SOFT_VLAD, SOFT_VLAD_MAX
 from ..training.loop import SGDSettings, run_sgd
 from .classifier import SoftmaxHead
 from .feature_map import make_feature_map
@@ -370,4 +370,4 @@ class LearnedVLAD(_LearnedAggregation):
     to none.
     """
 
-    _POOLINGS = {"mean": SOFT_VLAD}
+    _POOLINGS = {"mean": SOFT_VLAD, "max": SOFT_VLAD_MAX}
