@@ -106,11 +106,31 @@ def test_search_is_reproducible_and_independent_of_n_jobs(data, search):
     np.testing.assert_array_equal(again.predict_proba(data[0]), search.predict_proba(data[0]))
 
 
+def test_a_search_over_both_poolings_scores_each_as_a_plain_fit_and_refits_the_chosen(data):
+    bags, y = data
+    search = lfagg.LearnedVLADCV(n_codewords=2, gamma_scale=1.0, learning_rate=1e-2, max_epochs=1, cv=3,
+                                 pooling=("mean", "max"), n_estimators=1, n_threads=1, random_state=5).fit(bags, y)
+    results = search.cv_results_
+    assert [(p["pooling"], p["n_epochs"]) for p in results["params"]] == [("mean", 0), ("mean", 1), ("max", 0),
+                                                                          ("max", 1)]
+    split_seed, model_seed = spawn_seeds(5, 2)
+    folds = list(StratifiedKFold(3, shuffle=True, random_state=split_seed).split(y, y))
+    for i in (2, 3):  # the max-pooled candidates, whose codebooks the search shared with the mean's
+        for f, (train, val) in enumerate(folds):
+            model = lfagg.LearnedVLAD(**results["params"][i], n_threads=1, random_state=model_seed)
+            model.fit(bags.subset(train), y[train])
+            held_out = -log_loss(y[val], model.predict_proba(bags.subset(val)), labels=[0, 1])
+            assert results[f"split{f}_test_score"][i] == pytest.approx(held_out, rel=1e-9)
+    assert search.best_params_ == results["params"][int(np.argmax(results["mean_test_score"]))]
+    assert search.best_estimator_.pooling == search.best_params_["pooling"]
+
+
 def test_vlad_search_and_model_file(data, tmp_path):
     bags, y = data
     model = lfagg.LearnedVLADCV(n_codewords=2, gamma_scale=1.0, learning_rate=1e-2, max_epochs=1, cv=2,
                                 n_threads=1, random_state=0).fit(bags, y)
     assert [p["n_epochs"] for p in model.cv_results_["params"]] == [0, 1]
+    assert {p["pooling"] for p in model.cv_results_["params"]} == {"mean"}
     lfagg.save(model, tmp_path / "m.lfagg")
     loaded = lfagg.load(tmp_path / "m.lfagg")
     np.testing.assert_array_equal(loaded.predict_proba(bags), model.predict_proba(bags))
@@ -141,6 +161,8 @@ def test_codebooks_larger_than_a_fold_are_skipped_with_a_warning(data):
 @pytest.mark.parametrize("params, labels, message", [
     (dict(n_codewords=()), None, "n_codewords must hold at least one value"),
     (dict(gamma_scale=[]), None, "gamma_scale must hold at least one value"),
+    (dict(pooling=()), None, "pooling must hold at least one value"),
+    (dict(pooling=("mean", "sum")), None, "pooling must be one of"),
     (dict(learning_rate=(1e-2, -1.0)), None, "learning_rate must be a positive"),
     (dict(n_codewords=(2, 0)), None, "n_codewords must be a positive integer"),
     (dict(max_epochs=-1), None, "max_epochs must be a non-negative integer"),

@@ -4,7 +4,7 @@ splits, the local features standardised on each training fold, and every method 
 its hyper-parameters on that training fold alone.
 
 Methods: "T1" and "T2" are :class:`lfagg.LearnedBoWCV` and :class:`lfagg.LearnedVLADCV`
-with their defaults; "BoW", "VLAD" and "FV" are :class:`lfagg.BagClassifier` over
+with their defaults, except that they search both poolings (:data:`MIL_POOLINGS`); "BoW", "VLAD" and "FV" are :class:`lfagg.BagClassifier` over
 :class:`lfagg.BagOfWords`, :class:`lfagg.VLAD` and :class:`lfagg.FisherVector`, their
 codebook size chosen among the same sizes by scikit-learn's ``GridSearchCV`` on the
 same number of inner folds by the same score (the held-out log loss).
@@ -25,10 +25,15 @@ from .encoders import VLAD, BagOfWords, FisherVector
 from .models import BagClassifier, LearnedBoWCV, LearnedVLADCV
 from .models.selection import DEFAULT_CODEBOOK_SIZES, DEFAULT_FOLDS
 
-__all__ = ["METHODS", "make_method", "standardize", "mil_benchmark", "format_mil_table"]
+__all__ = ["METHODS", "MIL_POOLINGS", "make_method", "standardize", "mil_benchmark", "format_mil_table"]
 
 #: The methods compared, by name.
 METHODS = ("T1", "T2", "BoW", "VLAD", "FV")
+#: The poolings T1 and T2 search: a bag is positive when it holds some telling feature,
+#: which the mean over its features dilutes and the max keeps (T2 on Elephant, 10 folds of
+#: each of three splits, a small grid: max 0.867, mean 0.828 on average; on Musk1 the
+#: search kept the mean).
+MIL_POOLINGS = ("mean", "max")
 _ENCODERS = {"BoW": BagOfWords, "VLAD": VLAD, "FV": FisherVector}
 
 
@@ -36,7 +41,8 @@ def make_method(name: str, random_state: int, n_threads: int | None = 1):
     """The unfitted classifier of bags that method ``name`` (one of :data:`METHODS`) is."""
     choice(name, "method", METHODS)
     if name in ("T1", "T2"):
-        return (LearnedBoWCV if name == "T1" else LearnedVLADCV)(random_state=random_state, n_threads=n_threads)
+        return (LearnedBoWCV if name == "T1" else LearnedVLADCV)(pooling=MIL_POOLINGS, random_state=random_state,
+                                                                 n_threads=n_threads)
     encoder = _ENCODERS[name](DEFAULT_CODEBOOK_SIZES[0], random_state=random_state, n_threads=n_threads)
     return GridSearchCV(BagClassifier(encoder, random_state=random_state),
                         {"encoder__n_codewords": list(DEFAULT_CODEBOOK_SIZES)},

@@ -314,7 +314,9 @@ class LearnedBoW(_LearnedAggregation):
         R_b[k] = max_n a_nk, each codeword's largest assignment in the bag, for bags that
         are labelled by whether they hold some kind of feature at all (multiple-instance
         learning), where the mean dilutes one telling feature among many others.
-        LearnedVLAD: "mean" only.
+        LearnedVLAD: "mean" (eq. 9) or "max": R_b[k, j] = max_n a_nk (f_nj - C_kj)
+        (formed by NumPy, N K D operations a pass: for multiple-instance data, not large
+        collections; see :func:`lfagg.encoders.soft.soft_vlad_max`).
     gamma : positive float or "auto" (see :func:`lfagg.encoders.codebook.auto_gamma`).
     gamma_scale : positive float multiplying the "auto" gamma (only with gamma="auto"):
         above 1, sharper assignments. The paper finds the encoders very sensitive to gamma

@@ -1,6 +1,7 @@
 """Model selection built in: LearnedBoWCV and LearnedVLADCV choose the codebook size, the
-gamma scale, the learning rate and the number of epochs on held-out folds of the
-training bags only, then refit on all of them (as scikit-learn's ``LogisticRegressionCV``).
+gamma scale, the learning rate, the number of epochs and (when asked) the pooling on
+held-out folds of the training bags only, then refit on all of them (as scikit-learn's
+``LogisticRegressionCV``).
 
 A search costs far less than its grid of separate fits: per fold, the K-Means codebook of
 each codebook size is fitted once and shared by every gamma scale and learning rate, W0
@@ -110,7 +111,7 @@ class _LearnedAggregationCV(ClassifierMixin, BaseEstimator):
         self.n_threads = n_threads
         self.verbose = verbose
 
-    _FIXED = ("pooling", "gamma", "learn_gamma", "learn_covariances", "init", "feature_map", "batch_size",
+    _FIXED = ("gamma", "learn_gamma", "learn_covariances", "init", "feature_map", "batch_size",
               "n_samples_per_bag", "optimizer", "classifier_learning_rate", "l2", "max_init_features", "n_threads")
 
     def _candidate(self, seed: int, **searched):
@@ -130,6 +131,7 @@ class _LearnedAggregationCV(ClassifierMixin, BaseEstimator):
         self
         """
         forget_fit(self)
+        poolings = _grid(self.pooling, "pooling", lambda v, name: choice(v, name, tuple(self._estimator._POOLINGS)))
         Ks = _grid(self.n_codewords, "n_codewords", positive_int)
         scales = _grid(self.gamma_scale, "gamma_scale", positive_real)
         rates = _grid(self.learning_rate, "learning_rate", positive_real)
@@ -140,9 +142,10 @@ class _LearnedAggregationCV(ClassifierMixin, BaseEstimator):
         n_jobs = n_jobs_arg(self.n_jobs)
         verbose = verbosity(self.verbose)
         split_seed, model_seed, ensemble_seed = spawn_seeds(self.random_state, 3)
-        for K in Ks:  # every parameter is checked before any data is touched
-            self._candidate(model_seed, n_codewords=K, gamma_scale=scales[0], learning_rate=rates[0],
-                            n_epochs=epochs[-1])._check_params()
+        for pooling in poolings:  # every parameter is checked before any data is touched
+            for K in Ks:
+                self._candidate(model_seed, pooling=pooling, n_codewords=K, gamma_scale=scales[0],
+                                learning_rate=rates[0], n_epochs=epochs[-1])._check_params()
         with single_threaded_blas():
             bags = check_bags(X, n_threads=n_threads_arg(self.n_threads))
             classes, y_index = check_classes(check_labels(y, len(bags)))
@@ -152,7 +155,7 @@ class _LearnedAggregationCV(ClassifierMixin, BaseEstimator):
                                  f"has {counts.min()} bag(s); every class needs at least cv = {n_splits}")
             folds = list(StratifiedKFold(n_splits, shuffle=True, random_state=split_seed).split(y_index, y_index))
             Ks = self._feasible(Ks, bags, folds)
-            grid = [(K, s, r) for K in Ks for s in scales for r in rates]
+            grid = [(p, K, s, r) for p in poolings for K in Ks for s in scales for r in rates]
             searches = Parallel(n_jobs=n_jobs, return_as="generator")(
                 delayed(self._search_fold)(bags.subset(train), y_index[train], bags.subset(val), y_index[val],
                                            classes, grid, epochs, model_seed) for train, val in folds)
@@ -199,17 +202,18 @@ class _LearnedAggregationCV(ClassifierMixin, BaseEstimator):
         diverged = []  # messages of the candidates whose training diverged
         quiet = Stopwatch()
         codebooks, starts = {}, {}
-        for c, (K, scale, rate) in enumerate(grid):
-            model = self._candidate(seed, n_codewords=K, gamma_scale=scale, learning_rate=rate, n_epochs=epochs[-1])
+        for c, (pooling, K, scale, rate) in enumerate(grid):
+            model = self._candidate(seed, pooling=pooling, n_codewords=K, gamma_scale=scale, learning_rate=rate,
+                                    n_epochs=epochs[-1])
             plan = model._check_params()
             split_seed, init_seed, sgd_seed = spawn_seeds(seed, 3)  # those of model.fit: the refit's stages
-            if (K, scale) not in starts:  # W0 on the codebook, shared by the learning rates
-                if K not in codebooks:
+            if (pooling, K, scale) not in starts:  # W0 on the codebook, shared by the learning rates
+                if K not in codebooks:  # shared by the poolings too
                     codebooks[K] = model._initial_codebook(train_bags, plan, init_seed)
                 model.classes_ = classes
                 model._initialise(train_bags, y_train, plan, split_seed, init_seed, quiet, codebook=codebooks[K])
-                starts[K, scale] = model
-            model = copy.deepcopy(starts[K, scale])
+                starts[pooling, K, scale] = model
+            model = copy.deepcopy(starts[pooling, K, scale])
             model.learning_rate = rate
             score = _CheckpointScores(model, train_bags, y_train, val_bags, y_val, epochs, scores, c)
             score(0)
@@ -223,15 +227,17 @@ class _LearnedAggregationCV(ClassifierMixin, BaseEstimator):
                 model._train(train_bags, y_train, model._check_params(), sgd_seed, quiet, on_epoch_end)
             except TrainingDiverged as exc:  # the candidate loses; the search goes on
                 score.diverged()
-                diverged.append(f"n_codewords={K}, gamma_scale={scale:g}, learning_rate={rate:g} scored as the worst "
-                                f"candidate from the epoch it diverged: {exc}")
+                diverged.append(f"pooling={pooling!r}, n_codewords={K}, gamma_scale={scale:g}, learning_rate={rate:g} "
+                                f"scored as the worst candidate from the epoch it diverged: {exc}")
         return (*scores, diverged)
 
     def _select(self, grid, epochs, scoring, accuracy, log_loss) -> None:
         """The best mean held-out score; ties go to the lower mean log loss, then to the
-        earlier candidate (smaller codebook, scale, rate) and the fewer epochs."""
+        earlier candidate (pooling in the order given, smaller codebook, scale, rate) and
+        the fewer epochs."""
         n_splits = accuracy.shape[0]
-        params = [dict(n_codewords=K, gamma_scale=s, learning_rate=r, n_epochs=e) for K, s, r in grid for e in epochs]
+        params = [dict(pooling=p, n_codewords=K, gamma_scale=s, learning_rate=r, n_epochs=e)
+                  for p, K, s, r in grid for e in epochs]
         score = (-log_loss if scoring == "neg_log_loss" else accuracy).reshape(n_splits, -1)
         with np.errstate(invalid="ignore"):  # a diverged candidate's infinite log loss: its std is NaN
             mean_score, std_score = score.mean(axis=0), score.std(axis=0)
@@ -333,6 +339,9 @@ _DOC = """{what} with its hyper-parameters chosen by cross-validation on the tra
     n_codewords, gamma_scale, learning_rate : values (or one value) to search; see
         :class:`{base}`. Codebook sizes larger than a training fold's local features are
         skipped with a warning.
+    pooling : "mean", "max" or both to search, as ("mean", "max"); see :class:`{base}`.
+        Both double the search (the codebooks are shared): worth it on multiple-instance
+        data, where one telling feature decides a bag's label and the mean dilutes it.
     max_epochs : int >= 0, the most epochs searched.
     cv : int >= 2, the folds (stratified, shuffled by ``random_state``); every class needs
         at least this many bags.
@@ -341,7 +350,7 @@ _DOC = """{what} with its hyper-parameters chosen by cross-validation on the tra
     n_estimators : int >= 1, the refits averaged (5: far better calibrated probabilities
         on small data for five times the refit's cost, small beside the search's; 1: the
         single refit).
-    pooling, gamma, learn_gamma, learn_covariances, init, feature_map, batch_size,
+    gamma, learn_gamma, learn_covariances, init, feature_map, batch_size,
     n_samples_per_bag, optimizer, classifier_learning_rate, l2, max_init_features,
     n_threads : fixed for every candidate; see :class:`{base}`.
     random_state : None, int or numpy random generator: the folds and every candidate's
@@ -356,8 +365,8 @@ _DOC = """{what} with its hyper-parameters chosen by cross-validation on the tra
     ----------
     estimators_ : list of the ``n_estimators`` fitted {base}s (predict, predict_proba,
     decision_function and score average their probabilities); best_estimator_ : the
-    first of them (transform uses it); best_params_ : dict, the chosen n_codewords,
-    gamma_scale, learning_rate and n_epochs; best_score_ : its mean held-out score; best_index_ :
+    first of them (transform uses it); best_params_ : dict, the chosen pooling,
+    n_codewords, gamma_scale, learning_rate and n_epochs; best_score_ : its mean held-out score; best_index_ :
     its row in cv_results_; cv_results_ : dict of arrays over every (candidate, epochs):
     "params", "mean_test_score", "std_test_score" and "split<i>_test_score" (of
     ``scoring``), "mean_test_accuracy" and "mean_test_log_loss"; classes_,

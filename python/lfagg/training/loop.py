@@ -102,8 +102,8 @@ def train_encoder(bags, targets, loss, encoder, centers, precisions, gamma, *, n
     loss : a head (``params`` list and ``loss_grad(R, targets) -> (J, dJ/dR, grads)``, see
         :mod:`lfagg.models.heads`), whose parameters are optimised too, or a callable
         ``loss(R, targets) -> (J, dJ/dR)`` with R (batch, out_dim) float64.
-    encoder : "bow" (T1, soft BoW), "vlad" (T2, soft VLAD), "bow_max" (T1 with max
-        pooling) or a :class:`lfagg.encoders.SoftEncoder`.
+    encoder : "bow" (T1, soft BoW), "vlad" (T2, soft VLAD), "bow_max" / "vlad_max" (T1 /
+        T2 with max pooling) or a :class:`lfagg.encoders.SoftEncoder`.
     centers, precisions : (K, D) initial values; gamma : initial positive float.
     n_epochs, batch_size : passes over the bags and bags per step.
     n_samples_per_bag : features drawn (without replacement) from each bag per step, or
