@@ -70,7 +70,8 @@ def test_search_reports_its_folds_then_its_refits(circles, capsys):
     lfagg.LearnedBoWCV(**search, n_estimators=3).fit(*circles)
     lines = capsys.readouterr().err.splitlines()
     assert lines[0].startswith("LearnedBoWCV: 1 candidates, 2 folds (")
-    assert lines[1].startswith("LearnedBoWCV: refitting {'n_codewords': 2,") and "with 3 seed(s) (" in lines[1]
+    assert lines[1].startswith("LearnedBoWCV: refitting {'pooling': 'mean', 'n_codewords': 2,")
+    assert "with 3 seed(s) (" in lines[1]
     lfagg.LearnedBoWCV(**search, n_estimators=1).fit(*circles)
     lines = capsys.readouterr().err.splitlines()
     assert lines[1].startswith("LearnedBoW(n_codewords=2): K-Means codebook")  # a single refit shows its phases
