@@ -4,10 +4,11 @@ splits, the local features standardised on each training fold, and every method 
 its hyper-parameters on that training fold alone.
 
 Methods: "T1" and "T2" are :class:`lfagg.LearnedBoWCV` and :class:`lfagg.LearnedVLADCV`
-with their defaults, except that they search both poolings (:data:`MIL_POOLINGS`); "BoW", "VLAD" and "FV" are :class:`lfagg.BagClassifier` over
-:class:`lfagg.BagOfWords`, :class:`lfagg.VLAD` and :class:`lfagg.FisherVector`, their
-codebook size chosen among the same sizes by scikit-learn's ``GridSearchCV`` on the
-same number of inner folds by the same score (the held-out log loss).
+with their defaults, except that they search both poolings (:data:`MIL_POOLINGS`);
+"BoW", "VLAD" and "FV" are :class:`lfagg.BagClassifier` over :class:`lfagg.BagOfWords`,
+:class:`lfagg.VLAD` and :class:`lfagg.FisherVector`, their codebook size chosen among the
+same sizes by scikit-learn's ``GridSearchCV`` on the same number of inner folds by the
+same score (the held-out log loss).
 ``benchmarks/mil_benchmark.py`` runs it from the command line.
 """
 from __future__ import annotations
