@@ -1,7 +1,7 @@
 """T1 and T2 with max pooling (LearnedBoW/LearnedVLAD(pooling="max"), SOFT_BOW_MAX,
 SOFT_VLAD_MAX): R_b[k] = max_n a_nk and R_b[k, j] = max_n a_nk (f_nj - C_kj) against
 float64 numpy references, their gradients against central finite differences of them,
-the tie rule, blocks of rows and thread counts; T1's estimator, ops and torch forms."""
+the tie rule, blocks of rows and thread counts; the estimators, ops and torch forms."""
 
 import numpy as np
 import pytest
@@ -173,17 +173,19 @@ def test_the_search_fits_every_candidate_and_refit_with_its_pooling():
 # ------------------------------------------------------------------ lfagg.ops and lfagg.torch
 
 
-def test_ops_max_pooling_is_the_encoders_and_checks_its_input():
-    f, off, C, P, gamma, G = problem(5)
-    R, A = lfagg.ops.soft_bow(f, off, C, P, gamma, pooling="max", return_assignments=True)
-    np.testing.assert_allclose(R, ref_max_pooled(f, off, C, P, gamma), rtol=1e-12, atol=1e-14)
-    np.testing.assert_array_equal(R, SOFT_BOW_MAX.forward(Bags(f, off), C, P, gamma))
+@pytest.mark.parametrize("name, encoder, reference", [("soft_bow", SOFT_BOW_MAX, ref_max_pooled),
+                                                     ("soft_vlad", SOFT_VLAD_MAX, ref_vlad_max)])
+def test_ops_max_pooling_is_the_encoders_and_checks_its_input(name, encoder, reference):
+    f, off, C, P, gamma, G = problem(5, encoder=encoder)
+    forward, backward = getattr(lfagg.ops, name), getattr(lfagg.ops, name + "_backward")
+    R, A = forward(f, off, C, P, gamma, pooling="max", return_assignments=True)
+    np.testing.assert_allclose(R, reference(f, off, C, P, gamma), rtol=1e-12, atol=1e-14)
+    np.testing.assert_array_equal(R, encoder.forward(Bags(f, off), C, P, gamma))
     out = np.empty_like(A)
-    assert lfagg.ops.soft_bow(f, off, C, P, gamma, pooling="max", assignments_out=out)[1] is out
+    assert forward(f, off, C, P, gamma, pooling="max", assignments_out=out)[1] is out
     np.testing.assert_array_equal(out, A)
-    grads = lfagg.ops.soft_bow_backward(f, off, C, P, gamma, G, pooling="max", assignments=A,
-                                        return_grad_features=True)
-    expected = SOFT_BOW_MAX.backward(Bags(f, off), C, P, gamma, G, return_grad_features=True)
+    grads = backward(f, off, C, P, gamma, G, pooling="max", assignments=A, return_grad_features=True)
+    expected = encoder.backward(Bags(f, off), C, P, gamma, G, return_grad_features=True)
     for mine, theirs in zip(grads, expected):
         np.testing.assert_array_equal(mine, theirs)
 
@@ -193,7 +195,6 @@ def test_ops_max_pooling_is_the_encoders_and_checks_its_input():
     nan_for_an_empty_bag[1] = np.nan  # bag 1 is empty
     read_only = np.empty_like(A)
     read_only.flags.writeable = False
-    forward, backward = lfagg.ops.soft_bow, lfagg.ops.soft_bow_backward
     bad_calls = [
         ("features", lambda: forward(bad_features, off, C, P, gamma, pooling="max")),
         ("pooling", lambda: forward(f, off, C, P, gamma, pooling="sum")),
@@ -214,29 +215,32 @@ def test_ops_max_pooling_is_the_encoders_and_checks_its_input():
 
 
 @pytest.mark.parametrize("keep", [True, False])
-def test_torch_max_pooling_passes_gradcheck(keep):
+@pytest.mark.parametrize("name, reference", [("soft_bow", ref_max_pooled), ("soft_vlad", ref_vlad_max)])
+def test_torch_max_pooling_passes_gradcheck(name, reference, keep):
     torch = pytest.importorskip("torch")
     lt = pytest.importorskip("lfagg.torch")
+    function = getattr(lt, name)
     f, off, C, P, gamma, _ = (torch.from_numpy(np.asarray(a)) for a in problem(6))
     inputs = [t.clone().requires_grad_() for t in (f, C, P, gamma)]
-    out = lt.soft_bow(*inputs[:1], off, *inputs[1:], pooling="max")
-    np.testing.assert_allclose(out.detach().numpy(), ref_max_pooled(*problem(6)[:5]), rtol=1e-12, atol=1e-14)
+    out = function(*inputs[:1], off, *inputs[1:], pooling="max")
+    np.testing.assert_allclose(out.detach().numpy(), reference(*problem(6)[:5]), rtol=1e-12, atol=1e-14)
     assert torch.autograd.gradcheck(
-        lambda f, c, p, g: lt.soft_bow(f, off, c, p, g, keep_assignments=keep, pooling="max"), inputs)
+        lambda f, c, p, g: function(f, off, c, p, g, keep_assignments=keep, pooling="max"), inputs)
 
 
-def test_torch_layer_takes_the_pooling_of_its_estimator():
+@pytest.mark.parametrize("estimator, layer_class", [("LearnedBoW", "SoftBoW"), ("LearnedVLAD", "SoftVLAD")])
+def test_torch_layer_takes_the_pooling_of_its_estimator(estimator, layer_class):
     torch = pytest.importorskip("torch")
     lt = pytest.importorskip("lfagg.torch")
     bags, y = mil_bags()
-    model = lfagg.LearnedBoW(4, pooling="max", n_epochs=1, random_state=0, n_threads=1).fit(bags, y)
-    layer = lt.SoftBoW.from_estimator(model, dtype=torch.float64)
+    model = getattr(lfagg, estimator)(4, pooling="max", n_epochs=1, random_state=0, n_threads=1).fit(bags, y)
+    layer = getattr(lt, layer_class).from_estimator(model, dtype=torch.float64)
     assert layer.pooling == "max" and "pooling='max'" in repr(layer)
     out = layer(torch.from_numpy(bags.features), torch.from_numpy(bags.offsets))
     np.testing.assert_allclose(out.detach().numpy(), model.transform(bags), rtol=1e-10, atol=1e-12)
     nested = torch.nested.nested_tensor([torch.from_numpy(bags.features[lo:hi])
                                          for lo, hi in zip(bags.offsets[:-1], bags.offsets[1:])], layout=torch.jagged)
     torch.testing.assert_close(layer(nested), out, rtol=0, atol=0)
-    assert lt.SoftBoW.from_estimator(model, pooling="mean").pooling == "mean"
+    assert getattr(lt, layer_class).from_estimator(model, pooling="mean").pooling == "mean"
     with pytest.raises(ValueError, match="pooling"):
-        lt.SoftBoW(4, 5, pooling="sum")
+        getattr(lt, layer_class)(4, 5, pooling="sum")

@@ -1,6 +1,6 @@
 """T2 with max pooling beyond what it shares with T1's (test_max_pooling.py): one
-codeword's max pooling of the features, its input checks, the search and train_encoder
-with it, and lfagg.torch's refusal of it."""
+codeword's max pooling of the features, its input checks, and the search and
+train_encoder with it."""
 
 import numpy as np
 import pytest
@@ -53,14 +53,3 @@ def test_the_search_refits_with_max_pooling_and_train_encoder_takes_it_by_name()
     result = lfagg.train_encoder(bags, targets, squared_loss, "vlad_max", centers, np.ones((2, bags.dim)), 0.5,
                                  n_epochs=2, batch_size=4, random_state=0)
     assert np.all(np.isfinite(result.centers)) and not np.array_equal(result.centers, centers)
-
-
-def test_torch_soft_vlad_refuses_an_estimator_with_max_pooling():
-    pytest.importorskip("torch")
-    lt = pytest.importorskip("lfagg.torch")
-    bags, y = mil_bags(12)
-    model = lfagg.LearnedVLAD(2, pooling="max", n_epochs=1, random_state=0, n_threads=1).fit(bags, y)
-    with pytest.raises(ValueError, match="pool"):
-        lt.SoftVLAD.from_estimator(model)
-    model.pooling = "mean"
-    assert lt.SoftVLAD.from_estimator(model).n_codewords == 2

@@ -21,7 +21,7 @@ import numpy as np
 
 from . import _native
 from ._validation import as_offsets, boolean, check_gamma_dtype, choice, float_array, n_threads_arg, positive_real
-from .encoders.soft import soft_bow_max, soft_bow_max_backward
+from .encoders.soft import soft_bow_max, soft_bow_max_backward, soft_vlad_max, soft_vlad_max_backward
 
 _core = _native.core
 
@@ -55,12 +55,37 @@ def _backward_args(grad_output, assignments, dtype):
             None if assignments is None else float_array(assignments, "assignments", dtype))
 
 
-#: The poolings of :func:`soft_bow` over a bag's soft assignments.
+#: The poolings of :func:`soft_bow` and :func:`soft_vlad` over a bag's features.
 POOLINGS = ("mean", "max")
 
 
 def _max_pooled(pooling) -> bool:
     return choice(pooling, "pooling", POOLINGS) == "max"
+
+
+def _forward(kernel, max_kernel, features, offsets, centers, precisions, gamma, n_threads, pooling,
+             return_assignments, assignments_out):
+    """A soft encoder's forward, every argument checked: the core's ``kernel``, or
+    ``max_kernel`` (of :mod:`lfagg.encoders.soft`) for the max pooling."""
+    args, nt = _soft_args(features, offsets, centers, precisions, gamma, n_threads)
+    return_assignments = boolean(return_assignments, "return_assignments")
+    assignments_out = _assignments_out(assignments_out, args[0].dtype)
+    if _max_pooled(pooling):
+        return max_kernel(*args[:4], gamma=args[4], n_threads=nt, check_features=True,
+                          return_assignments=return_assignments, assignments_out=assignments_out)
+    return kernel(*args, nt, return_assignments, assignments_out=assignments_out)
+
+
+def _backward(kernel, max_kernel, features, offsets, centers, precisions, gamma, grad_output, n_threads, pooling,
+              assignments, return_grad_features):
+    """A soft encoder's backward, every argument checked, as :func:`_forward` chooses its kernel."""
+    args, nt = _soft_args(features, offsets, centers, precisions, gamma, n_threads)
+    grad_output, assignments = _backward_args(grad_output, assignments, args[0].dtype)
+    return_grad_features = boolean(return_grad_features, "return_grad_features")
+    if _max_pooled(pooling):
+        return max_kernel(*args[:4], gamma=args[4], grad_output=grad_output, assignments=assignments,
+                          n_threads=nt, check_features=True, return_grad_features=return_grad_features)
+    return kernel(*args, grad_output, assignments, n_threads=nt, return_grad_features=return_grad_features)
 
 
 def soft_bow(features, offsets, centers, precisions, gamma, n_threads=None, *, pooling="mean",
@@ -96,13 +121,8 @@ def soft_bow(features, offsets, centers, precisions, gamma, n_threads=None, *, p
     bag; with the mean pooling, every other row sums to 1. With return_assignments, the
     tuple (encoding, assignments).
     """
-    args, nt = _soft_args(features, offsets, centers, precisions, gamma, n_threads)
-    return_assignments = boolean(return_assignments, "return_assignments")
-    assignments_out = _assignments_out(assignments_out, args[0].dtype)
-    if _max_pooled(pooling):
-        return soft_bow_max(*args[:4], gamma=args[4], n_threads=nt, check_features=True,
-                            return_assignments=return_assignments, assignments_out=assignments_out)
-    return _core.soft_bow(*args, nt, return_assignments, assignments_out=assignments_out)
+    return _forward(_core.soft_bow, soft_bow_max, features, offsets, centers, precisions, gamma, n_threads, pooling,
+                    return_assignments, assignments_out)
 
 
 def soft_bow_backward(features, offsets, centers, precisions, gamma, grad_output, n_threads=None, *,
@@ -127,22 +147,18 @@ def soft_bow_backward(features, offsets, centers, precisions, gamma, grad_output
     and a Python float; with return_grad_features, also grad_features (N, D) of the
     features' dtype.
     """
-    args, nt = _soft_args(features, offsets, centers, precisions, gamma, n_threads)
-    grad_output, assignments = _backward_args(grad_output, assignments, args[0].dtype)
-    return_grad_features = boolean(return_grad_features, "return_grad_features")
-    if _max_pooled(pooling):
-        return soft_bow_max_backward(*args[:4], gamma=args[4], grad_output=grad_output, assignments=assignments,
-                                     n_threads=nt, check_features=True, return_grad_features=return_grad_features)
-    return _core.soft_bow_backward(*args, grad_output, assignments, n_threads=nt,
-                                   return_grad_features=return_grad_features)
+    return _backward(_core.soft_bow_backward, soft_bow_max_backward, features, offsets, centers, precisions, gamma,
+                     grad_output, n_threads, pooling, assignments, return_grad_features)
 
 
-def soft_vlad(features, offsets, centers, precisions, gamma, n_threads=None, *, return_assignments=False,
-              assignments_out=None):
+def soft_vlad(features, offsets, centers, precisions, gamma, n_threads=None, *, pooling="mean",
+              return_assignments=False, assignments_out=None):
     """T2, the learnable soft VLAD (eq. 9 of the paper).
 
-    R_b[k, :] = (1/N_b) sum_n a_nk (f_n - C_k), with a_nk as in :func:`soft_bow`.
-    Parameters are those of :func:`soft_bow`.
+    R_b[k, :] = (1/N_b) sum_n a_nk (f_n - C_k), with a_nk as in :func:`soft_bow`; with
+    ``pooling="max"``, R_b[k, j] = max_n a_nk (f_nj - C_kj), formed by NumPy over the
+    core's assignments (N K D operations: for multiple-instance data, not large
+    collections). Parameters are those of :func:`soft_bow`.
 
     Returns
     -------
@@ -150,13 +166,12 @@ def soft_vlad(features, offsets, centers, precisions, gamma, n_threads=None, *, 
     columns k*D:(k+1)*D); zeros for an empty bag. With return_assignments, the tuple
     (encoding, assignments (N, K)).
     """
-    args, nt = _soft_args(features, offsets, centers, precisions, gamma, n_threads)
-    return _core.soft_vlad(*args, nt, boolean(return_assignments, "return_assignments"),
-                           assignments_out=_assignments_out(assignments_out, args[0].dtype))
+    return _forward(_core.soft_vlad, soft_vlad_max, features, offsets, centers, precisions, gamma, n_threads, pooling,
+                    return_assignments, assignments_out)
 
 
 def soft_vlad_backward(features, offsets, centers, precisions, gamma, grad_output, n_threads=None, *,
-                       assignments=None, return_grad_features=False):
+                       pooling="mean", assignments=None, return_grad_features=False):
     """Gradients of a loss J through :func:`soft_vlad`.
 
     Parameters are those of :func:`soft_bow_backward`, with ``grad_output`` (n_bags, K * D)
@@ -168,9 +183,8 @@ def soft_vlad_backward(features, offsets, centers, precisions, gamma, grad_outpu
     and a Python float; with return_grad_features, also grad_features (N, D) of the
     features' dtype.
     """
-    args, nt = _soft_args(features, offsets, centers, precisions, gamma, n_threads)
-    return _core.soft_vlad_backward(*args, *_backward_args(grad_output, assignments, args[0].dtype), n_threads=nt,
-                                    return_grad_features=boolean(return_grad_features, "return_grad_features"))
+    return _backward(_core.soft_vlad_backward, soft_vlad_max_backward, features, offsets, centers, precisions, gamma,
+                     grad_output, n_threads, pooling, assignments, return_grad_features)
 
 
 def bow(features, offsets, centers, n_threads=None) -> np.ndarray:

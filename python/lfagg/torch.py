@@ -29,7 +29,8 @@ from torch.autograd.function import once_differentiable
 from . import ops
 from ._validation import boolean, choice, n_threads_arg, positive_int, positive_real
 
-__all__ = ["SoftBoW", "SoftVLAD", "soft_bow", "soft_vlad", "SoftBoWFunction", "SoftBoWMaxFunction", "SoftVLADFunction"]
+__all__ = ["SoftBoW", "SoftVLAD", "soft_bow", "soft_vlad", "SoftBoWFunction", "SoftBoWMaxFunction", "SoftVLADFunction",
+           "SoftVLADMaxFunction"]
 
 
 def _numpy(tensor):
@@ -82,6 +83,10 @@ SoftBoWMaxFunction = _autograd_function(
 SoftVLADFunction = _autograd_function(
     "SoftVLADFunction", ops.soft_vlad, ops.soft_vlad_backward,
     "T2 as a torch.autograd.Function; :func:`soft_vlad` checks the input and applies it.")
+SoftVLADMaxFunction = _autograd_function(
+    "SoftVLADMaxFunction", functools.partial(ops.soft_vlad, pooling="max"),
+    functools.partial(ops.soft_vlad_backward, pooling="max"),
+    "T2 with max pooling as a torch.autograd.Function; :func:`soft_vlad` checks the input and applies it.")
 
 
 def _check_inputs(features, offsets, centers, precisions, gamma):
@@ -147,10 +152,12 @@ def soft_bow(features, offsets, centers, precisions, gamma, n_threads=None, keep
     return _encode(function, features, offsets, centers, precisions, gamma, n_threads, keep_assignments)
 
 
-def soft_vlad(features, offsets, centers, precisions, gamma, n_threads=None, keep_assignments=True):
+def soft_vlad(features, offsets, centers, precisions, gamma, n_threads=None, keep_assignments=True, pooling="mean"):
     """T2, the soft VLAD of ragged bags, differentiable: as :func:`soft_bow`, returning
-    (n_bags, K * D), k-major: R_b[k, :] = (1/N_b) sum_n a_nk (f_n - C_k)."""
-    return _encode(SoftVLADFunction, features, offsets, centers, precisions, gamma, n_threads, keep_assignments)
+    (n_bags, K * D), k-major: R_b[k, :] = (1/N_b) sum_n a_nk (f_n - C_k), or with
+    ``pooling="max"`` R_b[k, j] = max_n a_nk (f_nj - C_kj) (see :func:`lfagg.ops.soft_vlad`)."""
+    function = SoftVLADMaxFunction if choice(pooling, "pooling", ops.POOLINGS) == "max" else SoftVLADFunction
+    return _encode(function, features, offsets, centers, precisions, gamma, n_threads, keep_assignments)
 
 
 def _first_attribute(obj, names, default):
@@ -160,11 +167,12 @@ def _first_attribute(obj, names, default):
 class _SoftEncoderLayer(torch.nn.Module):
     """Parameters ``centers`` (K, D), ``log_precisions`` (K, D) (learned unless
     ``learn_precisions=False``) and ``log_gamma`` (a parameter when ``learn_gamma``, else a
-    buffer); ``_function`` is the functional form."""
+    buffer) and ``pooling``; ``_function`` is the functional form."""
 
     def __init__(self, n_codewords, dim, *, gamma=1.0, learn_gamma=False, learn_precisions=True,
-                 keep_assignments=True, n_threads=None, dtype=None):
+                 keep_assignments=True, n_threads=None, dtype=None, pooling="mean"):
         super().__init__()
+        self.pooling = choice(pooling, "pooling", ops.POOLINGS)
         self.n_codewords = positive_int(n_codewords, "n_codewords")
         self.dim = positive_int(dim, "dim")
         gamma = positive_real(gamma, "gamma")
@@ -201,8 +209,10 @@ class _SoftEncoderLayer(torch.nn.Module):
         GaussianMixture (means and variances), or a (K, D) array of centres.
 
         gamma : None takes the estimator's ``gamma_`` (required when it has none);
-        kwargs : the layer's other parameters (learn_gamma, dtype, ...).
+        kwargs : the layer's other parameters (learn_gamma, dtype, ...); ``pooling``
+        defaults to the estimator's (a LearnedBoW's or LearnedVLAD's), else "mean".
         """
+        kwargs.setdefault("pooling", getattr(estimator, "pooling", "mean"))
         centers = _first_attribute(estimator, ("centers_", "cluster_centers_", "means_"), estimator)
         covariances = _first_attribute(estimator, ("covariances_", "variances_"), np.ones(np.shape(centers)))
         try:
@@ -228,11 +238,11 @@ class _SoftEncoderLayer(torch.nn.Module):
         """features (N, D) with offsets (n_bags + 1,), or a jagged nested tensor with
         offsets=None -> (n_bags, output width) of the features' dtype."""
         return self._function(features, offsets, self.centers, self.log_precisions.exp(), self.log_gamma.exp(),
-                              self.n_threads, self.keep_assignments)
+                              self.n_threads, self.keep_assignments, pooling=self.pooling)
 
     def extra_repr(self) -> str:
         return (f"n_codewords={self.n_codewords}, dim={self.dim}, gamma={self.gamma:.4g}, "
-                f"learn_gamma={isinstance(self.log_gamma, torch.nn.Parameter)}")
+                f"learn_gamma={isinstance(self.log_gamma, torch.nn.Parameter)}, pooling={self.pooling!r}")
 
 
 class SoftBoW(_SoftEncoderLayer):
@@ -254,35 +264,12 @@ class SoftBoW(_SoftEncoderLayer):
         build the layer with the pooling its weights were trained with.
     """
 
-    def __init__(self, n_codewords, dim, *, pooling="mean", **kwargs):
-        super().__init__(n_codewords, dim, **kwargs)
-        self.pooling = choice(pooling, "pooling", ops.POOLINGS)
-
-    @classmethod
-    def from_estimator(cls, estimator, *, gamma=None, **kwargs):
-        """As :meth:`SoftVLAD.from_estimator`; ``pooling`` defaults to the estimator's (a
-        LearnedBoW's), else "mean"."""
-        kwargs.setdefault("pooling", getattr(estimator, "pooling", "mean"))
-        return super().from_estimator(estimator, gamma=gamma, **kwargs)
-
-    def _function(self, *args):
-        return soft_bow(*args, pooling=self.pooling)
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, pooling={self.pooling!r}"
+    _function = staticmethod(soft_bow)
 
 
 class SoftVLAD(_SoftEncoderLayer):
     """T2, the learnable soft VLAD, as a layer -> (n_bags, K * D), k-major: the mean over
-    the bag of a_nk (f_n - C_k). Parameters as :class:`SoftBoW`."""
+    the bag of a_nk (f_n - C_k), or with ``pooling="max"`` the largest a_nk (f_nj - C_kj)
+    (see :func:`soft_vlad`). Parameters as :class:`SoftBoW`."""
 
     _function = staticmethod(soft_vlad)
-
-    @classmethod
-    def from_estimator(cls, estimator, *, gamma=None, **kwargs):
-        """As :meth:`SoftBoW.from_estimator`; a LearnedVLAD with ``pooling="max"`` is refused,
-        as this layer pools by the mean."""
-        if getattr(estimator, "pooling", "mean") != "mean":
-            raise ValueError(f"SoftVLAD pools by the mean; the estimator pools by {estimator.pooling!r}, which "
-                             "lfagg.torch does not offer for T2")
-        return super().from_estimator(estimator, gamma=gamma, **kwargs)
