@@ -106,7 +106,7 @@ def test_search_is_reproducible_and_independent_of_n_jobs(data, search):
     np.testing.assert_array_equal(again.predict_proba(data[0]), search.predict_proba(data[0]))
 
 
-def test_a_search_over_both_poolings_scores_each_as_a_plain_fit_and_refits_the_chosen(data):
+def test_a_search_over_both_poolings_scores_each_as_a_plain_fit_and_refits_the_chosen(data, tmp_path):
     bags, y = data
     search = lfagg.LearnedVLADCV(n_codewords=2, gamma_scale=1.0, learning_rate=1e-2, max_epochs=1, cv=3,
                                  pooling=("mean", "max"), n_estimators=1, n_threads=1, random_state=5).fit(bags, y)
@@ -123,6 +123,10 @@ def test_a_search_over_both_poolings_scores_each_as_a_plain_fit_and_refits_the_c
             assert results[f"split{f}_test_score"][i] == pytest.approx(held_out, rel=1e-9)
     assert search.best_params_ == results["params"][int(np.argmax(results["mean_test_score"]))]
     assert search.best_estimator_.pooling == search.best_params_["pooling"]
+    lfagg.save(search, tmp_path / "poolings.lfagg")
+    loaded = lfagg.load(tmp_path / "poolings.lfagg")
+    assert loaded.pooling == ("mean", "max")
+    np.testing.assert_array_equal(loaded.predict_proba(bags), search.predict_proba(bags))
 
 
 def test_vlad_search_and_model_file(data, tmp_path):
