@@ -159,8 +159,8 @@ def soft_vlad_max(features, offsets, centers, precisions, *, gamma, n_threads, c
     (n_bags, K * D) k-major representation, in the signature of the core's soft_vlad; the
     (N, K) assignments come from the core, the maximum from NumPy, blocks of rows at a time
     (N K D operations: 0.6 s for 22,000 x 108 features at K = 64, where the mean takes
-    milliseconds). With one codeword and
-    gamma irrelevant, it is the max pooling of the features less the centre."""
+    milliseconds). With one codeword, whatever gamma, it is the max pooling of the
+    features less the centre."""
     assignments = _assignments(features, offsets, centers, precisions, gamma, n_threads, check_features,
                                assignments_out)
     centers = np.asarray(centers, dtype=assignments.dtype)
