@@ -58,9 +58,3 @@ def test_learned_search_on_musk1_beats_chance_on_held_out_bags():
     bags, y = load_npz_bags(os.path.join(MIL_DIR, "musk1.npz"))
     results = mil_benchmark(bags, y, methods=["T1"], n_splits=3, n_repeats=1, random_state=0, n_jobs=2)["T1"]
     assert results["mean"] > 0.7  # 47 of 92 bags are positive: chance is 0.51
-
-
-def test_the_learned_methods_search_both_poolings():
-    for name, estimator in (("T1", lfagg.LearnedBoWCV), ("T2", lfagg.LearnedVLADCV)):
-        method = make_method(name, 0)
-        assert type(method) is estimator and tuple(method.pooling) == ("mean", "max")

@@ -4,11 +4,10 @@ splits, the local features standardised on each training fold, and every method 
 its hyper-parameters on that training fold alone.
 
 Methods: "T1" and "T2" are :class:`lfagg.LearnedBoWCV` and :class:`lfagg.LearnedVLADCV`
-with their defaults, except that they search both poolings (:data:`MIL_POOLINGS`);
-"BoW", "VLAD" and "FV" are :class:`lfagg.BagClassifier` over :class:`lfagg.BagOfWords`,
-:class:`lfagg.VLAD` and :class:`lfagg.FisherVector`, their codebook size chosen among the
-same sizes by scikit-learn's ``GridSearchCV`` on the same number of inner folds by the
-same score (the held-out log loss).
+with their defaults; "BoW", "VLAD" and "FV" are :class:`lfagg.BagClassifier` over
+:class:`lfagg.BagOfWords`, :class:`lfagg.VLAD` and :class:`lfagg.FisherVector`, their
+codebook size chosen among the same sizes by scikit-learn's ``GridSearchCV`` on the
+same number of inner folds by the same score (the held-out log loss).
 ``benchmarks/mil_benchmark.py`` runs it from the command line.
 """
 from __future__ import annotations
@@ -26,16 +25,10 @@ from .encoders import VLAD, BagOfWords, FisherVector
 from .models import BagClassifier, LearnedBoWCV, LearnedVLADCV
 from .models.selection import DEFAULT_CODEBOOK_SIZES, DEFAULT_FOLDS
 
-__all__ = ["METHODS", "MIL_POOLINGS", "make_method", "standardize", "mil_benchmark", "format_mil_table"]
+__all__ = ["METHODS", "make_method", "standardize", "mil_benchmark", "format_mil_table"]
 
 #: The methods compared, by name.
 METHODS = ("T1", "T2", "BoW", "VLAD", "FV")
-#: The poolings T1 and T2 search: a bag is positive when it holds some telling feature,
-#: which the mean over its features dilutes and the max keeps. T2 with a small grid (K 1
-#: or 4, two gamma scales), 10 folds of each of two splits: on Elephant the search of
-#: both 0.863, the mean alone 0.820, the max alone 0.880; on Musk1 the search 0.864, as
-#: the mean alone, the max alone 0.787.
-MIL_POOLINGS = ("mean", "max")
 _ENCODERS = {"BoW": BagOfWords, "VLAD": VLAD, "FV": FisherVector}
 
 
@@ -43,8 +36,7 @@ def make_method(name: str, random_state: int, n_threads: int | None = 1):
     """The unfitted classifier of bags that method ``name`` (one of :data:`METHODS`) is."""
     choice(name, "method", METHODS)
     if name in ("T1", "T2"):
-        return (LearnedBoWCV if name == "T1" else LearnedVLADCV)(pooling=MIL_POOLINGS, random_state=random_state,
-                                                                 n_threads=n_threads)
+        return (LearnedBoWCV if name == "T1" else LearnedVLADCV)(random_state=random_state, n_threads=n_threads)
     encoder = _ENCODERS[name](DEFAULT_CODEBOOK_SIZES[0], random_state=random_state, n_threads=n_threads)
     return GridSearchCV(BagClassifier(encoder, random_state=random_state),
                         {"encoder__n_codewords": list(DEFAULT_CODEBOOK_SIZES)},
