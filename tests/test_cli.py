@@ -169,6 +169,18 @@ def test_train_encode_other_methods(capsys, files, tmp_path, method, encoder, di
     np.testing.assert_array_equal(encoded, model.transform(bags))
 
 
+@pytest.mark.parametrize("method", ["t1", "t2"])
+def test_train_with_max_pooling(capsys, files, tmp_path, method):
+    model_path = tmp_path / "m.lfagg"
+    rc, out, err = run_main(capsys, "train", "--bags", files / "test.npz", "--method", method, *TRAIN,
+                            "--pooling", "max", "--model", model_path)
+    assert rc == 0, err
+    assert lfagg.load(model_path).pooling == "max"
+    rc, out, err = run_main(capsys, "train", "--bags", files / "test.npz", "--method", "bow", *TRAIN,
+                            "--pooling", "max", "--model", model_path)
+    assert rc == 1 and "pooling 'max' applies to t1 and t2 only" in err
+
+
 def test_errors(capsys, files, tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"not a zip file")
     (tmp_path / "bad.lfagg").write_bytes(b"not a model")
@@ -221,6 +233,7 @@ def test_model_of_other_dimension(capsys, files, t1_model, tmp_path):
     ["train", "--bags", "x", "--model", "m", "--codewords", "0"],
     ["train", "--bags", "x", "--model", "m", "--gamma", "-1"],
     ["train", "--bags", "x", "--model", "m", "--gamma-scale", "0"],
+    ["train", "--bags", "x", "--model", "m", "--pooling", "sum"],
     ["train", "--bags", "x"],
     ["demo", "--epochs", "-1"],
     ["reproduce"],

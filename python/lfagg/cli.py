@@ -16,10 +16,11 @@ METHODS = ("t1", "t2", "bow", "vlad", "fv")
 
 
 def build_model(method, n_codewords, *, epochs=10, gamma="auto", gamma_scale=1.0, learning_rate=1e-3,
-                samples_per_bag=128, seed=0, threads=None, verbose=0):
+                samples_per_bag=128, pooling="mean", seed=0, threads=None, verbose=0):
     """An unfitted classifier of bags for one of METHODS.
 
-    t1 / t2: LearnedBoW / LearnedVLAD (Algorithm 1). bow, vlad, fv: the unsupervised
+    t1 / t2: LearnedBoW / LearnedVLAD (Algorithm 1), pooled by ``pooling`` ("mean" or
+    "max"; ValueError for another method unless "mean"). bow, vlad, fv: the unsupervised
     encoder (BagOfWords, VLAD, FisherVector with ``n_codewords`` codewords or Gaussians),
     the chi2 feature map for bow, and the same softmax regression, as in Table I
     (:class:`lfagg.BagClassifier`).
@@ -29,12 +30,14 @@ def build_model(method, n_codewords, *, epochs=10, gamma="auto", gamma_scale=1.0
 
     if method in ("t1", "t2"):
         cls = LearnedBoW if method == "t1" else LearnedVLAD
-        return cls(n_codewords, gamma=gamma, gamma_scale=gamma_scale, n_epochs=epochs,
+        return cls(n_codewords, pooling=pooling, gamma=gamma, gamma_scale=gamma_scale, n_epochs=epochs,
                    n_samples_per_bag=samples_per_bag, learning_rate=learning_rate, random_state=seed,
                    n_threads=threads, verbose=verbose)
     encoders = {"bow": BagOfWords, "vlad": VLAD, "fv": FisherVector}
     if method not in encoders:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if pooling != "mean":
+        raise ValueError(f"pooling {pooling!r} applies to t1 and t2 only, not to {method}")
     return BagClassifier(encoders[method](n_codewords, random_state=seed, n_threads=threads), random_state=seed,
                          verbose=verbose)
 
@@ -123,8 +126,8 @@ def _train(args) -> int:
     bags, y = _labelled_bags(args)
     model = build_model(args.method, args.codewords, epochs=args.epochs, gamma=args.gamma,
                         gamma_scale=args.gamma_scale, learning_rate=args.lr,
-                        samples_per_bag=args.samples_per_bag, seed=args.seed, threads=args.threads,
-                        verbose=args.verbose)
+                        samples_per_bag=args.samples_per_bag, pooling=args.pooling, seed=args.seed,
+                        threads=args.threads, verbose=args.verbose)
     start = time.perf_counter()
     model.fit(bags, y)
     save(model, args.model)
@@ -369,6 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=_positive_float, default=1e-3, help="learning rate (t1, t2)")
     train.add_argument("--samples-per-bag", type=_positive_int, default=128,
                        help="local features drawn from each bag per SGD step (t1, t2)")
+    train.add_argument("--pooling", choices=("mean", "max"), default="mean",
+                       help="over a bag's features: mean (the paper) or max, for multiple-instance data (t1, t2)")
     train.add_argument("--model", required=True, metavar="OUT", help="output model file (lfagg.save; e.g. model.lfagg)")
     _add_common(train)
     train.set_defaults(run=_train)
