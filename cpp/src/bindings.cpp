@@ -27,7 +27,7 @@ struct SoftProblem {
 
 template <class T>
 SoftProblem<T> check_soft_problem(const Array<T>& features, const Offsets& offsets, const Array<T>& centers,
-                                  const Array<T>& precisions, double gamma, int n_threads, bool check_features) {
+                                  const Array<T>& precisions, double gamma, int n_threads) {
     const int nt = check_threads(n_threads);
     const auto bags = check_bags(features, offsets);
     check_codewords(centers, bags.dim, "centers", "codeword");
@@ -44,7 +44,7 @@ SoftProblem<T> check_soft_problem(const Array<T>& features, const Offsets& offse
     check_finite(centers, "centers", nt);
     check_finite(precisions, "precisions", nt);
     check_positive(precisions, "precisions");
-    if (check_features) check_finite(features, "features", nt);
+    // The features are checked by the kernel as it reads them (check_features).
 
     return {bags, {centers.data(), precisions.data(), centers.shape(0), gamma_t}, nt};
 }
@@ -56,7 +56,7 @@ template <class Enc, class T>
 py::object soft_encode(const Array<T>& features, const Offsets& offsets, const Array<T>& centers,
                        const Array<T>& precisions, double gamma, int n_threads, bool return_assignments,
                        bool check_features, std::optional<Array<T>> assignments_out) {
-    const auto pb = check_soft_problem(features, offsets, centers, precisions, gamma, n_threads, check_features);
+    const auto pb = check_soft_problem(features, offsets, centers, precisions, gamma, n_threads);
     const Index out_dim = Enc::out_dim(pb.params.k, pb.bags.dim);
     Array<T> out({pb.bags.n_bags, out_dim});
     if (assignments_out) {
@@ -71,7 +71,7 @@ py::object soft_encode(const Array<T>& features, const Offsets& offsets, const A
     T* a = return_assignments ? assignments.mutable_data() : nullptr;
     {
         py::gil_scoped_release release;
-        lfagg::soft_encode<Enc>(pb.bags, pb.params, dst, pb.n_threads, a);
+        lfagg::soft_encode<Enc>(pb.bags, pb.params, dst, pb.n_threads, a, check_features);
     }
     check_result_finite(dst, pb.bags.n_bags * out_dim, pb.n_threads);
     if (return_assignments) return py::make_tuple(out, assignments);
@@ -84,7 +84,7 @@ py::tuple soft_backward(const Array<T>& features, const Offsets& offsets, const 
                         const Array<T>& precisions, double gamma, const Array<T>& grad_output,
                         const std::optional<Array<T>>& assignments, int n_threads, bool check_features,
                         bool return_grad_features) {
-    const auto pb = check_soft_problem(features, offsets, centers, precisions, gamma, n_threads, check_features);
+    const auto pb = check_soft_problem(features, offsets, centers, precisions, gamma, n_threads);
     const Index out_dim = Enc::out_dim(pb.params.k, pb.bags.dim);
     if (grad_output.ndim() != 2 || grad_output.shape(0) != pb.bags.n_bags || grad_output.shape(1) != out_dim)
         fail("grad_output must have the shape of the encoder's output (" + std::to_string(pb.bags.n_bags) + ", " +
@@ -102,7 +102,8 @@ py::tuple soft_backward(const Array<T>& features, const Offsets& offsets, const 
     double grad_gamma;
     {
         py::gil_scoped_release release;
-        grad_gamma = lfagg::soft_backward<Enc>(pb.bags, pb.params, grad_output.data(), gc, gp, pb.n_threads, a, gf);
+        grad_gamma = lfagg::soft_backward<Enc>(pb.bags, pb.params, grad_output.data(), gc, gp, pb.n_threads, a, gf,
+                                                check_features);
     }
     check_result_finite(gc, grad_centers.size(), pb.n_threads);
     check_result_finite(gp, grad_precisions.size(), pb.n_threads);

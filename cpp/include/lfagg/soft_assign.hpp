@@ -8,6 +8,9 @@
 // column of the product sum_n e_nk [f'^2, f', 1].
 #pragma once
 
+#include <cmath>
+#include <stdexcept>
+
 #include "lfagg/common.hpp"
 
 namespace lfagg {
@@ -29,7 +32,10 @@ struct TileBuffers {
 template <class T>
 class SoftAssigner {
   public:
-    SoftAssigner(const SoftParams<T>& p, Index dim) : k_(p.k), dim_(dim), gamma_(p.gamma) {
+    // With check_features, expand() throws std::invalid_argument on a feature that is NaN or
+    // infinite, checked as it reads the rows instead of in a pass of its own.
+    SoftAssigner(const SoftParams<T>& p, Index dim, bool check_features = false)
+        : k_(p.k), dim_(dim), gamma_(p.gamma), check_features_(check_features) {
         const CMapR<T> c(p.centers, k_, dim_);
         precisions_ = CMapR<T>(p.precisions, k_, dim_);
         shift_ = c.colwise().mean();
@@ -50,11 +56,19 @@ class SoftAssigner {
 
     // b.x = [f'^2, f', 1] for the m rows starting at `rows`.
     void expand(const T* rows, Index m, TileBuffers<T>& b) const {
-        const CMapR<T> f(rows, m, dim_);
-        auto x = b.x.topRows(m);
-        x.middleCols(dim_, dim_) = f.rowwise() - shift_;
-        x.leftCols(dim_) = x.middleCols(dim_, dim_).cwiseAbs2();
-        x.rightCols(1).setOnes();
+        // Row by row, each row's three parts written while it is in L1 (whole-block passes
+        // took 6% of the soft VLAD forward+backward).
+        T nan_if_not_finite(0);  // f * 0 is NaN exactly for NaN and infinities
+        for (Index i = 0; i < m; ++i) {
+            const Eigen::Map<const RowVec<T>> row(rows + i * dim_, dim_);
+            if (check_features_) nan_if_not_finite += (row * T(0)).sum();
+            auto x = b.x.row(i);
+            auto f = x.segment(dim_, dim_);
+            f = row - shift_;
+            x.head(dim_) = f.cwiseAbs2();
+            x[2 * dim_] = T(1);
+        }
+        if (std::isnan(nan_if_not_finite)) throw std::invalid_argument("features contains NaN or infinity");
     }
 
     // Fills b.x and b.a for the m feature rows starting at `rows`.
@@ -76,6 +90,7 @@ class SoftAssigner {
   private:
     Index k_, dim_;
     T gamma_;
+    bool check_features_;
     RowVec<T> shift_;
     MatR<T> centers_, precisions_;
     Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> weights_;  // (2D + 1) x K

@@ -83,9 +83,10 @@ struct SoftVladEncoder {
     static void backprop_segment(const SoftAssigner<T>& sa, const TileBuffers<T>& b, Index s, const A& a,
                                  const T* grad_b, T inv_n, E&& e, MatR<T>& direct) {
         const CMapR<T> gb(grad_b, sa.k(), sa.dim());
-        e.noalias() = b.shifted(s, a.rows()) * gb.transpose();
-        e.rowwise() -= sa.centers().cwiseProduct(gb).rowwise().sum().transpose();
-        e *= inv_n;
+        // The constant term first, so that the matrix product adds to it (assigned, the
+        // product would zero e first, then need passes for the term and the scale).
+        e.rowwise() = -inv_n * sa.centers().cwiseProduct(gb).rowwise().sum().transpose();
+        e.noalias() += inv_n * (b.shifted(s, a.rows()) * gb.transpose());
         for (Index i = 0; i < a.rows(); ++i) softmax_backward_row(a.row(i), e.row(i), e.row(i));
         const RowVec<T> mass = inv_n * a.colwise().sum();
         direct.noalias() -= mass.asDiagonal() * gb;
@@ -107,8 +108,8 @@ class SoftStatistics {
   public:
     using Tile = TileBuffers<T>;
     static constexpr bool keeps_scratch = true;  // see KeepsScratch
-    SoftStatistics(const SoftParams<T>& params, Index dim, T* assignments)
-        : sa_(params, dim), assignments_(assignments) {}
+    SoftStatistics(const SoftParams<T>& params, Index dim, T* assignments, bool check_features)
+        : sa_(params, dim, check_features), assignments_(assignments) {}
 
     Index k() const { return sa_.k(); }
     Index stat_dim() const { return Enc::stat_dim(sa_.k(), sa_.dim()); }
@@ -131,10 +132,12 @@ class SoftStatistics {
 
 // Forward pass. out: (n_bags x out_dim) row-major; empty bags encode to zeros. With
 // `assignments` (N x K row-major, or null) the soft assignments are kept for soft_backward.
+// With check_features, a NaN or infinite feature throws std::invalid_argument (out and
+// assignments then hold partial results).
 template <class Enc, class T>
 void soft_encode(const BagsView<T>& bags, const SoftParams<T>& params, T* out, int n_threads,
-                 T* assignments = nullptr) {
-    encode_bags(bags, SoftStatistics<Enc, T>(params, bags.dim, assignments), out, n_threads);
+                 T* assignments = nullptr, bool check_features = false) {
+    encode_bags(bags, SoftStatistics<Enc, T>(params, bags.dim, assignments, check_features), out, n_threads);
 }
 
 // Sums over the features of one chunk of rows that the backward pass needs:
@@ -155,15 +158,16 @@ struct BackwardSums {
 // them the backward costs about one forward instead of two. With `grad_features` (N x D
 // row-major, or null) the gradient w.r.t. the local features is written there too:
 //   dJ/df_nj = -2 gamma sum_k e_nk P_kj (f'_nj - C'_kj)   [+ T2's direct term]
-// = -2 gamma f'_nj (E P)_nj - gamma (E (-2 C'P))_nj, one more matrix product per chunk
-// (E times the assigner's weights less their bias row); each feature's row is written by
-// the one thread that owns its chunk, so it needs no reduction.
+// = -2 gamma f'_nj (E P)_nj + 2 gamma (E (C'P))_nj, one more matrix product per chunk;
+// each feature's row is written by
+// the one thread that owns its chunk, so it needs no reduction. check_features as for
+// soft_encode.
 template <class Enc, class T>
 double soft_backward(const BagsView<T>& bags, const SoftParams<T>& params, const T* grad_out,
                      T* grad_centers, T* grad_precisions, int n_threads, const T* assignments = nullptr,
-                     T* grad_features = nullptr) {
+                     T* grad_features = nullptr, bool check_features = false) {
     using MatD = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-    const SoftAssigner<T> sa(params, bags.dim);
+    const SoftAssigner<T> sa(params, bags.dim, check_features);
     const Index k = params.k, dim = bags.dim, out_dim = Enc::out_dim(k, dim);
     // Chunks of up to 512 rows, larger than the forward's tiles: the K x 2D sums are a
     // matrix product over the chunk's rows, efficient only with a long inner dimension.
@@ -176,7 +180,7 @@ double soft_backward(const BagsView<T>& bags, const SoftParams<T>& params, const
     struct Work {
         TileBuffers<T> tile;
         MatR<T> e;
-        MatR<T> e_w;         // e times [P ; -2 C'P]^T, the weights less the bias (rows x 2D), for grad_features
+        MatR<T> e_w;         // e times the feature weights (rows x 2D), for grad_features
         RowVec<T> grad_bag;  // aligned copy of the bag's dJ/dR: reductions over it must not
                              // depend on where numpy placed grad_out
         Work(Index r, Index d, Index k_, Index o, bool with_features)
@@ -192,6 +196,13 @@ double soft_backward(const BagsView<T>& bags, const SoftParams<T>& params, const
     const Index n_sums = std::min(wave, n_chunks);  // the chunks of a wave
     if (sums.size() < static_cast<std::size_t>(n_sums))
         sums.resize(n_sums, BackwardSums<T>(k, dim, Enc::has_direct_term));
+    // dJ/df_n through the assignments = f'_n * (e_n W_l) + e_n W_r with [W_l, W_r] these
+    // K x 2D weights, [-2 gamma P, 2 gamma C'P].
+    MatR<T> feature_weights(grad_features ? k : 0, 2 * dim);
+    if (grad_features) {
+        feature_weights.leftCols(dim) = (T(-2) * sa.gamma()) * sa.precisions();
+        feature_weights.rightCols(dim) = (T(2) * sa.gamma()) * sa.centers().cwiseProduct(sa.precisions());
+    }
     Eigen::MatrixXd ex_total = Eigen::MatrixXd::Zero(k, 2 * dim + 1);  // the layout of BackwardSums::ex
     MatD direct_total = MatD::Zero(k, dim);
     ErrorTrap trap;
@@ -222,11 +233,11 @@ double soft_backward(const BagsView<T>& bags, const SoftParams<T>& params, const
         const auto e = w.e.topRows(m);
         acc.ex.noalias() = e.transpose() * w.tile.x.topRows(m);
         if (grad_features) {
+            // Into the thread's own buffer: a product written straight into gf, wherever numpy
+            // placed it, could round differently with its alignment.
             auto e_w = w.e_w.topRows(m);
-            e_w.noalias() = e * sa.weights().topRows(2 * dim).transpose();
-            const T gamma = sa.gamma();
-            const auto through_a = (T(-2) * gamma) * w.tile.shifted(0, m).cwiseProduct(e_w.leftCols(dim)) -
-                                   gamma * e_w.rightCols(dim);
+            e_w.noalias() = e * feature_weights;
+            const auto through_a = w.tile.shifted(0, m).cwiseProduct(e_w.leftCols(dim)) + e_w.rightCols(dim);
             if constexpr (Enc::has_direct_term)
                 gf += through_a;
             else
