@@ -45,6 +45,28 @@ def test_every_fold_is_the_method_fitted_on_its_training_part():
     assert "| data set | BoW |" in format_mil_table({"circles": {"BoW": results}})
 
 
+def test_t1_plus_t2_is_the_mean_of_their_probabilities_on_each_test_fold(monkeypatch):
+    def small_method(name, random_state, n_threads=1):  # the defaults' grids, cut down for speed
+        cls = lfagg.LearnedBoWCV if name == "T1" else lfagg.LearnedVLADCV
+        return cls(n_codewords=(2,), gamma_scale=(1.0,), learning_rate=(1e-2,), max_epochs=1, cv=2, n_estimators=2,
+                   random_state=random_state, n_threads=n_threads)
+
+    monkeypatch.setattr(lfagg.mil, "make_method", small_method)
+    bags, y = make_circles_bags(24, 8, random_state=3)
+    results = mil_benchmark(bags, y, methods=["T1", "T2"], n_splits=2, n_repeats=1, random_state=1)
+    assert list(results) == ["T1", "T2", "T1+T2"]
+    for f, (train, test) in enumerate(StratifiedKFold(2, shuffle=True, random_state=1).split(y, y)):
+        train_bags, test_bags = standardize(bags.subset(train), bags.subset(test))
+        models = [small_method(m, 1).fit(train_bags, y[train]) for m in ("T1", "T2")]
+        probas = [model.predict_proba(test_bags) for model in models]
+        for m, model in zip(("T1", "T2"), models):
+            assert results[m]["accuracy"][0][f] == np.mean(model.predict(test_bags) == y[test])
+        averaged = models[0].classes_[np.argmax((probas[0] + probas[1]) / 2, axis=1)]
+        assert results["T1+T2"]["accuracy"][0][f] == np.mean(averaged == y[test])
+        assert results["T1+T2"]["params"][f] == [model.best_params_ for model in models]
+    assert "T1+T2" not in mil_benchmark(bags, y, methods=["T1"], n_splits=2, n_repeats=1, random_state=1)
+
+
 def test_unknown_method_and_bad_folds_fail_clearly():
     bags, y = make_circles_bags(20, 5, random_state=0)
     with pytest.raises(ValueError, match="method must be one of"):

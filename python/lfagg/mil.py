@@ -7,7 +7,9 @@ Methods: "T1" and "T2" are :class:`lfagg.LearnedBoWCV` and :class:`lfagg.Learned
 with their defaults; "BoW", "VLAD" and "FV" are :class:`lfagg.BagClassifier` over
 :class:`lfagg.BagOfWords`, :class:`lfagg.VLAD` and :class:`lfagg.FisherVector`, their
 codebook size chosen among the same sizes by scikit-learn's ``GridSearchCV`` on the
-same number of inner folds by the same score (the held-out log loss).
+same number of inner folds by the same score (the held-out log loss). When the methods
+include both T1 and T2, "T1+T2" is scored too: the mean of their class probabilities on
+each test fold (a model average, no fit of its own).
 ``benchmarks/mil_benchmark.py`` runs it from the command line.
 """
 from __future__ import annotations
@@ -25,10 +27,12 @@ from .encoders import VLAD, BagOfWords, FisherVector
 from .models import BagClassifier, LearnedBoWCV, LearnedVLADCV
 from .models.selection import DEFAULT_CODEBOOK_SIZES, DEFAULT_FOLDS
 
-__all__ = ["METHODS", "make_method", "standardize", "mil_benchmark", "format_mil_table"]
+__all__ = ["METHODS", "AVERAGES", "make_method", "standardize", "mil_benchmark", "format_mil_table"]
 
 #: The methods compared, by name.
 METHODS = ("T1", "T2", "BoW", "VLAD", "FV")
+#: Model averages scored when all their members are among the methods: name -> members.
+AVERAGES = {"T1+T2": ("T1", "T2")}
 _ENCODERS = {"BoW": BagOfWords, "VLAD": VLAD, "FV": FisherVector}
 
 
@@ -58,8 +62,16 @@ def _run_fold(method: str, bags: Bags, y: np.ndarray, train, test, seed: int, n_
     model = make_method(method, seed, n_threads)
     start = time.perf_counter()
     model.fit(train_bags, y[train])
-    accuracy = float(np.mean(model.predict(test_bags) == y[test]))
-    return {"accuracy": accuracy, "seconds": time.perf_counter() - start, "params": model.best_params_}
+    proba = model.predict_proba(test_bags)
+    accuracy = float(np.mean(model.classes_[proba.argmax(axis=1)] == y[test]))
+    return {"accuracy": accuracy, "seconds": time.perf_counter() - start, "params": model.best_params_,
+            "proba": proba, "classes": model.classes_}
+
+
+def _averaged_accuracy(runs: list, y_test: np.ndarray) -> float:
+    """The test accuracy of the mean of the ``runs``' class probabilities (same classes)."""
+    proba = np.mean([run["proba"] for run in runs], axis=0)
+    return float(np.mean(runs[0]["classes"][proba.argmax(axis=1)] == y_test))
 
 
 def mil_benchmark(bags, y, methods=METHODS, n_splits: int = 10, n_repeats: int = 5, random_state: int = 0,
@@ -82,7 +94,9 @@ def mil_benchmark(bags, y, methods=METHODS, n_splits: int = 10, n_repeats: int =
     dict method -> {"mean": mean accuracy over all folds, "se": standard error (of the
     repeats' means over their standard deviation, or of the folds' with one repeat),
     "accuracy": (n_repeats, n_splits) list, "seconds": mean fit time, "params": the
-    chosen hyper-parameters of every fold}.
+    chosen hyper-parameters of every fold}, also for each of :data:`AVERAGES` whose
+    members are all among ``methods`` (its seconds: its members' together; its params:
+    theirs).
     """
     bags = check_bags(bags)
     y = check_labels(y, len(bags))
@@ -94,13 +108,23 @@ def mil_benchmark(bags, y, methods=METHODS, n_splits: int = 10, n_repeats: int =
              for m in methods]
     runs = Parallel(n_jobs=n_jobs_arg(n_jobs), return_as="generator")(
         delayed(_run_fold)(m, bags, y, train, test, random_state + r, n_threads) for m, r, f, train, test in tasks)
-    results = {m: {"accuracy": np.zeros((n_repeats, n_splits)), "seconds": [], "params": []} for m in methods}
+    averages = {name: members for name, members in AVERAGES.items() if set(members) <= set(methods)}
+    results = {m: {"accuracy": np.zeros((n_repeats, n_splits)), "seconds": [], "params": []}
+               for m in [*methods, *averages]}
+    fold_runs = {}  # (repeat, fold) -> {method: run}, for the averages
     with progress_bar(f"MIL benchmark: {len(methods)} methods, {n_repeats} x {n_splits} folds", len(tasks),
                       verbosity(verbose)) as bar:
-        for (m, r, f, _, _), run in zip(tasks, runs):
+        for (m, r, f, _, test), run in zip(tasks, runs):
             results[m]["accuracy"][r, f] = run["accuracy"]
             results[m]["seconds"].append(run["seconds"])
             results[m]["params"].append(run["params"])
+            fold_runs.setdefault((r, f), {})[m] = run
+            for name, members in averages.items():
+                if m in members and all(member in fold_runs[r, f] for member in members):
+                    member_runs = [fold_runs[r, f][member] for member in members]
+                    results[name]["accuracy"][r, f] = _averaged_accuracy(member_runs, y[test])
+                    results[name]["seconds"].append(sum(run["seconds"] for run in member_runs))
+                    results[name]["params"].append([run["params"] for run in member_runs])
             bar.update()
     for result in results.values():
         accuracy = result["accuracy"]
