@@ -125,7 +125,7 @@ void def_soft_encoder_for(py::module_& m, const char* name, const char* backward
           py::arg("n_threads") = 0, py::arg("check_features") = true, py::arg("return_grad_features") = false);
 }
 
-// Registers float64 then float32 under one name (check_features=false skips the scan of
+// Registers float64 then float32 under one name (check_features=false skips the check of
 // features that lfagg already validated); arrays are never converted here
 // (lfagg.ops does the one conversion), so a dtype mismatch is a TypeError, not a copy.
 // Whether every value of an array is finite: one threaded, allocation-free scan, so that

@@ -2,8 +2,9 @@
 (one module per instruction set, chosen by ``lfagg._native``). Use :mod:`lfagg.ops`:
 these functions take exactly-typed C-contiguous arrays (float64 or float32, int64 offsets)
 and never convert them. Each function has a float64 and a float32 overload.
-``check_features=False`` skips the scan of features for NaN and infinity, for bags that
-lfagg validated once (``all_finite``) before calling kernels on them many times."""
+``check_features=False`` skips the check of features for NaN and infinity (a scan of its
+own, or in the soft encoders part of reading each block), for bags that lfagg validated
+once (``all_finite``) before calling kernels on them many times."""
 from typing import Literal, Optional, Tuple, Union, overload
 
 import numpy as np
