@@ -15,7 +15,7 @@ import lfagg
 from lfagg import cli, experiments
 from lfagg.datasets import make_circles_bags, save_npz_bags
 
-SUBCOMMANDS = ["demo", "train", "encode", "evaluate", "reproduce", "figures"]
+SUBCOMMANDS = ["demo", "train", "select", "encode", "evaluate", "reproduce", "figures"]
 TRAIN = ["--codewords", "3", "--epochs", "1", "--samples-per-bag", "10", "--lr", "0.01", "--verbose", "0"]
 
 
@@ -179,6 +179,31 @@ def test_train_with_max_pooling(capsys, files, tmp_path, method):
     rc, out, err = run_main(capsys, "train", "--bags", files / "test.npz", "--method", "bow", *TRAIN,
                             "--pooling", "max", "--model", model_path)
     assert rc == 1 and "pooling 'max' applies to t1 and t2 only" in err
+
+
+def test_select_then_evaluate_and_encode(capsys, files, tmp_path):
+    model_path = tmp_path / "cv.lfagg"
+    search = ["--codewords", "2", "3", "--pooling", "mean", "max", "--folds", "2", "--refits", "2"]
+    rc, out, err = run_main(capsys, "select", "--bags", files / "train", "--labels", files / "train.csv",
+                            "--method", "t2", *search, "--verbose", "0", "--model", model_path)
+    assert rc == 0, err
+    model = lfagg.load(model_path)
+    bags, y = lfagg.datasets.load_bags(files / "train", files / "train.csv")
+    expected = lfagg.LearnedVLADCV(n_codewords=(2, 3), pooling=("mean", "max"), cv=2, n_estimators=2,
+                                   random_state=0, n_threads=1).fit(bags, y)
+    assert isinstance(model, lfagg.LearnedVLADCV) and len(model.estimators_) == 2
+    assert model.best_params_ == expected.best_params_ and f"chose {expected.best_params_} on 2 folds" in out
+    test_bags, test_y = lfagg.datasets.load_npz_bags(files / "test.npz")
+    rc, out, err = run_main(capsys, "evaluate", "--model", model_path, "--bags", files / "test.npz", "--threads", "1")
+    assert rc == 0, err
+    assert out.startswith(f"accuracy {np.mean(model.predict(test_bags) == test_y):.4f}")
+    rc, out, err = run_main(capsys, "encode", "--model", model_path, "--bags", files / "test.npz",
+                            "--out", tmp_path / "r.npy", "--threads", "1")
+    assert rc == 0, err
+    np.testing.assert_array_equal(np.load(tmp_path / "r.npy"), model.transform(test_bags))
+    rc, _, err = run_main(capsys, "select", "--bags", files / "train", "--labels", files / "train.csv",
+                          "--method", "bow", "--model", model_path)
+    assert rc == 2 and "invalid choice: 'bow'" in err
 
 
 def test_errors(capsys, files, tmp_path):

@@ -1,4 +1,5 @@
-"""The ``lfagg`` command line: demo, train, encode, evaluate, store build, reproduce, figures.
+"""The ``lfagg`` command line: demo, train, select, encode, evaluate, store build, reproduce,
+figures.
 
 Errors in the user's files (missing, malformed, not a model) print one line on stderr
 and exit with status 1; argparse's usage errors exit with status 2.
@@ -43,25 +44,30 @@ def build_model(method, n_codewords, *, epochs=10, gamma="auto", gamma_scale=1.0
 
 
 def load_model(path):
-    """The fitted classifier of bags written at path by ``lfagg train`` (:func:`lfagg.load`:
-    loading runs no code); ValueError for anything else."""
+    """The fitted classifier of bags written at path by ``lfagg train`` or ``lfagg select``
+    (:func:`lfagg.load`: loading runs no code); ValueError for anything else."""
     from ._validation import fitted_names
-    from .models import BagClassifier, LearnedBoW, LearnedVLAD
+    from .models import BagClassifier, LearnedBoW, LearnedBoWCV, LearnedVLAD, LearnedVLADCV
     from .persistence import load
 
     model = load(path)
-    if not isinstance(model, (BagClassifier, LearnedBoW, LearnedVLAD)):
-        raise ValueError(f"{path}: holds a {type(model).__name__}, not a classifier of bags from 'lfagg train'")
+    if not isinstance(model, (BagClassifier, LearnedBoW, LearnedVLAD, LearnedBoWCV, LearnedVLADCV)):
+        raise ValueError(f"{path}: holds a {type(model).__name__}, not a classifier of bags from 'lfagg train' "
+                         "or 'lfagg select'")
     if not fitted_names(model):
         raise ValueError(f"{path}: holds an unfitted {type(model).__name__}, not a model from 'lfagg train'")
     return model
 
 
 def _set_threads(model, threads) -> None:
-    """--threads for a loaded model: the thread count of its kernels and of its encoder's."""
-    for estimator in (model, getattr(model, "encoder_", None)):
-        if threads is not None and estimator is not None and "n_threads" in estimator.get_params():
-            estimator.set_params(n_threads=threads)
+    """--threads for a loaded model: the thread count of its kernels and of its encoder's
+    (of every refit's, for a model of ``lfagg select``)."""
+    if threads is None:
+        return
+    for fitted in getattr(model, "estimators_", [model]):
+        for estimator in (fitted, getattr(fitted, "encoder_", None)):
+            if estimator is not None and "n_threads" in estimator.get_params():
+                estimator.set_params(n_threads=threads)
 
 
 # ---------------------------------------------------------------------------------------
@@ -136,6 +142,27 @@ def _train(args) -> int:
     return 0
 
 
+def _select(args) -> int:
+    from ._progress import bags_count
+    from .models import LearnedBoWCV, LearnedVLADCV
+    from .persistence import save
+
+    _check_output_folder(args.model)
+    bags, y = _labelled_bags(args)
+    given = {name: value for name, value in (("n_codewords", args.codewords), ("pooling", args.pooling),
+                                             ("cv", args.folds), ("n_estimators", args.refits)) if value is not None}
+    search = LearnedBoWCV if args.method == "t1" else LearnedVLADCV
+    model = search(**{k: tuple(v) if isinstance(v, list) else v for k, v in given.items()}, random_state=args.seed,
+                   n_jobs=args.jobs, n_threads=args.threads, verbose=args.verbose)
+    start = time.perf_counter()
+    model.fit(bags, y)
+    save(model, args.model)
+    print(f"{args.method}: chose {model.best_params_} on {model.cv} folds of {bags_count(len(bags))} (held-out "
+          f"{model.scoring} {model.best_score_:.4f}), refitted {len(model.estimators_)} time(s), in "
+          f"{time.perf_counter() - start:.1f} s; saved to {args.model}")
+    return 0
+
+
 def _encode(args) -> int:
     import numpy as np
 
@@ -147,6 +174,7 @@ def _encode(args) -> int:
     _check_output_folder(args.out)
     model = load_model(args.model)
     _set_threads(model, args.threads)
+    model = getattr(model, "best_estimator_", model)  # a search's representation: its first refit's
     bags, _ = load_bags(args.bags)
     with _dask_scheduler(args.scheduler, args.address) as use_dask:
         if args.out.endswith(".zarr"):
@@ -377,6 +405,31 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--model", required=True, metavar="OUT", help="output model file (lfagg.save; e.g. model.lfagg)")
     _add_common(train)
     train.set_defaults(run=_train)
+
+    select = sub.add_parser(
+        "select", help="choose t1's or t2's hyper-parameters on folds of your bags, refit; save the model",
+        description="Choose the codebook size, gamma scale, learning rate, number of epochs and (given two) the "
+        "pooling of t1 or t2 on stratified folds of the training bags, then refit the choice on all of them with "
+        "several seeds and average their probabilities (lfagg.LearnedBoWCV / LearnedVLADCV with their defaults "
+        "otherwise); save the model for encode and evaluate.",
+        formatter_class=formatter)
+    select.add_argument("--bags", required=True, metavar="PATH", help=_BAGS_HELP)
+    select.add_argument("--labels", metavar="PATH", help=_LABELS_HELP)
+    select.add_argument("--method", choices=("t1", "t2"), default="t1", help="representation")
+    select.add_argument("--codewords", type=_positive_int, nargs="+", metavar="K", default=None,
+                        help="codebook sizes searched (default: LearnedBoWCV's)")
+    select.add_argument("--pooling", choices=("mean", "max"), nargs="+", default=None,
+                        help="poolings searched: mean, max or both (default: LearnedBoWCV's, the mean)")
+    select.add_argument("--folds", type=_int_at_least(2), default=None,
+                        help="folds of the search (default: LearnedBoWCV's)")
+    select.add_argument("--refits", type=_positive_int, default=None,
+                        help="refits of the choice with different seeds, their probabilities averaged "
+                        "(default: LearnedBoWCV's)")
+    select.add_argument("--jobs", type=_positive_int, default=None,
+                        help="folds searched in parallel processes (default 1)")
+    select.add_argument("--model", required=True, metavar="OUT", help="output model file (lfagg.save)")
+    _add_common(select)
+    select.set_defaults(run=_select)
 
     encode = sub.add_parser(
         "encode", help="write the representation of bags as an .npy array",
