@@ -2,9 +2,12 @@
 started from those clusters) against scikit-learn's KMeans and GaussianMixture run the
 usual way on the same sample: the inertia within 1%, the log-likelihood as good."""
 
+import warnings
+
 import numpy as np
 import pytest
 from sklearn.cluster import KMeans
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
 from conftest import CIFAR
@@ -167,6 +170,59 @@ def test_gmm_is_as_likely_as_scikit_learns_on_average():
     mean_theirs = np.mean([GaussianMixture(12, covariance_type="diag", max_iter=50, random_state=s).fit(X).score(X)
                            for s in range(6)])
     assert mean_ours >= mean_theirs - 0.005 * abs(mean_theirs)
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-10), (np.float32, 2e-4)])
+def test_em_iterations_equal_scikit_learns_from_the_same_start(monkeypatch, dtype, rtol):
+    rng = np.random.default_rng(7)
+    X = blobs(5, n=3_000, dim=6, n_blobs=4) * rng.uniform(0.5, 3.0, 6)
+    K = 5  # one component more than the blobs
+    start = codebook.Codebook(X[rng.choice(len(X), K, replace=False)], rng.uniform(0.5, 2.0, (K, 6)),
+                              rng.dirichlet(np.ones(K)))
+    monkeypatch.setattr(codebook, "GMM_TOL", 0.0)  # every iteration runs
+    for n_iter in (1, 6):
+        ours = codebook.em_gmm(X.astype(dtype), start, max_iter=n_iter, reg_covar=1e-4, n_threads=2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)  # a few iterations, on purpose
+            theirs = GaussianMixture(K, covariance_type="diag", max_iter=n_iter, tol=0, reg_covar=1e-4,
+                                     means_init=start.centers, weights_init=start.weights,
+                                     precisions_init=1 / start.variances).fit(X)
+        np.testing.assert_allclose(ours.centers, theirs.means_, rtol=rtol, atol=rtol * np.abs(X).max())
+        np.testing.assert_allclose(ours.variances, theirs.covariances_, rtol=rtol * 10)
+        np.testing.assert_allclose(ours.weights, theirs.weights_, rtol=rtol, atol=1e-12)
+
+
+class CountingCore:
+    """lfagg's core, counting the calls of its Fisher Vector kernel (one per EM iteration)."""
+
+    def __init__(self, core):
+        self.core, self.calls = core, 0
+
+    def __getattr__(self, name):
+        return getattr(self.core, name)
+
+    def fisher_vector(self, *args, **kwargs):
+        self.calls += 1
+        return self.core.fisher_vector(*args, **kwargs)
+
+
+def test_em_stops_once_the_means_settle_and_keeps_a_component_without_mass(monkeypatch):
+    X = blobs(6, n=2_000, dim=3, n_blobs=2)
+    far = codebook.Codebook(np.vstack([X[:2], [[1e3, 1e3, 1e3]]]), np.ones((3, 3)), np.full(3, 1 / 3))
+    core = CountingCore(codebook._native.core)
+    monkeypatch.setattr(codebook._native, "core", core)
+    fitted = codebook.em_gmm(X, far, max_iter=500)
+    np.testing.assert_array_equal(fitted.centers[2], far.centers[2])  # no feature is near it: it stays
+    np.testing.assert_array_equal(fitted.variances[2], far.variances[2])
+
+    def largest_move(before, after):
+        return np.max(np.abs(after.centers - before.centers) / np.sqrt(after.variances))
+
+    n_iter = core.calls
+    assert 2 < n_iter < 500
+    before_last = codebook.em_gmm(X, far, max_iter=n_iter - 1)
+    assert largest_move(before_last, fitted) <= codebook.GMM_TOL  # the last iteration settled
+    assert largest_move(codebook.em_gmm(X, far, max_iter=n_iter - 2), before_last) > codebook.GMM_TOL
 
 
 def nearest(X, centers):

@@ -251,8 +251,10 @@ class FisherVector(_CodebookTransformer):
         (:func:`lfagg.normalize.improved_fisher_normalize`).
     with_weights : bool, append the K gradients with respect to the mixture weights.
     max_init_features : int, the most local features the mixture is fitted on (a random sample).
-    max_iter : EM iterations of the diagonal GaussianMixture (which starts from 20 Lloyd
-        iterations of K-Means); n_init : K-Means runs; reg_covar : added to the variances.
+    max_iter : at most this many EM iterations of the diagonal Gaussian mixture (lfagg's
+        :func:`lfagg.encoders.codebook.em_gmm`, scikit-learn's M-step, started from 20 Lloyd
+        iterations of K-Means; it stops once the means settle); n_init : K-Means runs;
+        reg_covar : added to the variances.
     random_state : None, int or numpy random generator, for sampling and the mixture.
     n_threads : int or None (all cores), for fitting and encoding.
 
