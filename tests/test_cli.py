@@ -183,16 +183,19 @@ def test_train_with_max_pooling(capsys, files, tmp_path, method):
 
 def test_select_then_evaluate_and_encode(capsys, files, tmp_path):
     model_path = tmp_path / "cv.lfagg"
-    search = ["--codewords", "2", "3", "--pooling", "mean", "max", "--folds", "2", "--refits", "2"]
+    search = ["--codewords", "2", "3", "--pooling", "mean", "max", "--gamma-scale", "1", "4", "--lr", "0.01",
+              "--max-epochs", "2", "--folds", "2", "--refits", "2"]
     rc, out, err = run_main(capsys, "select", "--bags", files / "train", "--labels", files / "train.csv",
                             "--method", "t2", *search, "--verbose", "0", "--model", model_path)
     assert rc == 0, err
     model = lfagg.load(model_path)
     bags, y = lfagg.datasets.load_bags(files / "train", files / "train.csv")
-    expected = lfagg.LearnedVLADCV(n_codewords=(2, 3), pooling=("mean", "max"), cv=2, n_estimators=2,
-                                   random_state=0, n_threads=1).fit(bags, y)
+    expected = lfagg.LearnedVLADCV(n_codewords=(2, 3), pooling=("mean", "max"), gamma_scale=(1.0, 4.0),
+                                   learning_rate=(0.01,), max_epochs=2, cv=2, n_estimators=2, random_state=0,
+                                   n_threads=1).fit(bags, y)
     assert isinstance(model, lfagg.LearnedVLADCV) and len(model.estimators_) == 2
     assert model.best_params_ == expected.best_params_ and f"chose {expected.best_params_} on 2 folds" in out
+    assert model.get_params()["gamma_scale"] == (1.0, 4.0) and model.max_epochs == 2
     test_bags, test_y = lfagg.datasets.load_npz_bags(files / "test.npz")
     rc, out, err = run_main(capsys, "evaluate", "--model", model_path, "--bags", files / "test.npz", "--threads", "1")
     assert rc == 0, err
@@ -204,6 +207,18 @@ def test_select_then_evaluate_and_encode(capsys, files, tmp_path):
     rc, _, err = run_main(capsys, "select", "--bags", files / "train", "--labels", files / "train.csv",
                           "--method", "bow", "--model", model_path)
     assert rc == 2 and "invalid choice: 'bow'" in err
+
+
+def test_select_help_states_the_estimators_defaults(capsys):
+    for search in (lfagg.LearnedBoWCV(), lfagg.LearnedVLADCV()):
+        p = search.get_params()
+        stated = (f"codebook sizes {' '.join(map(str, p['n_codewords']))}, gamma scales "
+                  f"{' '.join(f'{v:g}' for v in p['gamma_scale'])}, learning rates "
+                  f"{' '.join(f'{v:g}' for v in p['learning_rate'])}, {p['max_epochs']} epochs, {p['cv']} folds, "
+                  f"{p['n_estimators']} refits, the {p['pooling']} pooling.")
+        assert cli.SELECT_DEFAULTS.endswith(stated)
+    rc, out, _ = run_main(capsys, "select", "--help")
+    assert rc == 0 and "codebook sizes 4 16 64" in " ".join(out.split())
 
 
 def test_errors(capsys, files, tmp_path):
@@ -219,7 +234,7 @@ def test_errors(capsys, files, tmp_path):
         (["train", "--bags", files / "train", *TRAIN, "--model", tmp_path / "m.lfagg"], "no labels; pass --labels"),
         ([*train, "--model", tmp_path / "no" / "m.lfagg"], "no such directory"),
         (["encode", "--model", tmp_path / "bad.lfagg", "--bags", files / "test.npz", "--out", tmp_path / "r.npy"],
-         "not a model file written by lfagg.save / 'lfagg train'"),
+         "not a model file written by lfagg.save / 'lfagg train' / 'lfagg select'"),
         (["evaluate", "--model", tmp_path / "encoder.lfagg", "--bags", files / "test.npz"],
          "holds a BagOfWords, not a classifier of bags"),
         (["evaluate", "--model", tmp_path / "unfitted.lfagg", "--bags", files / "test.npz"],

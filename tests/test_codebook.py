@@ -179,7 +179,7 @@ def test_em_iterations_equal_scikit_learns_from_the_same_start(monkeypatch, dtyp
     K = 5  # one component more than the blobs
     start = codebook.Codebook(X[rng.choice(len(X), K, replace=False)], rng.uniform(0.5, 2.0, (K, 6)),
                               rng.dirichlet(np.ones(K)))
-    monkeypatch.setattr(codebook, "GMM_TOL", 0.0)  # every iteration runs
+    monkeypatch.setattr(codebook, "GMM_TOL", -np.inf)  # every iteration runs
     for n_iter in (1, 6):
         ours = codebook.em_gmm(X.astype(dtype), start, max_iter=n_iter, reg_covar=1e-4, n_threads=2)
         with warnings.catch_warnings():
@@ -206,23 +206,37 @@ class CountingCore:
         return self.core.fisher_vector(*args, **kwargs)
 
 
-def test_em_stops_once_the_means_settle_and_keeps_a_component_without_mass(monkeypatch):
-    X = blobs(6, n=2_000, dim=3, n_blobs=2)
+def test_em_stops_as_scikit_learn_and_keeps_a_component_without_mass(monkeypatch):
+    X = blobs(6, n=2_000, dim=3, n_blobs=2).astype(np.float64)
     far = codebook.Codebook(np.vstack([X[:2], [[1e3, 1e3, 1e3]]]), np.ones((3, 3)), np.full(3, 1 / 3))
     core = CountingCore(codebook._native.core)
     monkeypatch.setattr(codebook._native, "core", core)
     fitted = codebook.em_gmm(X, far, max_iter=500)
     np.testing.assert_array_equal(fitted.centers[2], far.centers[2])  # no feature is near it: it stays
     np.testing.assert_array_equal(fitted.variances[2], far.variances[2])
-
-    def largest_move(before, after):
-        return np.max(np.abs(after.centers - before.centers) / np.sqrt(after.variances))
-
     n_iter = core.calls
-    assert 2 < n_iter < 500
-    before_last = codebook.em_gmm(X, far, max_iter=n_iter - 1)
-    assert largest_move(before_last, fitted) <= codebook.GMM_TOL  # the last iteration settled
-    assert largest_move(codebook.em_gmm(X, far, max_iter=n_iter - 2), before_last) > codebook.GMM_TOL
+    assert 3 < n_iter < 500
+
+    def score(n):  # the mean log-likelihood after n iterations, by scikit-learn
+        c = codebook.em_gmm(X, far, max_iter=n)
+        return gmm_score(X, c.weights, c.centers, c.variances)
+
+    # It stops after the M-step of the first E-step whose likelihood gained less than GMM_TOL.
+    assert score(n_iter - 1) - score(n_iter - 2) < codebook.GMM_TOL <= score(n_iter - 2) - score(n_iter - 3)
+
+
+def test_fisher_vector_kernel_gives_each_bags_mean_log_likelihood():
+    from lfagg import _native
+    rng = np.random.default_rng(9)
+    X, K = blobs(8, n=1_500, dim=4, n_blobs=3).astype(np.float64), 3
+    means, variances, weights = rng.normal(size=(K, 4)), rng.uniform(0.5, 2.0, (K, 4)), rng.dirichlet(np.ones(K))
+    offsets = np.array([0, 700, 700, 1_500])
+    out = _native.core.fisher_vector(X, offsets, means, variances, weights, with_log_likelihood=True)
+    for b, (s, e) in enumerate(zip(offsets[:-1], offsets[1:])):
+        if e > s:
+            assert out[b, -1] == pytest.approx(gmm_score(X[s:e], weights, means, variances), rel=1e-12)
+    assert out[1, -1] == 0  # an empty bag
+    np.testing.assert_array_equal(out[:, :-1], _native.core.fisher_vector(X, offsets, means, variances, weights))
 
 
 def nearest(X, centers):

@@ -307,6 +307,31 @@ def test_random_garbage_hypothesis():
     check_one()
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("encoder", ["soft_bow", "soft_vlad"])
+def test_a_bad_feature_far_from_the_first_rows_raises_on_every_path(encoder, bad, dtype):
+    """The kernels check the features as they read each block: one NaN or infinity in
+    the last of 3,000 rows (several blocks and threads' worth) must still be found."""
+    rng = np.random.default_rng(5)
+    features = rng.normal(size=(3_000, D)).astype(dtype)
+    offsets = np.array([0, 1_000, 3_000])
+    centers, precisions = rng.normal(size=(K, D)).astype(dtype), np.ones((K, D), dtype)
+    forward, backward = getattr(ops, encoder), getattr(ops, encoder + "_backward")
+    grad = rng.normal(size=(2, K if encoder == "soft_bow" else K * D)).astype(dtype)
+    _, kept = forward(features, offsets, centers, precisions, 0.5, return_assignments=True)
+    features[-1, 1] = bad
+    for n_threads in (1, 2):
+        for extra in ({}, dict(return_assignments=True), dict(assignments_out=np.empty_like(kept))):
+            with pytest.raises(ValueError, match="features contains NaN or infinity"):
+                forward(features, offsets, centers, precisions, 0.5, n_threads, **extra)
+        for assignments in (None, kept):
+            for with_grad_features in (False, True):
+                with pytest.raises(ValueError, match="features contains NaN or infinity"):
+                    backward(features, offsets, centers, precisions, 0.5, grad, n_threads, assignments=assignments,
+                             return_grad_features=with_grad_features)
+
+
 def test_gamma_underflowing_float32_is_rejected():
     f = np.ones((3, 2), dtype=np.float32)
     with pytest.raises(ValueError, match="gamma = 1e-46 is 0.0 in float32, the features' dtype"):

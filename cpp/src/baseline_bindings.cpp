@@ -56,7 +56,7 @@ Array<T> vlad(const Array<T>& features, const Offsets& offsets, const Array<T>& 
 template <class T>
 Array<T> fisher_vector(const Array<T>& features, const Offsets& offsets, const Array<T>& means,
                        const Array<T>& variances, const Array<T>& weights, bool with_weights, int n_threads,
-                       bool check_features) {
+                       bool check_features, bool with_log_likelihood) {
     const int nt = check_threads(n_threads);
     const auto bags = check_bags(features, offsets);
     check_codewords(means, bags.dim, "means", "component");
@@ -72,7 +72,8 @@ Array<T> fisher_vector(const Array<T>& features, const Offsets& offsets, const A
     check_finite(weights, "weights", nt);
     check_positive(weights, "weights");
     if (check_features) check_finite(features, "features", nt);
-    const lfagg::FisherEncoder<T> enc({means.data(), variances.data(), weights.data(), k}, bags.dim, with_weights);
+    const lfagg::FisherEncoder<T> enc({means.data(), variances.data(), weights.data(), k}, bags.dim, with_weights,
+                                      with_log_likelihood);
     return run_encoder(bags, enc, nt, "features, means or variances");
 }
 
@@ -142,7 +143,8 @@ void def_baselines_for(py::module_& m) {
           py::arg("check_features") = true);
     m.def("fisher_vector", &fisher_vector<T>, py::arg("features").noconvert(), py::arg("offsets").noconvert(),
           py::arg("means").noconvert(), py::arg("variances").noconvert(), py::arg("weights").noconvert(),
-          py::arg("with_weights") = false, py::arg("n_threads") = 0, py::arg("check_features") = true);
+          py::arg("with_weights") = false, py::arg("n_threads") = 0, py::arg("check_features") = true,
+          py::arg("with_log_likelihood") = false);
     m.def("kmeans_step", &kmeans_step<T>, py::arg("features").noconvert(), py::arg("centers").noconvert(),
           py::arg("n_threads") = 0, py::arg("return_labels") = false, py::arg("check_features") = true);
     m.def("kmeans_plusplus", &kmeans_plusplus<T>, py::arg("features").noconvert(), py::arg("uniforms").noconvert(),

@@ -125,9 +125,6 @@ void def_soft_encoder_for(py::module_& m, const char* name, const char* backward
           py::arg("n_threads") = 0, py::arg("check_features") = true, py::arg("return_grad_features") = false);
 }
 
-// Registers float64 then float32 under one name (check_features=false skips the check of
-// features that lfagg already validated); arrays are never converted here
-// (lfagg.ops does the one conversion), so a dtype mismatch is a TypeError, not a copy.
 // Whether every value of an array is finite: one threaded, allocation-free scan, so that
 // lfagg validates a collection once and its kernels can then skip their own scan.
 template <class T>
@@ -142,6 +139,9 @@ void def_all_finite_for(py::module_& m) {
         py::arg("a").noconvert(), py::arg("n_threads") = 0);
 }
 
+// Registers float64 then float32 under one name (check_features=false skips the check of
+// features that lfagg already validated); arrays are never converted here
+// (lfagg.ops does the one conversion), so a dtype mismatch is a TypeError, not a copy.
 template <class Enc>
 void def_soft_encoder(py::module_& m, const char* name, const char* backward_name) {
     def_soft_encoder_for<Enc, double>(m, name, backward_name);

@@ -60,7 +60,8 @@ def bow(features: F, offsets: Offsets, centers: F, n_threads: int = 0, check_fea
 def vlad(features: F, offsets: Offsets, centers: F, assignments: Optional[F], n_threads: int = 0,
          check_features: bool = True) -> F: ...
 def fisher_vector(features: F, offsets: Offsets, means: F, variances: F, weights: F, with_weights: bool = False,
-                  n_threads: int = 0, check_features: bool = True) -> F: ...
+                  n_threads: int = 0, check_features: bool = True,
+                  with_log_likelihood: bool = False) -> F: ...  # + 1 column: each bag's mean log p(f_n)
 def kmeans_step(features: F, centers: F, n_threads: int = 0, return_labels: bool = False,
                 check_features: bool = True) -> tuple: ...  # (counts, means, inertia[, labels, distances])
 def kmeans_plusplus(features: F, uniforms: NDArray[np.float64], n_threads: int = 0,

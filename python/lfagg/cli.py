@@ -14,6 +14,10 @@ import time
 import warnings
 
 METHODS = ("t1", "t2", "bow", "vlad", "fv")
+#: What `lfagg select` searches when not told (LearnedBoWCV's defaults, which a test
+#: compares this with: the parser does not import scikit-learn to read them).
+SELECT_DEFAULTS = ("Options left out take the estimators' defaults: codebook sizes 4 16 64, gamma scales 0.125 0.5 2 "
+                   "8, learning rates 0.001 0.01, 16 epochs, 5 folds, 5 refits, the mean pooling.")
 
 
 def build_model(method, n_codewords, *, epochs=10, gamma="auto", gamma_scale=1.0, learning_rate=1e-3,
@@ -55,7 +59,8 @@ def load_model(path):
         raise ValueError(f"{path}: holds a {type(model).__name__}, not a classifier of bags from 'lfagg train' "
                          "or 'lfagg select'")
     if not fitted_names(model):
-        raise ValueError(f"{path}: holds an unfitted {type(model).__name__}, not a model from 'lfagg train'")
+        raise ValueError(f"{path}: holds an unfitted {type(model).__name__}, not a model from 'lfagg train' or "
+                         "'lfagg select'")
     return model
 
 
@@ -64,8 +69,8 @@ def _set_threads(model, threads) -> None:
     (of every refit's, for a model of ``lfagg select``)."""
     if threads is None:
         return
-    for fitted in getattr(model, "estimators_", [model]):
-        for estimator in (fitted, getattr(fitted, "encoder_", None)):
+    for fitted in [model, *getattr(model, "estimators_", []), getattr(model, "best_estimator_", None)]:
+        for estimator in (fitted, getattr(fitted, "encoder_", None)):  # None for a model without one
             if estimator is not None and "n_threads" in estimator.get_params():
                 estimator.set_params(n_threads=threads)
 
@@ -149,11 +154,15 @@ def _select(args) -> int:
 
     _check_output_folder(args.model)
     bags, y = _labelled_bags(args)
-    given = {name: value for name, value in (("n_codewords", args.codewords), ("pooling", args.pooling),
-                                             ("cv", args.folds), ("n_estimators", args.refits)) if value is not None}
+    given = {name: value for name, value in (
+        ("n_codewords", args.codewords), ("pooling", args.pooling), ("gamma_scale", args.gamma_scale),
+        ("learning_rate", args.lr), ("max_epochs", args.max_epochs), ("cv", args.folds),
+        ("n_estimators", args.refits)) if value is not None}
+    # Processes in parallel each get one thread unless told otherwise (see LearnedBoWCV).
+    threads = 1 if args.threads is None and args.jobs is not None and args.jobs > 1 else args.threads
     search = LearnedBoWCV if args.method == "t1" else LearnedVLADCV
     model = search(**{k: tuple(v) if isinstance(v, list) else v for k, v in given.items()}, random_state=args.seed,
-                   n_jobs=args.jobs, n_threads=args.threads, verbose=args.verbose)
+                   n_jobs=args.jobs, n_threads=threads, verbose=args.verbose)
     start = time.perf_counter()
     model.fit(bags, y)
     save(model, args.model)
@@ -297,7 +306,7 @@ _BAGS_HELP = ("the bags: a directory of .npy files, one (n_i, D) array per bag, 
 _LABELS_HELP = ("class labels: a .txt file with one label per line in bag order, or a .csv file with one column "
                 "(label) or two (name,label: name = the .npy file name, for a directory); optional header "
                 "(default: the 'labels' array of the .npz)")
-_MODEL_HELP = "a model file written by 'lfagg train' (lfagg.save; loading it runs no code)"
+_MODEL_HELP = "a model file written by 'lfagg train' or 'lfagg select' (lfagg.save; loading it runs no code)"
 
 
 def _positive_float(text):
@@ -410,23 +419,28 @@ def build_parser() -> argparse.ArgumentParser:
         "select", help="choose t1's or t2's hyper-parameters on folds of your bags, refit; save the model",
         description="Choose the codebook size, gamma scale, learning rate, number of epochs and (given two) the "
         "pooling of t1 or t2 on stratified folds of the training bags, then refit the choice on all of them with "
-        "several seeds and average their probabilities (lfagg.LearnedBoWCV / LearnedVLADCV with their defaults "
-        "otherwise); save the model for encode and evaluate.",
+        "several seeds and average their probabilities (lfagg.LearnedBoWCV / LearnedVLADCV); save the model for "
+        "encode and evaluate. " + SELECT_DEFAULTS,
         formatter_class=formatter)
     select.add_argument("--bags", required=True, metavar="PATH", help=_BAGS_HELP)
     select.add_argument("--labels", metavar="PATH", help=_LABELS_HELP)
     select.add_argument("--method", choices=("t1", "t2"), default="t1", help="representation")
     select.add_argument("--codewords", type=_positive_int, nargs="+", metavar="K", default=None,
-                        help="codebook sizes searched (default: LearnedBoWCV's)")
+                        help="codebook sizes searched")
     select.add_argument("--pooling", choices=("mean", "max"), nargs="+", default=None,
-                        help="poolings searched: mean, max or both (default: LearnedBoWCV's, the mean)")
-    select.add_argument("--folds", type=_int_at_least(2), default=None,
-                        help="folds of the search (default: LearnedBoWCV's)")
+                        help="poolings searched: mean, max or both")
+    select.add_argument("--gamma-scale", type=_positive_float, nargs="+", metavar="S", default=None,
+                        help="multipliers of the 'auto' gamma searched")
+    select.add_argument("--lr", type=_positive_float, nargs="+", metavar="LR", default=None,
+                        help="learning rates searched")
+    select.add_argument("--max-epochs", type=_count, default=None,
+                        help="epochs of each candidate's run (0, 1, 2, 4, ... up to it are scored)")
+    select.add_argument("--folds", type=_int_at_least(2), default=None, help="folds of the search")
     select.add_argument("--refits", type=_positive_int, default=None,
-                        help="refits of the choice with different seeds, their probabilities averaged "
-                        "(default: LearnedBoWCV's)")
+                        help="refits of the choice with different seeds, their probabilities averaged")
     select.add_argument("--jobs", type=_positive_int, default=None,
-                        help="folds searched in parallel processes (default 1)")
+                        help="folds (and refits) in parallel processes, each on one thread unless --threads says "
+                        "otherwise (default: 1 process)")
     select.add_argument("--model", required=True, metavar="OUT", help="output model file (lfagg.save)")
     _add_common(select)
     select.set_defaults(run=_select)
@@ -450,8 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     store = sub.add_parser(
         "store", help="bag stores (Zarr) for collections larger than memory",
-        description="Bag stores hold ragged bags on disk (lfagg.BagStore, Zarr v3); train, encode and evaluate "
-        "take one as --bags and read it block by block. Needs zarr (pip install 'lfagg[store]').",
+        description="Bag stores hold ragged bags on disk (lfagg.BagStore, Zarr v3); train, select, encode and "
+        "evaluate take one as --bags and read it block by block. Needs zarr (pip install 'lfagg[store]').",
         formatter_class=formatter)
     store_sub = store.add_subparsers(dest="store_command", required=True, metavar="STORE_COMMAND")
     build = store_sub.add_parser(

@@ -62,10 +62,9 @@ def _run_fold(method: str, bags: Bags, y: np.ndarray, train, test, seed: int, n_
     model = make_method(method, seed, n_threads)
     start = time.perf_counter()
     model.fit(train_bags, y[train])
-    proba = model.predict_proba(test_bags)
-    accuracy = float(np.mean(model.classes_[proba.argmax(axis=1)] == y[test]))
+    accuracy = float(np.mean(model.predict(test_bags) == y[test]))
     return {"accuracy": accuracy, "seconds": time.perf_counter() - start, "params": model.best_params_,
-            "proba": proba, "classes": model.classes_}
+            "proba": model.predict_proba(test_bags), "classes": model.classes_}
 
 
 def _averaged_accuracy(runs: list, y_test: np.ndarray) -> float:

@@ -113,7 +113,8 @@ def soft_bow(features, offsets, centers, precisions, gamma, n_threads=None, *, p
         N * K values of memory (the forward pass alone never holds more than a few rows).
     assignments_out : optional writeable C-contiguous (N, K) array of the features' dtype
         that receives the assignments (and is returned) instead of a new array: a training
-        loop reuses one buffer across its steps (implies return_assignments).
+        loop reuses one buffer across its steps (implies return_assignments); after an
+        error its content is unspecified.
 
     Returns
     -------

@@ -92,7 +92,7 @@ def _file_references(node):
 
 
 def load(path):
-    """The estimator in the model file ``path`` written by :func:`save` (``lfagg train``).
+    """The estimator in the model file ``path`` written by :func:`save` (``lfagg train``, ``lfagg select``).
 
     Loading constructs only trusted types (:data:`TRUSTED_TYPES`, NumPy arrays, builtins)
     and never unpickles, so a crafted file cannot run code.
@@ -121,9 +121,10 @@ def load(path):
                     _check_references(inner)
     except (zipfile.BadZipFile, KeyError, UnicodeDecodeError, ValueError, RecursionError, OSError,
             EOFError) as exc:  # RecursionError: a crafted, deeply nested lfagg.json; ValueError: bad JSON, a bomb
-        raise ValueError(f"{path}: not a model file written by lfagg.save / 'lfagg train' ({exc})") from None
+        raise ValueError(f"{path}: not a model file written by lfagg.save / 'lfagg train' / 'lfagg select' "
+                         f"({exc})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a model file written by lfagg.save / 'lfagg train'")
+        raise ValueError(f"{path}: not a model file written by lfagg.save / 'lfagg train' / 'lfagg select'")
     version = meta.get("version")
     if not is_int(version) or version < 1:
         raise ValueError(f"{path}: damaged model file (format version {version!r})")

@@ -196,19 +196,23 @@ struct GmmParams {
 // Statistics: S0 = sum_n q_nk (K), then per component k the row [S1_k, S2_k] (K x 2D) with
 // S1_k = sum_n q_nk f'_n and S2_k = sum_n q_nk f'_n^2, where q_nk is the posterior.
 // Output: the K mean blocks, the K variance blocks (D each), then with_weights the K
-// gradients with respect to the mixture weights.
+// gradients with respect to the mixture weights, then with_log_likelihood the mean over
+// the bag's features of log p(f_n) (for EM: its change tells when to stop; the statistic
+// after S2 holds their sum).
 template <class T>
 class FisherEncoder {
   public:
     struct Tile {
         MatR<T> x;     // rows x 2D: [f', f'^2]
         MatR<T> post;  // rows x K: log-likelihoods, then posteriors
-        Tile(Index rows, Index dim, Index k) : x(rows, 2 * dim), post(rows, k) {}
+        RowVec<T> log_likelihood;  // rows: log p(f_n) + D/2 log(2 pi)
+        Tile(Index rows, Index dim, Index k) : x(rows, 2 * dim), post(rows, k), log_likelihood(rows) {}
     };
 
     // log(w_k N(f; mu_k, var_k)) + D/2 log(2 pi) = [f', f'^2] W + bias_k, with
     // W = [mu' P ; -P/2]^T, bias_k = log w_k - 1/2 sum_j (log var_kj + P_kj mu'_kj^2).
-    FisherEncoder(const GmmParams<T>& gmm, Index dim, bool with_weights) : dim_(dim), with_weights_(with_weights) {
+    FisherEncoder(const GmmParams<T>& gmm, Index dim, bool with_weights, bool with_log_likelihood = false)
+        : dim_(dim), with_weights_(with_weights), with_log_likelihood_(with_log_likelihood) {
         const CMapR<T> mu(gmm.means, gmm.k, dim), var(gmm.variances, gmm.k, dim);
         const Eigen::Map<const RowVec<T>> w(gmm.weights, gmm.k);
         shift_ = mu.colwise().mean();
@@ -230,8 +234,8 @@ class FisherEncoder {
     }
 
     Index k() const { return means_.rows(); }
-    Index stat_dim() const { return k() * (1 + 2 * dim_); }
-    Index out_dim() const { return 2 * k() * dim_ + (with_weights_ ? k() : 0); }
+    Index stat_dim() const { return k() * (1 + 2 * dim_) + (with_log_likelihood_ ? 1 : 0); }
+    Index out_dim() const { return 2 * k() * dim_ + (with_weights_ ? k() : 0) + (with_log_likelihood_ ? 1 : 0); }
     Tile tile(Index rows) const { return Tile(rows, dim_, k()); }
 
     void prepare(Tile& t, const T* rows, Index, Index m) const {
@@ -243,8 +247,11 @@ class FisherEncoder {
         p.rowwise() += bias_;
         for (Index i = 0; i < m; ++i) {  // softmax in log space: subtract the largest term
             auto q = p.row(i);
-            q = (q.array() - q.maxCoeff()).exp().matrix();
-            q /= q.sum();
+            const T top = q.maxCoeff();
+            q = (q.array() - top).exp().matrix();
+            const T total = q.sum();
+            q /= total;
+            t.log_likelihood[i] = top + std::log(total);
         }
     }
 
@@ -252,6 +259,7 @@ class FisherEncoder {
         const auto q = t.post.middleRows(s, m);
         Eigen::Map<RowVec<T>>(stats, k()) = q.colwise().sum();
         MapR<T>(stats + k(), k(), 2 * dim_).noalias() = q.transpose() * t.x.middleRows(s, m);
+        if (with_log_likelihood_) stats[stat_dim() - 1] = t.log_likelihood.segment(s, m).sum();
     }
 
     // As vl_fisher: u_k = sum_n q_nk (f_n - mu_k) / sigma_k / (N sqrt(w_k)),
@@ -273,11 +281,14 @@ class FisherEncoder {
         if (with_weights_)
             Eigen::Map<RowVec<T>>(out + 2 * k() * dim_, k()) =
                 ((s0 * inv_n - mixture_weights_.array()) * mean_scale_.array()).transpose().matrix().template cast<T>();
+        if (with_log_likelihood_)
+            out[out_dim() - 1] = static_cast<T>(stats[stat_dim() - 1] * inv_n - 0.5 * dim_ * std::log(2 * kPi));
     }
 
   private:
+    static constexpr double kPi = 3.14159265358979323846;
     Index dim_;
-    bool with_weights_;
+    bool with_weights_, with_log_likelihood_;
     RowVec<T> shift_;
     MatR<double> means_, precisions_;  // mu' = mu - shift, P = 1 / var
     Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> projection_;  // 2D x K

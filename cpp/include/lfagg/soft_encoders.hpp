@@ -159,9 +159,8 @@ struct BackwardSums {
 // row-major, or null) the gradient w.r.t. the local features is written there too:
 //   dJ/df_nj = -2 gamma sum_k e_nk P_kj (f'_nj - C'_kj)   [+ T2's direct term]
 // = -2 gamma f'_nj (E P)_nj + 2 gamma (E (C'P))_nj, one more matrix product per chunk;
-// each feature's row is written by
-// the one thread that owns its chunk, so it needs no reduction. check_features as for
-// soft_encode.
+// each feature's row is written by the one thread that owns its chunk, so it needs no
+// reduction. check_features as for soft_encode.
 template <class Enc, class T>
 double soft_backward(const BagsView<T>& bags, const SoftParams<T>& params, const T* grad_out,
                      T* grad_centers, T* grad_precisions, int n_threads, const T* assignments = nullptr,
@@ -233,8 +232,9 @@ double soft_backward(const BagsView<T>& bags, const SoftParams<T>& params, const
         const auto e = w.e.topRows(m);
         acc.ex.noalias() = e.transpose() * w.tile.x.topRows(m);
         if (grad_features) {
-            // Into the thread's own buffer: a product written straight into gf, wherever numpy
-            // placed it, could round differently with its alignment.
+            // Into the thread's own buffer: a product added straight into gf, wherever numpy
+            // placed it, rounded differently from call to call (test_grad_features.py, D = 6,
+            // K = 5).
             auto e_w = w.e_w.topRows(m);
             e_w.noalias() = e * feature_weights;
             const auto through_a = w.tile.shifted(0, m).cwiseProduct(e_w.leftCols(dim)) + e_w.rightCols(dim);

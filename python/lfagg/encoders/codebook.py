@@ -77,9 +77,8 @@ KMEANS_TOL = 1e-4
 #: EM iterations of the GMM codebooks by default (scikit-learn's default).
 GMM_MAX_ITER = 100
 
-#: EM stops earlier once no mean moves by more than this fraction of its standard
-#: deviation in an iteration (scikit-learn watches the log-likelihood instead, which
-#: lfagg's kernel does not return).
+#: EM stops earlier once an iteration raises the mean log-likelihood of the sample by less
+#: than this (scikit-learn's criterion and tol).
 GMM_TOL = 1e-3
 
 
@@ -221,8 +220,8 @@ def _gmm(sample, K, seed, max_iter, n_init, reg_covar, n_threads) -> Codebook:
 def em_gmm(sample: np.ndarray, start: Codebook, max_iter: int = GMM_MAX_ITER, reg_covar: float = 1e-6,
            n_threads: int = 0) -> Codebook:
     """EM of a diagonal Gaussian mixture on the (n, D) float sample (finite, as lfagg
-    validated it) from ``start``: at most ``max_iter`` iterations, fewer once no mean moves
-    by more than GMM_TOL of its standard deviation. The M-step is scikit-learn's
+    validated it) from ``start``: at most ``max_iter`` iterations, fewer once one raises the
+    sample's mean log-likelihood by less than GMM_TOL. The M-step is scikit-learn's
     ``GaussianMixture(covariance_type="diag")`` (``reg_covar`` added to the variances);
     the E-step is one pass of lfagg's Fisher Vector kernel over the sample as a single bag,
     whose unnormalised statistics are the sums the M-step needs, taken around the current
@@ -235,12 +234,14 @@ def em_gmm(sample: np.ndarray, start: Codebook, max_iter: int = GMM_MAX_ITER, re
     offsets, dtype = np.array([0, n], dtype=np.int64), sample.dtype
     means, variances, weights = start.centers, start.variances, start.weights
     tiny = 10 * np.finfo(np.float64).eps  # scikit-learn's floor of a component's mass
+    log_likelihood = -np.inf  # of the parameters before the last M-step
     for _ in range(max_iter):
         params = (np.ascontiguousarray(a, dtype=dtype) for a in (means, variances, weights))
         fv = _native.core.fisher_vector(sample, offsets, *params, with_weights=True, n_threads=n_threads,
-                                        check_features=False)[0].astype(np.float64)
-        u, v, a = fv[:means.size].reshape(means.shape), fv[means.size:2 * means.size].reshape(means.shape), \
-            fv[2 * means.size:]
+                                        check_features=False, with_log_likelihood=True)[0].astype(np.float64)
+        u, v = fv[:means.size].reshape(means.shape), fv[means.size:2 * means.size].reshape(means.shape)
+        a, settled = fv[2 * means.size:-1], fv[-1] - log_likelihood < GMM_TOL
+        log_likelihood = fv[-1]
         root_w = np.sqrt(weights)
         mass = n * (root_w * a + weights)                                        # sum_n q_nk
         centred = n * root_w[:, None] * u                                        # sum_n q_nk (f_n - mu_k) / sigma_k
@@ -254,7 +255,7 @@ def em_gmm(sample: np.ndarray, start: Codebook, max_iter: int = GMM_MAX_ITER, re
         variances = np.where(alive[:, None],
                              np.maximum(variances * squared / mass[:, None] - step ** 2, 0) + reg_covar, variances)
         means, weights = means + step, mass / mass.sum()
-        if np.max(np.abs(step) / np.sqrt(variances)) <= GMM_TOL:
+        if settled:  # as scikit-learn, after the M-step of the E-step that found it
             break
     return Codebook(means, variances, weights)
 
