@@ -225,6 +225,15 @@ def test_em_stops_as_scikit_learn_and_keeps_a_component_without_mass(monkeypatch
     assert score(n_iter - 1) - score(n_iter - 2) < codebook.GMM_TOL <= score(n_iter - 2) - score(n_iter - 3)
 
 
+def test_a_collapsed_gaussian_is_a_clear_error_without_reg_covar():
+    import lfagg
+    X = np.repeat(np.arange(6.0)[:, None], 50, axis=0) * np.ones((1, 2))  # 6 distinct features, 300 rows
+    bags = lfagg.Bags(X, [0, 150, 300])
+    assert (lfagg.FisherVector(4, random_state=0).fit(bags).variances_ > 0).all()  # reg_covar 1e-6
+    with pytest.raises(ValueError, match="collapsed onto identical features .* reg_covar > 0"):
+        lfagg.FisherVector(4, reg_covar=0, random_state=0).fit(bags)
+
+
 def test_fisher_vector_kernel_gives_each_bags_mean_log_likelihood():
     from lfagg import _native
     rng = np.random.default_rng(9)

@@ -227,7 +227,8 @@ def em_gmm(sample: np.ndarray, start: Codebook, max_iter: int = GMM_MAX_ITER, re
     whose unnormalised statistics are the sums the M-step needs, taken around the current
     means (12x faster than scikit-learn's E-step and M-step at 100,000 x 108, K = 64, on
     one thread; in the sample's dtype). A component left without mass keeps its mean and
-    variance (one whose mass is below what the kernel's precision resolves). Returns the
+    variance (one whose mass is below what the kernel's precision resolves); a variance of 0
+    (only possible with ``reg_covar=0``) is a ValueError, as in scikit-learn. Returns the
     fitted Codebook (centers = the means)."""
     sample = np.ascontiguousarray(sample)
     n = len(sample)
@@ -236,6 +237,9 @@ def em_gmm(sample: np.ndarray, start: Codebook, max_iter: int = GMM_MAX_ITER, re
     tiny = 10 * np.finfo(np.float64).eps  # scikit-learn's floor of a component's mass
     log_likelihood = -np.inf  # of the parameters before the last M-step
     for _ in range(max_iter):
+        if not np.all(variances.astype(dtype) > 0):
+            raise ValueError(f"a Gaussian of the mixture has collapsed onto identical features (a variance of 0): "
+                             f"give reg_covar > 0 (it is {reg_covar:g}) or fewer components")
         params = (np.ascontiguousarray(a, dtype=dtype) for a in (means, variances, weights))
         fv = _native.core.fisher_vector(sample, offsets, *params, with_weights=True, n_threads=n_threads,
                                         check_features=False, with_log_likelihood=True)[0].astype(np.float64)
