@@ -209,6 +209,18 @@ def test_select_then_evaluate_and_encode(capsys, files, tmp_path):
     assert rc == 2 and "invalid choice: 'bow'" in err
 
 
+def test_select_with_jobs_saves_a_model_on_all_cores(capsys, files, tmp_path):
+    # one thread per process during the search, none of that in the saved model
+    model_path = tmp_path / "cv.lfagg"
+    rc, _, err = run_main(capsys, "select", "--bags", files / "test.npz", "--codewords", "2", "--gamma-scale", "1",
+                          "--lr", "0.01", "--max-epochs", "1", "--folds", "2", "--refits", "2", "--jobs", "2",
+                          "--verbose", "0", "--model", model_path)
+    assert rc == 0, err
+    model = lfagg.load(model_path)
+    assert model.n_jobs == 2 and model.n_threads is None
+    assert [refit.n_threads for refit in model.estimators_] == [None, None]
+
+
 def test_select_help_states_the_estimators_defaults(capsys):
     for search in (lfagg.LearnedBoWCV(), lfagg.LearnedVLADCV()):
         p = search.get_params()

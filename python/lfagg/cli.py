@@ -165,6 +165,8 @@ def _select(args) -> int:
                    n_jobs=args.jobs, n_threads=threads, verbose=args.verbose)
     start = time.perf_counter()
     model.fit(bags, y)
+    for fitted in [model, *model.estimators_]:  # the one thread per process was for the search only
+        fitted.set_params(n_threads=args.threads)
     save(model, args.model)
     print(f"{args.method}: chose {model.best_params_} on {model.cv} folds of {bags_count(len(bags))} (held-out "
           f"{model.scoring} {model.best_score_:.4f}), refitted {len(model.estimators_)} time(s), in "
