@@ -51,8 +51,6 @@ class SoftAssigner {
     T gamma() const { return gamma_; }
     const MatR<T>& centers() const { return centers_; }        // C' = C - mu
     const MatR<T>& precisions() const { return precisions_; }  // P
-    // [P ; -2 C'P ; b] as (2D + 1) x K: distances are [f'^2, f', 1] times this.
-    const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>& weights() const { return weights_; }
 
     // b.x = [f'^2, f', 1] for the m rows starting at `rows`.
     void expand(const T* rows, Index m, TileBuffers<T>& b) const {
@@ -93,7 +91,7 @@ class SoftAssigner {
     bool check_features_;
     RowVec<T> shift_;
     MatR<T> centers_, precisions_;
-    Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> weights_;  // (2D + 1) x K
+    Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> weights_;  // [P ; -2 C'P ; b], (2D + 1) x K
 };
 
 }  // namespace lfagg

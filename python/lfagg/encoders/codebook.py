@@ -237,10 +237,10 @@ def em_gmm(sample: np.ndarray, start: Codebook, max_iter: int = GMM_MAX_ITER, re
     tiny = 10 * np.finfo(np.float64).eps  # scikit-learn's floor of a component's mass
     log_likelihood = -np.inf  # of the parameters before the last M-step
     for _ in range(max_iter):
-        if not np.all(variances.astype(dtype) > 0):
+        params = [np.ascontiguousarray(a, dtype=dtype) for a in (means, variances, weights)]
+        if not np.all(params[1] > 0):
             raise ValueError(f"a Gaussian of the mixture has collapsed onto identical features (a variance of 0): "
                              f"give reg_covar > 0 (it is {reg_covar:g}) or fewer components")
-        params = (np.ascontiguousarray(a, dtype=dtype) for a in (means, variances, weights))
         fv = _native.core.fisher_vector(sample, offsets, *params, with_weights=True, n_threads=n_threads,
                                         check_features=False, with_log_likelihood=True)[0].astype(np.float64)
         u, v = fv[:means.size].reshape(means.shape), fv[means.size:2 * means.size].reshape(means.shape)
