@@ -181,7 +181,8 @@ def test_em_iterations_equal_scikit_learns_from_the_same_start(monkeypatch, dtyp
                               rng.dirichlet(np.ones(K)))
     monkeypatch.setattr(codebook, "GMM_TOL", -np.inf)  # every iteration runs
     for n_iter in (1, 6):
-        ours = codebook.em_gmm(X.astype(dtype), start, max_iter=n_iter, reg_covar=1e-4, n_threads=2)
+        with pytest.warns(ConvergenceWarning, match=f"did not settle in {n_iter} EM iterations"):
+            ours = codebook.em_gmm(X.astype(dtype), start, max_iter=n_iter, reg_covar=1e-4, n_threads=2)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)  # a few iterations, on purpose
             theirs = GaussianMixture(K, covariance_type="diag", max_iter=n_iter, tol=0, reg_covar=1e-4,
@@ -211,14 +212,18 @@ def test_em_stops_as_scikit_learn_and_keeps_a_component_without_mass(monkeypatch
     far = codebook.Codebook(np.vstack([X[:2], [[1e3, 1e3, 1e3]]]), np.ones((3, 3)), np.full(3, 1 / 3))
     core = CountingCore(codebook._native.core)
     monkeypatch.setattr(codebook._native, "core", core)
-    fitted = codebook.em_gmm(X, far, max_iter=500)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)  # it settles: no warning
+        fitted = codebook.em_gmm(X, far, max_iter=500)
     np.testing.assert_array_equal(fitted.centers[2], far.centers[2])  # no feature is near it: it stays
     np.testing.assert_array_equal(fitted.variances[2], far.variances[2])
     n_iter = core.calls
     assert 3 < n_iter < 500
 
     def score(n):  # the mean log-likelihood after n iterations, by scikit-learn
-        c = codebook.em_gmm(X, far, max_iter=n)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)  # cut short on purpose
+            c = codebook.em_gmm(X, far, max_iter=n)
         return gmm_score(X, c.weights, c.centers, c.variances)
 
     # It stops after the M-step of the first E-step whose likelihood gained less than GMM_TOL.

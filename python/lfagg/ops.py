@@ -59,7 +59,8 @@ def _backward_args(grad_output, assignments, dtype):
 POOLINGS = ("mean", "max")
 
 
-def _max_pooled(pooling) -> bool:
+def is_max_pooling(pooling) -> bool:
+    """Whether ``pooling`` is "max" (False for "mean"); ValueError for any other value."""
     return choice(pooling, "pooling", POOLINGS) == "max"
 
 
@@ -70,7 +71,7 @@ def _forward(kernel, max_kernel, features, offsets, centers, precisions, gamma, 
     args, nt = _soft_args(features, offsets, centers, precisions, gamma, n_threads)
     return_assignments = boolean(return_assignments, "return_assignments")
     assignments_out = _assignments_out(assignments_out, args[0].dtype)
-    if _max_pooled(pooling):
+    if is_max_pooling(pooling):
         return max_kernel(*args[:4], gamma=args[4], n_threads=nt, check_features=True,
                           return_assignments=return_assignments, assignments_out=assignments_out)
     return kernel(*args, nt, return_assignments, assignments_out=assignments_out)
@@ -82,7 +83,7 @@ def _backward(kernel, max_kernel, features, offsets, centers, precisions, gamma,
     args, nt = _soft_args(features, offsets, centers, precisions, gamma, n_threads)
     grad_output, assignments = _backward_args(grad_output, assignments, args[0].dtype)
     return_grad_features = boolean(return_grad_features, "return_grad_features")
-    if _max_pooled(pooling):
+    if is_max_pooling(pooling):
         return max_kernel(*args[:4], gamma=args[4], grad_output=grad_output, assignments=assignments,
                           n_threads=nt, check_features=True, return_grad_features=return_grad_features)
     return kernel(*args, grad_output, assignments, n_threads=nt, return_grad_features=return_grad_features)

@@ -148,7 +148,7 @@ def soft_bow(features, offsets, centers, precisions, gamma, n_threads=None, keep
     (n_bags, K) tensor of the features' dtype, zeros for an empty bag; with the mean
     pooling, every other row sums to 1.
     """
-    function = SoftBoWMaxFunction if choice(pooling, "pooling", ops.POOLINGS) == "max" else SoftBoWFunction
+    function = SoftBoWMaxFunction if ops.is_max_pooling(pooling) else SoftBoWFunction
     return _encode(function, features, offsets, centers, precisions, gamma, n_threads, keep_assignments)
 
 
@@ -156,7 +156,7 @@ def soft_vlad(features, offsets, centers, precisions, gamma, n_threads=None, kee
     """T2, the soft VLAD of ragged bags, differentiable: as :func:`soft_bow`, returning
     (n_bags, K * D), k-major: R_b[k, :] = (1/N_b) sum_n a_nk (f_n - C_k), or with
     ``pooling="max"`` R_b[k, j] = max_n a_nk (f_nj - C_kj) (see :func:`lfagg.ops.soft_vlad`)."""
-    function = SoftVLADMaxFunction if choice(pooling, "pooling", ops.POOLINGS) == "max" else SoftVLADFunction
+    function = SoftVLADMaxFunction if ops.is_max_pooling(pooling) else SoftVLADFunction
     return _encode(function, features, offsets, centers, precisions, gamma, n_threads, keep_assignments)
 
 

@@ -2,10 +2,12 @@
 K-Means / Gaussian-mixture / random initialisation, and the default softness gamma."""
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import sparse
+from sklearn.exceptions import ConvergenceWarning
 
 from .. import _native
 from .._threads import limit_threads
@@ -261,6 +263,10 @@ def em_gmm(sample: np.ndarray, start: Codebook, max_iter: int = GMM_MAX_ITER, re
         means, weights = means + step, mass / mass.sum()
         if settled:  # as scikit-learn, after the M-step of the E-step that found it
             break
+    else:
+        warnings.warn(f"the Gaussian mixture did not settle in {max_iter} EM iterations (the last one raised the "
+                      f"mean log-likelihood by more than {GMM_TOL:g}); give a larger max_iter",
+                      ConvergenceWarning, stacklevel=2)
     return Codebook(means, variances, weights)
 
 
