@@ -36,3 +36,17 @@ def test_every_module_imports_first():
     result = subprocess.run([sys.executable, "-c", SCRIPT, *(m for m in MODULES if m not in optional)],
                             capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_kernels_and_the_command_line_help_do_not_import_scikit_learn():
+    # Importing scikit-learn takes about a second: lfagg, lfagg.ops and `lfagg --help` must not pay it.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    script = ("import sys, lfagg, lfagg.ops, lfagg.encoders.soft, lfagg.cli\n"
+              "try:\n    lfagg.cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
+              "print(sorted(m for m in sys.modules if m.split('.')[0] == 'sklearn'))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+    probe = subprocess.run([sys.executable, "-c", "import sys, lfagg; lfagg.BagOfWords; print('sklearn' in sys.modules)"],
+                           capture_output=True, text=True, env=env)
+    assert probe.stdout.strip() == "True", probe.stderr  # the probe itself can see scikit-learn arrive

@@ -1,9 +1,25 @@
 """Encoders of bags: the learnable soft BoW and soft VLAD, each mean or max pooled (:mod:`.soft`),
 the unsupervised baselines BagOfWords, VLAD and FisherVector (:mod:`.baselines`), and the
 codebooks all of them start from (:mod:`.codebook`)."""
-from .baselines import VLAD, BagOfWords, FisherVector
-from .codebook import Codebook, auto_gamma, fit_codebook
-from .soft import SOFT_BOW, SOFT_BOW_MAX, SOFT_VLAD, SOFT_VLAD_MAX, SoftEncoder, soft_encoder
+import importlib
 
-__all__ = ["BagOfWords", "VLAD", "FisherVector", "SoftEncoder", "SOFT_BOW", "SOFT_BOW_MAX", "SOFT_VLAD",
-           "SOFT_VLAD_MAX", "soft_encoder", "Codebook", "auto_gamma", "fit_codebook"]
+#: Names imported on first use, so that ``lfagg.ops`` (which needs only :mod:`.soft`) does not
+#: import scikit-learn through the baselines. name -> the submodule defining it.
+_LAZY = {"BagOfWords": "baselines", "VLAD": "baselines", "FisherVector": "baselines",
+         "Codebook": "codebook", "auto_gamma": "codebook", "fit_codebook": "codebook",
+         "SoftEncoder": "soft", "SOFT_BOW": "soft", "SOFT_BOW_MAX": "soft", "SOFT_VLAD": "soft",
+         "SOFT_VLAD_MAX": "soft", "soft_encoder": "soft"}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)
