@@ -307,7 +307,7 @@ _BAGS_HELP = ("the bags: a directory of .npy files, one (n_i, D) array per bag, 
               "'labels', or a bag store written by 'lfagg store build' (read block by block)")
 _LABELS_HELP = ("class labels: a .txt file with one label per line in bag order, or a .csv file with one column "
                 "(label) or two (name,label: name = the .npy file name, for a directory); optional header "
-                "(default: the 'labels' array of the .npz)")
+                "(default: the 'labels' array of the .npz, or the labels a bag store holds)")
 _MODEL_HELP = "a model file written by 'lfagg train' or 'lfagg select' (lfagg.save; loading it runs no code)"
 
 
@@ -448,9 +448,10 @@ def build_parser() -> argparse.ArgumentParser:
     select.set_defaults(run=_select)
 
     encode = sub.add_parser(
-        "encode", help="write the representation of bags as an .npy array",
+        "encode", help="write the representation of bags as an .npy array or a Zarr group",
         description="Encode bags with a trained model's representation (before the classifier) and save the "
-        "(n_bags, dim) array with numpy.save.", formatter_class=formatter)
+        "(n_bags, dim) array with numpy.save, or, for a bag store, block by block to a resumable Zarr group (an "
+        "--out ending in .zarr).", formatter_class=formatter)
     encode.add_argument("--model", required=True, metavar="PATH", help=_MODEL_HELP)
     encode.add_argument("--bags", required=True, metavar="PATH", help=_BAGS_HELP)
     encode.add_argument("--out", required=True,

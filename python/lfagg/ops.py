@@ -93,8 +93,8 @@ def soft_bow(features, offsets, centers, precisions, gamma, n_threads=None, *, p
              return_assignments=False, assignments_out=None):
     """T1, the learnable soft Bag of Words (eq. 6-8 of the paper).
 
-    R_b[k] = (1/N_b) sum_n a_nk with a_nk = softmax_k(-gamma d_nk) and the Mahalanobis
-    distance d_nk = sum_j P_kj (f_nj - C_kj)^2; with ``pooling="max"``, R_b[k] = max_n a_nk.
+    R_b[k] = (1/N_b) sum_n a_nk with a_nk = softmax_k(-gamma d_nk) and the squared
+    Mahalanobis distance d_nk = sum_j P_kj (f_nj - C_kj)^2; with ``pooling="max"``, R_b[k] = max_n a_nk.
 
     Parameters
     ----------

@@ -354,7 +354,8 @@ class LearnedBoW(_LearnedAggregation):
     gamma_ : float; l2_ : float, the classifier's penalty; classes_ : (n_classes,);
     history_ : dict of per-epoch lists ("epoch", "loss", "time", "encoder_time" and,
     with validation, "val_accuracy"); timings_ : dict of the fit's wall seconds per phase
-    ("codebook": sampling, K-Means/GMM and gamma; "encode": the full bags' initial and
+    ("codebook": sampling and K-Means/GMM (the auto gamma, milliseconds, follows it outside
+    every phase); "encode": the full bags' initial and
     final representations; "l2": the choice of the penalty; "classifier": the L-BFGS fits
     of W0 and of the final classifier; "sgd": the training epochs, with their validation
     when validation data are given); classifier_ : the
