@@ -234,6 +234,61 @@ def test_softmax_regression_fit_matches_sklearn_logistic_regression():
     assert np.max(np.abs(dW)) < 1e-4 and np.max(np.abs(db)) < 1e-4
 
 
+def wide_problem(rows: str):
+    """(X (60, 400), y): many more inputs than examples. rows "distinct"; "repeated": rows
+    1 and 2 repeat row 0 (rank 58, null directions that RowSpace drops); "nearly
+    repeated": row 1 is row 0 moved by 1e-5 (an eigenvalue of X X^T about 1e-11 of the
+    largest, which the eigendecomposition resolves too coarsely: the QR path)."""
+    rng = np.random.default_rng(21)
+    n, d, k = 60, 400, 3
+    y = np.arange(n) % k
+    X = rng.normal(size=(k, d))[y] * 0.3 + rng.normal(size=(n, d))
+    if rows == "repeated":
+        X[1:3], y[1:3] = X[0], y[0]
+    elif rows == "nearly repeated":
+        X[1], y[1] = X[0] + 1e-5 * rng.normal(size=d), y[0]
+    return X, y
+
+
+ROWS = ["distinct", "repeated", "nearly repeated"]
+
+
+@pytest.mark.parametrize("rows", ROWS)
+def test_row_space_is_an_orthonormal_basis_of_the_rows(rows):
+    Z = wide_problem(rows)[0]
+    space = heads.RowSpace(Z)
+    rank = space.inputs.shape[1]
+    assert rank == (58 if rows == "repeated" else 60)
+    Q = space.expand(np.eye(rank))
+    np.testing.assert_allclose(Q.T @ Q, np.eye(rank), atol=1e-9)
+    scale = np.abs(Z).max()
+    np.testing.assert_allclose(Z @ Q, space.inputs, atol=1e-9 * scale)
+    np.testing.assert_allclose(Q @ (Q.T @ Z.T), Z.T, atol=1e-9 * scale)  # it spans every row
+    np.testing.assert_allclose(space.coordinates(Z.T[:, :5]), Q.T @ Z.T[:, :5], atol=1e-9 * scale)
+
+
+@pytest.mark.parametrize("rows", ROWS)
+@pytest.mark.parametrize("l2", [0.05, 0.0])
+def test_a_fit_with_many_more_inputs_than_examples_reaches_scikit_learns_minimum(rows, l2):
+    X, y = wide_problem(rows)
+    clf = SoftmaxRegression(X.shape[1], 3, l2=l2)
+    clf.fit_scaler(X)
+    start = np.random.default_rng(3).normal(size=clf.W.shape)
+    clf.W[...] = start
+    clf.fit(X, y, max_iter=5000)
+    Z = (X - clf.mean) / clf.scale
+    if l2 == 0:  # separable: no minimum; the part of W outside the rows' span is kept as it was
+        space = heads.RowSpace(Z)
+        Q = space.expand(np.eye(space.inputs.shape[1]))
+        np.testing.assert_allclose(clf.W - Q @ (Q.T @ clf.W), start - Q @ (Q.T @ start), atol=1e-9)
+        assert np.all(np.argmax(clf.decision_function(X), axis=1) == y)
+        return
+    sk = LogisticRegression(C=1 / (l2 * len(y)), tol=1e-12, max_iter=20_000).fit(Z, y)
+    ours = ref_softmax_loss(X, y, clf.W, clf.b, clf.mean, clf.scale, l2)
+    theirs = ref_softmax_loss(Z, y, sk.coef_.T, sk.intercept_, 0.0, 1.0, l2)
+    assert ours == pytest.approx(theirs, rel=1e-6)
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_full_batch_loss_grad_is_the_reference_over_several_blocks(dtype, monkeypatch):
     """The blocked evaluation of L-BFGS (blocks of block_rows() rows, float32 inputs
