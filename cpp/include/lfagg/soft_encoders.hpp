@@ -93,10 +93,10 @@ struct SoftVladEncoder {
     }
 
     // The term of dJ/dF that does not pass through the assignments, for the m rows of one
-    // bag: dJ/df_n = (1/N_b) sum_k a_nk G_b[k, :].
+    // bag: (1/N_b) sum_k a_nk G_b[k, :], written to `out` (m x D).
     template <class T, class A, class F>
-    static void feature_direct_segment(const SoftAssigner<T>& sa, const A& a, const T* grad_b, T inv_n, F&& gf) {
-        gf.noalias() = inv_n * (a * CMapR<T>(grad_b, sa.k(), sa.dim()));
+    static void feature_direct_segment(const SoftAssigner<T>& sa, const A& a, const T* grad_b, T inv_n, F&& out) {
+        out.noalias() = inv_n * (a * CMapR<T>(grad_b, sa.k(), sa.dim()));
     }
 };
 
@@ -179,7 +179,8 @@ double soft_backward(const BagsView<T>& bags, const SoftParams<T>& params, const
     struct Work {
         TileBuffers<T> tile;
         MatR<T> e;
-        MatR<T> e_w;         // e times the feature weights (rows x 2D), for grad_features
+        MatR<T> e_w;         // e times the feature weights (rows x 2D; T2 adds its direct term to the
+                             // right half), for grad_features
         RowVec<T> grad_bag;  // aligned copy of the bag's dJ/dR: reductions over it must not
                              // depend on where numpy placed grad_out
         Work(Index r, Index d, Index k_, Index o, bool with_features)
@@ -225,23 +226,26 @@ double soft_backward(const BagsView<T>& bags, const SoftParams<T>& params, const
             const auto a_seg = a.middleRows(s - r0, e - s);
             Enc::backprop_segment(sa, w.tile, s - r0, a_seg, w.grad_bag.data(), inv_n, w.e.middleRows(s - r0, e - s),
                                   acc.direct);
-            if constexpr (Enc::has_direct_term)
+            if constexpr (Enc::has_direct_term)  // into e_w's right half, which e W_r then adds to
                 if (grad_features)
-                    Enc::feature_direct_segment(sa, a_seg, w.grad_bag.data(), inv_n, gf.middleRows(s - r0, e - s));
+                    Enc::feature_direct_segment(sa, a_seg, w.grad_bag.data(), inv_n,
+                                                w.e_w.block(s - r0, dim, e - s, dim));
         });
         const auto e = w.e.topRows(m);
         acc.ex.noalias() = e.transpose() * w.tile.x.topRows(m);
         if (grad_features) {
-            // Into the thread's own buffer: a product added straight into gf, wherever numpy
-            // placed it, rounded differently from call to call (test_grad_features.py, D = 6,
-            // K = 5).
+            // The products go to the thread's own buffer and gf is written once, by the sum:
+            // a product assigned to gf would first zero it (Eigen), a pass over N x D in main
+            // memory, and a product added to gf, wherever numpy placed it, was rounded
+            // differently from call to call (test_grad_features.py, D = 6, K = 5).
             auto e_w = w.e_w.topRows(m);
-            e_w.noalias() = e * feature_weights;
-            const auto through_a = w.tile.shifted(0, m).cwiseProduct(e_w.leftCols(dim)) + e_w.rightCols(dim);
-            if constexpr (Enc::has_direct_term)
-                gf += through_a;
-            else
-                gf = through_a;
+            if constexpr (Enc::has_direct_term) {
+                e_w.leftCols(dim).noalias() = e * feature_weights.leftCols(dim);
+                e_w.rightCols(dim).noalias() += e * feature_weights.rightCols(dim);
+            } else {
+                e_w.noalias() = e * feature_weights;
+            }
+            gf = w.tile.shifted(0, m).cwiseProduct(e_w.leftCols(dim)) + e_w.rightCols(dim);
         }
     };
 
