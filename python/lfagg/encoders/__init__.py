@@ -13,7 +13,13 @@ _LAZY = {"BagOfWords": "baselines", "VLAD": "baselines", "FisherVector": "baseli
 __all__ = list(_LAZY)
 
 
+#: The submodules, also attributes of the package once asked for (``lfagg.encoders.codebook``).
+_SUBMODULES = ("baselines", "codebook", "soft")
+
+
 def __getattr__(name):
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)  # the import makes it an attribute
     if name not in _LAZY:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
@@ -22,4 +28,4 @@ def __getattr__(name):
 
 
 def __dir__():
-    return sorted(list(globals()) + __all__)
+    return sorted(set(globals()) | set(__all__) | set(_SUBMODULES))

@@ -264,9 +264,10 @@ def em_gmm(sample: np.ndarray, start: Codebook, max_iter: int = GMM_MAX_ITER, re
         if settled:  # as scikit-learn, after the M-step of the E-step that found it
             break
     else:
-        warnings.warn(f"the Gaussian mixture did not settle in {max_iter} EM iterations (the last one raised the "
-                      f"mean log-likelihood by more than {GMM_TOL:g}); give a larger max_iter",
-                      ConvergenceWarning, stacklevel=2)
+        if max_iter > 0:
+            warnings.warn(f"the Gaussian mixture did not settle in {max_iter} EM iterations (its last E-step's mean "
+                          f"log-likelihood was not within {GMM_TOL:g} of the one before); a larger max_iter "
+                          "(FisherVector, fit_codebook) lets it settle", ConvergenceWarning, stacklevel=2)
     return Codebook(means, variances, weights)
 
 

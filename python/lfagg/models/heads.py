@@ -31,11 +31,11 @@ BLOCK_INPUTS = 1 << 20
 
 
 #: The wide-input fit (see :class:`RowSpace`) takes its basis from the eigendecomposition
-#: of Z Z^T when the rounding this adds to the basis stays below this, relative (no
-#: eigenvalue between the numerically null ones and eps / 1e-6 times the largest: on
-#: Elephant's inner folds the smallest were 1e-10 to 1e-8 of it); otherwise from a
-#: Householder QR of Z^T, 30x slower at 14,720 x 144 (T2-64 on those folds, where the QR
-#: was 45% of LearnedVLADCV's search).
+#: of Z Z^T when every eigenvalue it keeps is at least eps / ROW_SPACE_RTOL times the largest
+#: (the basis is then orthonormal to about n * ROW_SPACE_RTOL at worst; 6e-8 measured at
+#: that edge; on Elephant's inner folds the smallest eigenvalues were 1e-10 to 1e-8 of the
+#: largest); otherwise from a Householder QR of Z^T, 30x slower at 14,720 x 144 (T2-64 on
+#: those folds, where the QR was 45% of LearnedVLADCV's search).
 ROW_SPACE_RTOL = 1e-6
 
 
@@ -45,11 +45,18 @@ class RowSpace:
 
     Q is Z^T V L^(-1/2) for the eigenvectors V of Z Z^T whose eigenvalues L are not null
     (standardised inputs have at least one null: their rows sum to zero), never formed: a
-    product with it is two with Z. When an eigenvalue lies between the null ones and
-    ROW_SPACE_RTOL's bound, Q is that of a thin QR of Z^T instead (r = n)."""
+    product with it is two with Z. Dropping the null ones, at most 10 n eps of the largest,
+    leaves out directions along which Z's rows spread by at most sqrt(10 n eps) of their
+    largest spread (7e-7 at n = 144), which the penalised fit would have all but zeroed. When an eigenvalue lies
+    between the null ones and ROW_SPACE_RTOL's bound, Q is that of a thin QR of Z^T instead
+    (r = n). Z is used in float64; ValueError unless it is finite."""
 
     def __init__(self, Z: np.ndarray):
-        eigenvalues, V = np.linalg.eigh(Z @ Z.T)
+        Z = np.asarray(Z, dtype=np.float64)  # float32 would blur the null eigenvalues
+        gram = Z @ Z.T
+        if not np.all(np.isfinite(gram)):
+            raise ValueError("the classifier's inputs must be finite (they contain NaN or infinity, or overflow)")
+        eigenvalues, V = np.linalg.eigh(gram)
         eps, largest = np.finfo(np.float64).eps, max(eigenvalues[-1], 0.0)
         kept = eigenvalues > 10 * len(Z) * eps * largest  # above the eigensolver's rounding of a 0
         self._Z, self._Q = Z, None
@@ -171,8 +178,9 @@ class SoftmaxRegression:
         With many more inputs than examples (a soft VLAD of 16 x 230 on 180 bags) the fit
         runs in the row space of Z: for an orthonormal basis Q of it (:class:`RowSpace`),
         W = Q B gives Z W = (Z Q) B and ||W|| = ||B|| on that space, so the fit over B on
-        the n inputs Z Q is the same convex problem (the penalty zeroes W's part outside
-        that space; with l2 = 0 that part is kept as it is) at a fraction of the cost."""
+        the r <= n inputs Z Q is the same convex problem up to the rounding RowSpace
+        describes (the penalty zeroes W's part outside that space; with l2 = 0 that part
+        is kept as it is) at a fraction of the cost."""
         n, n_inputs = Z.shape
         if n_inputs > 2 * n:
             space = RowSpace(Z)
