@@ -234,10 +234,10 @@ double soft_backward(const BagsView<T>& bags, const SoftParams<T>& params, const
         const auto e = w.e.topRows(m);
         acc.ex.noalias() = e.transpose() * w.tile.x.topRows(m);
         if (grad_features) {
-            // The products go to the thread's own buffer and gf is written once, by the sum:
-            // a product assigned to gf would first zero it (Eigen), a pass over N x D in main
-            // memory, and a product added to gf, wherever numpy placed it, was rounded
-            // differently from call to call (test_grad_features.py, D = 6, K = 5).
+            // The products go to the thread's own buffer and gf is written once, by the sum
+            // (as fast as products written into gf, which Eigen zeroes first): a product
+            // added to gf, wherever numpy placed it, was rounded differently from call to
+            // call (test_grad_features.py, D = 6, K = 5).
             auto e_w = w.e_w.topRows(m);
             if constexpr (Enc::has_direct_term) {
                 e_w.leftCols(dim).noalias() = e * feature_weights.leftCols(dim);

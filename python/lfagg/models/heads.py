@@ -34,7 +34,7 @@ BLOCK_INPUTS = 1 << 20
 #: of Z Z^T when every eigenvalue it keeps is at least eps / ROW_SPACE_RTOL times the largest
 #: (the basis is then orthonormal to about n * ROW_SPACE_RTOL at worst; 6e-8 measured at
 #: that edge; on Elephant's inner folds the smallest eigenvalues were 1e-10 to 1e-8 of the
-#: largest); otherwise from a Householder QR of Z^T, 30x slower at 14,720 x 144 (T2-64 on
+#: largest); otherwise from a Householder QR of Z^T, 23x slower at 14,720 x 144 (T2-64 on
 #: those folds, where the QR was 45% of LearnedVLADCV's search).
 ROW_SPACE_RTOL = 1e-6
 
