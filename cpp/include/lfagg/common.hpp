@@ -164,13 +164,16 @@ auto& reused_scratch(const Key& key, Make make) {
 }
 
 // True when pred(block) holds for every block of p[0..n), blocks being Eigen arrays
-// checked in parallel.
+// checked in parallel, on no more threads than blocks: waking a sleeping thread (the
+// passive wait policy lfagg sets) cost about 0.1 ms, which every check of a small array
+// paid (a soft VLAD forward of 112 x 230 took 324 us on two threads against 77 on one).
 template <class T, class Pred>
 bool all_blocks(const T* p, Index n, int n_threads, Pred pred) {
     const Index block = Index(1) << 16;
     const Index n_blocks = (n + block - 1) / block;
+    const int nt = static_cast<int>(std::clamp<Index>(n_blocks, 1, std::max(1, n_threads)));
     bool ok = true;
-#pragma omp parallel for num_threads(std::max(1, n_threads)) reduction(&& : ok) schedule(static)
+#pragma omp parallel for num_threads(nt) reduction(&& : ok) schedule(static)
     for (Index i = 0; i < n_blocks; ++i) {
         const Index s = i * block, len = std::min(block, n - s);
         ok = ok && pred(Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>(p + s, len));
