@@ -47,6 +47,6 @@ def test_the_kernels_and_the_command_line_help_do_not_import_scikit_learn():
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[]"
-    probe = subprocess.run([sys.executable, "-c", "import sys, lfagg; lfagg.BagOfWords; print('sklearn' in sys.modules)"],
-                           capture_output=True, text=True, env=env)
+    probe_script = "import sys, lfagg; lfagg.BagOfWords; print('sklearn' in sys.modules)"
+    probe = subprocess.run([sys.executable, "-c", probe_script], capture_output=True, text=True, env=env)
     assert probe.stdout.strip() == "True", probe.stderr  # the probe itself can see scikit-learn arrive

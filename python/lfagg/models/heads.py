@@ -47,9 +47,9 @@ class RowSpace:
     (standardised inputs have at least one null: their rows sum to zero), never formed: a
     product with it is two with Z. Dropping the null ones, at most 10 n eps of the largest,
     leaves out directions along which Z's rows spread by at most sqrt(10 n eps) of their
-    largest spread (7e-7 at n = 144), which the penalised fit would have all but zeroed. When an eigenvalue lies
-    between the null ones and ROW_SPACE_RTOL's bound, Q is that of a thin QR of Z^T instead
-    (r = n). Z is used in float64; ValueError unless it is finite."""
+    largest spread (7e-7 at n = 144), which the penalised fit would have all but zeroed.
+    When an eigenvalue lies between the null ones and ROW_SPACE_RTOL's bound, Q is that of
+    a thin QR of Z^T instead (r = n). Z is used in float64; ValueError unless it is finite."""
 
     def __init__(self, Z: np.ndarray):
         Z = np.asarray(Z, dtype=np.float64)  # float32 would blur the null eigenvalues
