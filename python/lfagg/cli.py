@@ -65,10 +65,8 @@ def load_model(path):
 
 
 def _set_threads(model, threads) -> None:
-    """--threads for a loaded model: the thread count of its kernels and of its encoder's
-    (of every refit's, for a model of ``lfagg select``)."""
-    if threads is None:
-        return
+    """The thread count (None: all cores) of a model's kernels and of its encoder's (of
+    every refit's, for a model of ``lfagg select``)."""
     for fitted in [model, *getattr(model, "estimators_", []), getattr(model, "best_estimator_", None)]:
         for estimator in (fitted, getattr(fitted, "encoder_", None)):  # None for a model without one
             if estimator is not None and "n_threads" in estimator.get_params():
@@ -165,8 +163,7 @@ def _select(args) -> int:
                    n_jobs=args.jobs, n_threads=threads, verbose=args.verbose)
     start = time.perf_counter()
     model.fit(bags, y)
-    for fitted in [model, *model.estimators_]:  # the one thread per process was for the search only
-        fitted.set_params(n_threads=args.threads)
+    _set_threads(model, args.threads)  # the one thread per process was for the search only
     save(model, args.model)
     print(f"{args.method}: chose {model.best_params_} on {model.cv} folds of {bags_count(len(bags))} (held-out "
           f"{model.scoring} {model.best_score_:.4f}), refitted {len(model.estimators_)} time(s), in "
@@ -184,7 +181,8 @@ def _encode(args) -> int:
 
     _check_output_folder(args.out)
     model = load_model(args.model)
-    _set_threads(model, args.threads)
+    if args.threads is not None:  # else the count it was saved with
+        _set_threads(model, args.threads)
     model = getattr(model, "best_estimator_", model)  # a search's representation: its first refit's
     bags, _ = load_bags(args.bags)
     with _dask_scheduler(args.scheduler, args.address) as use_dask:
@@ -253,7 +251,8 @@ def _evaluate(args) -> int:
     from ._progress import Stopwatch, bags_count
 
     model = load_model(args.model)
-    _set_threads(model, args.threads)
+    if args.threads is not None:  # else the count it was saved with
+        _set_threads(model, args.threads)
     bags, y = _labelled_bags(args)
     if len(bags) == 0:
         raise ValueError(f"{args.bags}: no bags to evaluate")
