@@ -80,6 +80,20 @@ def test_bow_overflow_in_float32_is_an_error():
         ops.bow(f, [0, 4], np.zeros((2, 3)) + [[1.0], [-1.0]])
 
 
+@pytest.mark.parametrize("row", [0, 45, 99])  # in the first / a middle block of rows, in the tail
+@pytest.mark.parametrize("x", [-2e38, 2e38], ids=["least", "other"])
+def test_one_overflowing_score_among_finite_ones_is_an_error(row, x):
+    # Scores |C_k|^2 - 2 f.C_k of the row f = (x, 0) (the centres' mean is 0): 0.26 - x twice
+    # and 1 + 2x. x = -2e38: the least score overflows to -inf; x = 2e38: only a score that
+    # is not the least overflows (to +inf). Either must be caught wherever the row lies.
+    f = np.random.default_rng(row).normal(size=(100, 2)).astype(np.float32)
+    c = np.array([[0.5, 0.1], [0.5, -0.1], [-1.0, 0.0]])
+    np.testing.assert_allclose(ops.bow(f, [0, 100], c), ref_bow(f, [0, 100], c), atol=1e-6)
+    f[row] = [x, 0]
+    with pytest.raises(ValueError, match="overflowed"):
+        ops.bow(f, [0, 100], c)
+
+
 # ----------------------------------------------------------------------------- VLAD
 
 

@@ -14,6 +14,7 @@
 #include <cmath>
 #include <limits>
 #include <stdexcept>
+#include <type_traits>
 #include <vector>
 
 #include "lfagg/bag_reduce.hpp"
@@ -38,6 +39,48 @@ struct HardTile {
 // (K-Means step on 100,000 x 108, 2 threads: 158 -> 124 ms at K = 1024, 31 -> 29 at 256).
 inline constexpr Index kSumTileRows = 512;
 
+// Rows i0 .. i0 + n of nearest_rows: their running minimum and its index stay in
+// registers while the k columns stream by. Returns nonzero when a score is not finite.
+template <Index n, class T>
+int nearest_block(const T* scores, Index ld, Index k, T* best, int* labels) {
+    T b[n];
+    int l[n];
+    T z[n];  // sums of score * 0: 0 while every score is finite, NaN from an infinite or NaN one
+    for (Index i = 0; i < n; ++i) b[i] = std::numeric_limits<T>::infinity(), l[i] = 0, z[i] = T(0);
+    for (Index j = 0; j < k; ++j) {
+        const T* col = scores + j * ld;
+        const int label = static_cast<int>(j);
+#pragma omp simd
+        for (Index i = 0; i < n; ++i) {
+            const T v = col[i];
+            z[i] += v * T(0);
+            const bool less = v < b[i];  // strict: the lowest index wins ties
+            b[i] = less ? v : b[i];
+            l[i] = less ? label : l[i];
+        }
+    }
+    std::copy(b, b + n, best);
+    std::copy(l, l + n, labels);
+    int overflow = 0;
+    for (Index i = 0; i < n; ++i) overflow |= (z[i] != T(0));
+    return overflow;
+}
+
+// The least score of each of m rows of a column-major m x k block (leading dimension ld)
+// into best[m] and its column into labels[m], the lowest column on ties; false when a
+// score is not finite (an overflowed score would silently pick a wrong centre). Blocks of
+// rows: a running minimum down whole columns loads and stores it per score, and a per-row
+// minCoeff with its index is scalar; each cost more than the matrix product.
+template <class T>
+bool nearest_rows(const T* scores, Index ld, Index m, Index k, T* best, int* labels) {
+    constexpr Index kBlock = 32;
+    int overflow = 0;
+    Index i = 0;
+    for (; i + kBlock <= m; i += kBlock) overflow |= nearest_block<kBlock>(scores + i, ld, k, best + i, labels + i);
+    for (; i < m; ++i) overflow |= nearest_block<1>(scores + i, ld, k, best + i, labels + i);
+    return !overflow;
+}
+
 // Nearest centre (Euclidean) of each feature: argmin_k |C'_k|^2 - 2 f'.C'_k, which drops
 // the row constant |f'|^2 of the squared distance. Ties go to the lowest index.
 template <class T>
@@ -61,31 +104,13 @@ class NearestCenter {
     void assign(const T* rows, Index m, HardTile<T>& t) const {
         auto f = t.shifted.topRows(m);
         f = CMapR<T>(rows, m, dim()).rowwise() - shift_;
+        // The matrix product accumulates onto the bias: Eigen's `=` would zero the scores
+        // first and the bias take a pass of its own (each a pass over the tile's scores).
         auto s = t.scores.topRows(m);
-        s.noalias() = f * weights_;
-        s.rowwise() += bias_;
-        // A running minimum down the columns, vectorised across rows (a per-row minCoeff
-        // with its index is scalar and cost more than the matrix product); the strict <
-        // keeps the lowest index on ties. The same pass flags non-finite scores (v - v is
-        // 0 only for finite v): an overflowed score would silently pick a wrong centre.
-        T* best = t.best.data();
-        int* labels = t.labels.data();
-        std::fill(best, best + m, std::numeric_limits<T>::infinity());
-        std::fill(labels, labels + m, 0);
-        int overflow = 0;
-        for (Index j = 0; j < k(); ++j) {
-            const T* col = s.data() + j * s.outerStride();
-            const int label = static_cast<int>(j);
-            for (Index i = 0; i < m; ++i) {
-                const T v = col[i];
-                overflow |= (v - v != T(0));
-                const bool less = v < best[i];
-                best[i] = less ? v : best[i];
-                labels[i] = less ? label : labels[i];
-            }
-        }
-        if (overflow)  // domain_error reaches Python as ValueError
-            throw std::domain_error(
+        for (Index j = 0; j < k(); ++j) s.col(j).setConstant(bias_[j]);
+        s.noalias() += f * weights_;
+        if (!nearest_rows(s.data(), s.outerStride(), m, k(), t.best.data(), t.labels.data()))
+            throw std::domain_error(  // reaches Python as ValueError
                 "nearest-centre distances overflowed: features or centers are too large for this "
                 "floating-point type; rescale them or use float64");
     }
