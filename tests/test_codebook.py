@@ -279,11 +279,26 @@ def test_lloyd_equals_scikit_learns_lloyd_from_the_same_seeds():
     X = blobs(4, n=5_000).astype(np.float64)
     seeds = X[np.random.default_rng(4).choice(len(X), 24, replace=False)]
     for max_iter in (1, 3, 100):  # cut short, and run until the centres settle (the same tol)
-        ours = lloyd(X, seeds, max_iter)
+        ours = lloyd(X, seeds, max_iter, inertia_tol=0)
         theirs = KMeans(24, init=seeds, n_init=1, max_iter=max_iter, algorithm="lloyd").fit(X)
         np.testing.assert_allclose(ours.centers, theirs.cluster_centers_, rtol=1e-10, atol=1e-10)
         np.testing.assert_array_equal(ours.labels, theirs.labels_)
         assert ours.inertia == pytest.approx(theirs.inertia_, rel=1e-10)
+
+
+@pytest.mark.parametrize("inertia_tol", [1e-2, 1e-3])
+def test_lloyd_stops_at_the_first_iteration_that_gains_less_than_inertia_tol(inertia_tol):
+    X = blobs(4, n=5_000).astype(np.float64)
+    seeds = X[np.random.default_rng(4).choice(len(X), 24, replace=False)]
+    inertias = [KMeans(24, init=seeds, n_init=1, max_iter=t, algorithm="lloyd").fit(X).inertia_
+                for t in range(1, 30)]
+    inertias.insert(0, ((X[:, None] - seeds) ** 2).sum(-1).min(1).sum())  # of the seeds themselves
+    stop = next(t for t in range(1, 30) if inertias[t - 1] - inertias[t] < inertia_tol * inertias[t])
+    assert 1 < stop < 20  # a test of the rule, not of the centres settling or of max_iter
+    ours = lloyd(X, seeds, 100, inertia_tol=inertia_tol)
+    theirs = KMeans(24, init=seeds, n_init=1, max_iter=stop, algorithm="lloyd").fit(X)
+    np.testing.assert_allclose(ours.centers, theirs.cluster_centers_, rtol=1e-10, atol=1e-10)
+    assert ours.inertia == pytest.approx(inertias[stop], rel=1e-10)
 
 
 def test_lloyd_moves_a_centre_left_without_features():
