@@ -145,8 +145,8 @@ class BagOfWords(_KMeansTransformer):
         or "soft" (van Gemert et al. 2010: a_nk = softmax_k(-gamma |f_n - C_k|^2)).
     {_GAMMA_DOC}
     max_init_features : int, the most local features K-Means is fitted on (a random sample).
-    max_iter : Lloyd iterations of K-Means (20 reach the inertia of Lloyd run to convergence
-        from the same seeds within 0.04% on 100,000 x 108 features, K = 256); n_init : K-Means runs, the best kept.
+    max_iter : the most Lloyd iterations of K-Means (fewer once the centres or the inertia
+        settle, see :func:`lfagg.encoders.codebook.lloyd`); n_init : K-Means runs, the best kept.
     random_state : None, int or numpy random generator, for sampling and K-Means.
     n_threads : int or None (all cores), for fitting and encoding.
 
@@ -252,7 +252,7 @@ class FisherVector(_CodebookTransformer):
     with_weights : bool, append the K gradients with respect to the mixture weights.
     max_init_features : int, the most local features the mixture is fitted on (a random sample).
     max_iter : at most this many EM iterations of the diagonal Gaussian mixture (lfagg's
-        :func:`lfagg.encoders.codebook.em_gmm`, scikit-learn's M-step, started from 20 Lloyd
+        :func:`lfagg.encoders.codebook.em_gmm`, scikit-learn's M-step, started from at most 20 Lloyd
         iterations of K-Means; it stops once an iteration raises the sample's mean
         log-likelihood by less than 1e-3, scikit-learn's rule); n_init : K-Means runs;
         reg_covar : added to the variances.
