@@ -284,6 +284,19 @@ def test_subsample_properties():
             np.testing.assert_array_equal(idx, np.arange(offsets[b], offsets[b + 1]))
 
 
+@pytest.mark.parametrize("n_per_bag", [1, 4, 7, 1000])
+@pytest.mark.parametrize("indices", [[5, 0, 4, 0, 2], slice(1, 6, 2), np.array([True, False, True, True, False, True]),
+                                     [3]], ids=["list", "slice", "mask", "one"])
+def test_read_subsampled_equals_subsampling_the_indexed_bags(n_per_bag, indices):
+    # the SGD steps read their samples this way; the training's draws depend on it being the same
+    bags, _ = unique_rows_bags([10, 0, 1, 7, 4, 50])
+    expected = bags[indices].subsample(n_per_bag, np.random.default_rng(3))
+    got = bags.read_subsampled(indices, n_per_bag, np.random.default_rng(3))
+    np.testing.assert_array_equal(got.offsets, expected.offsets)
+    np.testing.assert_array_equal(got.features, expected.features)
+    assert got.features.dtype == expected.features.dtype
+
+
 def test_subsample_reproducible_and_seed_dependent():
     bags, _ = unique_rows_bags([100, 200, 7, 0, 60])
     a = bags.subsample(5, random_state=42)

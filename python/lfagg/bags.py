@@ -153,6 +153,22 @@ class Bags:
         np.cumsum(np.minimum(sizes, n_per_bag), out=offsets[1:])
         return Bags._trusted(self._features[keep], offsets)
 
+    def read_subsampled(self, indices, n_per_bag: int, random_state=None) -> "Bags":
+        """``self[indices].subsample(n_per_bag, random_state)`` (the same draws, the same
+        result), gathering only the sampled rows instead of whole bags first: what one SGD
+        step of the learned encoders reads (eq. 5 of the paper), as
+        :meth:`lfagg.BagStore.read_subsampled`."""
+        n_per_bag = positive_int(n_per_bag, "n_per_bag")
+        rng = as_generator(random_state)
+        bag_ids = np.atleast_1d(np.arange(len(self))[indices])
+        starts, sizes = self._offsets[bag_ids], self.sizes[bag_ids]
+        rows, offsets = gather_rows(starts, np.minimum(sizes, n_per_bag))
+        for i in np.flatnonzero(sizes > n_per_bag):  # the draws of subsample, in its order
+            picked = rng.choice(sizes[i], size=n_per_bag, replace=False)
+            picked.sort()
+            rows[offsets[i]:offsets[i + 1]] = picked + starts[i]
+        return Bags._trusted(self._features[rows], offsets)
+
     def __repr__(self) -> str:
         return f"Bags(n_bags={len(self)}, n_features={self.n_features}, dim={self.dim}, dtype={self.dtype})"
 

@@ -235,10 +235,8 @@ def run_sgd(bags, targets: np.ndarray, head, encoder: SoftEncoder, centers, prec
                 idx = order[i * s.batch_size:(i + 1) * s.batch_size]
                 if s.n_samples_per_bag is None:
                     batch = bags[idx]
-                elif isinstance(bags, BagStore):  # reads only the bags of the step, keeps their samples
+                else:  # reads only the sampled rows of the step's bags
                     batch = bags.read_subsampled(idx, s.n_samples_per_bag, rng)
-                else:
-                    batch = bags[idx].subsample(s.n_samples_per_bag, rng)
                 P, g = current_precisions_gamma()
                 if not _representable(C, P, g, batch.dtype):
                     raise TrainingDiverged.at("the encoder's parameters overflowed", epoch, s.learning_rate)
