@@ -287,14 +287,23 @@ def test_subsample_properties():
 @pytest.mark.parametrize("n_per_bag", [1, 4, 7, 1000])
 @pytest.mark.parametrize("indices", [[5, 0, 4, 0, 2], slice(1, 6, 2), np.array([True, False, True, True, False, True]),
                                      [3]], ids=["list", "slice", "mask", "one"])
-def test_read_subsampled_equals_subsampling_the_indexed_bags(n_per_bag, indices):
-    # the SGD steps read their samples this way; the training's draws depend on it being the same
-    bags, _ = unique_rows_bags([10, 0, 1, 7, 4, 50])
-    expected = bags[indices].subsample(n_per_bag, np.random.default_rng(3))
+def test_read_subsampled_draws_as_documented_and_equals_subsampling_the_indexed_bags(n_per_bag, indices):
+    # the SGD steps read their samples this way: bag by bag in the order given, each bag
+    # larger than n_per_bag drawing sorted rng.choice(N_b, n_per_bag, replace=False)
+    sizes = np.array([10, 0, 1, 7, 4, 50])
+    bags, offsets = unique_rows_bags(sizes)
+    rng = np.random.default_rng(3)
+    expected_rows = []
+    for b in np.arange(len(sizes))[indices]:
+        drawn = sizes[b] > n_per_bag
+        picked = np.sort(rng.choice(sizes[b], n_per_bag, replace=False)) if drawn else np.arange(sizes[b])
+        expected_rows.append(offsets[b] + picked)
     got = bags.read_subsampled(indices, n_per_bag, np.random.default_rng(3))
-    np.testing.assert_array_equal(got.offsets, expected.offsets)
-    np.testing.assert_array_equal(got.features, expected.features)
-    assert got.features.dtype == expected.features.dtype
+    np.testing.assert_array_equal(got.offsets, np.cumsum([0] + [len(r) for r in expected_rows]))
+    np.testing.assert_array_equal(got.features[:, 0], np.concatenate(expected_rows))
+    indexed = bags[indices].subsample(n_per_bag, np.random.default_rng(3))
+    np.testing.assert_array_equal(got.features, indexed.features)
+    np.testing.assert_array_equal(got.offsets, indexed.offsets)
 
 
 def test_subsample_reproducible_and_seed_dependent():

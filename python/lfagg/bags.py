@@ -128,42 +128,30 @@ class Bags:
         """Each bag reduced to ``min(n_per_bag, N_b)`` of its features (eq. 5 of the paper).
 
         Features are drawn without replacement and kept in their original order; bags
-        that are not larger than ``n_per_bag`` are kept whole.
+        that are not larger than ``n_per_bag`` are kept whole (and ``self`` is returned
+        when no bag is larger).
 
         Parameters
         ----------
         n_per_bag : positive int.
         random_state : None, int, numpy.random.Generator or numpy.random.RandomState.
         """
-        n_per_bag = positive_int(n_per_bag, "n_per_bag")
-        rng = as_generator(random_state)
-        sizes = self.sizes
-        rows = []
-        for b in np.flatnonzero(sizes > n_per_bag):
-            picked = rng.choice(sizes[b], size=n_per_bag, replace=False)
-            picked.sort()
-            rows.append((b, picked + self._offsets[b]))
-        if not rows:
+        if not np.any(self.sizes > positive_int(n_per_bag, "n_per_bag")):
             return self
-        keep = np.ones(self.n_features, dtype=bool)
-        for b, picked in rows:
-            keep[self._offsets[b]:self._offsets[b + 1]] = False
-            keep[picked] = True
-        offsets = np.zeros_like(self._offsets)
-        np.cumsum(np.minimum(sizes, n_per_bag), out=offsets[1:])
-        return Bags._trusted(self._features[keep], offsets)
+        return self.read_subsampled(slice(None), n_per_bag, random_state)
 
     def read_subsampled(self, indices, n_per_bag: int, random_state=None) -> "Bags":
-        """``self[indices].subsample(n_per_bag, random_state)`` (the same draws, the same
-        result), gathering only the sampled rows instead of whole bags first: what one SGD
-        step of the learned encoders reads (eq. 5 of the paper), as
-        :meth:`lfagg.BagStore.read_subsampled`."""
+        """``self[indices].subsample(n_per_bag, random_state)``, gathering only the sampled
+        rows: what one SGD step of the learned encoders reads (as
+        :meth:`lfagg.BagStore.read_subsampled`). Each bag larger than ``n_per_bag`` draws
+        its rows in the order of ``indices``, sorted: ``random_state.choice(N_b, n_per_bag,
+        replace=False)``."""
         n_per_bag = positive_int(n_per_bag, "n_per_bag")
         rng = as_generator(random_state)
         bag_ids = np.atleast_1d(np.arange(len(self))[indices])
         starts, sizes = self._offsets[bag_ids], self.sizes[bag_ids]
         rows, offsets = gather_rows(starts, np.minimum(sizes, n_per_bag))
-        for i in np.flatnonzero(sizes > n_per_bag):  # the draws of subsample, in its order
+        for i in np.flatnonzero(sizes > n_per_bag):
             picked = rng.choice(sizes[i], size=n_per_bag, replace=False)
             picked.sort()
             rows[offsets[i]:offsets[i + 1]] = picked + starts[i]
