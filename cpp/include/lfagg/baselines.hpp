@@ -14,7 +14,6 @@
 #include <cmath>
 #include <limits>
 #include <stdexcept>
-#include <type_traits>
 #include <vector>
 
 #include "lfagg/bag_reduce.hpp"
