@@ -85,16 +85,19 @@ def kmeans_plusplus_reference(X, uniforms):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("n,dim,K,trials", [(1_300, 7, 30, 4), (2_049, 37, 64, 6), (40, 3, 40, 1)])
+@pytest.mark.parametrize("n,dim,K,trials", [(1_300, 7, 30, 4), (2_049, 37, 64, 6), (40, 3, 40, 1), (700, 130, 20, 9)])
 def test_kmeans_plusplus_replays_the_numpy_reference(dtype, n, dim, K, trials):
-    """Rows not a multiple of the core's tiles (512), one tile, every row a seed."""
+    """Rows not a multiple of the core's tiles (512) nor of its blocks (8-32 rows), one
+    tile, every row a seed, candidates in one, two and three groups (of 4); on every
+    instruction set this CPU runs (their blocks differ in size)."""
     from lfagg import _native
     rng = np.random.default_rng(n)
     X = (rng.normal(scale=3.0, size=(n, dim)) + rng.integers(4, size=(n, 1)) * 10).astype(dtype)
     uniforms = rng.random((K, trials))
     expected = kmeans_plusplus_reference(X, uniforms)
-    for n_threads in (1, 2, 3):
-        np.testing.assert_array_equal(_native.core.kmeans_plusplus(X, uniforms, n_threads=n_threads), expected)
+    for core in map(_native.load, _native.available()):
+        for n_threads in (1, 2, 3):
+            np.testing.assert_array_equal(core.kmeans_plusplus(X, uniforms, n_threads=n_threads), expected)
 
 
 def test_kmeans_plusplus_with_fewer_distinct_rows_than_seeds():

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <vector>
 
@@ -72,6 +73,70 @@ class KMeansStep {
     T* distances_;
 };
 
+// The rows of a matrix shifted by their mean, in blocks of kRows rows stored dimension by
+// dimension (dim x kRows, the last block padded with zeros): the squared distances of a
+// block to a few candidates then accumulate in registers, kRows rows per vector operation.
+// k-means++ reads every row once per seed; a matrix product repacked the rows each time,
+// which cost twice its arithmetic.
+template <class T>
+class RowBlocks {
+  public:
+    static constexpr Index kRows = 2 * EIGEN_MAX_ALIGN_BYTES / Index(sizeof(T));  // two vectors
+    static constexpr Index kCandidates = 4;  // candidates per pass over a block: 8 accumulators
+
+    RowBlocks(const T* rows, Index n, Index dim) : n_(n), dim_(dim) {
+        const CMapR<T> x(rows, n, dim);
+        mean_ = x.template cast<double>().colwise().mean().template cast<T>();
+        data_.setZero((n + kRows - 1) / kRows * kRows * dim);
+        norms_.resize(n);
+        for (Index i = 0; i < n; ++i) {
+            const RowVec<T> f = x.row(i) - mean_;
+            norms_[i] = f.squaredNorm();
+            for (Index j = 0; j < dim; ++j) at(i, j) = f[j];
+        }
+    }
+
+    Index rows() const { return n_; }
+    // Row i, shifted, written to `out` (dim values).
+    template <class Out>
+    void row(Index i, Out&& out) const {
+        for (Index j = 0; j < dim_; ++j) out[j] = at(i, j);
+    }
+    const Eigen::Matrix<T, Eigen::Dynamic, 1>& norms() const { return norms_; }
+
+    // dist(r, j) = max(0, |x_r|^2 - 2 x_r . c_j + |c_j|^2) for the rows r in [r0, r0 + len)
+    // (r0 a multiple of kRows) and the m candidates c_j: rows of `cand` (shifted; as many
+    // rows as m rounded up to kCandidates, the extra ones zeros) of squared norms cand_norms.
+    template <class Dist>
+    void distances(Index r0, Index len, const MatR<T>& cand, const RowVec<T>& cand_norms, Index m,
+                   Dist& dist) const {
+        using Vec = Eigen::Array<T, kRows, 1>;
+        for (Index b0 = r0; b0 < r0 + len; b0 += kRows) {
+            const T* block = data_.data() + b0 * dim_;
+            const Index rows = std::min(kRows, r0 + len - b0);
+            for (Index j0 = 0; j0 < m; j0 += kCandidates) {
+                std::array<Vec, kCandidates> dot;
+                for (auto& d : dot) d.setZero();
+                for (Index k = 0; k < dim_; ++k) {
+                    const Eigen::Map<const Vec, Eigen::AlignedMax> x(block + k * kRows);
+                    for (Index j = 0; j < kCandidates; ++j) dot[j] += cand(j0 + j, k) * x;
+                }
+                for (Index j = j0; j < std::min(m, j0 + kCandidates); ++j)
+                    for (Index r = 0; r < rows; ++r)
+                        dist(b0 + r, j) = std::max(T(0), T(-2) * dot[j - j0][r] + norms_[b0 + r] + cand_norms[j]);
+            }
+        }
+    }
+
+  private:
+    T& at(Index i, Index j) { return data_[(i / kRows * dim_ + j) * kRows + i % kRows]; }
+    const T& at(Index i, Index j) const { return data_[(i / kRows * dim_ + j) * kRows + i % kRows]; }
+
+    Index n_, dim_;
+    RowVec<T> mean_;
+    Eigen::Matrix<T, Eigen::Dynamic, 1> data_, norms_;
+};
+
 // Greedy k-means++ (Arthur & Vassilvitskii 2007, with scikit-learn's local trials) on the
 // n x dim rows: seed 0 is row floor(u[0][0] n); seed c is the best of the candidates
 // i_j = the first row whose cumulative potential reaches u[c][j] times the whole (the
@@ -79,27 +144,24 @@ class KMeansStep {
 // one that leaves the least potential. `uniforms` (k x trials, row-major, in [0, 1)) come
 // from the caller so that a seed replays exactly. Returns the k chosen rows.
 //
-// Each seed costs one pass over the rows (features shifted by their mean, as in
-// NearestCenter), bound by the memory bandwidth once the rows outgrow the L2 cache: a
-// tile's distances to the candidates are one small matrix product. The potentials are
-// summed per tile in double and added in tile order, so the candidates' totals -- and the
-// choice -- do not depend on the thread count, and the chosen candidate's per-tile sums
-// index the cumulative potential without a pass.
+// Each seed costs one pass over the rows (RowBlocks), bound by the memory bandwidth once
+// the rows outgrow the L2 cache. The potentials are summed per tile in double and added in
+// tile order, so the candidates' totals -- and the choice -- do not depend on the thread
+// count, and the chosen candidate's per-tile sums index the cumulative potential without a
+// pass.
 template <class T>
 std::vector<Index> kmeans_plusplus(const T* rows, Index n, Index dim, Index k, Index trials,
                                    const double* uniforms, int n_threads) {
-    constexpr Index kTile = 512;
+    constexpr Index kTile = 512;  // a multiple of RowBlocks' kRows
+    using Blocks = RowBlocks<T>;
     const Index n_tiles = (n + kTile - 1) / kTile;
-    const CMapR<T> x(rows, n, dim);
-    const RowVec<T> mean = x.template cast<double>().colwise().mean().template cast<T>();
-    const MatR<T> shifted = x.rowwise() - mean;
-    const Eigen::Matrix<T, Eigen::Dynamic, 1> norms = shifted.rowwise().squaredNorm();
+    const Blocks x(rows, n, dim);
     Eigen::Matrix<T, Eigen::Dynamic, 1> potential(n);  // squared distance to the nearest seed so far
     Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> dist(n, trials);  // to each candidate
     std::vector<double> tile_sums(n_tiles * trials), tile_potential(n_tiles);
     std::vector<Index> chosen(k), candidates(trials);
     Index best = 0;  // the chosen candidate of the current seed
-    MatR<T> cand(trials, dim);
+    MatR<T> cand = MatR<T>::Zero((trials + Blocks::kCandidates - 1) / Blocks::kCandidates * Blocks::kCandidates, dim);
     RowVec<T> cand_norms(trials);
 
     // The first row whose cumulative potential reaches `target`.
@@ -114,18 +176,15 @@ std::vector<Index> kmeans_plusplus(const T* rows, Index n, Index dim, Index k, I
     };
     auto pick = [&](const Index* picked, Index m) {
         for (Index j = 0; j < m; ++j) {
-            cand.row(j) = shifted.row(picked[j]);
-            cand_norms[j] = norms[picked[j]];
+            x.row(picked[j], cand.row(j));
+            cand_norms[j] = x.norms()[picked[j]];
         }
     };
     auto tile_len = [&](Index t) { return std::min(kTile, n - t * kTile); };
     // Squared distances of tile t's rows to the first m candidates; returns its row count.
     auto distances = [&](Index t, Index m) {
-        const Index r0 = t * kTile, len = tile_len(t);
-        auto d = dist.block(r0, 0, len, m);
-        d.noalias() = shifted.middleRows(r0, len) * cand.topRows(m).transpose();
-        d = ((T(-2) * d).colwise() + norms.segment(r0, len)).rowwise() + cand_norms.head(m);
-        d = d.cwiseMax(T(0));
+        const Index len = tile_len(t);
+        x.distances(t * kTile, len, cand, cand_norms, m, dist);
         return len;
     };
 
