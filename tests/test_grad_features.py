@@ -92,3 +92,22 @@ def test_empty_bags_have_no_rows_and_ignore_their_gradient(encoder):
     np.testing.assert_array_equal(BWD[encoder](f, off, C, P, gamma, G, return_grad_features=True)[3], gF)
     no_features = BWD[encoder](f[:0], np.zeros(4, np.int64), C, P, gamma, G, return_grad_features=True)[3]
     assert no_features.shape == (0, f.shape[1])
+
+
+@pytest.mark.parametrize("encoder,grad_output,float64_grad_features", [
+    ("bow", [[2e38, -2e38]], -4e38),   # beyond float32's range (3.4e38)
+    ("vlad", [[-2e38, -2e38]], 2e38),  # within it, but float32's sum 4e38 - 2e38 overflows on the way
+])
+def test_an_overflowing_grad_features_is_an_error(encoder, grad_output, float64_grad_features):
+    """One feature between two codewords (D = 1): the gradients of the centres and the
+    precisions stay finite in float32 (2e38 or 1e38 each, as float64 confirms) while dJ/dF
+    overflows: a ValueError naming grad_output, never a silent infinity."""
+    args64 = (np.zeros((1, 1)), np.array([0, 1]), np.array([[-1.0], [1.0]]), np.ones((2, 1)), 1.0,
+              np.array(grad_output))
+    gC, gP, _, gF = BWD[encoder](*args64, return_grad_features=True)
+    np.testing.assert_allclose(gF, [[float64_grad_features]], rtol=1e-7)
+    args32 = [a.astype(np.float32) if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a for a in args64]
+    gC32, gP32, _ = BWD[encoder](*args32)
+    assert np.all(np.abs(gC32) < 3e38) and np.all(np.abs(gP32) < 3e38)
+    with pytest.raises(ValueError, match="overflowed.*grad_output"):
+        BWD[encoder](*args32, return_grad_features=True)

@@ -105,11 +105,10 @@ py::tuple soft_backward(const Array<T>& features, const Offsets& offsets, const 
         grad_gamma = lfagg::soft_backward<Enc>(pb.bags, pb.params, grad_output.data(), gc, gp, pb.n_threads, a, gf,
                                                 check_features);
     }
-    check_result_finite(gc, grad_centers.size(), pb.n_threads);
-    check_result_finite(gp, grad_precisions.size(), pb.n_threads);
-    if (!std::isfinite(grad_gamma)) check_result_finite(&grad_gamma, 1, 1);
+    check_result_finite(gc, grad_centers.size(), pb.n_threads, lfagg::kBackwardInputs);
+    check_result_finite(gp, grad_precisions.size(), pb.n_threads, lfagg::kBackwardInputs);
+    if (!std::isfinite(grad_gamma)) check_result_finite(&grad_gamma, 1, 1, lfagg::kBackwardInputs);
     if (!return_grad_features) return py::make_tuple(grad_centers, grad_precisions, grad_gamma);
-    check_result_finite(gf, grad_features.size(), pb.n_threads);
     return py::make_tuple(grad_centers, grad_precisions, grad_gamma, grad_features);
 }
 

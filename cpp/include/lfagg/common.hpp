@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <exception>
 #include <optional>
+#include <string>
 #include <utility>
 
 #ifdef _OPENMP
@@ -118,6 +119,13 @@ class FlushSubnormals {
     FlushSubnormals(const FlushSubnormals&) = delete;
     FlushSubnormals& operator=(const FlushSubnormals&) = delete;
 };
+
+// The error of a result that overflowed to NaN or infinity; `inputs` names the arguments
+// whose scale can overflow it.
+inline std::string overflow_message(const char* inputs = "features, centers or precisions") {
+    return std::string("the result overflowed to NaN or infinity: ") + inputs +
+           " are too large for this floating-point type; rescale them or use float64";
+}
 
 // Exceptions must not escape an OpenMP region: the first one is kept and rethrown after it.
 class ErrorTrap {

@@ -140,6 +140,9 @@ void soft_encode(const BagsView<T>& bags, const SoftParams<T>& params, T* out, i
     encode_bags(bags, SoftStatistics<Enc, T>(params, bags.dim, assignments, check_features), out, n_threads);
 }
 
+// The arguments whose scale can overflow the backward pass's results.
+inline constexpr const char* kBackwardInputs = "features, centers, precisions or grad_output";
+
 // Sums over the features of one chunk of rows that the backward pass needs:
 // sum_n e_nk [f'^2, f', 1] (K x (2D + 1): its last column is sum_n e_nk) and T2's direct
 // term, where e_nk = dJ/d(-gamma d_nk) is the softmax backward.
@@ -160,7 +163,8 @@ struct BackwardSums {
 //   dJ/df_nj = -2 gamma sum_k e_nk P_kj (f'_nj - C'_kj)   [+ T2's direct term]
 // = -2 gamma f'_nj (E P)_nj + 2 gamma (E (C'P))_nj, one more matrix product per chunk;
 // each feature's row is written by the one thread that owns its chunk, so it needs no
-// reduction. check_features as for soft_encode.
+// reduction; a NaN or infinity among them is a std::domain_error. check_features as for
+// soft_encode.
 template <class Enc, class T>
 double soft_backward(const BagsView<T>& bags, const SoftParams<T>& params, const T* grad_out,
                      T* grad_centers, T* grad_precisions, int n_threads, const T* assignments = nullptr,
@@ -239,13 +243,16 @@ double soft_backward(const BagsView<T>& bags, const SoftParams<T>& params, const
             // added to gf, wherever numpy placed it, was rounded differently from call to
             // call (test_grad_features.py, D = 6, K = 5).
             auto e_w = w.e_w.topRows(m);
-            if constexpr (Enc::has_direct_term) {
-                e_w.leftCols(dim).noalias() = e * feature_weights.leftCols(dim);
-                e_w.rightCols(dim).noalias() += e * feature_weights.rightCols(dim);
+            if constexpr (Enc::has_direct_term) {  // one product adds to both halves: e is packed once
+                e_w.leftCols(dim).setZero();
+                e_w.noalias() += e * feature_weights;
             } else {
                 e_w.noalias() = e * feature_weights;
             }
             gf = w.tile.shifted(0, m).cwiseProduct(e_w.leftCols(dim)) + e_w.rightCols(dim);
+            // Checked while the chunk is in cache, not in a pass over the N x D result:
+            // f * 0 is NaN exactly for NaN and infinities.
+            if (std::isnan((gf.array() * T(0)).sum())) throw std::domain_error(overflow_message(kBackwardInputs));
         }
     };
 
