@@ -84,19 +84,18 @@ class RowBlocks {
     static constexpr Index kRows = 2 * EIGEN_MAX_ALIGN_BYTES / Index(sizeof(T));  // two vectors
     static constexpr Index kCandidates = 4;  // candidates per pass over a block: 8 accumulators
 
-    RowBlocks(const T* rows, Index n, Index dim) : n_(n), dim_(dim) {
+    RowBlocks(const T* rows, Index n, Index dim) : dim_(dim) {
         const CMapR<T> x(rows, n, dim);
-        mean_ = x.template cast<double>().colwise().mean().template cast<T>();
+        const RowVec<T> mean = x.template cast<double>().colwise().mean().template cast<T>();
         data_.setZero((n + kRows - 1) / kRows * kRows * dim);
         norms_.resize(n);
         for (Index i = 0; i < n; ++i) {
-            const RowVec<T> f = x.row(i) - mean_;
+            const RowVec<T> f = x.row(i) - mean;
             norms_[i] = f.squaredNorm();
             for (Index j = 0; j < dim; ++j) at(i, j) = f[j];
         }
     }
 
-    Index rows() const { return n_; }
     // Row i, shifted, written to `out` (dim values).
     template <class Out>
     void row(Index i, Out&& out) const {
@@ -132,8 +131,7 @@ class RowBlocks {
     T& at(Index i, Index j) { return data_[(i / kRows * dim_ + j) * kRows + i % kRows]; }
     const T& at(Index i, Index j) const { return data_[(i / kRows * dim_ + j) * kRows + i % kRows]; }
 
-    Index n_, dim_;
-    RowVec<T> mean_;
+    Index dim_;
     Eigen::Matrix<T, Eigen::Dynamic, 1> data_, norms_;
 };
 
