@@ -122,7 +122,7 @@ class FlushSubnormals {
 
 // The error of a result that overflowed to NaN or infinity; `inputs` names the arguments
 // whose scale can overflow it.
-inline std::string overflow_message(const char* inputs = "features, centers or precisions") {
+inline std::string overflow_message(const char* inputs) {
     return std::string("the result overflowed to NaN or infinity: ") + inputs +
            " are too large for this floating-point type; rescale them or use float64";
 }
@@ -189,11 +189,17 @@ bool all_blocks(const T* p, Index n, int n_threads, Pred pred) {
     return ok;
 }
 
-// True when every value of p[0..n) is finite (no NaN, no +-inf).
+// True when every value of the Eigen array x is finite (no NaN, no +-inf).
+template <class X>
+bool finite_array(const X& x) {
+    // x * 0 is NaN exactly for NaN and infinities, and the sum propagates it.
+    return !std::isnan((x * typename X::Scalar(0)).sum());
+}
+
+// True when every value of p[0..n) is finite.
 template <class T>
 bool all_finite(const T* p, Index n, int n_threads) {
-    // x * 0 is NaN exactly for NaN and infinities, and the sum propagates it.
-    return all_blocks(p, n, n_threads, [](const auto& x) { return !std::isnan((x * T(0)).sum()); });
+    return all_blocks(p, n, n_threads, [](const auto& x) { return finite_array(x); });
 }
 
 // True when every value of the Eigen array x is finite and >= 0.

@@ -250,9 +250,8 @@ double soft_backward(const BagsView<T>& bags, const SoftParams<T>& params, const
                 e_w.noalias() = e * feature_weights;
             }
             gf = w.tile.shifted(0, m).cwiseProduct(e_w.leftCols(dim)) + e_w.rightCols(dim);
-            // Checked while the chunk is in cache, not in a pass over the N x D result:
-            // f * 0 is NaN exactly for NaN and infinities.
-            if (std::isnan((gf.array() * T(0)).sum())) throw std::domain_error(overflow_message(kBackwardInputs));
+            // Checked while the chunk is in cache, not in a pass over the N x D result.
+            if (!finite_array(gf.array())) throw std::domain_error(overflow_message(kBackwardInputs));
         }
     };
 
