@@ -134,6 +134,32 @@ def test_kmeans_plusplus_rejects_bad_uniforms(uniforms, match):
         _native.core.kmeans_plusplus(np.zeros((10, 2)), uniforms)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_take_rows_gathers_as_numpy_indexing(dtype):
+    """The core's gather of the codebooks' sample: rows in any order, repeated, none, more
+    rows than its threads' share; on every instruction set, for 1-3 threads; and memory of
+    its own, which outlives the features it was taken from."""
+    from lfagg import _native
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(5_000, 13)).astype(dtype)
+    for rows in (rng.integers(len(X), size=4_100), np.array([4_999, 0, 0, 7]), np.zeros(0, dtype=np.int64)):
+        for core in map(_native.load, _native.available()):
+            for n_threads in (1, 2, 3):
+                taken = core.take_rows(X, rows, n_threads=n_threads)
+                assert taken.dtype == dtype and taken.flags.c_contiguous and taken.flags.writeable
+                np.testing.assert_array_equal(taken, X[rows])
+    taken = _native.core.take_rows(X, np.arange(3, dtype=np.int64))
+    expected, X = X[:3].copy(), None
+    np.testing.assert_array_equal(taken, expected)
+
+
+@pytest.mark.parametrize("rows", [np.array([0, 10]), np.array([-1]), np.array([[0]])])
+def test_take_rows_rejects_rows_out_of_range(rows):
+    from lfagg import _native
+    with pytest.raises(ValueError, match="rows must"):
+        _native.core.take_rows(np.zeros((10, 2)), rows.astype(np.int64))
+
+
 def test_seeding_rows_grow_with_k_between_their_bounds():
     sizes = [seeding_rows(K) for K in (1, 8, 64, 256, 499, 500, 501, 1024, 4096)]
     assert sizes == sorted(sizes) and sizes[0] > 1 and sizes[-1] == SEEDING_MAX

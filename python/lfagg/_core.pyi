@@ -66,3 +66,4 @@ def kmeans_step(features: F, centers: F, n_threads: int = 0, return_labels: bool
                 check_features: bool = True) -> tuple: ...  # (counts, means, inertia[, labels, distances])
 def kmeans_plusplus(features: F, uniforms: NDArray[np.float64], n_threads: int = 0,
                     check_features: bool = True) -> NDArray[np.int64]: ...  # (K,) rows; uniforms (K, trials)
+def take_rows(features: F, rows: NDArray[np.int64], n_threads: int = 0) -> F: ...  # (n, D) = features[rows]

@@ -236,4 +236,13 @@ std::vector<Index> kmeans_plusplus(const T* rows, Index n, Index dim, Index k, I
     return chosen;
 }
 
+// dst (n x dim) = the rows of src (? x dim) at the n indices `rows` (each in range), on
+// n_threads threads: the codebooks' random sample, written where its pages are touched.
+template <class T>
+void take_rows(const T* src, Index dim, const std::int64_t* rows, Index n, T* dst, int n_threads) {
+    const int nt = static_cast<int>(std::min<Index>(resolve_threads(n_threads), std::max<Index>(1, n / 1024)));
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (Index i = 0; i < n; ++i) std::copy_n(src + rows[i] * dim, dim, dst + i * dim);
+}
+
 }  // namespace lfagg

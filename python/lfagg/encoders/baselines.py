@@ -69,7 +69,7 @@ class _CodebookTransformer(TransformerMixin, BaseEstimator):
         positive_int(self.n_init, "n_init")
         params = self._check_params()
         seed = spawn_seeds(self.random_state, 3)[1]  # the codebook's seed in every estimator
-        self._fit_codebook(sample_features(bags, K, max_features, seed), seed, n_threads, params)
+        self._fit_codebook(sample_features(bags, K, max_features, seed, n_threads), seed, n_threads, params)
         self.n_features_in_ = bags.dim
         return self
 

@@ -52,16 +52,17 @@ def random_rows(n: int, max_rows: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, min(n, max_rows), replace=False))
 
 
-def sample_features(bags, n_codewords: int, max_init_features: int, seed: int) -> np.ndarray:
+def sample_features(bags, n_codewords: int, max_init_features: int, seed: int, n_threads: int = 0) -> np.ndarray:
     """A random sample of at most ``max_init_features`` of the bags' local features, in
-    their order (bags, an already validated Bags, must hold at least ``n_codewords``)."""
+    their order (bags, an already validated Bags, must hold at least ``n_codewords``),
+    gathered on ``n_threads`` threads (0: all cores)."""
     n = bags.n_features
     if n < n_codewords:
         raise ValueError(f"too few local features to learn {n_codewords} codewords: the bags hold {n} features "
                          "in all; lower n_codewords or pass more bags")
     if isinstance(bags, BagStore):  # reads a random part of the store, all of it when max_init_features >= n
         return bags.sample_features(max_init_features, seed)
-    return bags.features[random_rows(n, max_init_features, seed)]
+    return _native.core.take_rows(bags.features, random_rows(n, max_init_features, seed), n_threads=n_threads)
 
 
 #: Lloyd iterations of the K-Means codebooks by default: 20 reached the inertia of a
@@ -153,10 +154,11 @@ def kmeans(sample: np.ndarray, n_codewords: int, seed: int, max_iter: int = KMEA
            n_threads: int = 0) -> KMeansFit:
     """K-Means of the (n, D) float sample: :func:`kmeans_plusplus` seeds drawn on a subsample
     (see SEEDING_PER_CODEWORD), then :func:`lloyd`; of ``n_init`` runs the one of least inertia."""
-    best = None
+    best, sample = None, np.ascontiguousarray(sample)
     for run_seed in np.random.default_rng(seed).integers(2 ** 31, size=n_init):
-        rows = random_rows(len(sample), seeding_rows(n_codewords), int(run_seed))
-        fit = lloyd(sample, kmeans_plusplus(sample[rows], n_codewords, int(run_seed), n_threads), max_iter, n_threads)
+        rows = _native.core.take_rows(sample, random_rows(len(sample), seeding_rows(n_codewords), int(run_seed)),
+                                      n_threads=n_threads)
+        fit = lloyd(sample, kmeans_plusplus(rows, n_codewords, int(run_seed), n_threads), max_iter, n_threads)
         if best is None or fit.inertia < best.inertia:
             best = fit
     return best

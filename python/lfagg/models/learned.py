@@ -248,7 +248,7 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
 
     def _initial_codebook(self, bags, plan: SimpleNamespace, init_seed: int):
         """(sample, Codebook): the features sampled for the initialisation and what ``init`` fits on them."""
-        sample = sample_features(bags, plan.K, plan.max_features, init_seed)
+        sample = sample_features(bags, plan.K, plan.max_features, init_seed, plan.n_threads)
         return sample, fit_codebook(sample, plan.K, self.init, init_seed, n_threads=plan.n_threads)
 
     def _train(self, bags, y_index, plan: SimpleNamespace, sgd_seed: int, watch, on_epoch_end):
