@@ -113,6 +113,7 @@ def test_constructor_zero_bags():
         (np.ones((6, 2)), [[0, 6]], "offsets"),
         (np.ones((6, 2)), np.array([0.0, 6.0]), "offsets"),
         (np.ones((6, 2)), [-1, 6], "offsets"),
+        (np.ones((6, 2)), np.array([0, 2 ** 63 + 2, 6], dtype=np.uint64), "offsets must fit in int64"),
     ],
     ids=[
         "features_1d",
@@ -125,6 +126,7 @@ def test_constructor_zero_bags():
         "offsets_2d",
         "offsets_float",
         "offsets_negative",
+        "offsets_beyond_int64",
     ],
 )
 def test_constructor_errors(features, offsets, name):
@@ -234,6 +236,16 @@ def test_getitem_int_array(bags_and_arrays):
     assert_bags_equal_arrays(bags[np.array([], dtype=np.int64)], [])
     with pytest.raises(IndexError):
         bags[np.array([0, len(arrs)])]
+
+
+@pytest.mark.parametrize("bad", [True, np.True_, None, np.array([[0, 1]])])
+def test_an_index_that_is_not_one_dimensional_is_an_index_error(bags_and_arrays, bad):
+    """numpy reads True and None as a new axis: Bags names what it takes (BagStore too,
+    tests/test_store.py)."""
+    bags, _ = bags_and_arrays
+    for pick in (bags.__getitem__, bags.subset, lambda i: bags.read_subsampled(i, 2)):
+        with pytest.raises(IndexError, match="bags are picked by"):
+            pick(bad)
 
 
 def test_getitem_bool_mask(bags_and_arrays):

@@ -314,6 +314,17 @@ def test_normalisations_follow_their_formulas():
     assert power_normalize(x.astype(np.float32)).dtype == np.float32
 
 
+@pytest.mark.parametrize("dtype,big", [(np.float32, 3e20), (np.float64, 3e200)])
+def test_l2_normalisation_of_rows_whose_norm_overflows_the_dtype(dtype, big):
+    """Rows whose squared norm is beyond the dtype's range still come out of unit norm (not
+    zero), a row below MIN_NORM is divided by MIN_NORM as before, a zero row stays zero."""
+    x = np.array([[big, 4 * big / 3, 0], [1e-14, 0, 0], [0, 0, 0]], dtype=dtype)
+    out = l2_normalize(x)
+    assert out.dtype == dtype
+    np.testing.assert_allclose(out, [[0.6, 0.8, 0], [0.01, 0, 0], [0, 0, 0]], rtol=1e-6)
+    np.testing.assert_allclose(intra_normalize(np.hstack([x, x / big]), 2)[0], [0.6, 0.8, 0, 0.6, 0.8, 0], rtol=1e-6)
+
+
 @pytest.mark.parametrize("call, name", [
     (lambda: power_normalize(np.ones(3)), "x"),
     (lambda: power_normalize(np.ones((2, 2)), 0.0), "alpha"),

@@ -347,3 +347,21 @@ def test_lloyd_is_the_same_for_every_thread_count():
     np.testing.assert_array_equal(one.centers, two.centers)
     np.testing.assert_array_equal(one.labels, two.labels)
     assert one.inertia == two.inertia
+
+
+def test_auto_gamma_is_exact_far_from_the_origin():
+    """Features and codewords 1e6 away from the origin, 0.01 apart: the same gamma as at the
+    origin (the expanded distance would cancel to noise there), the median of the exact
+    squared distances computed directly."""
+    rng = np.random.default_rng(3)
+    X, C, P = rng.normal(scale=0.01, size=(500, 3)), rng.normal(scale=0.01, size=(4, 3)), rng.uniform(1, 2, (4, 3))
+    exact = 1 / np.median((((X[:, None] - C[None]) ** 2) * P[None]).sum(-1).min(1))
+    assert codebook.auto_gamma(X, C, P) == pytest.approx(exact, rel=1e-9)
+    assert codebook.auto_gamma(X + 1e6, C + 1e6, P) == pytest.approx(exact, rel=1e-6)
+
+
+def test_auto_gamma_when_most_features_are_codewords():
+    """Over half the features on a codeword: the median of the others' distances, not 1."""
+    C = np.array([[0.0, 0.0], [10.0, 0.0]])
+    X = np.vstack([np.repeat(C, 30, axis=0), [[0.0, 0.5], [10.0, 0.6], [0.0, 2.0]]])
+    assert codebook.auto_gamma(X, C, np.ones_like(C)) == pytest.approx(1 / 0.36)  # median of 0.25, 0.36, 4

@@ -56,10 +56,11 @@ def test_transformer_round_trip_is_bitwise(name, circles, tmp_path):
     np.testing.assert_array_equal(lfagg.load(tmp_path / "t.lfagg").transform(test_bags), model.transform(test_bags))
 
 
-def test_unfitted_round_trip_keeps_the_parameters(tmp_path):
+@pytest.mark.parametrize("as_path", [lambda p: p, str, os.fsencode], ids=["PathLike", "str", "bytes"])
+def test_unfitted_round_trip_keeps_the_parameters(tmp_path, as_path):
     model = lfagg.LearnedVLAD(5, gamma_scale=3.0, l2=0.1)
-    lfagg.save(model, tmp_path / "u.lfagg")
-    assert lfagg.load(tmp_path / "u.lfagg").get_params() == model.get_params()
+    lfagg.save(model, as_path(tmp_path / "u.lfagg"))
+    assert lfagg.load(as_path(tmp_path / "u.lfagg")).get_params() == model.get_params()
 
 
 def test_plain_pickling_keeps_working(circles):

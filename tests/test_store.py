@@ -53,6 +53,33 @@ def test_round_trip_and_indexing(tmp_path):
         store[len(bags)]
 
 
+@pytest.mark.parametrize("labels", [np.array([True, False] * 4), np.array([0.0, 2, -1, 3, 0, 1, 1, 7]),
+                                    np.array([2 ** 40, 3, 0, 1, 5, 6, 9, 8], dtype=np.uint64),
+                                    np.array(["cat", "dog", "ant", "bee", "a", "b", "c", "d"])])
+def test_labels_come_back_as_they_went_in(tmp_path, labels):
+    """Values and kind (bool, float, integer, str), across appends and a reopening."""
+    bags = ragged(8)
+    build(tmp_path / "s.zarr", bags, labels)
+    stored = lfagg.BagStore.open(tmp_path / "s.zarr").labels
+    assert stored.dtype.kind in {"u": "i", "U": "UTO"}.get(labels.dtype.kind, labels.dtype.kind)
+    np.testing.assert_array_equal(stored, labels)
+
+
+def test_unsigned_labels_beyond_int64_are_refused(tmp_path):
+    store = lfagg.BagStore.create(tmp_path / "s.zarr", dim=5)
+    with pytest.raises(ValueError, match="labels must fit in int64"):
+        store.append(ragged(sizes=(3, 1)), labels=np.array([2 ** 63 + 5, 1], dtype=np.uint64))
+    assert store.labels is None and len(store) == 0
+
+
+@pytest.mark.parametrize("bad", [True, None, np.array([[0, 1]])])
+def test_an_index_that_is_not_one_dimensional_is_an_index_error(tmp_path, bad):
+    store = build(tmp_path / "s.zarr", ragged())
+    for pick in (store.__getitem__, store.subset, lambda i: store.read_subsampled(i, 2)):
+        with pytest.raises(IndexError, match="bags are picked by"):
+            pick(bad)
+
+
 def test_a_compressed_store_reads_the_same_through_zarr(tmp_path):
     bags = ragged(9)
     raw = build(tmp_path / "raw.zarr", bags)

@@ -88,6 +88,29 @@ def test_a_jagged_nested_tensor_is_the_same_bags(encoder):
     torch.testing.assert_close(torch.cat([b.grad for b in bags]), flat.grad)
 
 
+@pytest.mark.parametrize("encoder", LAYERS)
+def test_a_nested_tensor_with_holes_pools_only_its_bags_rows(encoder):
+    """torch.nested.narrow's bags are windows of a padded tensor (lengths(), offsets() of
+    the windows' starts): only the rows inside each window are features, and the gradient
+    reaches the padded tensor there alone."""
+    layer = LAYERS[encoder](4, 3, dtype=torch.float64)
+    padded = torch.randn(3, 6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
+    starts, lengths = [0, 2, 1], [2, 4, 0]
+    windows = padded.clone().requires_grad_()
+    nested = torch.nested.narrow(windows, 1, torch.tensor(starts), torch.tensor(lengths), layout=torch.jagged)
+    assert nested.lengths() is not None
+    flat = torch.cat([padded[b, s:s + n] for b, (s, n) in enumerate(zip(starts, lengths))]).requires_grad_()
+    offsets = torch.tensor(np.concatenate([[0], np.cumsum(lengths)]))
+    out_nested, out_flat = layer(nested), layer(flat, offsets)
+    torch.testing.assert_close(out_nested, out_flat, rtol=0, atol=0)
+    out_nested.square().sum().backward()
+    out_flat.square().sum().backward()
+    expected = torch.zeros_like(padded)
+    for b, (s, n) in enumerate(zip(starts, lengths)):
+        expected[b, s:s + n] = flat.grad[offsets[b]:offsets[b + 1]]
+    torch.testing.assert_close(windows.grad, expected, rtol=0, atol=0)
+
+
 def test_layer_parameters_and_state_dict_round_trip():
     torch.manual_seed(0)
     layer = lt.SoftVLAD(5, 3, gamma=0.5, learn_gamma=True)
@@ -219,6 +242,8 @@ def test_nested_tensor_errors():
     strided = torch.nested.nested_tensor([features[:4], features[4:]])
     with pytest.raises(ValueError, match="layout=torch.jagged"):
         lt.soft_bow(strided, None, centers, precisions, gamma)
+    with pytest.raises(ValueError, match="ragged in dimension 1; got one of 3 dimensions ragged in dimension 2"):
+        lt.soft_bow(jagged.transpose(1, 2), None, centers, precisions, gamma)
 
 
 def test_layer_arguments_are_checked():

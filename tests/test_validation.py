@@ -166,7 +166,7 @@ def test_learned_rejects_a_bad_n_iter_no_change(value, circles):
         learned(n_iter_no_change=value, early_stopping=True, validation_fraction=0.25).fit(bags, y)
 
 
-@pytest.mark.parametrize("value", [True, 1.5])
+@pytest.mark.parametrize("value", [True, 1.5, 1e-3, 0.999])  # the last two: fewer bags than classes on a side
 def test_learned_rejects_a_bad_validation_fraction(value, circles):
     (bags, y), _ = circles
     with pytest.raises(ValueError, match="validation_fraction"):

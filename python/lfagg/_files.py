@@ -12,7 +12,7 @@ def atomic_path(path):
     """A temporary path beside ``path`` to write to; renamed to ``path`` when the block
     ends without an exception, deleted otherwise. The file gets the permissions of one
     that open() creates (the umask's), or those of the file it replaces."""
-    path = os.fspath(path)
+    path = os.fsdecode(path)
     tmp = _create_beside(path)
     try:
         if os.path.exists(path):

@@ -164,6 +164,8 @@ def as_offsets(offsets) -> np.ndarray:
     arr = np.asarray(offsets)
     if arr.dtype.kind not in "iu":
         raise ValueError(f"offsets must be an integer array, got dtype {arr.dtype}")
+    if arr.dtype.kind == "u" and arr.size and arr.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"offsets must fit in int64, got {arr.max()}")
     return np.ascontiguousarray(arr, dtype=np.int64)
 
 

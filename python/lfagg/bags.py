@@ -111,13 +111,12 @@ class Bags:
             stop = max(start, stop)
             lo, hi = self._offsets[start], self._offsets[stop]
             return Bags._trusted(self._features[lo:hi], self._offsets[start:stop + 1] - lo)
-        chosen = np.arange(len(self))[index]  # slices with steps, integer arrays, boolean masks
-        return self._take(np.atleast_1d(chosen))
+        return self._take(pick_bags(len(self), index))  # slices with steps, integer arrays, boolean masks
 
     def subset(self, indices) -> "Bags":
         """``self[indices]`` as a Bags (the counterpart of :meth:`lfagg.BagStore.subset`,
         which reads nothing until its bags are read)."""
-        return self[np.atleast_1d(np.arange(len(self))[indices])]
+        return self._take(pick_bags(len(self), indices))
 
     def _take(self, bag_ids: np.ndarray) -> "Bags":
         """The bags bag_ids, in that order, as a new Bags (features gathered without a Python loop)."""
@@ -148,8 +147,8 @@ class Bags:
         replace=False)``."""
         n_per_bag = positive_int(n_per_bag, "n_per_bag")
         rng = as_generator(random_state)
-        bag_ids = np.atleast_1d(np.arange(len(self))[indices])
-        starts, sizes = self._offsets[bag_ids], self.sizes[bag_ids]
+        chosen = pick_bags(len(self), indices)
+        starts, sizes = self._offsets[chosen], self.sizes[chosen]
         rows, offsets = gather_rows(starts, np.minimum(sizes, n_per_bag))
         for i in np.flatnonzero(sizes > n_per_bag):
             picked = rng.choice(sizes[i], size=n_per_bag, replace=False)
@@ -159,6 +158,18 @@ class Bags:
 
     def __repr__(self) -> str:
         return f"Bags(n_bags={len(self)}, n_features={self.n_features}, dim={self.dim}, dtype={self.dtype})"
+
+
+def pick_bags(n_bags: int, index) -> np.ndarray:
+    """The (m,) int ids of the bags among ``n_bags`` that ``index`` picks: a slice, an
+    integer array (negative ids count from the end) or a boolean mask; IndexError for
+    anything else (numpy would read True or None as a new axis)."""
+    if index is None or isinstance(index, (bool, np.bool_)):
+        raise IndexError(f"bags are picked by an integer, a slice, an integer array or a boolean mask, got {index!r}")
+    ids = np.atleast_1d(np.arange(n_bags)[index])
+    if ids.ndim != 1:
+        raise IndexError(f"bags are picked by a 1-D index, got one of shape {np.shape(index)}")
+    return ids
 
 
 def gather_rows(starts: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

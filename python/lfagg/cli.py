@@ -119,7 +119,10 @@ def _labelled_bags(args):
 
 
 def _check_output_folder(path) -> None:
-    """ValueError before any work when ``path`` cannot be written for want of its folder."""
+    """ValueError before any work when ``path`` cannot be written for want of its folder,
+    or is a folder itself (a *.zarr store excepted: encode resumes one)."""
+    if os.path.isdir(path) and not path.endswith(".zarr"):
+        raise ValueError(f"{path} is a directory: give the path of the file to write")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise ValueError(f"{path}: no such directory {folder}")

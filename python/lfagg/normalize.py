@@ -54,8 +54,11 @@ def l2_normalize(x) -> np.ndarray:
     (n_bags, dim) array of x's dtype.
     """
     x = _rows(x)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, MIN_NORM).astype(x.dtype)
+    # each row over its largest magnitude first: the norm of x itself can overflow to inf
+    scale = np.abs(x).max(axis=1, keepdims=True, initial=0)
+    scale[scale == 0] = 1
+    x = x / scale
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), MIN_NORM / scale).astype(x.dtype)
 
 
 def intra_normalize(x, n_blocks: int) -> np.ndarray:

@@ -107,6 +107,7 @@ def load(path):
     import skops.io
     from skops.io.exceptions import UntrustedTypesFoundException
 
+    path = os.fsdecode(path)  # zipfile would read bytes as a file object
     if not os.path.isfile(path):
         raise ValueError(f"{path}: no such file")
     try:

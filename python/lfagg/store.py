@@ -22,12 +22,14 @@ import numpy as np
 
 from . import _mapped
 from ._validation import as_generator, check_labels, is_int, positive_int
-from .bags import Bags, as_bags, gather_rows
+from .bags import Bags, as_bags, gather_rows, pick_bags
 
 __all__ = ["BagStore"]
 
 #: The name and version of the store format this lfagg writes.
 FORMAT, FORMAT_VERSION = "lfagg-bag-store", 1
+#: The stored dtype of each kind of labels (the kind the first append's labels decide).
+LABEL_DTYPES = {"int": np.int64, "float": np.float64, "str": str, "bool": np.bool_}
 #: Default rows per chunk of the features: about 4 MiB for D = 128 float32.
 DEFAULT_CHUNK_ROWS = 8192
 #: The most bytes of features a block of a store read by the estimators holds.
@@ -134,7 +136,7 @@ class BagStore:
         if version > FORMAT_VERSION:
             raise ValueError(f"bag store format {version}; this lfagg reads format {FORMAT_VERSION}: upgrade lfagg")
         dim, n_bags = meta.get("dim"), meta.get("n_bags")
-        if meta.get("dtype") not in ("float32", "float64") or meta.get("labels") not in (None, "int", "float", "str") \
+        if meta.get("dtype") not in ("float32", "float64") or meta.get("labels") not in (None, *LABEL_DTYPES) \
                 or not isinstance(meta.get("names"), bool) or not all(
                 is_int(v) and v >= lo for v, lo in ((dim, 1), (n_bags, 0))):
             raise ValueError(f"damaged bag store metadata {meta}")
@@ -182,7 +184,9 @@ class BagStore:
                              f"{'give' if self._meta['names'] else 'do not give'} names with every append")
         if labels is not None:
             labels = check_labels(labels, len(bags))
-            kind = "str" if labels.dtype.kind in "UO" else "int" if labels.dtype.kind in "biu" else "float"
+            kind = {"U": "str", "O": "str", "b": "bool", "i": "int", "u": "int"}.get(labels.dtype.kind, "float")
+            if labels.dtype.kind == "u" and labels.size and labels.max() > np.iinfo(np.int64).max:
+                raise ValueError(f"labels must fit in int64 (the store's integer labels), got {labels.max()}")
             if has_labels and kind != self._meta["labels"]:
                 raise ValueError(f"labels must be of the store's kind ({self._meta['labels']}), got {kind}")
         if names is not None:
@@ -196,8 +200,7 @@ class BagStore:
         self._offsets_array.resize((offsets.size,))
         self._offsets_array[n_old + 1:] = offsets[n_old + 1:]
         if labels is not None:
-            self._append_column("labels", labels.astype(str) if kind == "str" else labels.astype(
-                np.int64 if kind == "int" else np.float64), n_old)
+            self._append_column("labels", labels.astype(LABEL_DTYPES[kind]), n_old)
         if names is not None:
             self._append_column("names", names, n_old)
         meta = dict(self._meta, n_bags=len(offsets) - 1, labels=kind if labels is not None else self._meta["labels"],
@@ -259,12 +262,12 @@ class BagStore:
             if not -len(self) <= b < len(self):
                 raise IndexError(f"bag index {index} out of range for {len(self)} bags")
             return self._read(np.array([b % len(self)])).features
-        return self._read(np.atleast_1d(np.arange(len(self))[index]))
+        return self._read(pick_bags(len(self), index))
 
     def subset(self, indices) -> "BagStore":
         """The bags at ``indices`` (an index array, mask or slice) as a store of their own,
         read lazily: nothing is read until its bags are."""
-        chosen = np.atleast_1d(np.arange(len(self))[indices])
+        chosen = pick_bags(len(self), indices)
         view = object.__new__(BagStore)
         view.__dict__.update(self.__dict__)
         view._bag_ids = self._bag_ids[chosen]
@@ -300,10 +303,10 @@ class BagStore:
         one SGD step of the learned encoders reads (eq. 5 of the paper)."""
         n_per_bag = positive_int(n_per_bag, "n_per_bag")
         rng = as_generator(random_state)
-        bag_ids = np.atleast_1d(np.arange(len(self))[indices])
+        chosen = pick_bags(len(self), indices)
         # Bags.subsample draws bag by bag in order: the same draws, one bag in memory at a time
-        parts = [self._read(np.array([b])).subsample(n_per_bag, rng).features for b in bag_ids]
-        offsets = np.zeros(bag_ids.size + 1, dtype=np.int64)
+        parts = [self._read(np.array([b])).subsample(n_per_bag, rng).features for b in chosen]
+        offsets = np.zeros(chosen.size + 1, dtype=np.int64)
         np.cumsum([len(p) for p in parts], out=offsets[1:])
         features = np.concatenate(parts) if parts else np.empty((0, self.dim), self.dtype)
         return Bags._trusted(features, offsets)

@@ -89,6 +89,25 @@ SoftVLADMaxFunction = _autograd_function(
     "T2 with max pooling as a torch.autograd.Function; :func:`soft_vlad` checks the input and applies it.")
 
 
+def _jagged_rows(nested):
+    """(features (N, D), offsets (n_bags + 1,)) of a jagged nested tensor of (n_i, D) bags.
+    One with holes (``lengths()``, as ``torch.nested.narrow`` makes) has its bags' rows
+    gathered by ``index_select``, which autograd follows (its ``contiguous()`` loses the
+    gradient in torch 2.13)."""
+    if nested.dim() != 3 or nested._ragged_idx != 1:
+        raise ValueError("features must be a jagged nested tensor of (n_i, D) bags, ragged in dimension 1; got one "
+                         f"of {nested.dim()} dimensions ragged in dimension {nested._ragged_idx}")
+    values, offsets, lengths = nested.values(), nested.offsets(), nested.lengths()
+    if lengths is None:
+        return values, offsets
+    starts, lengths = offsets[:-1].to(torch.int64), lengths.to(torch.int64)
+    bag_of_row = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
+    new_offsets = torch.zeros(len(lengths) + 1, dtype=torch.int64)
+    torch.cumsum(lengths, 0, out=new_offsets[1:])
+    rows = starts[bag_of_row] + torch.arange(int(new_offsets[-1])) - new_offsets[:-1][bag_of_row]
+    return values.index_select(0, rows), new_offsets
+
+
 def _check_inputs(features, offsets, centers, precisions, gamma):
     """(features, offsets) as the core takes them; TypeError/ValueError naming the argument."""
     if getattr(features, "is_nested", False):
@@ -97,7 +116,7 @@ def _check_inputs(features, offsets, centers, precisions, gamma):
         if features.layout != torch.jagged:
             raise ValueError("features must be a jagged nested tensor (layout=torch.jagged), got layout "
                              f"{features.layout}")
-        features, offsets = features.values(), features.offsets()
+        features, offsets = _jagged_rows(features)
     for name, value in (("features", features), ("offsets", offsets), ("centers", centers),
                         ("precisions", precisions), ("gamma", gamma)):
         if not isinstance(value, torch.Tensor):

@@ -296,16 +296,24 @@ def check_gamma(gamma, gamma_scale) -> tuple[float | None, float]:
 def auto_gamma(sample: np.ndarray, centers: np.ndarray, precisions: np.ndarray, random_state=0) -> float:
     """The data-driven default of gamma: 1 / median over local features of the distance
     to their nearest codeword, so a typical feature's nearest codeword weighs e times
-    more than a codeword at twice that distance. Scale-free: multiplying the features by
-    s divides it by s^2 (the paper's values range from 5e-8 to 70 for this reason).
+    more than a codeword at twice that distance (the median over the features off the
+    codewords when most lie on one). Scale-free: multiplying the features by s divides it
+    by s^2 (the paper's values range from 5e-8 to 70 for this reason), and unmoved by a
+    shift of features and codewords.
 
     sample : (n, D) local features; centers, precisions : (K, D). Returns a float.
     """
     # a random subset: the sample may be ordered by bag, hence by class
     sample = sample[random_rows(len(sample), 10_000, random_state)].astype(np.float64)
+    # centred first: the expanded distance of features far from the origin cancels
+    shift = sample.mean(axis=0)
+    sample, centers = sample - shift, centers - shift
     d = (sample ** 2) @ precisions.T - 2 * sample @ (centers * precisions).T + (centers ** 2 * precisions).sum(1)
-    nearest = np.median(np.maximum(d.min(axis=1), 0))
-    return 1.0 / nearest if nearest > 0 else 1.0
+    nearest = np.maximum(d.min(axis=1), 0)
+    typical = np.median(nearest)
+    if typical == 0:  # most features are codewords: the spread of the others
+        typical = np.median(nearest[nearest > 0]) if np.any(nearest > 0) else 1.0
+    return 1.0 / typical
 
 
 def resolve_gamma(gamma: float | None, gamma_scale: float, sample: np.ndarray, codebook: Codebook,

@@ -174,8 +174,12 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
         split_seed, init_seed, sgd_seed = spawn_seeds(self.random_state, 3)
         val_bags = val_y = None
         if validation_data is None and self.validation_fraction:
-            train, val = train_test_split(np.arange(len(bags)), test_size=self.validation_fraction,
-                                          stratify=y, random_state=split_seed)
+            try:
+                train, val = train_test_split(np.arange(len(bags)), test_size=self.validation_fraction,
+                                              stratify=y, random_state=split_seed)
+            except ValueError as e:  # too few bags held out (or kept) for each class to have one
+                raise ValueError(f"validation_fraction={self.validation_fraction} cannot split these {len(bags)} "
+                                 f"bags by class: {e}") from None
             (val_bags, val_y), (bags, y) = (bags.subset(val), y[val]), (bags.subset(train), y[train])
         elif validation_data is not None:
             val_bags = check_bags(validation_data[0], bags.dim, plan.n_threads)
