@@ -365,3 +365,29 @@ def test_auto_gamma_when_most_features_are_codewords():
     C = np.array([[0.0, 0.0], [10.0, 0.0]])
     X = np.vstack([np.repeat(C, 30, axis=0), [[0.0, 0.5], [10.0, 0.6], [0.0, 2.0]]])
     assert codebook.auto_gamma(X, C, np.ones_like(C)) == pytest.approx(1 / 0.36)  # median of 0.25, 0.36, 4
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e6])
+def test_lloyds_tolerance_scale_is_the_variance_also_far_from_the_origin(offset):
+    """Lloyd's KMEANS_TOL is relative to the sample's mean variance per dimension: the same
+    as numpy's (two-pass) at the origin and 1e6 away from it, where the mean of the
+    squares less the squared mean would cancel (it gave 23x the variance here)."""
+    X = np.random.default_rng(4).normal(scale=0.01, size=(20_000, 8)) + offset
+    assert codebook._mean_variance(X) == pytest.approx(X.var(axis=0).mean(), rel=1e-9)
+
+
+@pytest.mark.parametrize("dtype,small,workable", [(np.float32, -66, -33), (np.float64, -560, -460)])
+def test_features_too_small_for_the_dtypes_distances_are_an_error(dtype, small, workable):
+    """Features of 2**small (1e-20 in float32, 1e-169 in float64): their squared distances
+    flush to zero and every feature would tie with codeword 0; a ValueError that says to
+    rescale, from the estimators' K-Means. At 2**workable they cluster exactly as at unit
+    scale (powers of two scale every operation exactly)."""
+    import lfagg
+    X = blobs(6, n=2_000, dim=3)
+    bags = lfagg.Bags(X.astype(dtype) * dtype(2.0 ** small), np.array([0, 1_000, 2_000]))
+    with pytest.raises(ValueError, match="spread too little for .* rescale them"):
+        lfagg.BagOfWords(4, random_state=0).fit(bags)
+    big = lfagg.Bags(X.astype(dtype) * dtype(2.0 ** workable), bags.offsets)
+    unit = lfagg.Bags(X.astype(dtype), bags.offsets)
+    np.testing.assert_array_equal(lfagg.BagOfWords(4, random_state=0).fit_transform(big),
+                                  lfagg.BagOfWords(4, random_state=0).fit_transform(unit))

@@ -189,9 +189,15 @@ def lloyd(sample: np.ndarray, seeds: np.ndarray, max_iter: int = KMEANS_MAX_ITER
     bitwise the same for every thread count: 27 ms per iteration against scikit-learn's
     45-50 at 100,000 x 108, K = 256, on 2 threads. A centre left without features moves
     to the feature farthest from its centre, as in scikit-learn. Returns a KMeansFit
-    whose labels and inertia are those of the returned centres."""
+    whose labels and inertia are those of the returned centres; ValueError for a sample
+    whose squared distances would underflow the dtype (features of 1e-19 in float32)."""
     sample = np.ascontiguousarray(sample)
-    tol = KMEANS_TOL * _mean_variance(sample)
+    variance, limits = _mean_variance(sample, n_threads), np.finfo(sample.dtype)
+    # (the core flushes subnormal distances to zero: then every feature ties with codeword 0)
+    if variance * sample.shape[1] < limits.tiny / limits.eps and (spread := np.ptp(sample, axis=0).max()) > 0:
+        raise ValueError(f"the local features spread too little for {sample.dtype} distances (no dimension spans more "
+                         f"than {spread:.3g}): rescale them, e.g. standardise them")
+    tol = KMEANS_TOL * variance
     centers, previous, settled = np.ascontiguousarray(seeds, dtype=sample.dtype), np.inf, False
     for iteration in range(max_iter + 1):  # the last pass only scores the centres
         counts, means, inertia, labels, distances = _native.core.kmeans_step(
@@ -206,12 +212,13 @@ def lloyd(sample: np.ndarray, seeds: np.ndarray, max_iter: int = KMEANS_MAX_ITER
         centers = means
 
 
-def _mean_variance(sample: np.ndarray) -> float:
-    """The variance of the (n, D) sample's columns, averaged over the D columns, from its
-    sums in float64 without a temporary copy (np.var's took 10x longer)."""
-    mean = sample.mean(axis=0, dtype=np.float64)
-    squares = np.einsum("ij,ij->", sample, sample, dtype=np.float64) / len(sample)
-    return max(float(squares - mean @ mean) / sample.shape[1], 0.0)
+def _mean_variance(sample: np.ndarray, n_threads: int = 0) -> float:
+    """The variance of the (n, D) sample's columns, averaged over the D columns: the
+    inertia of one centre at the mean, one threaded pass of the core without a temporary
+    copy (np.var's took 10x longer), exact also far from the origin, where the mean of
+    the squares less the squared mean cancels."""
+    mean = sample.mean(axis=0, dtype=np.float64).astype(sample.dtype)[None]
+    return _native.core.kmeans_step(sample, mean, n_threads=n_threads, check_features=False)[2] / sample.size
 
 
 def _gmm(sample, K, seed, max_iter, n_init, reg_covar, n_threads) -> Codebook:
