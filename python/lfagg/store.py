@@ -161,7 +161,8 @@ class BagStore:
     # -- appending ---------------------------------------------------------------------
     def append(self, bags, labels=None, names=None) -> None:
         """Appends bags (a Bags or a list of (N_i, D) arrays) and, if the store has them,
-        their labels and names (the first append decides whether it does).
+        their labels and names (the first append decides whether it does, and the kind of
+        its labels: integers (stored as int64), whole reals (float64), strings or bools).
 
         The bags must have the store's dimension and dtype; NaN and infinity are refused.
         Nothing is visible to readers until the whole append is written, and a refused
