@@ -64,6 +64,15 @@ def load_model(path):
     return model
 
 
+def _load_model_with_threads(args):
+    """The model of ``--model``, its kernels on ``--threads`` threads (when given; else the
+    count it was saved with)."""
+    model = load_model(args.model)
+    if args.threads is not None:
+        _set_threads(model, args.threads)
+    return model
+
+
 def _set_threads(model, threads) -> None:
     """The thread count (None: all cores) of a model's kernels and of its encoder's (of
     every refit's, for a model of ``lfagg select``)."""
@@ -183,9 +192,7 @@ def _encode(args) -> int:
     from .store import BagStore
 
     _check_output_folder(args.out)
-    model = load_model(args.model)
-    if args.threads is not None:  # else the count it was saved with
-        _set_threads(model, args.threads)
+    model = _load_model_with_threads(args)
     model = getattr(model, "best_estimator_", model)  # a search's representation: its first refit's
     bags, _ = load_bags(args.bags)
     with _dask_scheduler(args.scheduler, args.address) as use_dask:
@@ -253,9 +260,7 @@ def _evaluate(args) -> int:
 
     from ._progress import Stopwatch, bags_count
 
-    model = load_model(args.model)
-    if args.threads is not None:  # else the count it was saved with
-        _set_threads(model, args.threads)
+    model = _load_model_with_threads(args)
     bags, y = _labelled_bags(args)
     if len(bags) == 0:
         raise ValueError(f"{args.bags}: no bags to evaluate")
