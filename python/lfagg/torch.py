@@ -28,6 +28,7 @@ from torch.autograd.function import once_differentiable
 
 from . import ops
 from ._validation import boolean, choice, n_threads_arg, positive_int, positive_real
+from .bags import gather_rows
 
 __all__ = ["SoftBoW", "SoftVLAD", "soft_bow", "soft_vlad", "SoftBoWFunction", "SoftBoWMaxFunction", "SoftVLADFunction",
            "SoftVLADMaxFunction"]
@@ -100,12 +101,8 @@ def _jagged_rows(nested):
     values, offsets, lengths = nested.values(), nested.offsets(), nested.lengths()
     if lengths is None:
         return values, offsets
-    starts, lengths = offsets[:-1].to(torch.int64), lengths.to(torch.int64)
-    bag_of_row = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
-    new_offsets = torch.zeros(len(lengths) + 1, dtype=torch.int64)
-    torch.cumsum(lengths, 0, out=new_offsets[1:])
-    rows = starts[bag_of_row] + torch.arange(int(new_offsets[-1])) - new_offsets[:-1][bag_of_row]
-    return values.index_select(0, rows), new_offsets
+    rows, new_offsets = gather_rows(offsets[:-1].numpy().astype(np.int64), lengths.numpy().astype(np.int64))
+    return values.index_select(0, torch.from_numpy(rows)), torch.from_numpy(new_offsets)
 
 
 def _check_inputs(features, offsets, centers, precisions, gamma):
