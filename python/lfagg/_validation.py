@@ -164,9 +164,15 @@ def as_offsets(offsets) -> np.ndarray:
     arr = np.asarray(offsets)
     if arr.dtype.kind not in "iu":
         raise ValueError(f"offsets must be an integer array, got dtype {arr.dtype}")
-    if arr.dtype.kind == "u" and arr.size and arr.max() > np.iinfo(np.int64).max:
-        raise ValueError(f"offsets must fit in int64, got {arr.max()}")
+    check_fits_int64(arr, "offsets")
     return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def check_fits_int64(arr: np.ndarray, name: str) -> None:
+    """ValueError when the integer array ``arr`` holds unsigned values beyond int64's range
+    (its cast to int64 would wrap them to negative numbers)."""
+    if arr.dtype.kind == "u" and arr.size and arr.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"{name} must fit in int64, got {arr.max()}")
 
 
 def check_offsets(offsets: np.ndarray, n_features: int) -> None:

@@ -21,7 +21,7 @@ import re
 import numpy as np
 
 from . import _mapped
-from ._validation import as_generator, check_labels, is_int, positive_int
+from ._validation import as_generator, check_fits_int64, check_labels, is_int, positive_int
 from .bags import Bags, as_bags, gather_rows, pick_bags
 
 __all__ = ["BagStore"]
@@ -186,8 +186,7 @@ class BagStore:
         if labels is not None:
             labels = check_labels(labels, len(bags))
             kind = {"U": "str", "O": "str", "b": "bool", "i": "int", "u": "int"}.get(labels.dtype.kind, "float")
-            if labels.dtype.kind == "u" and labels.size and labels.max() > np.iinfo(np.int64).max:
-                raise ValueError(f"labels must fit in int64 (the store's integer labels), got {labels.max()}")
+            check_fits_int64(labels, "labels")
             if has_labels and kind != self._meta["labels"]:
                 raise ValueError(f"labels must be of the store's kind ({self._meta['labels']}), got {kind}")
         if names is not None:
