@@ -222,15 +222,17 @@ def test_select_with_jobs_saves_a_model_on_all_cores(capsys, files, tmp_path):
 
 
 def test_select_help_states_the_estimators_defaults(capsys):
-    for search in (lfagg.LearnedBoWCV(), lfagg.LearnedVLADCV()):
-        p = search.get_params()
-        stated = (f"codebook sizes {' '.join(map(str, p['n_codewords']))}, gamma scales "
-                  f"{' '.join(f'{v:g}' for v in p['gamma_scale'])}, learning rates "
-                  f"{' '.join(f'{v:g}' for v in p['learning_rate'])}, {p['max_epochs']} epochs, {p['cv']} folds, "
-                  f"{p['n_estimators']} refits, the {p['pooling']} pooling.")
-        assert cli.SELECT_DEFAULTS.endswith(stated)
+    t1, t2 = lfagg.LearnedBoWCV(), lfagg.LearnedVLADCV()
+    p = t1.get_params()
+    assert p["n_codewords"] == "auto" and t2.get_params() == p  # "auto": each class's own sizes
+    sizes = [" ".join(map(str, search._AUTO_CODEBOOK_SIZES)) for search in (t1, t2)]
+    stated = (f"codebook sizes {sizes[0]} (t1) or {sizes[1]} (t2), gamma scales "
+              f"{' '.join(f'{v:g}' for v in p['gamma_scale'])}, learning rates "
+              f"{' '.join(f'{v:g}' for v in p['learning_rate'])}, {p['max_epochs']} epochs, {p['cv']} folds, "
+              f"{p['n_estimators']} refits, the {p['pooling']} pooling.")
+    assert cli.SELECT_DEFAULTS.endswith(stated)
     rc, out, _ = run_main(capsys, "select", "--help")
-    assert rc == 0 and "codebook sizes 4 16 64" in " ".join(out.split())
+    assert rc == 0 and "codebook sizes 2 4 16 64 (t1) or 1 2 4 16 64 (t2)" in " ".join(out.split())
 
 
 def test_errors(capsys, files, tmp_path):

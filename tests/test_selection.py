@@ -213,3 +213,12 @@ def test_an_unfitted_search_says_so(data, method):
     model = lfagg.LearnedBoWCV(**SMALL)
     with pytest.raises(NotFittedError):
         getattr(model, method)(*((bags, y) if method == "score" else (bags,)))
+
+
+@pytest.mark.parametrize("cls, sizes", [(lfagg.LearnedBoWCV, (2, 4, 16, 64)), (lfagg.LearnedVLADCV, (1, 2, 4, 16, 64))])
+def test_the_default_codebook_sizes_are_the_classes_own(data, cls, sizes):
+    # T1 leaves out one codeword (a soft BoW of one codeword is the same for every bag)
+    search = cls(gamma_scale=1.0, learning_rate=1e-2, max_epochs=0, cv=2, n_estimators=1, n_threads=1,
+                 random_state=0).fit(*data)
+    assert search.get_params()["n_codewords"] == "auto"
+    assert tuple(p["n_codewords"] for p in search.cv_results_["params"]) == sizes

@@ -16,8 +16,9 @@ import warnings
 METHODS = ("t1", "t2", "bow", "vlad", "fv")
 #: What `lfagg select` searches when not told (LearnedBoWCV's defaults, which a test
 #: compares this with: the parser does not import scikit-learn to read them).
-SELECT_DEFAULTS = ("Options left out take the estimators' defaults: codebook sizes 4 16 64, gamma scales 0.125 0.5 2 "
-                   "8, learning rates 0.001 0.01, 16 epochs, 5 folds, 5 refits, the mean pooling.")
+SELECT_DEFAULTS = ("Options left out take the estimators' defaults: codebook sizes 2 4 16 64 (t1) or 1 2 4 16 64 "
+                   "(t2), gamma scales 0.125 0.5 2 8, learning rates 0.001 0.01, 16 epochs, 5 folds, 5 refits, the "
+                   "mean pooling.")
 
 
 def build_model(method, n_codewords, *, epochs=10, gamma="auto", gamma_scale=1.0, learning_rate=1e-3,

@@ -6,8 +6,8 @@ its hyper-parameters on that training fold alone.
 Methods: "T1" and "T2" are :class:`lfagg.LearnedBoWCV` and :class:`lfagg.LearnedVLADCV`
 with their defaults; "BoW", "VLAD" and "FV" are :class:`lfagg.BagClassifier` over
 :class:`lfagg.BagOfWords`, :class:`lfagg.VLAD` and :class:`lfagg.FisherVector`, their
-codebook size chosen among the same sizes by scikit-learn's ``GridSearchCV`` on the
-same number of inner folds by the same score (the held-out log loss). When the methods
+codebook size chosen among the same sizes (BoW: T1's; VLAD, FV: T2's) by scikit-learn's
+``GridSearchCV`` on the same number of inner folds by the same score (the held-out log loss). When the methods
 include both T1 and T2, "T1+T2" is scored too: the mean of their class probabilities on
 each test fold (a model average, no fit of its own).
 ``benchmarks/mil_benchmark.py`` runs it from the command line.
@@ -25,7 +25,7 @@ from ._validation import check_bags, check_labels, choice, n_jobs_arg, positive_
 from .bags import Bags
 from .encoders import VLAD, BagOfWords, FisherVector
 from .models import BagClassifier, LearnedBoWCV, LearnedVLADCV
-from .models.selection import DEFAULT_CODEBOOK_SIZES, DEFAULT_FOLDS
+from .models.selection import BOW_CODEBOOK_SIZES, DEFAULT_FOLDS, VLAD_CODEBOOK_SIZES
 
 __all__ = ["METHODS", "AVERAGES", "make_method", "standardize", "mil_benchmark", "format_mil_table"]
 
@@ -33,7 +33,10 @@ __all__ = ["METHODS", "AVERAGES", "make_method", "standardize", "mil_benchmark",
 METHODS = ("T1", "T2", "BoW", "VLAD", "FV")
 #: Model averages scored when all their members are among the methods: name -> members.
 AVERAGES = {"T1+T2": ("T1", "T2")}
-_ENCODERS = {"BoW": BagOfWords, "VLAD": VLAD, "FV": FisherVector}
+#: The baselines' encoders and the codebook sizes they search: those of LearnedBoWCV for
+#: BoW, of LearnedVLADCV for VLAD and FV.
+_ENCODERS = {"BoW": (BagOfWords, BOW_CODEBOOK_SIZES), "VLAD": (VLAD, VLAD_CODEBOOK_SIZES),
+             "FV": (FisherVector, VLAD_CODEBOOK_SIZES)}
 
 
 def make_method(name: str, random_state: int, n_threads: int | None = 1):
@@ -41,9 +44,10 @@ def make_method(name: str, random_state: int, n_threads: int | None = 1):
     choice(name, "method", METHODS)
     if name in ("T1", "T2"):
         return (LearnedBoWCV if name == "T1" else LearnedVLADCV)(random_state=random_state, n_threads=n_threads)
-    encoder = _ENCODERS[name](DEFAULT_CODEBOOK_SIZES[0], random_state=random_state, n_threads=n_threads)
-    return GridSearchCV(BagClassifier(encoder, random_state=random_state),
-                        {"encoder__n_codewords": list(DEFAULT_CODEBOOK_SIZES)},
+    encoder, sizes = _ENCODERS[name]
+    return GridSearchCV(BagClassifier(encoder(sizes[0], random_state=random_state, n_threads=n_threads),
+                                      random_state=random_state),
+                        {"encoder__n_codewords": list(sizes)},
                         scoring="neg_log_loss",
                         cv=StratifiedKFold(DEFAULT_FOLDS, shuffle=True, random_state=random_state))
 
