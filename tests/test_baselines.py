@@ -1,4 +1,4 @@
-"""lfagg.ops.bow / vlad / fisher_vector and lfagg.normalize against independent references:
+"""ops.bow / vlad / fisher_vector and lfagg.normalize against independent references:
 numpy (baseline_reference.py), scikit-image's fisher_vector and VLFeat through cyvlfeat
 (skipped when not installed); thread-count determinism; every bad argument named."""
 
@@ -420,3 +420,25 @@ def test_valid_call_and_empty_input(op):
     empty = call_op(op, features=np.ones((0, D)), offsets=np.array([0, 0]),
                     **({"assignments": np.ones((0, K))} if op == "vlad" else {}))
     assert empty.shape[0] == 1 and not empty.any()
+
+
+@pytest.mark.parametrize("dtype,small,workable", [(np.float32, -66, -33), (np.float64, -560, -460)])
+def test_codebooks_too_small_for_the_dtypes_distances_are_an_error(dtype, small, workable):
+    """Features and centres of 2**small: their squared distances flush to zero and every
+    feature would tie with codeword 0 (silently: BoW all in bin 0); a ValueError that says
+    to rescale. At 2**workable the result is the unit scale's, scaled (powers of two scale
+    every operation exactly); VLAD with given assignments computes no distances."""
+    rng = np.random.default_rng(0)
+    F, C = rng.normal(size=(60, 5)).astype(dtype), rng.normal(size=(4, 5)).astype(dtype)
+    offsets = np.array([0, 25, 60])
+    for scale in (small, workable):
+        s = dtype(2.0 ** scale)
+        if scale == small:
+            for encode in (ops.bow, ops.vlad):
+                with pytest.raises(ValueError, match=r"centers spread too little for .* rescale the features"):
+                    encode(F * s, offsets, C * s)
+            hard = np.eye(4, dtype=dtype)[np.zeros(60, dtype=int)]
+            assert np.all(np.isfinite(ops.vlad(F * s, offsets, C * s, assignments=hard)))
+        else:
+            np.testing.assert_array_equal(ops.bow(F * s, offsets, C * s), ops.bow(F, offsets, C))
+            np.testing.assert_array_equal(ops.vlad(F * s, offsets, C * s), ops.vlad(F, offsets, C) * s)

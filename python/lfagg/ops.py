@@ -189,6 +189,19 @@ def soft_vlad_backward(features, offsets, centers, precisions, gamma, grad_outpu
                      grad_output, n_threads, pooling, assignments, return_grad_features)
 
 
+def _nearest_centre_codebook(centers: np.ndarray) -> np.ndarray:
+    """``centers`` (K, D), checked for hard assignment: a ValueError when they spread so
+    little that squared distances at their scale underflow the dtype (the core flushes
+    them to zero, and every feature would tie with codeword 0), as the estimators' K-Means
+    refuses such features."""
+    limits = np.finfo(centers.dtype)
+    spread = float(np.ptp(centers, axis=0).max()) if centers.size else 0.0
+    if 0 < spread and spread ** 2 * centers.shape[1] < limits.tiny / limits.eps:
+        raise ValueError(f"centers spread too little for {centers.dtype} distances (no dimension spans more than "
+                         f"{spread:.3g}): rescale the features and centers, e.g. standardise them")
+    return centers
+
+
 def bow(features, offsets, centers, n_threads=None) -> np.ndarray:
     """Hard-assignment Bag of Words (Csurka et al. 2004).
 
@@ -208,8 +221,8 @@ def bow(features, offsets, centers, n_threads=None) -> np.ndarray:
     to each codeword, so rows sum to 1 (0 for an empty bag).
     """
     features = float_array(features, "features")
-    return _core.bow(features, as_offsets(offsets), float_array(centers, "centers", features.dtype),
-                     n_threads_arg(n_threads))
+    return _core.bow(features, as_offsets(offsets),
+                     _nearest_centre_codebook(float_array(centers, "centers", features.dtype)), n_threads_arg(n_threads))
 
 
 def vlad(features, offsets, centers, assignments=None, n_threads=None) -> np.ndarray:
@@ -236,10 +249,12 @@ def vlad(features, offsets, centers, assignments=None, n_threads=None) -> np.nda
     """
     features = float_array(features, "features")
     dtype = features.dtype
+    centers = float_array(centers, "centers", dtype)
     if assignments is not None:
         assignments = float_array(assignments, "assignments", dtype)
-    return _core.vlad(features, as_offsets(offsets), float_array(centers, "centers", dtype), assignments,
-                      n_threads_arg(n_threads))
+    else:
+        _nearest_centre_codebook(centers)
+    return _core.vlad(features, as_offsets(offsets), centers, assignments, n_threads_arg(n_threads))
 
 
 def fisher_vector(features, offsets, means, variances, weights, n_threads=None, *,
