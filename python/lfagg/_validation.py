@@ -175,6 +175,18 @@ def check_fits_int64(arr: np.ndarray, name: str) -> None:
         raise ValueError(f"{name} must fit in int64, got {arr.max()}")
 
 
+def check_resolvable_distances(squared: float, dtype, spread, what: str, rescale: str) -> None:
+    """ValueError when squared distances of about ``squared`` (summed over the dimensions)
+    underflow ``dtype``: the core flushes subnormal distances to zero, and every feature
+    would tie with codeword 0. ``spread()``, called only then, is the largest span of one
+    dimension (0: the points coincide, which distances resolve). The message names
+    ``what`` spreads too little and says to rescale ``rescale``."""
+    limits = np.finfo(dtype)
+    if squared < limits.tiny / limits.eps and (span := float(spread())) > 0:
+        raise ValueError(f"{what} spread too little for {np.dtype(dtype)} distances (no dimension spans more than "
+                         f"{span:.3g}): rescale {rescale}, e.g. standardise them")
+
+
 def check_offsets(offsets: np.ndarray, n_features: int) -> None:
     """ValueError unless ``offsets`` (int64) delimit bags of ``n_features`` rows."""
     if offsets.ndim != 1 or offsets.size < 1:

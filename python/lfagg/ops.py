@@ -20,7 +20,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import _native
-from ._validation import as_offsets, boolean, check_gamma_dtype, choice, float_array, n_threads_arg, positive_real
+from ._validation import (as_offsets, boolean, check_gamma_dtype, check_resolvable_distances, choice, float_array,
+                          n_threads_arg, positive_real)
 from .encoders.soft import soft_bow_max, soft_bow_max_backward, soft_vlad_max, soft_vlad_max_backward
 
 _core = _native.core
@@ -189,17 +190,13 @@ def soft_vlad_backward(features, offsets, centers, precisions, gamma, grad_outpu
                      grad_output, n_threads, pooling, assignments, return_grad_features)
 
 
-def _nearest_centre_codebook(centers: np.ndarray) -> np.ndarray:
-    """``centers`` (K, D), checked for hard assignment: a ValueError when they spread so
-    little that squared distances at their scale underflow the dtype (the core flushes
-    them to zero, and every feature would tie with codeword 0), as the estimators' K-Means
+def _check_nearest_centre_codebook(centers: np.ndarray) -> None:
+    """For hard assignment to ``centers`` (K, D): a ValueError when they spread so little
+    that squared distances at their scale underflow the dtype, as the estimators' K-Means
     refuses such features."""
-    limits = np.finfo(centers.dtype)
     spread = float(np.ptp(centers, axis=0).max()) if centers.size else 0.0
-    if 0 < spread and spread ** 2 * centers.shape[1] < limits.tiny / limits.eps:
-        raise ValueError(f"centers spread too little for {centers.dtype} distances (no dimension spans more than "
-                         f"{spread:.3g}): rescale the features and centers, e.g. standardise them")
-    return centers
+    check_resolvable_distances(spread ** 2 * centers.shape[1], centers.dtype, lambda: spread, "centers",
+                               "the features and centers")
 
 
 def bow(features, offsets, centers, n_threads=None) -> np.ndarray:
@@ -221,8 +218,9 @@ def bow(features, offsets, centers, n_threads=None) -> np.ndarray:
     to each codeword, so rows sum to 1 (0 for an empty bag).
     """
     features = float_array(features, "features")
-    return _core.bow(features, as_offsets(offsets),
-                     _nearest_centre_codebook(float_array(centers, "centers", features.dtype)), n_threads_arg(n_threads))
+    centers = float_array(centers, "centers", features.dtype)
+    _check_nearest_centre_codebook(centers)
+    return _core.bow(features, as_offsets(offsets), centers, n_threads_arg(n_threads))
 
 
 def vlad(features, offsets, centers, assignments=None, n_threads=None) -> np.ndarray:
@@ -253,7 +251,7 @@ def vlad(features, offsets, centers, assignments=None, n_threads=None) -> np.nda
     if assignments is not None:
         assignments = float_array(assignments, "assignments", dtype)
     else:
-        _nearest_centre_codebook(centers)
+        _check_nearest_centre_codebook(centers)
     return _core.vlad(features, as_offsets(offsets), centers, assignments, n_threads_arg(n_threads))
 
 

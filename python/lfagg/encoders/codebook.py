@@ -11,7 +11,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from .. import _native
 from .._threads import limit_threads
-from .._validation import check_gamma_dtype, is_auto, positive_int, positive_real
+from .._validation import check_gamma_dtype, check_resolvable_distances, is_auto, positive_int, positive_real
 from ..store import BagStore
 
 #: The ways :func:`fit_codebook` learns a codebook, and their names in progress messages.
@@ -192,11 +192,9 @@ def lloyd(sample: np.ndarray, seeds: np.ndarray, max_iter: int = KMEANS_MAX_ITER
     whose labels and inertia are those of the returned centres; ValueError for a sample
     whose squared distances would underflow the dtype (features of 1e-19 in float32)."""
     sample = np.ascontiguousarray(sample)
-    variance, limits = _mean_variance(sample, n_threads), np.finfo(sample.dtype)
-    # (the core flushes subnormal distances to zero: then every feature ties with codeword 0)
-    if variance * sample.shape[1] < limits.tiny / limits.eps and (spread := np.ptp(sample, axis=0).max()) > 0:
-        raise ValueError(f"the local features spread too little for {sample.dtype} distances (no dimension spans more "
-                         f"than {spread:.3g}): rescale them, e.g. standardise them")
+    variance = _mean_variance(sample, n_threads)
+    check_resolvable_distances(variance * sample.shape[1], sample.dtype, lambda: np.ptp(sample, axis=0).max(),
+                               "the local features", "them")
     tol = KMEANS_TOL * variance
     centers, previous, settled = np.ascontiguousarray(seeds, dtype=sample.dtype), np.inf, False
     for iteration in range(max_iter + 1):  # the last pass only scores the centres
