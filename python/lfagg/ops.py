@@ -194,7 +194,9 @@ def _check_nearest_centre_codebook(centers: np.ndarray) -> None:
     """For hard assignment to ``centers`` (K, D): a ValueError when they spread so little
     that squared distances at their scale underflow the dtype, as the estimators' K-Means
     refuses such features."""
-    spread = float(np.ptp(centers, axis=0).max()) if centers.size else 0.0
+    if centers.ndim != 2 or not centers.size:  # the core refuses other shapes, naming the argument
+        return
+    spread = float(np.ptp(centers, axis=0).max())
     check_resolvable_distances(spread ** 2 * centers.shape[1], centers.dtype, lambda: spread, "centers",
                                "the features and centers")
 
