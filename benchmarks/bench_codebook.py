@@ -14,8 +14,9 @@ On the 100,000 features ``LearnedBoW(256)`` samples from part (f)'s 400 bags x 2
   seeds decide the local optimum).
 * GMM (``--gmm``, minutes at K = 256): ``fit_codebook(..., "gmm")`` (K-Means, then EM on
   lfagg's core) against ``GaussianMixture(256, covariance_type="diag")`` (its own K-Means
-  start, then EM), each with its defaults, both stopping once an iteration gains less than
-  1e-3 in mean log-likelihood (at most 100 iterations); the mean log-likelihood of each.
+  start, then EM), each with its defaults (at most 100 EM iterations, fewer once one gains
+  less in mean log-likelihood than 1e-3 per dimension for lfagg, 1e-3 per feature for
+  scikit-learn); the mean log-likelihood of each.
 
 Writes ``benchmarks/results/codebook-<timestamp>.json``.
 """

@@ -208,10 +208,9 @@ def test_em_iterations_equal_scikit_learns_from_the_same_start(monkeypatch, dtyp
     K = 5  # one component more than the blobs
     start = codebook.Codebook(X[rng.choice(len(X), K, replace=False)], rng.uniform(0.5, 2.0, (K, 6)),
                               rng.dirichlet(np.ones(K)))
-    monkeypatch.setattr(codebook, "GMM_TOL", -np.inf)  # every iteration runs
     for n_iter in (1, 6):
         with pytest.warns(ConvergenceWarning, match=f"did not settle in {n_iter} EM iterations"):
-            ours = codebook.em_gmm(X.astype(dtype), start, max_iter=n_iter, reg_covar=1e-4, n_threads=2)
+            ours = codebook.em_gmm(X.astype(dtype), start, max_iter=n_iter, reg_covar=1e-4, tol=-np.inf, n_threads=2)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)  # a few iterations, on purpose
             theirs = GaussianMixture(K, covariance_type="diag", max_iter=n_iter, tol=0, reg_covar=1e-4,
@@ -236,14 +235,16 @@ class CountingCore:
         return self.core.fisher_vector(*args, **kwargs)
 
 
-def test_em_stops_as_scikit_learn_and_keeps_a_component_without_mass(monkeypatch):
-    X = blobs(6, n=2_000, dim=3, n_blobs=2).astype(np.float64)
-    far = codebook.Codebook(np.vstack([X[:2], [[1e3, 1e3, 1e3]]]), np.ones((3, 3)), np.full(3, 1 / 3))
+@pytest.mark.parametrize("tol", [codebook.GMM_TOL, 1e-5])
+def test_em_stops_once_a_step_gains_less_than_tol_per_dimension_and_keeps_a_component_without_mass(monkeypatch, tol):
+    # Overlapping blobs: the gains shrink over tens of iterations, so tol and tol * D stop apart.
+    X = blobs(6, n=2_000, dim=6, n_blobs=8).astype(np.float64)
+    far = codebook.Codebook(np.vstack([X[:2], np.full((1, 6), 1e3)]), np.ones((3, 6)), np.full(3, 1 / 3))
     core = CountingCore(codebook._native.core)
     monkeypatch.setattr(codebook._native, "core", core)
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)  # it settles: no warning
-        fitted = codebook.em_gmm(X, far, max_iter=500)
+        fitted = codebook.em_gmm(X, far, max_iter=500, tol=tol)
     np.testing.assert_array_equal(fitted.centers[2], far.centers[2])  # no feature is near it: it stays
     np.testing.assert_array_equal(fitted.variances[2], far.variances[2])
     n_iter = core.calls
@@ -252,11 +253,12 @@ def test_em_stops_as_scikit_learn_and_keeps_a_component_without_mass(monkeypatch
     def score(n):  # the mean log-likelihood after n iterations, by scikit-learn
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)  # cut short on purpose
-            c = codebook.em_gmm(X, far, max_iter=n)
+            c = codebook.em_gmm(X, far, max_iter=n, tol=tol)
         return gmm_score(X, c.weights, c.centers, c.variances)
 
-    # It stops after the M-step of the first E-step whose likelihood gained less than GMM_TOL.
-    assert score(n_iter - 1) - score(n_iter - 2) < codebook.GMM_TOL <= score(n_iter - 2) - score(n_iter - 3)
+    # It stops after the M-step of the first E-step whose likelihood gained less than tol * D.
+    D = X.shape[1]
+    assert score(n_iter - 1) - score(n_iter - 2) < tol * D <= score(n_iter - 2) - score(n_iter - 3)
 
 
 def test_a_collapsed_gaussian_is_a_clear_error_without_reg_covar():

@@ -196,6 +196,7 @@ STRINGS = [
     ("VLAD", lambda b, y: lfagg.VLAD(3, power_alpha="x").fit(b), "power_alpha"),
     ("VLAD", lambda b, y: lfagg.VLAD(3, power_alpha=True).fit(b), "power_alpha"),
     ("FisherVector", lambda b, y: lfagg.FisherVector(2, reg_covar=-1.0).fit(b), "reg_covar"),
+    ("FisherVector", lambda b, y: lfagg.FisherVector(2, tol=float("nan")).fit(b), "tol"),
     ("BagOfWords", lambda b, y: lfagg.BagOfWords(4, max_iter=True).fit(b), "max_iter"),
     ("BagOfWords", lambda b, y: lfagg.BagOfWords(4, n_init="2").fit(b), "n_init"),
     ("BagClassifier", lambda b, y: lfagg.BagClassifier(None).fit(b, y), "encoder"),
