@@ -2,6 +2,8 @@
 numpy (baseline_reference.py), scikit-image's fisher_vector and VLFeat through cyvlfeat
 (skipped when not installed); thread-count determinism; every bad argument named."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -442,3 +444,15 @@ def test_codebooks_too_small_for_the_dtypes_distances_are_an_error(dtype, small,
         else:
             np.testing.assert_array_equal(ops.bow(F * s, offsets, C * s), ops.bow(F, offsets, C))
             np.testing.assert_array_equal(ops.vlad(F * s, offsets, C * s), ops.vlad(F, offsets, C) * s)
+
+
+@pytest.mark.parametrize("dtype,centers", [(np.float64, [[0.0], [1e300]]), (np.float32, [[-3e38], [3e38]])])
+def test_centres_spread_beyond_the_dtypes_range_pass_the_underflow_check(dtype, centers):
+    """Their span squared overflows (or the span itself): the underflow check must neither
+    raise (Python's float ** did: OverflowError, found by the long fuzz) nor warn, and leave
+    the overflowing distances to the core's own ValueError."""
+    F, C = np.array([[0.0], [1.0]], dtype=dtype), np.array(centers, dtype=dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="distances overflowed.* rescale them"):
+            ops.bow(F, np.array([0, 2]), C)

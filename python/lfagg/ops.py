@@ -196,9 +196,10 @@ def _check_nearest_centre_codebook(centers: np.ndarray) -> None:
     refuses such features."""
     if centers.ndim != 2 or not centers.size:  # the core refuses other shapes, naming the argument
         return
-    spread = float(np.ptp(centers, axis=0).max())
-    check_resolvable_distances(spread ** 2 * centers.shape[1], centers.dtype, lambda: spread, "centers",
-                               "the features and centers")
+    with np.errstate(over="ignore"):  # a span beyond the dtype's range is no underflow
+        spread = float(np.ptp(centers, axis=0).max())
+    check_resolvable_distances(spread * spread * centers.shape[1], centers.dtype, lambda: spread, "centers",
+                               "the features and centers")  # float's ** raises OverflowError, * gives inf
 
 
 def bow(features, offsets, centers, n_threads=None) -> np.ndarray:
