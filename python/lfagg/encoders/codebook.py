@@ -230,14 +230,28 @@ def _gmm(sample, K, seed, max_iter, n_init, reg_covar, tol, n_threads) -> Codebo
     clusters (their weights, means and variances)."""
     km = kmeans(sample, K, seed, KMEANS_MAX_ITER, n_init, n_threads)
     counts = np.bincount(km.labels, minlength=K).astype(np.float64)
-    members = sparse.csr_matrix((np.ones(len(sample)), (km.labels, np.arange(len(sample)))), shape=(K, len(sample)))
-    features = sample.astype(np.float64)
-    sums, squares = members @ features, members @ features ** 2
+    sums, squares = _cluster_sums(sample, km.labels, K)
     safe = np.maximum(counts, 1)
     variances = np.maximum(squares / safe[:, None] - (sums / safe[:, None]) ** 2, 0)
     variances[counts < 2] = sample.var(axis=0)  # a cluster of one feature has no spread of its own
     return em_gmm(sample, Codebook(km.centers.astype(np.float64), variances + reg_covar, safe / safe.sum()),
                   max_iter, reg_covar, tol, n_threads)
+
+
+def _cluster_sums(sample: np.ndarray, labels: np.ndarray, K: int, rows: int = 4096) -> tuple:
+    """The (K, D) float64 sums of the features and of their squares per cluster, over blocks
+    of ``rows``: float64 copies of the whole sample (two of 86 MB at 100,000 x 108, K = 256)
+    took 0.5 s in a fresh process, most of it the first touch of their pages (0.07 s once
+    warm), the blocks 0.03 s."""
+    sums, squares = np.zeros((K, sample.shape[1])), np.zeros((K, sample.shape[1]))
+    for start in range(0, len(sample), rows):
+        block, block_labels = sample[start:start + rows].astype(np.float64), labels[start:start + rows]
+        members = sparse.csr_matrix((np.ones(len(block)), (block_labels, np.arange(len(block)))),
+                                    shape=(K, len(block)))
+        sums += members @ block
+        block *= block
+        squares += members @ block
+    return sums, squares
 
 
 def em_gmm(sample: np.ndarray, start: Codebook, max_iter: int = GMM_MAX_ITER, reg_covar: float = 1e-6,
