@@ -386,7 +386,7 @@ def test_select_l2_stops_after_patience_penalties_classify_worse(monkeypatch):
     X = (2 * y - 1)[:, None] + 0.1 * rng.standard_normal((100, 1))
     fitted = []
 
-    def fake_fit(self, Z, y, max_iter=500, n_threads=1):
+    def fake_fit(self, Z, y, max_iter=500, n_threads=1, space=None):
         fitted.append(self.l2)
         self.W[...] = sign[self.l2] * np.array([[-1.0, 1.0]])
 
@@ -399,6 +399,25 @@ def test_select_l2_stops_after_patience_penalties_classify_worse(monkeypatch):
     sign = {5.0: 1, 4.0: -1, 3.0: 1, 2.0: -1, 1.0: -1}
     assert select_l2(X, y, 2, grid=(1.0, 2.0, 3.0, 4.0, 5.0)) == 5.0  # ties go to the larger
     assert fitted == [5.0, 4.0, 3.0, 2.0, 1.0]  # the tie at 3.0 broke the row
+
+
+def test_select_l2_on_wide_inputs_builds_one_row_space_for_every_penalty(monkeypatch):
+    """The same choice and weights as each penalty's fit building its own basis of the
+    same Z (deterministic), from one eigendecomposition instead of one per penalty."""
+    import lfagg.models.l2 as l2_module
+
+    X, y = weak_inputs(np.random.default_rng(4), 60, n_inputs=500)
+    built = []
+    original_init = heads.RowSpace.__init__
+    monkeypatch.setattr(heads.RowSpace, "__init__", lambda self, Z: built.append(Z.shape) or original_init(self, Z))
+    shared = select_l2(X, y, 2, random_state=0, return_weights=True)
+    assert built == [(48, 500)]  # the 48 training rows of the split, once
+    monkeypatch.setattr(l2_module, "fits_in_row_space", lambda Z: False)  # each fit builds its own
+    built.clear()
+    separate = select_l2(X, y, 2, random_state=0, return_weights=True)
+    assert len(built) > 1 and shared[0] == separate[0]
+    for ours, theirs in zip(shared[1], separate[1]):
+        np.testing.assert_array_equal(ours, theirs)
 
 
 def test_select_l2_returns_the_chosen_fit_as_a_start_for_the_fit_on_all_rows():

@@ -76,6 +76,12 @@ class RowSpace:
         return self._Q @ B if self._Q is not None else self._Z.T @ (self._coefficients @ B)
 
 
+def fits_in_row_space(Z: np.ndarray) -> bool:
+    """Whether a fit on the (n, n_inputs) inputs Z runs in their :class:`RowSpace`: when
+    the inputs outnumber the rows more than twice."""
+    return Z.shape[1] > 2 * Z.shape[0]
+
+
 def block_rows(n_inputs: int) -> int:
     """Rows per block of a full-batch evaluation on ``n_inputs`` inputs."""
     return max(64, BLOCK_INPUTS // max(n_inputs, 1))
@@ -172,18 +178,21 @@ class SoftmaxRegression:
         # the scaler is frozen during the fit
         self._fit_standardized((X - self.mean) / self.scale, y, max_iter, n_threads)
 
-    def _fit_standardized(self, Z: np.ndarray, y: np.ndarray, max_iter: int = 500, n_threads: int = 1) -> None:
+    def _fit_standardized(self, Z: np.ndarray, y: np.ndarray, max_iter: int = 500, n_threads: int = 1,
+                          space: RowSpace | None = None) -> None:
         """:meth:`fit` on standardised inputs Z (n, n_inputs).
 
-        With many more inputs than examples (a soft VLAD of 16 x 230 on 180 bags) the fit
-        runs in the row space of Z: for an orthonormal basis Q of it (:class:`RowSpace`),
-        W = Q B gives Z W = (Z Q) B and ||W|| = ||B|| on that space, so the fit over B on
+        With many more inputs than examples (a soft VLAD of 16 x 230 on 180 bags;
+        :func:`fits_in_row_space`) the fit runs in the row space of Z: for an orthonormal
+        basis Q of it (:class:`RowSpace`; ``space`` when the caller has it already, as
+        :func:`lfagg.models.l2.select_l2` for its penalties), W = Q B gives Z W = (Z Q) B and
+        ||W|| = ||B|| on that space, so the fit over B on
         the r <= n inputs Z Q is the same convex problem up to the rounding RowSpace
         describes (the penalty zeroes W's part outside that space; with l2 = 0 that part
         is kept as it is) at a fraction of the cost."""
         n, n_inputs = Z.shape
-        if n_inputs > 2 * n:
-            space = RowSpace(Z)
+        if fits_in_row_space(Z):
+            space = space or RowSpace(Z)
             reduced = SoftmaxRegression(space.inputs.shape[1], self.W.shape[1], self.l2)
             reduced.W[...], reduced.b[...] = space.coordinates(self.W), self.b
             reduced._fit_standardized(space.inputs, y, max_iter, n_threads)

@@ -7,7 +7,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from .._validation import nonnegative_real
-from .heads import SoftmaxRegression
+from .heads import RowSpace, SoftmaxRegression, fits_in_row_space
 
 
 def check_l2(l2) -> float:
@@ -76,10 +76,11 @@ def select_l2(X: np.ndarray, y: np.ndarray, n_classes: int, grid=L2_GRID, valida
     clf.fit_scaler(X_train)
     Z_train, Z_val = (X_train - clf.mean) / clf.scale, (X[val] - clf.mean) / clf.scale
     del X_train
+    space = RowSpace(Z_train) if fits_in_row_space(Z_train) else None  # one basis for every penalty
     best, best_accuracy, worse = None, -1.0, 0
     for l2 in grid:  # each fit starts from the previous, more strongly penalised, solution
         clf.l2 = l2
-        clf._fit_standardized(Z_train, y[train], n_threads=n_threads)
+        clf._fit_standardized(Z_train, y[train], n_threads=n_threads, space=space)
         accuracy = float(np.mean(np.argmax(clf.standardized_logits(Z_val), axis=1) == y[val]))
         if accuracy > best_accuracy:
             best, best_accuracy, weights = l2, accuracy, (clf.W.copy(), clf.b.copy())
