@@ -65,6 +65,15 @@ def test_labels_come_back_as_they_went_in(tmp_path, labels):
     np.testing.assert_array_equal(stored, labels)
 
 
+def test_a_store_with_string_labels_trains_a_classifier(tmp_path):
+    """Its labels come back as numpy's variable-width strings: the estimators take them."""
+    store = build(tmp_path / "s.zarr", ragged(8), np.array(["cat", "dog"] * 4))
+    for model in (lfagg.BagClassifier(lfagg.BagOfWords(2, random_state=0)), lfagg.LearnedBoW(2, n_epochs=1)):
+        model.fit(store, store.labels)
+        np.testing.assert_array_equal(model.classes_, ["cat", "dog"])
+        assert set(model.predict(store)) <= {"cat", "dog"}
+
+
 def test_unsigned_labels_beyond_int64_are_refused(tmp_path):
     store = lfagg.BagStore.create(tmp_path / "s.zarr", dim=5)
     with pytest.raises(ValueError, match="labels must fit in int64"):

@@ -238,6 +238,8 @@ def check_labels(y, n_bags: int) -> np.ndarray:
     become a class of its own, mixed kinds cannot be sorted into classes, and reals like
     0.5 are regression targets (scikit-learn's scoring refuses them as "continuous")."""
     y = np.asarray(y)
+    if y.dtype.kind == "T":  # numpy's variable-width strings (a BagStore's string labels): as fixed-width ones
+        y = np.array(y.tolist())
     if y.ndim != 1 or len(y) != n_bags:
         raise ValueError(f"y must be a 1-D array with one label per bag: got shape {y.shape} for {n_bags} bags")
     one_kind = y.dtype.kind != "O" or all(isinstance(v, str) for v in y) or all(
