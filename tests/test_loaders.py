@@ -114,6 +114,10 @@ def test_save_npz_bags_accepts_arrays_and_rejects_bad_labels(tmp_path):
     ("y.txt", "12345678901234567890123\n12345678901234567890124\n1\n",
      ["12345678901234567890123", "12345678901234567890124", "1"]),
     ("y.txt", "9007199254740993.0\n9007199254740992\n1\n", ["9007199254740993.0", "9007199254740992", "1"]),
+    # a byte-order mark (Excel's and Notepad's UTF-8) is no part of the first label or header
+    ("y.txt", "\ufeffcat\ndog\ncat\n", ["cat", "dog", "cat"]),
+    ("y.txt", "\ufeff1\n2\n1\n", [1, 2, 1]),
+    ("y.csv", "\ufefflabel\n0\n1\n0\n", [0, 1, 0]),
 ])
 def test_label_formats(tmp_path, name, text, expected):
     y = load_labels(write_text(tmp_path / name, text), names=["a", "b", "c"])

@@ -190,7 +190,7 @@ def load_labels(path, names=None) -> np.ndarray:
     if suffix not in (".txt", ".csv"):
         raise ValueError(f"{path}: labels must be a .txt or .csv file")
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
+        with open(path, newline="", encoding="utf-8-sig") as fh:  # -sig: without a byte-order mark
             rows = list(csv.reader(fh)) if suffix == ".csv" else [[line] for line in fh]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise ValueError(f"{path}: cannot read labels ({exc})") from None
