@@ -63,6 +63,24 @@ def test_unfitted_round_trip_keeps_the_parameters(tmp_path, as_path):
     assert lfagg.load(as_path(tmp_path / "u.lfagg")).get_params() == model.get_params()
 
 
+def test_a_file_from_before_a_parameter_was_added_loads_with_its_default(circles, tmp_path):
+    """A file of an earlier lfagg (the same format version) lacks the parameters added since,
+    here FisherVector's tol inside a BagClassifier and a LearnedVLADCV's l2: they take
+    their defaults, and the model predicts as before."""
+    (bags, y), (test_bags, _) = circles
+    model = CLASSIFIERS["BagClassifier-FV"]().fit(bags, y)
+    expected = model.predict_proba(test_bags)
+    del model.encoder.tol
+    lfagg.save(model, tmp_path / "old.lfagg")
+    loaded = lfagg.load(tmp_path / "old.lfagg")
+    assert loaded.encoder.tol == lfagg.FisherVector().tol
+    np.testing.assert_array_equal(loaded.predict_proba(test_bags), expected)
+    unfitted = lfagg.LearnedVLADCV()
+    del unfitted.l2
+    lfagg.save(unfitted, tmp_path / "u.lfagg")
+    assert lfagg.load(tmp_path / "u.lfagg").get_params() == lfagg.LearnedVLADCV().get_params()
+
+
 def test_plain_pickling_keeps_working(circles):
     (bags, y), (test_bags, _) = circles
     model = CLASSIFIERS["LearnedBoW"]().fit(bags, y)

@@ -13,6 +13,7 @@ Plain pickling keeps working for scikit-learn users, for files they trust.
 """
 from __future__ import annotations
 
+import inspect
 import io
 import json
 import os
@@ -57,6 +58,19 @@ def save(model, path) -> None:
     with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w") as archive:
         archive.writestr("lfagg.json", json.dumps(meta))
         archive.writestr("model.skops", payload)
+
+
+def _default_new_parameters(estimator) -> None:
+    """Parameters added to lfagg's estimators since an earlier lfagg wrote the file (the
+    same format version; FisherVector's tol, say) take their defaults, in ``estimator``
+    and in the estimators it holds (an encoder, refits)."""
+    for name, parameter in inspect.signature(type(estimator)).parameters.items():
+        if name not in vars(estimator) and parameter.default is not parameter.empty:
+            setattr(estimator, name, parameter.default)
+    for value in vars(estimator).values():
+        for inner in value if isinstance(value, (list, tuple)) else (value,):
+            if isinstance(inner, ESTIMATORS):
+                _default_new_parameters(inner)
 
 
 def _check_inflation(archive: zipfile.ZipFile) -> None:
@@ -140,6 +154,10 @@ def load(path):
         raise ValueError(f"{path}: damaged model file ({type(exc).__name__}: {exc})") from None
     if not isinstance(model, ESTIMATORS):
         raise ValueError(f"{path}: holds a {type(model).__name__}, not an lfagg estimator")
+    try:
+        _default_new_parameters(model)
+    except RecursionError:  # a crafted file: estimators nested without end
+        raise ValueError(f"{path}: damaged model file (estimators nested too deeply)") from None
     if fitted_names(model):
         try:
             model._check_fitted_state()
