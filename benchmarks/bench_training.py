@@ -253,8 +253,8 @@ def run_training(args, ops=None):
                       f"lfagg {seconds / wall:.2f}x faster")
         print(f"target: lfagg >= 4x the PyTorch Algorithm 1: {peers['sklearn']['wall_s'] / wall:.2f}x "
               f"({'met' if peers['sklearn']['wall_s'] / wall >= 4 else 'missed'})")
-    return dict(config=dict(sizes, **params), wall_s=wall, generate_s=make_s, training_accuracy=accuracy, torch=peers, gmm=gmm,
-                loss_history=model.history_["loss"], timings=timings, encoder_time=encoder_time,
+    return dict(config=dict(sizes, **params), wall_s=wall, generate_s=make_s, training_accuracy=accuracy, torch=peers,
+                gmm=gmm, loss_history=model.history_["loss"], timings=timings, encoder_time=encoder_time,
                 group_seconds=groups, group_fractions={g: s / wall for g, s in groups.items()})
 
 

@@ -268,6 +268,9 @@ def test_a_collapsed_gaussian_is_a_clear_error_without_reg_covar():
     assert (lfagg.FisherVector(4, random_state=0).fit(bags).variances_ > 0).all()  # reg_covar 1e-6
     with pytest.raises(ValueError, match="collapsed onto identical features .* reg_covar > 0"):
         lfagg.FisherVector(4, reg_covar=0, random_state=0).fit(bags)
+    float32 = lfagg.Bags(X.astype(np.float32), [0, 150, 300])  # a reg_covar float32 holds as 0 is named so
+    with pytest.raises(ValueError, match=r"reg_covar > 0 \(it is 1e-50, 0 in the features' float32\)"):
+        lfagg.FisherVector(4, reg_covar=1e-50, random_state=0).fit(float32)
 
 
 def test_fisher_vector_kernel_gives_each_bags_mean_log_likelihood():

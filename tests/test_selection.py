@@ -175,6 +175,7 @@ def test_codebooks_larger_than_a_fold_are_skipped_with_a_warning(data):
     (dict(n_estimators=0), None, "n_estimators must be a positive integer"),
     (dict(), "one class", "at least two classes"),
     (dict(cv=20), None, "too few bags to search on 20 folds"),
+    (dict(cv=20), "strings", r"20 folds: class '(cat|dog)' has"),  # the label as written, not np.str_(...)
     (dict(n_codewords=(5_000,), max_init_features=5_000), None, "all larger than"),
     (dict(n_jobs=0), None, "n_jobs must be None, a number of processes"),
     (dict(n_jobs=2 ** 40), None, "n_jobs must be None"),
@@ -185,6 +186,8 @@ def test_bad_searches_fail_clearly(data, params, labels, message):
     bags, y = data
     if labels == "one class":
         y = np.zeros_like(y)
+    elif labels == "strings":
+        y = np.array(["cat", "dog"])[y]
     with pytest.raises(ValueError, match=message):
         lfagg.LearnedBoWCV(**{**SMALL, **params}, random_state=0).fit(bags, y)
 

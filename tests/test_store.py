@@ -263,7 +263,8 @@ def test_an_interrupted_append_leaves_the_last_complete_bag(tmp_path, monkeypatc
 
 
 BAD_APPENDS = {
-    "another dimension": (lambda b: lfagg.Bags(b.features[:, :3].copy(), b.offsets), {}, "dimension"),
+    "another dimension": (lambda b: lfagg.Bags(b.features[:, :3].copy(), b.offsets), {},
+                          "dimension 3, but the store holds dimension"),
     "another dtype": (lambda b: lfagg.Bags(b.features.astype(np.float64), b.offsets), {}, "float64"),
     "NaN": (lambda b: lfagg.Bags(np.where(np.arange(b.n_features)[:, None] == 5, np.nan, b.features)
                                  .astype(np.float32), b.offsets), {}, "NaN"),

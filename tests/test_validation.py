@@ -716,6 +716,14 @@ def test_whole_real_labels_are_classes(circles):
     assert model.score(test_bags, test_y.astype(float) - 1) > 0.5
 
 
+def test_one_2d_array_given_as_bags_is_named(circles):
+    """Its rows would each pass for a bag of one dimension: the message says how to give bags."""
+    (bags, y), _ = circles
+    model = lfagg.BagOfWords(4, random_state=0).fit(bags)
+    with pytest.raises(ValueError, match=r"got one \(4, 2\) array: \[array\] for one bag"):
+        model.transform(np.zeros((4, 2)))
+
+
 @pytest.mark.parametrize("seed", [-1, np.int64(-5)])
 def test_a_negative_random_state_is_named(seed, circles):
     (bags, y), _ = circles

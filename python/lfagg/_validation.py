@@ -207,25 +207,23 @@ def first_nonfinite_bag(bags, n_threads: int = 0) -> int | None:
     return int(np.searchsorted(bags.offsets, row, side="right")) - 1
 
 
-def check_bags(X, dim: int | None = None, n_threads: int = 0):
+def check_bags(X, dim: int | None = None, n_threads: int = 0, dim_of: str = "the model was fitted on"):
     """``X`` (a Bags or a list of (N_i, D) arrays) as Bags with finite features and, when
-    given, local features of dimension ``dim`` (the one a model was fitted on); the scan
-    uses ``n_threads`` threads (the core's argument: 0 for all cores). A BagStore is
+    given, local features of dimension ``dim`` (the one ``dim_of``, for the message); the
+    scan uses ``n_threads`` threads (the core's argument: 0 for all cores). A BagStore is
     returned as it is (its dimension checked): its bags are checked as they are read."""
     from .bags import as_bags
     from .store import BagStore
 
     if isinstance(X, BagStore):  # read by block, each block checked finite as it is read
         if dim is not None and X.dim != dim:
-            raise ValueError(f"the store's local features have dimension {X.dim}, but the model was fitted on "
-                             f"dimension {dim}")
+            raise ValueError(f"the store's local features have dimension {X.dim}, but {dim_of} dimension {dim}")
         return X
     bags = as_bags(X)
     if bags.dim == 0:
         raise ValueError("bags have local features of dimension 0: a local feature needs at least one value")
     if dim is not None and bags.dim != dim:
-        raise ValueError(f"bags have local features of dimension {bags.dim}, but the model was fitted on "
-                         f"dimension {dim}")
+        raise ValueError(f"bags have local features of dimension {bags.dim}, but {dim_of} dimension {dim}")
     bad = first_nonfinite_bag(bags, n_threads)
     if bad is not None:
         raise ValueError(f"bags contain NaN or infinity (bag {bad})")

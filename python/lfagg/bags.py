@@ -43,6 +43,9 @@ class Bags:
 
         The dtype is float32 when every array is float32, float64 otherwise.
         """
+        if isinstance(arrays, np.ndarray) and arrays.ndim == 2:  # its rows would pass for 1-D bags
+            raise ValueError(f"bags must be a Bags or a sequence of (N_i, D) arrays, got one {arrays.shape} array: "
+                             "[array] for one bag, or lfagg.Bags(features, offsets) for several")
         try:
             arrays = [np.asarray(a) for a in arrays]
         except TypeError:

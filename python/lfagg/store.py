@@ -172,7 +172,7 @@ class BagStore:
             raise ValueError(f"{self._path}: opened read-only (BagStore.open(path, mode='a') to append)")
         from ._validation import check_bags
 
-        bags = check_bags(as_bags(bags), self.dim)
+        bags = check_bags(as_bags(bags), self.dim, dim_of="the store holds")
         if bags.dtype != self.dtype:
             raise ValueError(f"bags are {bags.dtype} but the store holds {self.dtype}: convert them first")
         n_old, rows_old = len(self), self.n_features

@@ -124,7 +124,7 @@ class FlushSubnormals {
 // whose scale can overflow it.
 inline std::string overflow_message(const char* inputs) {
     return std::string("the result overflowed to NaN or infinity: ") + inputs +
-           " are too large for this floating-point type; rescale them or use float64";
+           " are too large for this floating-point type; rescale them (float32 ones: or use float64)";
 }
 
 // Exceptions must not escape an OpenMP region: the first one is kept and rethrown after it.

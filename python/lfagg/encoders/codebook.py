@@ -277,8 +277,9 @@ def em_gmm(sample: np.ndarray, start: Codebook, max_iter: int = GMM_MAX_ITER, re
     for _ in range(max_iter):
         params = [np.ascontiguousarray(a, dtype=dtype) for a in (means, variances, weights)]
         if not np.all(params[1] > 0):
+            lost = f", 0 in the features' {dtype.name}" if reg_covar > 0 and dtype.type(reg_covar) == 0 else ""
             raise ValueError(f"a Gaussian of the mixture has collapsed onto identical features (a variance of 0): "
-                             f"give reg_covar > 0 (it is {reg_covar:g}) or fewer components")
+                             f"give reg_covar > 0 (it is {reg_covar:g}{lost}) or fewer components")
         fv = _native.core.fisher_vector(sample, offsets, *params, with_weights=True, n_threads=n_threads,
                                         check_features=False, with_log_likelihood=True)[0].astype(np.float64)
         u, v = fv[:means.size].reshape(means.shape), fv[means.size:2 * means.size].reshape(means.shape)

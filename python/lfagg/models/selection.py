@@ -161,8 +161,9 @@ class _LearnedAggregationCV(ClassifierMixin, BaseEstimator):
             classes, y_index = check_classes(check_labels(y, len(bags)))
             counts = np.bincount(y_index)
             if counts.min() < n_splits:
-                raise ValueError(f"too few bags to search on {n_splits} folds: class {classes[counts.argmin()]!r} "
-                                 f"has {counts.min()} bag(s); every class needs at least cv = {n_splits}")
+                raise ValueError(f"too few bags to search on {n_splits} folds: class "
+                                 f"{classes[counts.argmin()].item()!r} has {counts.min()} bag(s); every class needs "
+                                 f"at least cv = {n_splits}")
             folds = list(StratifiedKFold(n_splits, shuffle=True, random_state=split_seed).split(y_index, y_index))
             Ks = self._feasible(Ks, bags, folds)
             grid = [(p, K, s, r) for p in poolings for K in Ks for s in scales for r in rates]
