@@ -66,7 +66,7 @@ class BagStore:
     """
 
     def __init__(self, group, path, writable):
-        self._group, self._path, self._writable = group, str(path), writable
+        self._group, self._path, self._writable, self._view = group, str(path), writable, False
         meta = group.attrs.get("lfagg")
         self._meta = self._check_meta(meta)
         self._features = self._array("features")
@@ -152,7 +152,10 @@ class BagStore:
         n_bags = self._meta["n_bags"]
         if self._offsets_array.shape[0] < n_bags + 1:
             raise ValueError(f"damaged bag store: {n_bags} bags but {self._offsets_array.shape[0]} offsets")
-        offsets = np.asarray(self._offsets_array[:n_bags + 1], dtype=np.int64)
+        try:
+            offsets = np.asarray(self._offsets_array[:n_bags + 1], dtype=np.int64)
+        except Exception as exc:  # a garbled chunk fails in the decompressor's terms (RuntimeError)
+            raise ValueError(f"damaged bag store, its offsets cannot be read ({type(exc).__name__}: {exc})") from None
         if (offsets[0] != 0 or np.any(np.diff(offsets) < 0) or offsets[-1] > self._features.shape[0]
                 or self._features.shape[1] != self._meta["dim"] or self._features.dtype != self._meta["dtype"]):
             raise ValueError(f"damaged bag store: its offsets disagree with its features {self._features.shape}")
@@ -168,7 +171,9 @@ class BagStore:
         Nothing is visible to readers until the whole append is written, and a refused
         append writes nothing.
         """
-        if not self._writable or self._bag_ids.size != self._meta["n_bags"]:
+        if self._view:  # its bags and offsets are a selection: appending through it would rewrite the store's
+            raise ValueError(f"{self._path}: a subset view cannot append; append to the store it came from")
+        if not self._writable:
             raise ValueError(f"{self._path}: opened read-only (BagStore.open(path, mode='a') to append)")
         from ._validation import check_bags
 
@@ -193,6 +198,10 @@ class BagStore:
             names = np.asarray(names, dtype=str)
             if names.shape != (len(bags),):
                 raise ValueError(f"names must hold one name per bag ({len(bags)}), got shape {names.shape}")
+            try:  # Zarr stores UTF-8: a file name's undecodable bytes (surrogates) have none
+                np.char.encode(names, "utf-8")
+            except UnicodeEncodeError as exc:
+                raise ValueError(f"names must be UTF-8 text, got {exc.object!r}") from None
         rows_new = rows_old + bags.n_features
         self._features.resize((rows_new, self.dim))
         self._features[rows_old:rows_new] = bags.features
@@ -200,19 +209,21 @@ class BagStore:
         self._offsets_array.resize((offsets.size,))
         self._offsets_array[n_old + 1:] = offsets[n_old + 1:]
         if labels is not None:
-            self._append_column("labels", labels.astype(LABEL_DTYPES[kind]), n_old)
+            self._append_column("labels", labels.astype(LABEL_DTYPES[kind]), n_old, not has_labels)
         if names is not None:
-            self._append_column("names", names, n_old)
+            self._append_column("names", names, n_old, not self._meta["names"])
         meta = dict(self._meta, n_bags=len(offsets) - 1, labels=kind if labels is not None else self._meta["labels"],
                     names=names is not None or self._meta["names"])
         self._group.attrs["lfagg"] = meta  # the commit: readers see the new bags from here on
         self._meta = meta
         self._set_stored_offsets(offsets)
 
-    def _append_column(self, name, values, n_old):
-        if name not in self._group:
+    def _append_column(self, name, values, n_old, first):
+        """``values`` written after the first ``n_old``; ``first``: the store has no such column
+        yet (whatever an interrupted append left under that name is replaced)."""
+        if first:
             dtype = values.dtype if values.dtype.kind != "U" else str
-            self._group.create_array(name, shape=(0,), chunks=(65536,), dtype=dtype)
+            self._group.create_array(name, shape=(0,), chunks=(65536,), dtype=dtype, overwrite=True)
         column = self._group[name]
         column.resize((n_old + len(values),))
         column[n_old:] = values
@@ -250,7 +261,17 @@ class BagStore:
         return self._column("names") if self._meta["names"] else None
 
     def _column(self, name):
-        return np.asarray(self._array(name)[:self._meta["n_bags"]])[self._bag_ids]
+        """The labels or names of the bags: ValueError for a damaged column (a missing chunk
+        would read as zeros, False or '' where features read as NaN; a garbled one fails in
+        the decompressor's terms)."""
+        column, n_bags = self._array(name), self._meta["n_bags"]
+        try:
+            if column.shape[0] < n_bags or column.nchunks_initialized < -(-n_bags // column.chunks[0]):
+                raise ValueError("chunks are missing")
+            values = np.asarray(column[:n_bags])
+        except Exception as exc:
+            raise ValueError(f"{self._path}: damaged bag store, its {name} cannot be read ({exc})") from None
+        return values[self._bag_ids]
 
     def __len__(self) -> int:
         return self._offsets.size - 1
@@ -270,6 +291,7 @@ class BagStore:
         chosen = pick_bags(len(self), indices)
         view = object.__new__(BagStore)
         view.__dict__.update(self.__dict__)
+        view._view = True
         view._bag_ids = self._bag_ids[chosen]
         view._offsets = np.concatenate([[0], np.cumsum(self.sizes[chosen])]).astype(np.int64)
         return view
