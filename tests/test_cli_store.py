@@ -55,6 +55,23 @@ def test_store_build_keeps_order_names_and_labels(files, store_and_model, capsys
     np.testing.assert_array_equal(lfagg.BagStore.open(tmp_path / "n.zarr")[:].features, bags.features)
 
 
+def test_store_build_never_replaces_its_own_bags(capsys, tmp_path):
+    """--out the bags' directory or a folder above it, with --overwrite, once deleted the
+    .npy files; a name that is not UTF-8 once left a half-built store and a traceback."""
+    bags = tmp_path / "data" / "bags"
+    bags.mkdir(parents=True)
+    for i in range(3):
+        np.save(bags / f"v{i}.npy", np.ones((2, 2)))
+    for out in (bags, tmp_path / "data"):
+        rc, _, err = run_main(capsys, "store", "build", "--bags", bags, "--out", out, "--overwrite")
+        assert rc == 1 and "the store would replace the bags it is built from" in err
+        assert sorted(p.name for p in bags.iterdir()) == ["v0.npy", "v1.npy", "v2.npy"]
+    np.save(bags / "v\udcff.npy", np.ones((2, 2)))  # the byte 0xff, undecodable, as Python names it
+    rc, _, err = run_main(capsys, "store", "build", "--bags", bags, "--out", tmp_path / "s.zarr")
+    assert_one_line_error(rc, err, "names must be UTF-8 text")
+    assert not (tmp_path / "s.zarr").exists()
+
+
 def test_train_evaluate_and_encode_read_a_store(files, store_and_model, capsys, tmp_path):
     root, bags, y = files
     store_path, model_path = store_and_model

@@ -195,13 +195,7 @@ class BagStore:
             if has_labels and kind != self._meta["labels"]:
                 raise ValueError(f"labels must be of the store's kind ({self._meta['labels']}), got {kind}")
         if names is not None:
-            names = np.asarray(names, dtype=str)
-            if names.shape != (len(bags),):
-                raise ValueError(f"names must hold one name per bag ({len(bags)}), got shape {names.shape}")
-            try:  # Zarr stores UTF-8: a file name's undecodable bytes (surrogates) have none
-                np.char.encode(names, "utf-8")
-            except UnicodeEncodeError as exc:
-                raise ValueError(f"names must be UTF-8 text, got {exc.object!r}") from None
+            names = check_bag_names(names, len(bags))
         rows_new = rows_old + bags.n_features
         self._features.resize((rows_new, self.dim))
         self._features[rows_old:rows_new] = bags.features
@@ -465,6 +459,18 @@ class BagStore:
 #: How :func:`blockwise` maps a function over a store's blocks: None in this process, in
 #: order; ``lfagg.dask.encode_on_dask()`` sets a mapper that runs them as Dask tasks.
 BLOCK_MAPPER = contextvars.ContextVar("lfagg_block_mapper", default=None)
+
+
+def check_bag_names(names, n_bags: int) -> np.ndarray:
+    """``names`` as an (n_bags,) str array a store can hold; ValueError otherwise."""
+    names = np.asarray(names, dtype=str)
+    if names.shape != (n_bags,):
+        raise ValueError(f"names must hold one name per bag ({n_bags}), got shape {names.shape}")
+    try:  # Zarr stores UTF-8: a file name's undecodable bytes (surrogates) have none
+        np.char.encode(names, "utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"names must be UTF-8 text, got {exc.object!r}") from None
+    return names
 
 
 def blockwise(bags, fn) -> np.ndarray:

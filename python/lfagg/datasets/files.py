@@ -341,13 +341,16 @@ def build_store(path, out, labels=None, *, chunk_rows=None, verbose=1, overwrite
     holding the bags before it, and says which file.
     """
     from .._progress import bags_count, progress_bar
-    from ..store import DEFAULT_CHUNK_ROWS, BLOCK_BYTES, BagStore
+    from ..store import DEFAULT_CHUNK_ROWS, BLOCK_BYTES, BagStore, check_bag_names
 
     if not os.path.exists(path):
         raise ValueError(f"{path}: no such file or directory")
+    source_path, out_path = os.path.realpath(path), os.path.realpath(out)
+    if source_path == out_path or source_path.startswith(out_path.rstrip(os.sep) + os.sep):
+        raise ValueError(f"{out}: the store would replace the bags it is built from ({path})")
     if os.path.isdir(path):
         headers = list(iter_npy_dir(path))  # memory-mapped: checks every file before anything is written
-        names = [name for name, _ in headers]
+        names = check_bag_names([name for name, _ in headers], len(headers)).tolist()
         dtype = np.float32 if all(a.dtype == np.float32 for _, a in headers) else np.float64
         y = None if labels is None else load_labels(labels, names)
         source = (np.asarray(a, dtype=dtype) for _, a in headers)
