@@ -57,6 +57,18 @@ def test_forward_matches_reference_and_empty_bags_are_zero(encoder, reference):
     assert not R[np.diff(off) == 0].any()
 
 
+@pytest.mark.parametrize("op", ["soft_bow", "soft_vlad"])
+def test_no_bags_at_all_encode_to_an_empty_representation(op):
+    """As mean pooling: (0, width). The max's reshape of zero bags was ambiguous (a ValueError)."""
+    f, C, P = np.zeros((0, 3), np.float32), np.ones((2, 3), np.float32), np.ones((2, 3), np.float32)
+    R = getattr(lfagg.ops, op)(f, np.array([0]), C, P, 1.0, pooling="max")
+    assert R.shape == (0, 2 if op == "soft_bow" else 6) and R.dtype == np.float32
+    model = (lfagg.LearnedBoW if op == "soft_bow" else lfagg.LearnedVLAD)(2, pooling="max", n_epochs=1,
+                                                                           random_state=0)
+    bags, y = lfagg.datasets.make_circles_bags(8, 5, random_state=0)
+    assert model.fit(bags, y).predict(bags[:0]).shape == (0,)
+
+
 @pytest.mark.parametrize("encoder, reference", ENCODERS)
 def test_float32_forward_close_to_reference(encoder, reference):
     f, off, C, P, gamma, _ = problem(1, np.float32, encoder=encoder)

@@ -3,6 +3,8 @@ maths written in plain torch ops (an independent reference), jagged nested tenso
 layers as PyTorch users use them (state_dict, no_grad, dtypes, threads, an optimizer),
 from_estimator, and every bad input."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -115,6 +117,9 @@ def test_layer_parameters_and_state_dict_round_trip():
     torch.manual_seed(0)
     layer = lt.SoftVLAD(5, 3, gamma=0.5, learn_gamma=True)
     assert {n for n, _ in layer.named_parameters()} == {"centers", "log_precisions", "log_gamma"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a learnable gamma read as a float once warned (requires_grad)
+        assert layer.gamma == pytest.approx(0.5) and "SoftVLAD" in repr(layer)
     fixed = lt.SoftBoW(5, 3, gamma=0.5)
     assert {n for n, _ in fixed.named_parameters()} == {"centers", "log_precisions"}
     assert "log_gamma" in fixed.state_dict() and fixed.gamma == pytest.approx(0.5)

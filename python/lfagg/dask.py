@@ -5,8 +5,10 @@ The fitted model enters the task graph once, as one key (``dask.delayed(model)``
 the scheduler sends to each worker that needs it once, not with every task; so does a
 :class:`lfagg.BagStore`'s handle, and each task reads its block of the store itself (the
 workers must reach the store's path or URL), or takes its chunk of a Dask array of
-features. Results are those of the
-model's own method in one process.
+features. Results are bitwise those of the model's own method in one process with the
+default blocks; other ``block_features`` or chunks group a bag's features with other bags'
+in the core's tiles differently, which changes the results by rounding (up to 6e-8 in
+float32).
 
     import lfagg, lfagg.dask
     store = lfagg.BagStore.open("videos.zarr")

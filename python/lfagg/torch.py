@@ -215,7 +215,7 @@ class _SoftEncoderLayer(torch.nn.Module):
 
     @property
     def gamma(self) -> float:
-        return float(self.log_gamma.exp())
+        return float(self.log_gamma.detach().exp())  # a float: no graph, no warning
 
     @classmethod
     def from_estimator(cls, estimator, *, gamma=None, **kwargs):

@@ -167,7 +167,7 @@ def soft_vlad_max(features, offsets, centers, precisions, *, gamma, n_threads, c
     pooled = np.zeros((len(offsets) - 1,) + centers.shape, dtype=assignments.dtype)
     for b, start, end in _nonempty_bags(offsets):
         pooled[b] = _weighted_residual_max(features[start:end], assignments[start:end], centers)[0]
-    pooled = pooled.reshape(len(pooled), -1)
+    pooled = pooled.reshape(len(pooled), centers.size)  # not -1: with no bags that is ambiguous
     return (pooled, assignments) if return_assignments or assignments_out is not None else pooled
 
 
