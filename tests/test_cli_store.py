@@ -55,7 +55,7 @@ def test_store_build_keeps_order_names_and_labels(files, store_and_model, capsys
     np.testing.assert_array_equal(lfagg.BagStore.open(tmp_path / "n.zarr")[:].features, bags.features)
 
 
-def test_store_build_never_replaces_its_own_bags(capsys, tmp_path):
+def test_store_build_never_replaces_its_own_bags_nor_makes_folders(capsys, tmp_path):
     """--out the bags' directory or a folder above it, with --overwrite, once deleted the
     .npy files; a name that is not UTF-8 once left a half-built store and a traceback."""
     bags = tmp_path / "data" / "bags"
@@ -66,6 +66,9 @@ def test_store_build_never_replaces_its_own_bags(capsys, tmp_path):
         rc, _, err = run_main(capsys, "store", "build", "--bags", bags, "--out", out, "--overwrite")
         assert rc == 1 and "the store would replace the bags it is built from" in err
         assert sorted(p.name for p in bags.iterdir()) == ["v0.npy", "v1.npy", "v2.npy"]
+    rc, _, err = run_main(capsys, "store", "build", "--bags", bags, "--out", tmp_path / "no" / "s.zarr")
+    assert_one_line_error(rc, err, "no such directory")  # as the other commands: zarr would create it
+    assert not (tmp_path / "no").exists()
     np.save(bags / "v\udcff.npy", np.ones((2, 2)))  # the byte 0xff, undecodable, as Python names it
     rc, _, err = run_main(capsys, "store", "build", "--bags", bags, "--out", tmp_path / "s.zarr")
     assert_one_line_error(rc, err, "names must be UTF-8 text")

@@ -293,7 +293,7 @@ BAD_APPENDS = {
                                  .astype(np.float32), b.offsets), {}, "NaN"),
     "labels missing": (lambda b: b, dict(labels=None), "has labels"),
     "labels of another kind": (lambda b: b, dict(labels="strings"), "kind"),
-    "labels too few": (lambda b: b, dict(labels=[0]), "one label per bag"),
+    "labels too few": (lambda b: b, dict(labels=[0]), "labels must be a 1-D array with one label per bag"),
     "names not kept": (lambda b: b, dict(names=["x"] * 8), "no bag names"),
 }
 

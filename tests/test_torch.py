@@ -215,7 +215,8 @@ BAD_INPUTS = {
                      ValueError, "features"),
     "negative precisions": (lambda f, o, c, p, g: (f, o, c, -p, g), ValueError, "precisions"),
     "gamma not 0-d": (lambda f, o, c, p, g: (f, o, c, p, g.reshape(1)), ValueError, "gamma must be a 0-d"),
-    "features of another dimension": (lambda f, o, c, p, g: (f[:, :2], o, c, p, g), ValueError, "centers"),
+    "features of another dimension": (lambda f, o, c, p, g: (f[:, :2], o, c, p, g), ValueError,
+                                      r"features have 2 dimensions per row, the centers 3 \(the layer's dim\)"),
     "an array, not a tensor": (lambda f, o, c, p, g: (f.numpy(), o, c, p, g), TypeError, "features must be a torch"),
     "meta device (as CUDA)": (lambda f, o, c, p, g: (f.to("meta"), o, c, p, g), ValueError, "CPU tensors"),
 }

@@ -230,7 +230,7 @@ def check_bags(X, dim: int | None = None, n_threads: int = 0, dim_of: str = "the
     return bags
 
 
-def check_labels(y, n_bags: int) -> np.ndarray:
+def check_labels(y, n_bags: int, name: str = "y") -> np.ndarray:
     """``y`` as a 1-D array of one class label per bag: integers (also as whole reals like
     1.0), strings or booleans, one kind throughout. A NaN or None label would silently
     become a class of its own, mixed kinds cannot be sorted into classes, and reals like
@@ -239,12 +239,12 @@ def check_labels(y, n_bags: int) -> np.ndarray:
     if y.dtype.kind == "T":  # numpy's variable-width strings (a BagStore's string labels): as fixed-width ones
         y = np.array(y.tolist())
     if y.ndim != 1 or len(y) != n_bags:
-        raise ValueError(f"y must be a 1-D array with one label per bag: got shape {y.shape} for {n_bags} bags")
+        raise ValueError(f"{name} must be a 1-D array with one label per bag: got shape {y.shape} for {n_bags} bags")
     one_kind = y.dtype.kind != "O" or all(isinstance(v, str) for v in y) or all(
         isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in y)
     whole = y.dtype.kind != "f" or (np.isfinite(y).all() and (y == np.round(y)).all())
     if y.dtype.kind not in "biufUO" or not one_kind or not whole:
-        raise ValueError(f"y must hold class labels (integers, whole reals, strings or booleans) of one kind, got "
+        raise ValueError(f"{name} must hold class labels (integers, whole reals, strings or booleans) of one kind, got "
                          f"dtype {y.dtype} with values like {y[:3].tolist()}")
     return y
 

@@ -128,10 +128,10 @@ def _labelled_bags(args):
     return bags, y
 
 
-def _check_output_folder(path) -> None:
+def _check_output_folder(path, store: bool = False) -> None:
     """ValueError before any work when ``path`` cannot be written for want of its folder,
-    or is a folder itself (a *.zarr store excepted: encode resumes one)."""
-    if os.path.isdir(path) and not path.endswith(".zarr"):
+    or is a folder itself (unless ``store``, or a *.zarr store: encode resumes one)."""
+    if os.path.isdir(path) and not (store or path.endswith(".zarr")):
         raise ValueError(f"{path} is a directory: give the path of the file to write")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
@@ -249,6 +249,7 @@ def _dask_scheduler(scheduler, address):
 def _store_build(args) -> int:
     from .datasets.files import build_store
 
+    _check_output_folder(args.out, store=True)  # zarr would create missing folders, which the other commands refuse
     store = build_store(args.bags, args.out, args.labels, chunk_rows=args.chunk_rows, verbose=args.verbose,
                         overwrite=args.overwrite)
     print(f"{len(store)} bags, {store.n_features:,} local features of dimension {store.dim} ({store.dtype}) "

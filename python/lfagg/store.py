@@ -189,7 +189,7 @@ class BagStore:
             raise ValueError(f"this store {'has' if self._meta['names'] else 'has no'} bag names: "
                              f"{'give' if self._meta['names'] else 'do not give'} names with every append")
         if labels is not None:
-            labels = check_labels(labels, len(bags))
+            labels = check_labels(labels, len(bags), "labels")
             kind = {"U": "str", "O": "str", "b": "bool", "i": "int", "u": "int"}.get(labels.dtype.kind, "float")
             check_fits_int64(labels, "labels")
             if has_labels and kind != self._meta["labels"]:
