@@ -314,6 +314,10 @@ def test_normalisations_follow_their_formulas():
     np.testing.assert_allclose(blocks[0], [4 / np.sqrt(97), -9 / np.sqrt(97), 0.0, 1.0])
     np.testing.assert_allclose(improved_fisher_normalize(x)[0], [2, -3, 0, 0.5] / np.sqrt(4 + 9 + 0.25))
     assert power_normalize(x.astype(np.float32)).dtype == np.float32
+    for normalize in (l2_normalize, improved_fisher_normalize, lambda v: intra_normalize(v, 2)):
+        half = normalize(x.astype(np.float16))  # float16 once held MIN_NORM as 0: a zero row became NaN
+        assert half.dtype == np.float16 and not half[1].any()
+        np.testing.assert_allclose(half[0], normalize(x)[0], rtol=2e-3)
 
 
 @pytest.mark.parametrize("dtype,big", [(np.float32, 3e20), (np.float64, 3e200)])

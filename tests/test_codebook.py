@@ -378,7 +378,7 @@ def test_lloyds_tolerance_scale_is_the_variance_also_far_from_the_origin(offset)
     as numpy's (two-pass) at the origin and 1e6 away from it, where the mean of the
     squares less the squared mean would cancel (it gave 23x the variance here)."""
     X = np.random.default_rng(4).normal(scale=0.01, size=(20_000, 8)) + offset
-    assert codebook._mean_variance(X) == pytest.approx(X.var(axis=0).mean(), rel=1e-9)
+    assert codebook.mean_variance(X) == pytest.approx(X.var(axis=0).mean(), rel=1e-9)
 
 
 @pytest.mark.parametrize("dtype,small,workable", [(np.float32, -66, -33), (np.float64, -560, -460)])

@@ -70,6 +70,11 @@ def test_figure2_writes_png(tmp_path, matplotlib):
     assert all(0 <= a <= 1 for a in results[4]["epochs"] + [results[4]["final"], results[4]["bow"]])
 
 
+def test_figure2_needs_an_epoch(tmp_path, matplotlib):
+    with pytest.raises(ValueError, match="n_epochs must be a positive integer"):  # once a KeyError
+        experiments.figure2(tmp_path / "figure2.png", codebook_sizes=(4,), n_epochs=0, verbose=0)
+
+
 def test_figure2_synthetic_curve_rises_above_bow(tmp_path, matplotlib):
     # Fig. 2's point on the synthetic bags: with as few codewords as the default, BoW
     # cannot tell the circles apart and T1 learns to. The jointly trained classifier of the

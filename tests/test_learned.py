@@ -500,6 +500,20 @@ def test_error_wrong_dimension_of_validation_data(cls, circles):
         cls(3, **FAST).fit(bags, y, validation_data=([np.ones((4, 3)), np.ones((5, 3))], [0, 1]))
 
 
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_validation_labels_of_other_classes_or_early_stopping_without_validation_are_errors(cls, circles):
+    """Both once passed silently: a validation accuracy of 0 every epoch (the labels as
+    strings, the training ones integers), and early stopping that watched nothing."""
+    (bags, y), (test_bags, test_y) = circles
+    for labels in (test_y.astype(str), np.where(test_y == test_y[0], 7, test_y)):
+        with pytest.raises(ValueError, match="validation_data's labels hold classes the training bags do not"):
+            cls(3, **FAST).fit(bags, y, validation_data=(test_bags, labels))
+    with pytest.raises(ValueError, match="early_stopping=True needs held-out bags"):
+        cls(3, early_stopping=True, **FAST).fit(bags, y)
+    float_labels = cls(3, **FAST).fit(bags, y, validation_data=(test_bags, test_y.astype(float)))  # 1.0 is 1
+    assert len(float_labels.history_["val_accuracy"]) == FAST["n_epochs"]
+
+
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 @pytest.mark.parametrize("cls", ESTIMATORS)
 def test_error_non_finite_bags(cls, bad, circles):

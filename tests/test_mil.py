@@ -73,6 +73,23 @@ def test_unknown_method_and_bad_folds_fail_clearly():
         mil_benchmark(bags, y, methods=["T3"])
     with pytest.raises(ValueError, match="n_splits must be an integer >= 2"):
         mil_benchmark(bags, y, n_splits=1)
+    for seed in (None, np.random.default_rng(0), -1):  # repeat r seeds with random_state + r
+        with pytest.raises(ValueError, match="random_state must be"):
+            mil_benchmark(bags, y, methods=["BoW"], random_state=seed)
+    with pytest.raises(ValueError, match="methods must name at least one"):
+        mil_benchmark(bags, y, methods=[])
+    with pytest.raises(ValueError, match="no results to tabulate"):
+        format_mil_table({})
+
+
+def test_one_method_name_or_a_repeated_one_runs_once():
+    """A name, not its letters ('B' was refused); a method named twice once (every fit ran
+    twice, and its params held two per fold)."""
+    bags, y = make_circles_bags(40, 10, random_state=2)
+    single = mil_benchmark(bags, y, methods="BoW", n_splits=2, n_repeats=1)
+    twice = mil_benchmark(bags, y, methods=["BoW", "BoW"], n_splits=2, n_repeats=1)
+    assert list(single) == list(twice) == ["BoW"] and len(twice["BoW"]["params"]) == 2
+    assert single["BoW"]["accuracy"] == twice["BoW"]["accuracy"]
 
 
 @pytest.mark.skipif(not os.path.isdir(MIL_DIR), reason="the MIL bag files are not in ../shared/data/mil")

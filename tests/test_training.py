@@ -156,7 +156,8 @@ def test_train_encoder_step_uses_log_parameter_gradients(encoder):
                         n_samples_per_bag=None, optimizer="sgd", momentum=0.0, learning_rate=lr,
                         learn_gamma=True, random_state=0)
     assert res.history["loss"] == [pytest.approx(J0, rel=1e-12)]
-    feature_scale = float(np.std(F))  # documented: the centres' step is learning_rate * std(features)
+    # documented: the centres' step is learning_rate times the root mean variance per dimension
+    feature_scale = float(np.sqrt(np.var(F.astype(np.float64), axis=0).mean()))
     step_C = (C - res.centers) / (lr * feature_scale)
     step_log_p = (np.log(P) - np.log(res.precisions)) / lr
     step_log_gamma = (np.log(gamma) - np.log(res.gamma)) / lr
@@ -170,6 +171,20 @@ def test_train_encoder_step_uses_log_parameter_gradients(encoder):
     assert_grad_close(step_b, central_diff(lambda bb: J(b=bb), b0, 1e-6), rtol=1e-4)
     # The inputs were not modified in place.
     assert not np.shares_memory(res.centers, C)
+
+
+def test_a_dimension_far_from_the_others_does_not_change_the_centres_steps():
+    """The centres' step scale is the features' spread per dimension: shifting one dimension
+    (descriptors' dimensions have uneven means) moves the whole fit with it, where the std of
+    all values pooled once made the steps 1,000x too long and the fit fell to chance."""
+    train, y = lfagg.datasets.make_circles_bags(60, 20, random_state=0)
+    test, y_test = lfagg.datasets.make_circles_bags(40, 20, random_state=1)
+    shift = np.array([1000.0, 0.0])
+    kwargs = dict(n_codewords=4, n_epochs=5, learning_rate=0.01, gamma=5.0, random_state=0, n_threads=1)
+    plain = lfagg.LearnedBoW(**kwargs).fit(train, y)
+    shifted = lfagg.LearnedBoW(**kwargs).fit(lfagg.Bags(train.features + shift, train.offsets), y)
+    np.testing.assert_allclose(shifted.centers_ - shift, plain.centers_, atol=1e-6)
+    assert shifted.score(lfagg.Bags(test.features + shift, test.offsets), y_test) == plain.score(test, y_test)
 
 
 # ---------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from sklearn.base import clone
 
 from ._threads import limit_threads
 from ._files import atomic_path
-from ._validation import n_threads_arg
+from ._validation import n_threads_arg, positive_int
 from .datasets import cifar10_patch_bags, make_circles_bags, make_moons_bags
 from .encoders import VLAD, BagOfWords, FisherVector
 from .models import BagClassifier, LearnedBoW, LearnedVLAD
@@ -240,7 +240,7 @@ def figure2(out_path, data_path=None, codebook_sizes=None, n_epochs=10, random_s
     codebook_sizes : codebook sizes K, one curve each; None: (4, 8) on the synthetic
         bags (from 16 on, BoW already separates them and the curves are flat), (16, 64)
         on CIFAR-10.
-    n_epochs : training epochs.
+    n_epochs : training epochs (>= 1).
     random_state : int, seeds data and models.
     verbose : > 0 prints each curve when done (stdout) and a progress bar per training
         epoch (stderr).
@@ -251,6 +251,7 @@ def figure2(out_path, data_path=None, codebook_sizes=None, n_epochs=10, random_s
     -------
     dict K -> {"epochs": accuracies after epochs 0..n, "final": after fine-tuning, "bow": BoW accuracy}.
     """
+    positive_int(n_epochs, "n_epochs")  # the curves are accuracies per epoch
     plt = _pyplot()
     if data_path is None:
         train, test = _synthetic(make_circles_bags, random_state, n_per_bag=30, purity=0.65, noise=0.15)

@@ -21,7 +21,7 @@ from joblib import Parallel, delayed
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
 from ._progress import progress_bar
-from ._validation import check_bags, check_labels, choice, n_jobs_arg, positive_int, verbosity
+from ._validation import check_bags, check_labels, choice, n_jobs_arg, nonnegative_int, positive_int, verbosity
 from .bags import Bags
 from .encoders import VLAD, BagOfWords, FisherVector
 from .models import BagClassifier, LearnedBoWCV, LearnedVLADCV
@@ -87,7 +87,7 @@ def mil_benchmark(bags, y, methods=METHODS, n_splits: int = 10, n_repeats: int =
     Parameters
     ----------
     bags : Bags or list of (N_i, D) float arrays; y : (n_bags,) class labels.
-    methods : names from :data:`METHODS`.
+    methods : names from :data:`METHODS` (or one name); random_state : int >= 0.
     n_jobs : (method, fold) fits run in parallel processes (joblib; None: 1).
     n_threads : the core's threads per fit (1 suits n_jobs > 1 on small bags).
     verbose : > 0 shows the fits done on stderr.
@@ -103,8 +103,12 @@ def mil_benchmark(bags, y, methods=METHODS, n_splits: int = 10, n_repeats: int =
     """
     bags = check_bags(bags)
     y = check_labels(y, len(bags))
-    methods = [choice(m, "method", METHODS) for m in methods]
+    methods = [methods] if isinstance(methods, str) else methods  # one name, not its letters
+    methods = list(dict.fromkeys(choice(m, "method", METHODS) for m in methods))  # each once
+    if not methods:
+        raise ValueError(f"methods must name at least one of {', '.join(METHODS)}")
     n_splits, n_repeats = positive_int(n_splits, "n_splits", minimum=2), positive_int(n_repeats, "n_repeats")
+    random_state = nonnegative_int(random_state, "random_state")  # repeat r uses random_state + r
     tasks = [(m, r, f, train, test) for r in range(n_repeats)
              for f, (train, test) in enumerate(StratifiedKFold(n_splits, shuffle=True, random_state=random_state + r)
                                                .split(y, y))
@@ -140,6 +144,8 @@ def mil_benchmark(bags, y, methods=METHODS, n_splits: int = 10, n_repeats: int =
 def format_mil_table(results_by_dataset: dict) -> str:
     """A Markdown table: one row per data set, one column per method, "mean ± se"."""
     methods = list(dict.fromkeys(m for results in results_by_dataset.values() for m in results))
+    if not methods:
+        raise ValueError("results_by_dataset holds no results to tabulate")
     lines = ["| data set | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
     for name, results in results_by_dataset.items():
         cells = [f"{results[m]['mean']:.3f} ± {results[m]['se']:.3f}" if m in results else "" for m in methods]

@@ -54,11 +54,14 @@ def l2_normalize(x) -> np.ndarray:
     (n_bags, dim) array of x's dtype.
     """
     x = _rows(x)
+    dtype = x.dtype
+    x = x.astype(np.promote_types(dtype, np.float32), copy=False)  # float16 holds MIN_NORM as 0: 0 / 0
     # each row over its largest magnitude first: the norm of x itself can overflow to inf
     scale = np.abs(x).max(axis=1, keepdims=True, initial=0)
     scale[scale == 0] = 1
     x = x / scale
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), MIN_NORM / scale).astype(x.dtype)
+    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), MIN_NORM / scale).astype(x.dtype)).astype(
+        dtype, copy=False)
 
 
 def intra_normalize(x, n_blocks: int) -> np.ndarray:

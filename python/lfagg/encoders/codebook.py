@@ -198,7 +198,7 @@ def lloyd(sample: np.ndarray, seeds: np.ndarray, max_iter: int = KMEANS_MAX_ITER
     whose labels and inertia are those of the returned centres; ValueError for a sample
     whose squared distances would underflow the dtype (features of 1e-19 in float32)."""
     sample = np.ascontiguousarray(sample)
-    variance = _mean_variance(sample, n_threads)
+    variance = mean_variance(sample, n_threads)
     check_resolvable_distances(variance * sample.shape[1], sample.dtype, lambda: np.ptp(sample, axis=0).max(),
                                "the local features", "them")
     tol = KMEANS_TOL * variance
@@ -216,7 +216,7 @@ def lloyd(sample: np.ndarray, seeds: np.ndarray, max_iter: int = KMEANS_MAX_ITER
         centers = means
 
 
-def _mean_variance(sample: np.ndarray, n_threads: int = 0) -> float:
+def mean_variance(sample: np.ndarray, n_threads: int = 0) -> float:
     """The variance of the (n, D) sample's columns, averaged over the D columns: the
     inertia of one centre at the mean, one threaded pass of the core without a temporary
     copy (np.var's took 10x longer), exact also far from the origin, where the mean of

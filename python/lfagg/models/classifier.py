@@ -190,7 +190,7 @@ class BagClassifier(SoftmaxHead, BaseEstimator):
     def transform(self, X) -> np.ndarray:
         """The encoder's representation of each bag (before the feature map)."""
         check_is_fitted(self, "classifier_")
-        return self.encoder_.transform(X)
+        return self._represent(self._check_bags(X))  # the encoder gets Bags, as in fit and predict
 
     def _represent(self, bags) -> np.ndarray:
         # lfagg's encoders skip a second check of bags validated here

@@ -183,8 +183,17 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
             (val_bags, val_y), (bags, y) = (bags.subset(val), y[val]), (bags.subset(train), y[train])
         elif validation_data is not None:
             val_bags = check_bags(validation_data[0], bags.dim, plan.n_threads)
-            val_y = check_labels(validation_data[1], len(val_bags))
+            val_y = check_labels(validation_data[1], len(val_bags), "validation_data's labels")
+        if self.early_stopping and val_bags is None:  # else it would silently run every epoch
+            raise ValueError("early_stopping=True needs held-out bags to watch: give validation_fraction "
+                             "(e.g. 0.1) or fit(..., validation_data=(bags, labels))")
         self.classes_, y_index = check_classes(y)
+        if val_y is not None:
+            comparable = (val_y.dtype.kind in "biuf") == (y.dtype.kind in "biuf")  # numbers or strings, both
+            unknown = np.unique(val_y[~np.isin(val_y, self.classes_)]) if comparable else val_y
+            if len(unknown):  # scored as always wrong, they would make the validation accuracy meaningless
+                raise ValueError(f"validation_data's labels hold classes the training bags do not: "
+                                 f"{unknown[:5].tolist()} (the training classes: {self.classes_[:5].tolist()})")
         name = f"{type(self).__name__}(n_codewords={plan.K})"
         watch = Stopwatch(name, plan.verbose)
         if initial is None:
@@ -335,7 +344,8 @@ class LearnedBoW(_LearnedAggregation):
         (about 16 steps per epoch, at least 4 bags; :func:`auto_batch_size`).
     n_samples_per_bag : local features drawn from each bag per step (eq. 5), None = all.
     optimizer : "adam" or "sgd" (momentum 0.9).
-    learning_rate : encoder step size (centres: this times the features' std).
+    learning_rate : encoder step size (centres: this times the features' spread, the root
+        of their mean variance per dimension).
     classifier_learning_rate : classifier step size (default learning_rate).
     l2 : L2 penalty of the classifier weights (on standardised inputs), or "auto": the
         value of :data:`lfagg.models.l2.L2_GRID` that best classifies about a fifth of the

@@ -17,6 +17,7 @@ import numpy as np
 from .._progress import progress_bar
 from .._validation import (as_generator, boolean, check_bags, choice, float_array, n_threads_arg, nonnegative_int,
                            positive_int, positive_real, real_in, verbosity)
+from ..encoders.codebook import mean_variance
 from ..encoders.soft import SoftEncoder, soft_encoder
 from ..store import BagStore
 from .optim import OPTIMIZERS, make_optimizer
@@ -110,7 +111,8 @@ def train_encoder(bags, targets, loss, encoder, centers, precisions, gamma, *, n
         None to use whole bags.
     optimizer : "adam" or "sgd" (with ``momentum``, in [0, 1)).
     learning_rate : step size for log-precisions and log-gamma; the centres' step is this
-        times the standard deviation of the features, so it is in feature units.
+        times the features' spread (the root of their mean variance per dimension), so it
+        is in feature units.
     head_learning_rate : step size of the head's parameters (default learning_rate).
     learn_centers, learn_precisions, learn_gamma : which encoder parameters move;
         precisions and gamma are optimised through their logarithms and stay positive.
@@ -153,13 +155,15 @@ def train_encoder(bags, targets, loss, encoder, centers, precisions, gamma, *, n
 
 
 def _feature_scale(bags) -> float:
-    """The standard deviation of the local features (of 100,000 of them at most), which
-    scales the centres' learning rate."""
+    """The local features' spread: the root of their variance per dimension averaged over
+    the dimensions (of 100,000 features at most), which scales the centres' learning rate.
+    Not the std of all their values pooled, which a dimension far from the others' means
+    inflates (one shifted by 1,000 made the centres' steps 1,000x too long)."""
     if isinstance(bags, BagStore):  # a random part of the store; all of it when it holds <= 100,000 features
         sample = bags.sample_features(100_000, random_state=0)
     else:
-        sample = bags.features[:: max(1, bags.n_features // 100_000)]
-    return float(np.std(sample)) or 1.0
+        sample = np.ascontiguousarray(bags.features[:: max(1, bags.n_features // 100_000)])
+    return float(np.sqrt(mean_variance(sample))) or 1.0
 
 
 class _Buffer:
