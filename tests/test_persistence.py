@@ -275,6 +275,8 @@ def test_inconsistent_fitted_state_is_refused_at_load(what, circles, tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(ValueError, match="no such file"):
         lfagg.load(tmp_path / "none.lfagg")
+    with pytest.raises(ValueError, match="a directory, not a model file"):
+        lfagg.load(tmp_path)
 
 
 # ---------------------------------------------------------------------------------------

@@ -123,7 +123,7 @@ def load(path):
 
     path = os.fsdecode(path)  # zipfile would read bytes as a file object
     if not os.path.isfile(path):
-        raise ValueError(f"{path}: no such file")
+        raise ValueError(f"{path}: " + ("a directory, not a model file" if os.path.isdir(path) else "no such file"))
     try:
         with zipfile.ZipFile(path) as archive:
             _check_inflation(archive)
