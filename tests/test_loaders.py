@@ -307,3 +307,25 @@ def test_npy_dir_is_read_in_natural_order(tmp_path):
     labels = write_text(tmp_path / "y.txt", "".join(f"{i % 2}\n" for i in range(12)))
     _, y = load_bags(folder, labels)
     np.testing.assert_array_equal(y, bags.features[:, 0].astype(int) % 2)
+
+
+def test_cifar10_files_with_labels_or_images_of_another_shape_are_named(tmp_path):
+    """(n, 1) labels (as Keras saves them) passed and failed later in an IndexError; 3-D
+    (grey) images were said not to match labels whose length matched."""
+    from lfagg.datasets import load_cifar10
+
+    images, labels = np.zeros((4, 32, 32, 3), np.uint8), np.arange(4) % 2
+    for name, arrays, message in (
+            ("keras", dict(train_labels=labels[:, None]), r"train_labels must be \(4,\), one per image, got shape"),
+            ("grey", dict(train_images=images[..., 0]), r"train_images must be \(n, 32, 32, 3\) colour images")):
+        np.savez(tmp_path / f"{name}.npz", **{"train_images": images, "train_labels": labels, "test_images": images,
+                                               "test_labels": labels, **arrays})
+        with pytest.raises(ValueError, match=message):
+            load_cifar10(tmp_path / f"{name}.npz")
+
+
+@pytest.mark.parametrize("noise", [float("nan"), float("inf"), -0.1])
+def test_synthetic_bags_refuse_a_noise_that_is_not_a_finite_std(noise):
+    for make in (lfagg.datasets.make_circles_bags, lfagg.datasets.make_moons_bags):
+        with pytest.raises(ValueError, match="noise must be a finite number >= 0"):
+            make(4, 3, noise=noise, random_state=0)

@@ -192,6 +192,20 @@ def test_bad_searches_fail_clearly(data, params, labels, message):
         lfagg.LearnedBoWCV(**{**SMALL, **params}, random_state=0).fit(bags, y)
 
 
+def test_a_fixed_gamma_searches_without_the_default_scales(data):
+    """The default gamma_scale grid multiplies gamma="auto": with a fixed gamma it is dropped
+    (the search once failed on it, blaming a gamma_scale the user never set); explicit
+    scales other than 1 are an error that says what to give."""
+    bags, y = data
+    small = {**SMALL, "n_codewords": (2,), "n_estimators": 1}
+    del small["gamma_scale"]
+    search = lfagg.LearnedBoWCV(**small, gamma=0.5, random_state=0).fit(bags, y)
+    assert {p["gamma_scale"] for p in search.cv_results_["params"]} == {1.0}
+    assert search.best_estimator_.gamma_ == 0.5
+    with pytest.raises(ValueError, match="gamma_scale searches multiples of gamma='auto'"):
+        lfagg.LearnedBoWCV(**small, gamma=0.5, gamma_scale=(1.0, 2.0)).fit(bags, y)
+
+
 @pytest.mark.parametrize("n_jobs", [None, 2])
 def test_a_diverging_candidate_loses_and_the_search_goes_on(data, n_jobs):
     # the warning reaches the caller also when the folds were searched in worker processes

@@ -87,8 +87,11 @@ def load_cifar10(path):
         out["class_names"] = [str(c) for c in out["class_names"]]
     for split in ("train", "test"):
         images, labels = out[f"{split}_images"], out[f"{split}_labels"]
-        if images.ndim != 4 or len(images) != len(labels):
-            raise ValueError(f"{path}: {split}_images {images.shape} and {split}_labels {labels.shape} do not match")
+        if images.ndim != 4:
+            raise ValueError(f"{path}: {split}_images must be (n, 32, 32, 3) colour images, got shape {images.shape}")
+        if labels.ndim != 1 or len(images) != len(labels):  # Keras saves (n, 1) labels
+            raise ValueError(f"{path}: {split}_labels must be ({len(images)},), one per image, got shape "
+                             f"{labels.shape}")
     return out
 
 

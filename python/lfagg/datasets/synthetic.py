@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validation import as_generator, positive_int, real_in
+from .._validation import as_generator, nonnegative_real, positive_int, real_in
 from ..bags import Bags
 
 
@@ -36,6 +36,8 @@ def make_circles_bags(n_bags: int = 200, n_per_bag: int = 50, purity: float = 0.
     -------
     (Bags of float64 features (n_bags * n_per_bag, 2), labels (n_bags,) int64 in {0, 1})
     """
+    noise = nonnegative_real(noise, "noise")  # NaN or inf would make non-finite bags
+
     def circle(radius):
         def sample(rng, n):
             angle = rng.uniform(0, 2 * np.pi, n)
@@ -51,6 +53,8 @@ def make_moons_bags(n_bags: int = 200, n_per_bag: int = 50, purity: float = 0.8,
 
     Like :func:`make_circles_bags`, with the upper moon as class 0's main population.
     """
+    noise = nonnegative_real(noise, "noise")
+
     def moon(upper):
         def sample(rng, n):
             t = rng.uniform(0, np.pi, n)

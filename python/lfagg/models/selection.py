@@ -50,6 +50,8 @@ VLAD_CODEBOOK_SIZES = (1, 2, 4, 16, 64)
 #: ... and LearnedBoWCV (also :mod:`lfagg.mil`'s BoW): a soft BoW of one codeword is the
 #: same for every bag.
 BOW_CODEBOOK_SIZES = (2, 4, 16, 64)
+#: The multiples of the auto gamma searched by default (with a fixed gamma: that gamma alone).
+DEFAULT_GAMMA_SCALES = (0.125, 0.5, 2.0, 8.0)
 #: The folds of a search by default.
 DEFAULT_FOLDS = 5
 #: The refits of the chosen candidate averaged by default.
@@ -90,7 +92,7 @@ class _LearnedAggregationCV(ClassifierMixin, BaseEstimator):
     _estimator = None
     _AUTO_CODEBOOK_SIZES: tuple = ()
 
-    def __init__(self, n_codewords="auto", *, gamma_scale=(0.125, 0.5, 2.0, 8.0),
+    def __init__(self, n_codewords="auto", *, gamma_scale=DEFAULT_GAMMA_SCALES,
                  learning_rate=(1e-3, 1e-2), max_epochs=16, cv=DEFAULT_FOLDS, scoring="neg_log_loss",
                  n_estimators=DEFAULT_ESTIMATORS, pooling="mean", gamma="auto", learn_gamma=False,
                  learn_covariances=True, init="kmeans", feature_map="auto", batch_size="auto", n_samples_per_bag=128,
@@ -144,6 +146,12 @@ class _LearnedAggregationCV(ClassifierMixin, BaseEstimator):
         Ks = _grid(self._AUTO_CODEBOOK_SIZES if is_auto(self.n_codewords) else self.n_codewords, "n_codewords",
                    positive_int)
         scales = _grid(self.gamma_scale, "gamma_scale", positive_real)
+        if not is_auto(self.gamma):  # the scales multiply gamma="auto"; a fixed gamma is used as given
+            if scales == list(DEFAULT_GAMMA_SCALES):
+                scales = [1.0]
+            elif scales != [1.0]:
+                raise ValueError(f"gamma_scale searches multiples of gamma='auto'; with gamma={self.gamma!r} give "
+                                 "gamma_scale=1.0 (or leave its default), or several gamma values in separate searches")
         rates = _grid(self.learning_rate, "learning_rate", positive_real)
         epochs = checkpoints(nonnegative_int(self.max_epochs, "max_epochs"))
         n_splits = positive_int(self.cv, "cv", minimum=2)
@@ -349,7 +357,8 @@ _DOC = """{what} with its hyper-parameters chosen by cross-validation on the tra
     ----------
     n_codewords, gamma_scale, learning_rate : values (or one value) to search; see
         :class:`{base}`. ``n_codewords="auto"``: {auto_sizes}. Codebook sizes larger than a training fold's
-        local features are skipped with a warning.
+        local features are skipped with a warning. ``gamma_scale`` multiplies ``gamma="auto"``;
+        with a fixed ``gamma`` its default grid is dropped and that gamma alone is used.
     pooling : "mean", "max" or both to search, as ("mean", "max"); see :class:`{base}`.
         Both double the search (the codebooks are shared). With the default codebook sizes
         it did not pay on Musk1 and Elephant (T2: 0.859 and 0.835 against 0.892 and 0.835
