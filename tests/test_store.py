@@ -61,17 +61,18 @@ def test_labels_come_back_as_they_went_in(tmp_path, labels):
     bags = ragged(8)
     build(tmp_path / "s.zarr", bags, labels)
     stored = lfagg.BagStore.open(tmp_path / "s.zarr").labels
-    assert stored.dtype.kind in {"u": "i", "U": "UTO"}.get(labels.dtype.kind, labels.dtype.kind)
+    assert stored.dtype.kind == {"u": "i"}.get(labels.dtype.kind, labels.dtype.kind)
     np.testing.assert_array_equal(stored, labels)
 
 
-def test_a_store_with_string_labels_trains_a_classifier(tmp_path):
-    """Its labels come back as numpy's variable-width strings: the estimators take them."""
+def test_a_store_with_string_labels_trains_and_scores_a_classifier(tmp_path):
+    """Zarr reads them as numpy's variable-width strings, which the estimators refused and
+    scikit-learn's metrics (score) still do: the store returns fixed-width ones."""
     store = build(tmp_path / "s.zarr", ragged(8), np.array(["cat", "dog"] * 4))
     for model in (lfagg.BagClassifier(lfagg.BagOfWords(2, random_state=0)), lfagg.LearnedBoW(2, n_epochs=1)):
         model.fit(store, store.labels)
         np.testing.assert_array_equal(model.classes_, ["cat", "dog"])
-        assert set(model.predict(store)) <= {"cat", "dog"}
+        assert 0 <= model.score(store, store.labels) <= 1
 
 
 def test_unsigned_labels_beyond_int64_are_refused(tmp_path):

@@ -265,6 +265,8 @@ class BagStore:
             values = np.asarray(column[:n_bags])
         except Exception as exc:
             raise ValueError(f"{self._path}: damaged bag store, its {name} cannot be read ({exc})") from None
+        if values.dtype.kind == "T":  # Zarr's strings are numpy's variable-width ones, which scikit-learn's
+            values = np.array(values.tolist(), dtype=str)  # metrics refuse: fixed-width, as they went in
         return values[self._bag_ids]
 
     def __len__(self) -> int:
