@@ -111,7 +111,9 @@ def test_an_interrupted_zarr_encode_completes_when_rerun(store_and_model, capsys
     assert 0 < done.sum() < done.size
     monkeypatch.setattr(lfagg.outputs, "_compute", compute)
     rc, out, _ = run_main(capsys, *args)
-    assert rc == 0 and f"({done.size - done.sum()} blocks computed now" in out
+    assert rc == 0 and f"({done.size - done.sum()} blocks computed now of {done.size}; the others by an " in out
+    rc, out, _ = run_main(capsys, *args[:6], tmp_path / "fresh.zarr", *args[7:])  # a first, whole run says so
+    assert rc == 0 and f"({done.size} blocks computed now)" in out
     expected = np.concatenate([model.transform(block) for block in lfagg.BagStore.open(store_path).blocks(100)])
     np.testing.assert_array_equal(np.asarray(zarr.open_group(tmp_path / "e.zarr")["encodings"][:]), expected)
 
