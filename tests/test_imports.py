@@ -50,3 +50,17 @@ def test_the_kernels_and_the_command_line_help_do_not_import_scikit_learn():
     probe_script = "import sys, lfagg; lfagg.BagOfWords; print('sklearn' in sys.modules)"
     probe = subprocess.run([sys.executable, "-c", probe_script], capture_output=True, text=True, env=env)
     assert probe.stdout.strip() == "True", probe.stderr  # the probe itself can see scikit-learn arrive
+
+
+def test_the_core_stub_names_what_every_compiled_core_has():
+    """_core.pyi, which type checkers see as lfagg._native.core: the same functions."""
+    import ast
+    import pathlib
+
+    from lfagg import _native
+
+    stub = ast.parse((pathlib.Path(_native.__file__).parent / "_core.pyi").read_text())
+    declared = {node.name for node in stub.body if isinstance(node, ast.FunctionDef)}
+    declared |= {node.target.id for node in stub.body if isinstance(node, ast.AnnAssign)}
+    exposed = {name for name in dir(_native.core) if not name.startswith("_")}
+    assert declared == exposed

@@ -438,3 +438,14 @@ def test_a_store_of_another_dimension_is_named(circles_store, tmp_path):
     other = build(tmp_path / "d3.zarr", ragged(7, dim=3))
     with pytest.raises(ValueError, match="store's local features have dimension 3"):
         model.predict(other)
+
+
+def test_without_zarr_3_the_store_says_what_to_install_or_that_python_is_too_old(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "zarr", None)  # "import zarr" raises ImportError
+    with pytest.raises(ImportError, match=r'needs zarr >= 3\.1\.3: pip install "lfagg\[store\]"'):
+        lfagg.BagStore.create("unused.zarr", dim=2)
+    monkeypatch.setattr(lfagg.store.sys, "version_info", (3, 10, 14))  # the extras install no zarr there
+    with pytest.raises(ImportError, match=r"which needs Python >= 3\.11"):
+        lfagg.BagStore.open("unused.zarr")

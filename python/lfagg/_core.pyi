@@ -20,10 +20,15 @@ def max_threads() -> int: ...
 def all_finite(a: F, n_threads: int = 0) -> bool: ...
 @overload
 def soft_bow(features: F, offsets: Offsets, centers: F, precisions: F, gamma: float, n_threads: int = 0,
-             return_assignments: Literal[False] = False, check_features: bool = True) -> F: ...
+             return_assignments: Literal[False] = False, check_features: bool = True,
+             assignments_out: None = None) -> F: ...
 @overload
 def soft_bow(features: F, offsets: Offsets, centers: F, precisions: F, gamma: float, n_threads: int,
-             return_assignments: bool, check_features: bool = True,
+             return_assignments: Literal[True], check_features: bool = True,
+             assignments_out: Optional[F] = None) -> Tuple[F, F]: ...
+@overload
+def soft_bow(features: F, offsets: Offsets, centers: F, precisions: F, gamma: float, n_threads: int = 0, *,
+             return_assignments: Literal[True], check_features: bool = True,
              assignments_out: Optional[F] = None) -> Tuple[F, F]: ...
 @overload
 def soft_bow(features: F, offsets: Offsets, centers: F, precisions: F, gamma: float, n_threads: int = 0,
@@ -38,11 +43,20 @@ def soft_bow_backward(features: F, offsets: Offsets, centers: F, precisions: F, 
                       assignments: Optional[F], n_threads: int, check_features: bool,
                       return_grad_features: Literal[True]) -> Tuple[F, F, float, F]: ...
 @overload
+def soft_bow_backward(features: F, offsets: Offsets, centers: F, precisions: F, gamma: float, grad_output: F,
+                      assignments: Optional[F] = None, n_threads: int = 0, check_features: bool = True, *,
+                      return_grad_features: Literal[True]) -> Tuple[F, F, float, F]: ...
+@overload
 def soft_vlad(features: F, offsets: Offsets, centers: F, precisions: F, gamma: float, n_threads: int = 0,
-              return_assignments: Literal[False] = False, check_features: bool = True) -> F: ...
+              return_assignments: Literal[False] = False, check_features: bool = True,
+              assignments_out: None = None) -> F: ...
 @overload
 def soft_vlad(features: F, offsets: Offsets, centers: F, precisions: F, gamma: float, n_threads: int,
-              return_assignments: bool, check_features: bool = True,
+              return_assignments: Literal[True], check_features: bool = True,
+              assignments_out: Optional[F] = None) -> Tuple[F, F]: ...
+@overload
+def soft_vlad(features: F, offsets: Offsets, centers: F, precisions: F, gamma: float, n_threads: int = 0, *,
+              return_assignments: Literal[True], check_features: bool = True,
               assignments_out: Optional[F] = None) -> Tuple[F, F]: ...
 @overload
 def soft_vlad(features: F, offsets: Offsets, centers: F, precisions: F, gamma: float, n_threads: int = 0,
@@ -55,6 +69,10 @@ def soft_vlad_backward(features: F, offsets: Offsets, centers: F, precisions: F,
 @overload
 def soft_vlad_backward(features: F, offsets: Offsets, centers: F, precisions: F, gamma: float, grad_output: F,
                        assignments: Optional[F], n_threads: int, check_features: bool,
+                       return_grad_features: Literal[True]) -> Tuple[F, F, float, F]: ...
+@overload
+def soft_vlad_backward(features: F, offsets: Offsets, centers: F, precisions: F, gamma: float, grad_output: F,
+                       assignments: Optional[F] = None, n_threads: int = 0, check_features: bool = True, *,
                        return_grad_features: Literal[True]) -> Tuple[F, F, float, F]: ...
 def bow(features: F, offsets: Offsets, centers: F, n_threads: int = 0, check_features: bool = True) -> F: ...
 def vlad(features: F, offsets: Offsets, centers: F, assignments: Optional[F], n_threads: int = 0,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import os
 import warnings
+from typing import TYPE_CHECKING
 from types import ModuleType
 
 from ._threads import default_wait_policy
@@ -56,4 +57,7 @@ def _select() -> ModuleType:
 
 
 default_wait_policy()
-core = _select()
+if TYPE_CHECKING:  # type checkers see the interface every core has (_core.pyi)
+    from . import _core as core
+else:
+    core = _select()

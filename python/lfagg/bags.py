@@ -78,6 +78,7 @@ class Bags:
 
     @property
     def dtype(self) -> np.dtype:
+        """The features' dtype, float32 or float64."""
         return self._features.dtype
 
     @property

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import contextvars
 import os
+import platform
 import re
+import sys
 
 import numpy as np
 
@@ -48,7 +50,10 @@ def _zarr():
         zarr = None
     release = tuple(int(part) for part in re.findall(r"\d+", getattr(zarr, "__version__", "0"))[:3])
     if zarr is None or release < MIN_ZARR:
-        raise ImportError(f'lfagg.BagStore needs zarr >= {".".join(map(str, MIN_ZARR))}: pip install "lfagg[store]"')
+        needs = f'lfagg.BagStore needs zarr >= {".".join(map(str, MIN_ZARR))}'
+        if sys.version_info < (3, 11):  # zarr 3 itself needs Python 3.11
+            raise ImportError(f"{needs}, which needs Python >= 3.11 (this is {platform.python_version()})")
+        raise ImportError(f'{needs}: pip install "lfagg[store]"')
     return zarr
 
 
@@ -225,10 +230,12 @@ class BagStore:
     # -- reading -----------------------------------------------------------------------
     @property
     def dim(self) -> int:
+        """D, the dimension of the local features."""
         return self._meta["dim"]
 
     @property
     def dtype(self) -> np.dtype:
+        """The features' dtype, float32 or float64."""
         return np.dtype(self._meta["dtype"])
 
     @property
@@ -238,10 +245,12 @@ class BagStore:
 
     @property
     def sizes(self) -> np.ndarray:
+        """(n_bags,) int64, the number of local features of each bag."""
         return np.diff(self._offsets)
 
     @property
     def n_features(self) -> int:
+        """The number of local features of all the bags."""
         return int(self._offsets[-1])
 
     @property

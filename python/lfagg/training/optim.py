@@ -19,6 +19,7 @@ class SGD:
         self._velocity = [np.zeros_like(p) for p in params]
 
     def step(self, grads) -> None:
+        """Moves every parameter in place by its gradient in ``grads`` (same order and shapes)."""
         for p, g, v, lr in zip(self.params, grads, self._velocity, self.learning_rates):
             v *= self.momentum
             v -= lr * g
@@ -38,6 +39,7 @@ class Adam:
         self._t = 0
 
     def step(self, grads) -> None:
+        """Moves every parameter in place by its gradient in ``grads`` (same order and shapes)."""
         self._t += 1
         b1, b2 = self.betas
         correction = np.sqrt(1 - b2 ** self._t) / (1 - b1 ** self._t)
