@@ -55,7 +55,10 @@ def test_round_trip_and_indexing(tmp_path):
 
 @pytest.mark.parametrize("labels", [np.array([True, False] * 4), np.array([0.0, 2, -1, 3, 0, 1, 1, 7]),
                                     np.array([2 ** 40, 3, 0, 1, 5, 6, 9, 8], dtype=np.uint64),
-                                    np.array(["cat", "dog", "ant", "bee", "a", "b", "c", "d"])])
+                                    np.array(["cat", "dog", "ant", "bee", "a", "b", "c", "d"]),
+                                    # only fill values, which Zarr skips writing by default: a store
+                                    # once read them back as "damaged"
+                                    np.zeros(8, dtype=np.int64), np.zeros(8, dtype=bool)])
 def test_labels_come_back_as_they_went_in(tmp_path, labels):
     """Values and kind (bool, float, integer, str), across appends and a reopening."""
     bags = ragged(8)
@@ -73,6 +76,11 @@ def test_a_store_with_string_labels_trains_and_scores_a_classifier(tmp_path):
         model.fit(store, store.labels)
         np.testing.assert_array_equal(model.classes_, ["cat", "dog"])
         assert 0 <= model.score(store, store.labels) <= 1
+
+
+def test_empty_names_come_back(tmp_path):
+    build(tmp_path / "s.zarr", ragged(8), names=[""] * 8)  # fill values only: a chunk Zarr would skip
+    assert lfagg.BagStore.open(tmp_path / "s.zarr").names.tolist() == [""] * 8
 
 
 def test_unsigned_labels_beyond_int64_are_refused(tmp_path):
@@ -263,7 +271,7 @@ def test_an_interrupted_first_labelled_append_leaves_no_column_of_the_wrong_kind
     store.append(bags[:2], labels=then)
     labels = lfagg.BagStore.open(tmp_path / "s.zarr").labels
     np.testing.assert_array_equal(labels, then)
-    assert labels.dtype.kind == np.asarray(then).dtype.kind or labels.dtype.kind == "T"
+    assert labels.dtype.kind == np.asarray(then).dtype.kind
 
 
 def test_an_interrupted_append_leaves_the_last_complete_bag(tmp_path, monkeypatch):

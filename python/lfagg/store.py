@@ -110,8 +110,10 @@ class BagStore:
                            fill_value=np.nan)
         group.create_array("offsets", shape=(1,), chunks=(65536,), dtype=np.int64, fill_value=-1)
         group["offsets"][0] = 0
+        # dense_columns: every chunk of labels and names is written (see _append_column), so a
+        # missing one is damage; stores of earlier lfagg may lack chunks that held only zeros.
         group.attrs["lfagg"] = dict(format=FORMAT, version=FORMAT_VERSION, dim=dim, dtype=dtype.name, n_bags=0,
-                                    labels=None, names=False)
+                                    labels=None, names=False, dense_columns=True)
         return cls(group, path, writable=True)
 
     @classmethod
@@ -219,13 +221,16 @@ class BagStore:
 
     def _append_column(self, name, values, n_old, first):
         """``values`` written after the first ``n_old``; ``first``: the store has no such column
-        yet (whatever an interrupted append left under that name is replaced)."""
-        if first:
-            dtype = values.dtype if values.dtype.kind != "U" else str
-            self._group.create_array(name, shape=(0,), chunks=(65536,), dtype=dtype, overwrite=True)
-        column = self._group[name]
-        column.resize((n_old + len(values),))
-        column[n_old:] = values
+        yet (whatever an interrupted append left under that name is replaced). Every chunk is
+        written, also one of fill values only (0, False, ''), which Zarr skips by default:
+        a missing chunk then reads as damage, not as labels 0."""
+        with _zarr().config.set({"array.write_empty_chunks": True}):  # taken when the array is opened
+            if first:
+                dtype = values.dtype if values.dtype.kind != "U" else str
+                self._group.create_array(name, shape=(0,), chunks=(65536,), dtype=dtype, overwrite=True)
+            column = self._group[name]
+            column.resize((n_old + len(values),))
+            column[n_old:] = values
 
     # -- reading -----------------------------------------------------------------------
     @property
@@ -269,7 +274,8 @@ class BagStore:
         the decompressor's terms)."""
         column, n_bags = self._array(name), self._meta["n_bags"]
         try:
-            if column.shape[0] < n_bags or column.nchunks_initialized < -(-n_bags // column.chunks[0]):
+            if column.shape[0] < n_bags or (self._meta.get("dense_columns")
+                                            and column.nchunks_initialized < -(-n_bags // column.chunks[0])):
                 raise ValueError("chunks are missing")
             values = np.asarray(column[:n_bags])
         except Exception as exc:
