@@ -512,6 +512,8 @@ def test_validation_labels_of_other_classes_or_early_stopping_without_validation
         cls(3, early_stopping=True, **FAST).fit(bags, y)
     float_labels = cls(3, **FAST).fit(bags, y, validation_data=(test_bags, test_y.astype(float)))  # 1.0 is 1
     assert len(float_labels.history_["val_accuracy"]) == FAST["n_epochs"]
+    objects = cls(3, **FAST).fit(bags, y.astype(object), validation_data=(test_bags, test_y))  # ints either way
+    assert len(objects.history_["val_accuracy"]) == FAST["n_epochs"]
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])

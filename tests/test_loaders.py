@@ -317,7 +317,8 @@ def test_cifar10_files_with_labels_or_images_of_another_shape_are_named(tmp_path
     images, labels = np.zeros((4, 32, 32, 3), np.uint8), np.arange(4) % 2
     for name, arrays, message in (
             ("keras", dict(train_labels=labels[:, None]), r"train_labels must be \(4,\), one per image, got shape"),
-            ("grey", dict(train_images=images[..., 0]), r"train_images must be \(n, 32, 32, 3\) colour images")):
+            ("grey", dict(train_images=images[..., 0]), r"train_images must be \(n, 32, 32, 3\) colour images"),
+            ("channels first", dict(train_images=images.transpose(0, 3, 1, 2)), r"train_images must be \(n, 32")):
         np.savez(tmp_path / f"{name}.npz", **{"train_images": images, "train_labels": labels, "test_images": images,
                                                "test_labels": labels, **arrays})
         with pytest.raises(ValueError, match=message):

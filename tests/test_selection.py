@@ -187,7 +187,7 @@ def test_bad_searches_fail_clearly(data, params, labels, message):
     if labels == "one class":
         y = np.zeros_like(y)
     elif labels == "strings":
-        y = np.array(["cat", "dog"])[y]
+        y = np.array(["cat", "dog"], dtype=object)[y]  # as pandas gives them
     with pytest.raises(ValueError, match=message):
         lfagg.LearnedBoWCV(**{**SMALL, **params}, random_state=0).fit(bags, y)
 

@@ -216,7 +216,7 @@ BAD_INPUTS = {
     "negative precisions": (lambda f, o, c, p, g: (f, o, c, -p, g), ValueError, "precisions"),
     "gamma not 0-d": (lambda f, o, c, p, g: (f, o, c, p, g.reshape(1)), ValueError, "gamma must be a 0-d"),
     "features of another dimension": (lambda f, o, c, p, g: (f[:, :2], o, c, p, g), ValueError,
-                                      r"features have 2 dimensions per row, the centers 3 \(the layer's dim\)"),
+                                      "features have 2 dimensions per row, the centers 3: "),
     "an array, not a tensor": (lambda f, o, c, p, g: (f.numpy(), o, c, p, g), TypeError, "features must be a torch"),
     "meta device (as CUDA)": (lambda f, o, c, p, g: (f.to("meta"), o, c, p, g), ValueError, "CPU tensors"),
 }

@@ -209,9 +209,10 @@ def first_nonfinite_bag(bags, n_threads: int = 0) -> int | None:
 
 def check_bags(X, dim: int | None = None, n_threads: int = 0, dim_of: str = "the model was fitted on"):
     """``X`` (a Bags or a list of (N_i, D) arrays) as Bags with finite features and, when
-    given, local features of dimension ``dim`` (the one ``dim_of``, for the message); the
-    scan uses ``n_threads`` threads (the core's argument: 0 for all cores). A BagStore is
-    returned as it is (its dimension checked): its bags are checked as they are read."""
+    given, local features of dimension ``dim`` (``dim_of`` completes the message "... but
+    {dim_of} dimension {dim}"); the scan uses ``n_threads`` threads (the core's argument: 0
+    for all cores). A BagStore is returned as it is (its dimension checked): its bags are
+    checked as they are read."""
     from .bags import as_bags
     from .store import BagStore
 

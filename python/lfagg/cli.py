@@ -203,10 +203,9 @@ def _encode(args) -> int:
                                  "(lfagg store build)")
             from .outputs import encode_to_zarr, file_digest
 
-            n_bags, width, computed = encode_to_zarr(model, bags, args.out, model_id=file_digest(args.model),
+            n_bags, width, computed, total = encode_to_zarr(model, bags, args.out, model_id=file_digest(args.model),
                                                      bags_id=os.path.abspath(args.bags), use_dask=use_dask,
                                                      verbose=args.verbose)
-            total = len(bags.block_bounds(bags.block_features()))  # encode_to_zarr's blocks
             earlier = f" of {total}; the others by an earlier run" if computed < total else ""
             print(f"{bags_count(n_bags)} encoded as ({n_bags}, {width}); saved to {args.out} ({computed} blocks "
                   f"computed now{earlier})")

@@ -46,7 +46,7 @@ def encode_to_zarr(model, bags: BagStore, out, *, model_id: str, bags_id: str, u
 
     Returns
     -------
-    (n_bags, width, blocks computed now).
+    (n_bags, width, blocks computed now, blocks in all).
     """
     zarr = _zarr()
     bounds = bags.block_bounds(bags.block_features())
@@ -81,7 +81,7 @@ def encode_to_zarr(model, bags: BagStore, out, *, model_id: str, bags_id: str, u
                 encodings[start:end] = values
                 done[i] = True  # after the rows: a flagged block is complete
                 bar.update(1)
-    return len(bags), identity["width"], len(todo)
+    return len(bags), identity["width"], len(todo), len(bounds)
 
 
 def _compute(model, bags, bounds, use_dask):

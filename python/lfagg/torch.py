@@ -131,8 +131,8 @@ def _check_inputs(features, offsets, centers, precisions, gamma):
         raise TypeError(f"offsets must be a 1-D integer tensor (n_bags + 1,), got {offsets.dtype} of shape "
                         f"{tuple(offsets.shape)}")
     if centers.dim() == 2 and features.shape[1] != centers.shape[1]:  # the input's fault, as a layer sees it
-        raise ValueError(f"features have {features.shape[1]} dimensions per row, the centers {centers.shape[1]} "
-                         f"(the layer's dim): features of shape {tuple(features.shape)}")
+        raise ValueError(f"features have {features.shape[1]} dimensions per row, the centers {centers.shape[1]}: "
+                         f"features of shape {tuple(features.shape)}")
     if gamma.dim() != 0:
         raise ValueError(f"gamma must be a 0-d tensor, got shape {tuple(gamma.shape)}")
     return features.contiguous(), offsets.to(torch.int64).contiguous()

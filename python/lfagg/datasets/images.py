@@ -87,7 +87,7 @@ def load_cifar10(path):
         out["class_names"] = [str(c) for c in out["class_names"]]
     for split in ("train", "test"):
         images, labels = out[f"{split}_images"], out[f"{split}_labels"]
-        if images.ndim != 4:
+        if images.ndim != 4 or images.shape[1:] != (32, 32, 3):
             raise ValueError(f"{path}: {split}_images must be (n, 32, 32, 3) colour images, got shape {images.shape}")
         if labels.ndim != 1 or len(images) != len(labels):  # Keras saves (n, 1) labels
             raise ValueError(f"{path}: {split}_labels must be ({len(images)},), one per image, got shape "

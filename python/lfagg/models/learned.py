@@ -44,6 +44,11 @@ def auto_batch_size(n_bags: int) -> int:
     return min(MAX_AUTO_BATCH, max(4, n_bags // 16))
 
 
+
+def _holds_text(labels: np.ndarray) -> bool:
+    """Whether checked, non-empty labels are strings (of a str dtype or in an object array)."""
+    return labels.dtype.kind in "UT" or (labels.dtype.kind == "O" and isinstance(labels.flat[0], str))
+
 class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
     """Shared implementation; see LearnedBoW and LearnedVLAD. ``_POOLINGS`` maps each
     ``pooling`` the class offers to its SoftEncoder."""
@@ -189,8 +194,8 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
                              "(e.g. 0.1) or fit(..., validation_data=(bags, labels))")
         self.classes_, y_index = check_classes(y)
         if val_y is not None:
-            comparable = (val_y.dtype.kind in "biuf") == (y.dtype.kind in "biuf")  # numbers or strings, both
-            unknown = np.unique(val_y[~np.isin(val_y, self.classes_)]) if comparable else val_y
+            comparable = _holds_text(val_y) == _holds_text(y)  # numbers (any dtype) or strings, both
+            unknown = np.unique(val_y[~np.isin(val_y, self.classes_)] if comparable else val_y)
             if len(unknown):  # scored as always wrong, they would make the validation accuracy meaningless
                 raise ValueError(f"validation_data's labels hold classes the training bags do not: "
                                  f"{unknown[:5].tolist()} (the training classes: {self.classes_[:5].tolist()})")

@@ -170,7 +170,7 @@ class _LearnedAggregationCV(ClassifierMixin, BaseEstimator):
             counts = np.bincount(y_index)
             if counts.min() < n_splits:
                 raise ValueError(f"too few bags to search on {n_splits} folds: class "
-                                 f"{classes[counts.argmin()].item()!r} has {counts.min()} bag(s); every class needs "
+                                 f"{classes.tolist()[counts.argmin()]!r} has {counts.min()} bag(s); every class needs "
                                  f"at least cv = {n_splits}")
             folds = list(StratifiedKFold(n_splits, shuffle=True, random_state=split_seed).split(y_index, y_index))
             Ks = self._feasible(Ks, bags, folds)

@@ -154,7 +154,7 @@ def train_encoder(bags, targets, loss, encoder, centers, precisions, gamma, *, n
                    on_epoch_end=on_epoch_end)
 
 
-def _feature_scale(bags) -> float:
+def _feature_scale(bags, n_threads: int = 0) -> float:
     """The local features' spread: the root of their variance per dimension averaged over
     the dimensions (of 100,000 features at most), which scales the centres' learning rate.
     Not the std of all their values pooled, which a dimension far from the others' means
@@ -163,7 +163,7 @@ def _feature_scale(bags) -> float:
         sample = bags.sample_features(100_000, random_state=0)
     else:
         sample = np.ascontiguousarray(bags.features[:: max(1, bags.n_features // 100_000)])
-    return float(np.sqrt(mean_variance(sample))) or 1.0
+    return float(np.sqrt(mean_variance(sample, n_threads))) or 1.0
 
 
 class _Buffer:
@@ -211,7 +211,7 @@ def run_sgd(bags, targets: np.ndarray, head, encoder: SoftEncoder, centers, prec
     C = np.array(centers, dtype=np.float64)
     log_p = np.log(np.asarray(precisions, dtype=np.float64))
     log_gamma = np.array([np.log(float(gamma))])
-    feature_scale = _feature_scale(bags)
+    feature_scale = _feature_scale(bags, n_threads)
     learnable = [(s.learn_centers, C, s.learning_rate * feature_scale), (s.learn_precisions, log_p, s.learning_rate),
                  (s.learn_gamma, log_gamma, s.learning_rate)]
     head_lr = s.learning_rate if s.head_learning_rate is None else s.head_learning_rate
