@@ -64,8 +64,14 @@ def test_store_build_never_replaces_its_own_bags_nor_makes_folders(capsys, tmp_p
         np.save(bags / f"v{i}.npy", np.ones((2, 2)))
     for out in (bags, tmp_path / "data"):
         rc, _, err = run_main(capsys, "store", "build", "--bags", bags, "--out", out, "--overwrite")
-        assert rc == 1 and "the store would replace the bags it is built from" in err
+        assert rc == 1 and "the store would replace the files it is built from" in err
         assert sorted(p.name for p in bags.iterdir()) == ["v0.npy", "v1.npy", "v2.npy"]
+    (tmp_path / "lab").mkdir()
+    (tmp_path / "lab" / "labels.txt").write_text("0\n1\n0\n")  # the labels, an input too
+    rc, _, err = run_main(capsys, "store", "build", "--bags", bags, "--labels", tmp_path / "lab" / "labels.txt",
+                          "--out", tmp_path / "lab", "--overwrite")
+    assert rc == 1 and "the store would replace the files it is built from" in err
+    assert (tmp_path / "lab" / "labels.txt").exists()
     rc, _, err = run_main(capsys, "store", "build", "--bags", bags, "--out", tmp_path / "no" / "s.zarr")
     assert_one_line_error(rc, err, "no such directory")  # as the other commands: zarr would create it
     assert not (tmp_path / "no").exists()

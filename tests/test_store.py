@@ -78,6 +78,23 @@ def test_a_store_with_string_labels_trains_and_scores_a_classifier(tmp_path):
         assert 0 <= model.score(store, store.labels) <= 1
 
 
+def test_an_empty_append_decides_nothing_and_object_integer_labels_stay_integers(tmp_path):
+    """An append of no bags once fixed whether the store had labels (a float kind from []) and
+    names, so a later append without them left a store read as damaged; object arrays of
+    integers (pandas') were stored as strings."""
+    bags = ragged(0)
+    store = lfagg.BagStore.create(tmp_path / "s.zarr", dim=bags.dim)
+    store.append(bags[:0], labels=[], names=[])
+    store.append(bags[:2])
+    reopened = lfagg.BagStore.open(tmp_path / "s.zarr", mode="a")
+    assert len(reopened) == 2 and reopened.labels is None and reopened.names is None
+    other = lfagg.BagStore.create(tmp_path / "o.zarr", dim=bags.dim)
+    other.append(bags[:2], labels=np.array([0, 1], dtype=object))
+    other.append(bags[2:4], labels=np.array([1, 0]))
+    np.testing.assert_array_equal(lfagg.BagStore.open(tmp_path / "o.zarr").labels, [0, 1, 1, 0])
+    assert lfagg.BagStore.open(tmp_path / "o.zarr").labels.dtype == np.int64
+
+
 def test_empty_names_come_back(tmp_path):
     build(tmp_path / "s.zarr", ragged(8), names=[""] * 8)  # fill values only: a chunk Zarr would skip
     assert lfagg.BagStore.open(tmp_path / "s.zarr").names.tolist() == [""] * 8

@@ -35,6 +35,10 @@ def soft_bow(features: F, offsets: Offsets, centers: F, precisions: F, gamma: fl
              return_assignments: bool = False, check_features: bool = True, *,
              assignments_out: F) -> Tuple[F, F]: ...
 @overload
+def soft_bow(features: F, offsets: Offsets, centers: F, precisions: F, gamma: float, n_threads: int = 0,
+             return_assignments: bool = False, check_features: bool = True,
+             assignments_out: Optional[F] = None) -> Union[F, Tuple[F, F]]: ...
+@overload
 def soft_bow_backward(features: F, offsets: Offsets, centers: F, precisions: F, gamma: float, grad_output: F,
                       assignments: Optional[F] = None, n_threads: int = 0, check_features: bool = True,
                       return_grad_features: Literal[False] = False) -> Tuple[F, F, float]: ...
@@ -62,6 +66,10 @@ def soft_vlad(features: F, offsets: Offsets, centers: F, precisions: F, gamma: f
 def soft_vlad(features: F, offsets: Offsets, centers: F, precisions: F, gamma: float, n_threads: int = 0,
               return_assignments: bool = False, check_features: bool = True, *,
               assignments_out: F) -> Tuple[F, F]: ...
+@overload
+def soft_vlad(features: F, offsets: Offsets, centers: F, precisions: F, gamma: float, n_threads: int = 0,
+              return_assignments: bool = False, check_features: bool = True,
+              assignments_out: Optional[F] = None) -> Union[F, Tuple[F, F]]: ...
 @overload
 def soft_vlad_backward(features: F, offsets: Offsets, centers: F, precisions: F, gamma: float, grad_output: F,
                        assignments: Optional[F] = None, n_threads: int = 0, check_features: bool = True,

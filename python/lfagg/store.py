@@ -187,6 +187,8 @@ class BagStore:
         bags = check_bags(as_bags(bags), self.dim, dim_of="the store holds")
         if bags.dtype != self.dtype:
             raise ValueError(f"bags are {bags.dtype} but the store holds {self.dtype}: convert them first")
+        if len(bags) == 0:  # nothing to write, and no say in whether the store keeps labels or names
+            return
         n_old, rows_old = len(self), self.n_features
         has_labels = self._meta["labels"] is not None
         if len(self) and (labels is not None) != has_labels:
@@ -197,7 +199,9 @@ class BagStore:
                              f"{'give' if self._meta['names'] else 'do not give'} names with every append")
         if labels is not None:
             labels = check_labels(labels, len(bags), "labels")
-            kind = {"U": "str", "O": "str", "b": "bool", "i": "int", "u": "int"}.get(labels.dtype.kind, "float")
+            kind = {"U": "str", "b": "bool", "i": "int", "u": "int"}.get(labels.dtype.kind, "float")
+            if labels.dtype.kind == "O":  # checked: all strings, or all integers (pandas' object columns)
+                kind = "str" if isinstance(labels.flat[0], str) else "int"
             check_fits_int64(labels, "labels")
             if has_labels and kind != self._meta["labels"]:
                 raise ValueError(f"labels must be of the store's kind ({self._meta['labels']}), got {kind}")

@@ -345,9 +345,12 @@ def build_store(path, out, labels=None, *, chunk_rows=None, verbose=1, overwrite
 
     if not os.path.exists(path):
         raise ValueError(f"{path}: no such file or directory")
-    source_path, out_path = os.path.realpath(path), os.path.realpath(out)
-    if source_path == out_path or source_path.startswith(out_path.rstrip(os.sep) + os.sep):
-        raise ValueError(f"{out}: the store would replace the bags it is built from ({path})")
+    out_path = os.path.realpath(out)
+    for source in (path, labels):  # --overwrite empties out: never the bags or labels it is built from
+        source_path = None if source is None else os.path.realpath(source)
+        if source_path is not None and (source_path == out_path
+                                        or source_path.startswith(out_path.rstrip(os.sep) + os.sep)):
+            raise ValueError(f"{out}: the store would replace the files it is built from ({source})")
     if os.path.isdir(path):
         headers = list(iter_npy_dir(path))  # memory-mapped: checks every file before anything is written
         names = check_bag_names([name for name, _ in headers], len(headers)).tolist()
