@@ -236,9 +236,7 @@ def check_labels(y, n_bags: int, name: str = "y") -> np.ndarray:
     1.0), strings or booleans, one kind throughout. A NaN or None label would silently
     become a class of its own, mixed kinds cannot be sorted into classes, and reals like
     0.5 are regression targets (scikit-learn's scoring refuses them as "continuous")."""
-    y = np.asarray(y)
-    if y.dtype.kind == "T":  # numpy's variable-width strings (a BagStore's string labels): as fixed-width ones
-        y = np.array(y.tolist())
+    y = fixed_width_strings(np.asarray(y))
     if y.ndim != 1 or len(y) != n_bags:
         raise ValueError(f"{name} must be a 1-D array with one label per bag: got shape {y.shape} for {n_bags} bags")
     one_kind = y.dtype.kind != "O" or all(isinstance(v, str) for v in y) or all(
@@ -248,6 +246,18 @@ def check_labels(y, n_bags: int, name: str = "y") -> np.ndarray:
         raise ValueError(f"{name} must hold class labels (integers, whole reals, strings or booleans) of one kind, got "
                          f"dtype {y.dtype} with values like {y[:3].tolist()}")
     return y
+
+
+def fixed_width_strings(a: np.ndarray) -> np.ndarray:
+    """``a``, with numpy's variable-width strings (dtype kind "T", as Zarr reads them) as
+    fixed-width ones, which scikit-learn's metrics take."""
+    return np.array(a.tolist(), dtype=str) if a.dtype.kind == "T" else a
+
+
+def holds_text(labels: np.ndarray) -> bool:
+    """Whether labels that :func:`check_labels` passed (non-empty) are strings: of a str
+    dtype, or in an object array (pandas'), where the rest would be integers."""
+    return labels.dtype.kind in "UT" or (labels.dtype.kind == "O" and isinstance(labels.flat[0], str))
 
 
 def check_classes(y) -> tuple[np.ndarray, np.ndarray]:

@@ -23,7 +23,8 @@ import sys
 import numpy as np
 
 from . import _mapped
-from ._validation import as_generator, check_fits_int64, check_labels, is_int, positive_int
+from ._validation import (as_generator, check_fits_int64, check_labels, fixed_width_strings, holds_text, is_int,
+                          positive_int)
 from .bags import Bags, as_bags, gather_rows, pick_bags
 
 __all__ = ["BagStore"]
@@ -199,9 +200,8 @@ class BagStore:
                              f"{'give' if self._meta['names'] else 'do not give'} names with every append")
         if labels is not None:
             labels = check_labels(labels, len(bags), "labels")
-            kind = {"U": "str", "b": "bool", "i": "int", "u": "int"}.get(labels.dtype.kind, "float")
-            if labels.dtype.kind == "O":  # checked: all strings, or all integers (pandas' object columns)
-                kind = "str" if isinstance(labels.flat[0], str) else "int"
+            kind = "str" if holds_text(labels) else {"b": "bool", "i": "int", "u": "int", "O": "int"}.get(
+                labels.dtype.kind, "float")
             check_fits_int64(labels, "labels")
             if has_labels and kind != self._meta["labels"]:
                 raise ValueError(f"labels must be of the store's kind ({self._meta['labels']}), got {kind}")
@@ -284,9 +284,7 @@ class BagStore:
             values = np.asarray(column[:n_bags])
         except Exception as exc:
             raise ValueError(f"{self._path}: damaged bag store, its {name} cannot be read ({exc})") from None
-        if values.dtype.kind == "T":  # Zarr's strings are numpy's variable-width ones, which scikit-learn's
-            values = np.array(values.tolist(), dtype=str)  # metrics refuse: fixed-width, as they went in
-        return values[self._bag_ids]
+        return fixed_width_strings(values)[self._bag_ids]  # as they went in
 
     def __len__(self) -> int:
         return self._offsets.size - 1

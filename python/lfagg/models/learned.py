@@ -21,8 +21,9 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._threads import single_threaded_blas
 from .._progress import Stopwatch, bags_count
-from .._validation import (boolean, check_bags, check_classes, check_labels, choice, fitted_array, forget_fit, is_auto,
-                           n_threads_arg, positive_int, positive_real, real_in, spawn_seeds, verbosity)
+from .._validation import (boolean, check_bags, check_classes, check_labels, choice, fitted_array, forget_fit,
+                           holds_text, is_auto, n_threads_arg, positive_int, positive_real, real_in, spawn_seeds,
+                           verbosity)
 from ..store import blockwise
 from ..encoders.codebook import (INIT_NAMES, INITS, check_gamma, check_sizes, fit_codebook, resolve_gamma,
                                  sample_features)
@@ -43,11 +44,6 @@ def auto_batch_size(n_bags: int) -> int:
     10 epochs the encoder hardly moved."""
     return min(MAX_AUTO_BATCH, max(4, n_bags // 16))
 
-
-
-def _holds_text(labels: np.ndarray) -> bool:
-    """Whether checked, non-empty labels are strings (of a str dtype or in an object array)."""
-    return labels.dtype.kind in "UT" or (labels.dtype.kind == "O" and isinstance(labels.flat[0], str))
 
 class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
     """Shared implementation; see LearnedBoW and LearnedVLAD. ``_POOLINGS`` maps each
@@ -194,7 +190,7 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
                              "(e.g. 0.1) or fit(..., validation_data=(bags, labels))")
         self.classes_, y_index = check_classes(y)
         if val_y is not None:
-            comparable = _holds_text(val_y) == _holds_text(y)  # numbers (any dtype) or strings, both
+            comparable = holds_text(val_y) == holds_text(y)  # numbers (any dtype) or strings, both
             unknown = np.unique(val_y[~np.isin(val_y, self.classes_)] if comparable else val_y)
             if len(unknown):  # scored as always wrong, they would make the validation accuracy meaningless
                 raise ValueError(f"validation_data's labels hold classes the training bags do not: "
