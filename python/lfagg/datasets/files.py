@@ -346,10 +346,8 @@ def build_store(path, out, labels=None, *, chunk_rows=None, verbose=1, overwrite
     if not os.path.exists(path):
         raise ValueError(f"{path}: no such file or directory")
     out_path = os.path.realpath(out)
-    for source in (path, labels):  # --overwrite empties out: never the bags or labels it is built from
-        source_path = None if source is None else os.path.realpath(source)
-        if source_path is not None and (source_path == out_path
-                                        or source_path.startswith(out_path.rstrip(os.sep) + os.sep)):
+    for source in filter(None, (path, labels)):  # --overwrite empties out: never the bags or labels it is built from
+        if os.path.commonpath([os.path.realpath(source), out_path]) == out_path:
             raise ValueError(f"{out}: the store would replace the files it is built from ({source})")
     if os.path.isdir(path):
         headers = list(iter_npy_dir(path))  # memory-mapped: checks every file before anything is written
