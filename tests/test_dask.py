@@ -64,6 +64,26 @@ def test_a_dask_array_of_features_with_bag_aligned_chunks(fitted):
         ld.transform(model, features)
 
 
+@pytest.mark.parametrize("chunks", [(5, 6, 0), (0, 5, 6, 0, 0), (5, 0, 6), (11,)])
+def test_empty_chunks_and_trailing_empty_bags_give_each_bag_once(chunks):
+    bags = lfagg.Bags.from_arrays([np.arange(n * 2, dtype=np.float64).reshape(n, 2) for n in (5, 6, 0, 0)])
+    model = lfagg.BagOfWords(2, random_state=0).fit(bags)
+    features = da.from_array(bags.features, chunks=(chunks, 2))
+    out = ld.transform(model, features, offsets=bags.offsets).compute(scheduler="synchronous")
+    np.testing.assert_array_equal(out, model.transform(bags))  # 4 rows, not the trailing empty bags per chunk
+    no_rows = da.zeros((0, 2), chunks=((0, 0), 2))
+    assert ld.transform(model, no_rows, offsets=[0, 0, 0, 0]).compute().shape == (3, 2)
+
+
+def test_a_non_finite_feature_is_named_by_its_bag_in_the_whole_array(fitted):
+    model, bags, _ = fitted
+    features = bags.features.copy()
+    features[bags.offsets[47] + 1, 1] = np.inf
+    blocks = (int(bags.offsets[30]), int(bags.offsets[-1] - bags.offsets[30]))
+    with pytest.raises(ValueError, match=r"\(bag 47\)"):
+        ld.transform(model, da.from_array(features, chunks=(blocks, 2)), offsets=bags.offsets).compute()
+
+
 def test_an_empty_store(fitted, tmp_path):
     model, _, _ = fitted
     empty = lfagg.BagStore.create(tmp_path / "empty.zarr", dim=2, dtype=np.float64)
@@ -80,6 +100,9 @@ def test_bad_arguments(fitted):
         ld.transform(model, bags)
     with pytest.raises(ValueError, match="block_features"):
         ld.transform(model, store, block_features=0)
+    features = da.from_array(bags.features, chunks=(100, 2))
+    with pytest.raises(ValueError, match="chunk sizes are unknown.*compute_chunk_sizes"):
+        ld.transform(model, features[features[:, 0] > -np.inf], offsets=bags.offsets)
 
 
 def test_fit_encodes_the_store_on_the_cluster(fitted, monkeypatch):

@@ -259,6 +259,10 @@ BROKEN_STATES = {
                         "sample_steps"),
     "bad parameter": ("BagClassifier-VLAD", lambda m: setattr(m.encoder_, "power_alpha", 5.0), "power_alpha"),
     "threads a string": ("LearnedVLAD", lambda m: setattr(m, "n_threads", "all"), "n_threads"),
+    "n_codewords not the centres'": ("LearnedBoW", lambda m: setattr(m, "n_codewords", m.n_codewords + 1),
+                                     "centers_"),
+    "encoder n_codewords not its centres'": ("BagClassifier-FV", lambda m: setattr(m.encoder_, "n_codewords", 9),
+                                             "means_"),
 }
 
 
@@ -270,6 +274,31 @@ def test_inconsistent_fitted_state_is_refused_at_load(what, circles, tmp_path):
     lfagg.save(model, tmp_path / "broken.lfagg")
     with pytest.raises(ValueError, match=r"fitted state is inconsistent \(.*" + attribute):
         lfagg.load(tmp_path / "broken.lfagg")
+
+
+def test_a_payload_of_another_class_than_the_file_says_is_refused(circles, tmp_path):
+    model = CLASSIFIERS["LearnedBoW"]().fit(*circles[0])
+    path = model_file(tmp_path / "c.lfagg", meta={"format": "lfagg-model", "version": 1, "lfagg": lfagg.__version__,
+                                                  "class": "LearnedVLAD"}, payload=skops_io.dumps(model))
+    with pytest.raises(ValueError, match="says it holds a 'LearnedVLAD', its payload is a LearnedBoW"):
+        lfagg.load(path)
+
+
+def test_an_entry_of_an_unknown_compression_is_a_damaged_file(tmp_path):
+    path = tmp_path / "m.lfagg"
+    lfagg.save(lfagg.BagOfWords(4), path)
+    data = bytearray(path.read_bytes())
+    directory = int.from_bytes(data[data.rfind(b"PK\x05\x06") + 16:][:4], "little")  # the central directory
+    data[directory + 10:directory + 12] = (99).to_bytes(2, "little")  # its first entry's compression method
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="not a model file"):  # zipfile raises NotImplementedError
+        lfagg.load(path)
+
+
+def test_saving_to_a_directory_names_it(tmp_path):
+    with pytest.raises(ValueError, match=f"{tmp_path}: a directory"):
+        lfagg.save(lfagg.BagOfWords(4), tmp_path)
+    assert list(tmp_path.iterdir()) == []  # no temporary file left
 
 
 def test_missing_file(tmp_path):

@@ -3,6 +3,7 @@ maths written in plain torch ops (an independent reference), jagged nested tenso
 layers as PyTorch users use them (state_dict, no_grad, dtypes, threads, an optimizer),
 from_estimator, and every bad input."""
 
+import types
 import warnings
 
 import numpy as np
@@ -200,6 +201,12 @@ def test_from_estimator():
         lt.SoftBoW.from_estimator(kmeans)
     with pytest.raises(ValueError, match="estimator must be a fitted"):
         lt.SoftBoW.from_estimator(lfagg.LearnedBoW(3), gamma=1.0)
+    trained = torch.randn(3, 2, requires_grad=True)  # another layer's centres, say
+    np.testing.assert_array_equal(lt.SoftVLAD.from_estimator(trained, gamma=1.0).centers.detach(), trained.detach())
+    huge, ones = np.full((2, 2), 1e300), np.ones((2, 2))
+    for centers, covariances in ((huge, ones), (0 * ones, 1 / huge)):
+        with pytest.raises(ValueError, match="overflow the layer's torch.float32"):  # float64 values beyond float32
+            lt.SoftBoW.from_estimator(types.SimpleNamespace(centers_=centers, covariances_=covariances, gamma_=1.0))
 
 
 BAD_INPUTS = {
@@ -252,8 +259,61 @@ def test_nested_tensor_errors():
         lt.soft_bow(jagged.transpose(1, 2), None, centers, precisions, gamma)
 
 
+def test_a_nested_tensor_of_part_of_its_values_pools_that_part():
+    features, _, centers, precisions, gamma = problem(9)
+    for offsets in ([2, 5, 9], [0, 5, 9], [3, 3, 11]):  # torch accepts bags of part of the values
+        leaf = features.clone().requires_grad_()
+        nested = torch.nested.nested_tensor_from_jagged(leaf, torch.tensor(offsets))
+        out = lt.soft_vlad(nested, None, centers, precisions, gamma)
+        expected = reference("vlad", features[offsets[0]:offsets[-1]], torch.tensor(offsets) - offsets[0], centers,
+                             precisions, gamma)
+        torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+        out.sum().backward()
+        outside = torch.ones(len(features), dtype=torch.bool)
+        outside[offsets[0]:offsets[-1]] = False
+        assert leaf.grad[outside].abs().sum() == 0 and leaf.grad[~outside].abs().sum() > 0
+
+
+@pytest.mark.filterwarnings("ignore")  # torch's on nested tensors moved to the meta device
+def test_a_nested_tensor_off_the_cpu_is_named():
+    features, _, centers, precisions, gamma = problem(10)
+    holes = torch.nested.narrow(torch.randn(3, 4, 3, dtype=features.dtype), 1, torch.tensor([0, 2, 1]),
+                                torch.tensor([2, 2, 0]), layout=torch.jagged)
+    with pytest.raises(ValueError, match="features is on meta: lfagg.torch runs on CPU tensors"):
+        lt.soft_bow(holes.to("meta"), None, centers, precisions, gamma)
+
+
+@pytest.mark.parametrize("encoder", FUNCTIONS)
+def test_second_derivatives_raise_instead_of_being_zero(encoder):
+    features, offsets, centers, precisions, gamma = problem(11)
+    # a constant upstream gradient (out.sum()): torch's once_differentiable returned gradients without a graph
+    with pytest.raises(RuntimeError, match="differentiable once"):
+        torch.autograd.functional.hessian(
+            lambda c: FUNCTIONS[encoder](features, offsets, c, precisions, gamma)[:, 0].sum(), centers)
+    leaf = features.clone().requires_grad_()
+    grad, = torch.autograd.grad(FUNCTIONS[encoder](leaf, offsets, centers, precisions, gamma).sum(), leaf,
+                                create_graph=True)
+    with pytest.raises(RuntimeError, match="differentiable once"):
+        grad.square().sum().backward()
+    torch.testing.assert_close(grad, torch.autograd.grad(  # the first derivative is unchanged
+        FUNCTIONS[encoder](leaf, offsets, centers, precisions, gamma).sum(), leaf)[0], rtol=0, atol=0)
+
+
+def test_the_kept_assignments_are_freed_by_the_backward():
+    features, offsets, centers, precisions, gamma = problem(12)
+    c = centers.clone().requires_grad_()
+    out = lt.soft_bow(features, offsets, c, precisions, gamma)
+    assert out.grad_fn.saved_tensors[-1].shape == (len(features), len(centers))  # saved, so autograd frees them
+    out.sum().backward()
+    with pytest.raises(RuntimeError, match="freed"):
+        out.grad_fn.saved_tensors
+    negated = torch.ones(out.shape, dtype=out.dtype)._neg_view()  # a lazily negated gradient reaches the core
+    lt.soft_bow(features, offsets, c, precisions, gamma).backward(negated)
+
+
 def test_layer_arguments_are_checked():
     for kwargs, name in ((dict(n_codewords=0, dim=3), "n_codewords"), (dict(n_codewords=2, dim=3, gamma=-1), "gamma"),
+                         (dict(n_codewords=2, dim=3, gamma=1e300), "out of the range of torch.float32"),
                          (dict(n_codewords=2, dim=3, n_threads=0), "n_threads"),
                          (dict(n_codewords=2, dim=3, n_threads=2 ** 40), "n_threads must be None or an integer from 1"),
                          (dict(n_codewords=2, dim=3, learn_gamma="no"), "learn_gamma must be True or False"),
@@ -261,3 +321,8 @@ def test_layer_arguments_are_checked():
                          (dict(n_codewords=2, dim=3, keep_assignments=None), "keep_assignments must be True or False")):
         with pytest.raises(ValueError, match=name):
             lt.SoftBoW(**kwargs)
+    for dtype in (torch.int64, torch.float16):
+        with pytest.raises(TypeError, match="dtype must be torch.float32 or torch.float64"):
+            lt.SoftBoW(2, 3, dtype=dtype)
+    assert lt.SoftBoW(2, 3, gamma=torch.tensor(0.5)).gamma == 0.5  # a 0-d tensor as a number
+    assert lt.SoftBoW(2, 3, gamma=1e-300, dtype=torch.float64).gamma == pytest.approx(1e-300)

@@ -62,6 +62,16 @@ def test_numpy_integers_are_accepted_by_learned_bow(circles):
     np.testing.assert_array_equal(a.predict_proba(test_bags), b.predict_proba(test_bags))
 
 
+def test_zero_dimensional_arrays_are_numbers_and_other_arrays_are_not(circles):
+    (bags, _), _ = circles
+    args = (bags.features, bags.offsets, C0, P0)
+    np.testing.assert_array_equal(ops.soft_bow(*args, np.array(0.5)), ops.soft_bow(*args, 0.5))
+    assert lfagg._validation.positive_real(np.float32(2), "x") == 2.0
+    for bad in (np.array([0.5]), np.array(True), np.array("0.5"), np.array(-1.0)):
+        with pytest.raises(ValueError, match="gamma must be a positive finite number"):
+            ops.soft_bow(*args, bad)
+
+
 def test_numpy_integers_are_accepted_by_train_encoder(circles):
     (bags, y), _ = circles
     a = train(bags, y, n_epochs=np.int64(2), batch_size=np.int16(8), n_samples_per_bag=np.uint8(5),

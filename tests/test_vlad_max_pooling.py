@@ -35,6 +35,19 @@ def test_backward_checks_its_input():
             call()
 
 
+@pytest.mark.filterwarnings("error")  # no NumPy warning on the way to the error
+def test_kept_assignments_come_with_the_same_checks_of_features_and_centres():
+    f, off, C, P, gamma, G = vlad_problem(7)
+    _, A = lfagg.ops.soft_vlad(f, off, C, P, gamma, pooling="max", return_assignments=True)
+    with_nan, with_inf = f.copy(), C.copy()
+    with_nan[3, 1], with_inf[0, 0] = np.nan, np.inf
+    for args, message in [((f, off, C[:, :2], P[:, :2], gamma, G[:, :6]), "centers must be .* dim = 4"),
+                          ((with_nan, off, C, P, gamma, G), "features contains NaN"),
+                          ((f, off, with_inf, P, gamma, G), "centers contains NaN")]:
+        with pytest.raises(ValueError, match=message):
+            lfagg.ops.soft_vlad_backward(*args, pooling="max", assignments=A)
+
+
 def test_the_search_refits_with_max_pooling_and_train_encoder_takes_it_by_name():
     bags, y = mil_bags(30)
     search = lfagg.LearnedVLADCV(n_codewords=(1,), gamma_scale=(1.0,), learning_rate=(1e-2,), max_epochs=1, cv=3,

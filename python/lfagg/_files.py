@@ -11,8 +11,11 @@ import stat
 def atomic_path(path):
     """A temporary path beside ``path`` to write to; renamed to ``path`` when the block
     ends without an exception, deleted otherwise. The file gets the permissions of one
-    that open() creates (the umask's), or those of the file it replaces."""
+    that open() creates (the umask's), or those of the file it replaces. ValueError when
+    ``path`` is a directory."""
     path = os.fsdecode(path)
+    if os.path.isdir(path):  # os.replace would fail naming the temporary file
+        raise ValueError(f"{path}: a directory; give the path of a file to write")
     tmp = _create_beside(path)
     try:
         if os.path.exists(path):

@@ -32,6 +32,11 @@ def is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def _unwrapped(value):
+    """A 0-d NumPy array or tensor (np.array(0.5), torch.tensor(0.5)) as the number it holds; else ``value``."""
+    return value.item() if getattr(value, "ndim", None) == 0 and hasattr(value, "item") else value
+
+
 def _is_real(value) -> bool:
     if not isinstance(value, numbers.Real) or isinstance(value, bool):
         return False
@@ -55,6 +60,7 @@ def nonnegative_int(value, name: str) -> int:
 
 def positive_real(value, name: str, *, allow_auto: bool = False) -> float:
     """``value`` as a float; ValueError unless it is a finite number > 0."""
+    value = _unwrapped(value)
     if _is_real(value) and value > 0:
         return float(value)
     auto = "'auto' or " if allow_auto else ""
@@ -63,6 +69,7 @@ def positive_real(value, name: str, *, allow_auto: bool = False) -> float:
 
 def nonnegative_real(value, name: str, *, allow_auto: bool = False) -> float:
     """``value`` as a float; ValueError unless it is a finite number >= 0."""
+    value = _unwrapped(value)
     if _is_real(value) and value >= 0:
         return float(value)
     auto = "'auto' or " if allow_auto else ""
@@ -73,6 +80,7 @@ def real_in(value, name: str, low: float, high: float, *, include_low: bool = Tr
             include_high: bool = False) -> float:
     """``value`` as a float; ValueError unless it is a number between low and high,
     each bound included or not as said."""
+    value = _unwrapped(value)
     if (_is_real(value) and (low <= value if include_low else low < value)
             and (value <= high if include_high else value < high)):
         return float(value)
@@ -225,10 +233,16 @@ def check_bags(X, dim: int | None = None, n_threads: int = 0, dim_of: str = "the
         raise ValueError("bags have local features of dimension 0: a local feature needs at least one value")
     if dim is not None and bags.dim != dim:
         raise ValueError(f"bags have local features of dimension {bags.dim}, but {dim_of} dimension {dim}")
+    check_finite_bags(bags, n_threads)
+    return bags
+
+
+def check_finite_bags(bags, n_threads: int = 0, first_bag: int = 0) -> None:
+    """ValueError naming the first bag of ``bags`` (numbered from ``first_bag``: a block's
+    number in a larger collection) that holds NaN or infinity."""
     bad = first_nonfinite_bag(bags, n_threads)
     if bad is not None:
-        raise ValueError(f"bags contain NaN or infinity (bag {bad})")
-    return bags
+        raise ValueError(f"bags contain NaN or infinity (bag {first_bag + bad})")
 
 
 def check_labels(y, n_bags: int, name: str = "y") -> np.ndarray:

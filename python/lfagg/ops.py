@@ -45,7 +45,8 @@ def _soft_args(features, offsets, centers, precisions, gamma, n_threads):
 def _assignments_out(out, dtype):
     """``out`` unchanged when it can receive assignments of ``dtype`` in place, else ValueError."""
     if out is not None and not (isinstance(out, np.ndarray) and out.dtype == dtype and out.flags.c_contiguous):
-        got = f"{type(out).__name__}" + (f" of dtype {out.dtype}" if isinstance(out, np.ndarray) else "")
+        got = (f"{type(out).__name__}" if not isinstance(out, np.ndarray)
+               else f"an array of dtype {out.dtype}" + ("" if out.flags.c_contiguous else " that is not C-contiguous"))
         raise ValueError(f"assignments_out must be a C-contiguous numpy array of the features' dtype ({dtype}), "
                          f"got {got}")
     return out

@@ -134,8 +134,9 @@ def load(path):
                 with zipfile.ZipFile(skops_archive) as inner:
                     _check_inflation(inner)
                     _check_references(inner)
-    except (zipfile.BadZipFile, KeyError, UnicodeDecodeError, ValueError, RecursionError, OSError,
-            EOFError) as exc:  # RecursionError: a crafted, deeply nested lfagg.json; ValueError: bad JSON, a bomb
+    except (zipfile.BadZipFile, KeyError, UnicodeDecodeError, ValueError, RecursionError, OSError, EOFError,
+            NotImplementedError) as exc:  # RecursionError: a crafted, deeply nested lfagg.json; ValueError: bad
+        # JSON, a bomb; NotImplementedError: a damaged entry naming a compression zipfile does not know
         raise ValueError(f"{path}: not a model file written by lfagg.save / 'lfagg train' / 'lfagg select' "
                          f"({exc})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
@@ -154,6 +155,9 @@ def load(path):
         raise ValueError(f"{path}: damaged model file ({type(exc).__name__}: {exc})") from None
     if not isinstance(model, ESTIMATORS):
         raise ValueError(f"{path}: holds a {type(model).__name__}, not an lfagg estimator")
+    if meta.get("class") != type(model).__name__:
+        raise ValueError(f"{path}: damaged model file (it says it holds a {meta.get('class')!r}, its payload is a "
+                         f"{type(model).__name__})")
     try:
         _default_new_parameters(model)
     except RecursionError:  # a crafted file: estimators nested without end

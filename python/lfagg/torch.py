@@ -24,7 +24,6 @@ try:
     import torch
 except ImportError as exc:  # pragma: no cover - the message is the point
     raise ImportError('lfagg.torch needs PyTorch: pip install "lfagg[torch]"') from exc
-from torch.autograd.function import once_differentiable
 
 from . import ops
 from ._validation import boolean, choice, n_threads_arg, positive_int, positive_real
@@ -35,8 +34,23 @@ __all__ = ["SoftBoW", "SoftVLAD", "soft_bow", "soft_vlad", "SoftBoWFunction", "S
 
 
 def _numpy(tensor):
-    """A NumPy view of a CPU tensor (no copy), for the core."""
-    return tensor.detach().numpy()
+    """A NumPy view of a CPU tensor (no copy unless torch holds it as a lazily negated view), for the core."""
+    return tensor.detach().resolve_neg().numpy()
+
+
+class _DifferentiatedOnce(torch.autograd.Function):
+    """The first-order gradients of an lfagg Function, passed through unchanged but tied to
+    the inputs that need a gradient, so that differentiating them again raises an error
+    instead of treating them as constants (a Hessian of zeros)."""
+
+    @staticmethod
+    def forward(ctx, n_grads, *tensors):
+        return tuple(t.clone() for t in tensors[:n_grads])
+
+    @staticmethod
+    def backward(ctx, *grads):
+        raise RuntimeError("lfagg.torch's layers are differentiable once: their gradients cannot be differentiated "
+                           "again (double backward, create_graph=True, torch.autograd.functional.hessian)")
 
 
 def _autograd_function(name: str, forward_kernel, backward_kernel, doc: str):
@@ -47,27 +61,33 @@ def _autograd_function(name: str, forward_kernel, backward_kernel, doc: str):
 
     def forward(ctx, features, offsets, centers, precisions, gamma, n_threads, keep_assignments):
         args = (_numpy(features), _numpy(offsets), _numpy(centers), _numpy(precisions), float(gamma))
+        assignments = None
         if keep_assignments:
             out, assignments = forward_kernel(*args, n_threads, return_assignments=True)
-            ctx.assignments = torch.from_numpy(assignments)
+            assignments = torch.from_numpy(assignments)
         else:
-            out, ctx.assignments = forward_kernel(*args, n_threads), None
-        ctx.save_for_backward(features, offsets, centers, precisions, gamma)
+            out = forward_kernel(*args, n_threads)
+        # Saved, not a ctx attribute: autograd frees saved tensors after the backward, where
+        # an attribute lived (N x K values) as long as anything held the output.
+        ctx.save_for_backward(features, offsets, centers, precisions, gamma, assignments)
         ctx.n_threads = n_threads
         return torch.from_numpy(out)
 
-    @once_differentiable
     def backward(ctx, grad_output):
-        features, offsets, centers, precisions, gamma = ctx.saved_tensors
+        features, offsets, centers, precisions, gamma, assignments = ctx.saved_tensors
         need_features = ctx.needs_input_grad[0]
         grads = backward_kernel(
             _numpy(features), _numpy(offsets), _numpy(centers), _numpy(precisions), float(gamma),
             _numpy(grad_output.contiguous()), ctx.n_threads,
-            assignments=None if ctx.assignments is None else _numpy(ctx.assignments),
-            return_grad_features=need_features)
-        grad_features = torch.from_numpy(grads[3]) if need_features else None
-        return (grad_features, None, torch.from_numpy(grads[0]), torch.from_numpy(grads[1]),
-                torch.tensor(grads[2], dtype=gamma.dtype), None, None)
+            assignments=None if assignments is None else _numpy(assignments), return_grad_features=need_features)
+        grads = [torch.from_numpy(grads[3]) if need_features else None, torch.from_numpy(grads[0]),
+                 torch.from_numpy(grads[1]), torch.tensor(grads[2], dtype=gamma.dtype)]
+        if torch.is_grad_enabled():  # create_graph=True: the gradients must not pass for constants
+            inputs = [t for t in (features, centers, precisions, gamma, grad_output) if t.requires_grad]
+            given = [g for g in grads if g is not None]
+            tied = iter(_DifferentiatedOnce.apply(len(given), *given, *inputs))
+            grads = [None if g is None else next(tied) for g in grads]
+        return (grads[0], None, *grads[1:], None, None)
 
     namespace = {"forward": staticmethod(forward), "backward": staticmethod(backward), "__doc__": doc,
                  "__module__": __name__}
@@ -94,13 +114,20 @@ def _jagged_rows(nested):
     """(features (N, D), offsets (n_bags + 1,)) of a jagged nested tensor of (n_i, D) bags.
     One with holes (``lengths()``, as ``torch.nested.narrow`` makes) has its bags' rows
     gathered by ``index_select``, which autograd follows (its ``contiguous()`` loses the
-    gradient in torch 2.13)."""
+    gradient in torch 2.13); one whose bags span only part of its values
+    (``nested_tensor_from_jagged(values, offsets)`` with offsets[0] > 0 or offsets[-1] < N)
+    has that part sliced out."""
     if nested.dim() != 3 or nested._ragged_idx != 1:
         raise ValueError("features must be a jagged nested tensor of (n_i, D) bags, ragged in dimension 1; got one "
                          f"of {nested.dim()} dimensions ragged in dimension {nested._ragged_idx}")
+    if nested.device.type != "cpu":
+        raise ValueError(f"features is on {nested.device}: lfagg.torch runs on CPU tensors (move it with .cpu())")
     values, offsets, lengths = nested.values(), nested.offsets(), nested.lengths()
     if lengths is None:
-        return values, offsets
+        first, last = int(offsets[0]), int(offsets[-1])
+        if first == 0 and last == len(values):
+            return values, offsets
+        return values[first:last], offsets - first
     rows, new_offsets = gather_rows(offsets[:-1].numpy().astype(np.int64), lengths.numpy().astype(np.int64))
     return values.index_select(0, torch.from_numpy(rows)), torch.from_numpy(new_offsets)
 
@@ -198,6 +225,10 @@ class _SoftEncoderLayer(torch.nn.Module):
         self.keep_assignments = boolean(keep_assignments, "keep_assignments")
         self.n_threads = None if n_threads is None else n_threads_arg(n_threads)
         dtype = dtype or torch.get_default_dtype()
+        if dtype not in (torch.float32, torch.float64):
+            raise TypeError(f"dtype must be torch.float32 or torch.float64 (those the core computes in), got {dtype}")
+        if not 0 < torch.tensor(math.log(gamma), dtype=dtype).exp() < math.inf:
+            raise ValueError(f"gamma = {gamma:g} is out of the range of {dtype} (the layer holds it as log_gamma)")
         self.centers = torch.nn.Parameter(torch.empty(self.n_codewords, self.dim, dtype=dtype))
         self.log_precisions = torch.nn.Parameter(torch.zeros(self.n_codewords, self.dim, dtype=dtype),
                                                  requires_grad=boolean(learn_precisions, "learn_precisions"))
@@ -235,8 +266,9 @@ class _SoftEncoderLayer(torch.nn.Module):
         centers = _first_attribute(estimator, ("centers_", "cluster_centers_", "means_"), estimator)
         covariances = _first_attribute(estimator, ("covariances_", "variances_"), np.ones(np.shape(centers)))
         try:
-            centers, covariances = (np.asarray(a, dtype=np.float64) for a in (centers, covariances))
-        except (TypeError, ValueError):
+            centers, covariances = (np.asarray(a.detach() if isinstance(a, torch.Tensor) else a, dtype=np.float64)
+                                    for a in (centers, covariances))
+        except (TypeError, ValueError, RuntimeError):
             centers = covariances = np.empty(0)
         if not (centers.ndim == 2 and centers.size and covariances.shape == centers.shape
                 and np.isfinite(centers).all() and np.isfinite(covariances).all() and (covariances > 0).all()):
@@ -251,6 +283,10 @@ class _SoftEncoderLayer(torch.nn.Module):
         with torch.no_grad():
             layer.centers.copy_(torch.from_numpy(centers))
             layer.log_precisions.copy_(torch.from_numpy(-np.log(covariances)))
+        precisions = layer.log_precisions.detach().exp()
+        if not (torch.isfinite(layer.centers).all() and torch.isfinite(precisions).all() and (precisions > 0).all()):
+            raise ValueError(f"the estimator's centres or covariances overflow the layer's {layer.centers.dtype}: "
+                             "rescale the features it was fitted on, or give dtype=torch.float64")
         return layer
 
     def forward(self, features, offsets=None):

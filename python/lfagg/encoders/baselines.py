@@ -119,7 +119,7 @@ class _KMeansTransformer(_CodebookTransformer):
         self.gamma_ = resolve_gamma(*gamma, sample, codebook, seed) if self.assignment == "soft" else None
 
     def _check_codebook(self, dim: int) -> None:
-        fitted_array(self.cluster_centers_, "cluster_centers_", (None, dim))
+        fitted_array(self.cluster_centers_, "cluster_centers_", (self.n_codewords, dim))
         if self.assignment == "soft":
             positive_real(self.gamma_, "gamma_")
 
@@ -296,7 +296,7 @@ class FisherVector(_CodebookTransformer):
         self.means_, self.variances_, self.weights_ = gmm.centers, gmm.variances, gmm.weights
 
     def _check_codebook(self, dim: int) -> None:
-        K = fitted_array(self.means_, "means_", (None, dim)).shape[0]
+        K = fitted_array(self.means_, "means_", (self.n_codewords, dim)).shape[0]
         fitted_array(self.variances_, "variances_", (K, dim), positive=True)
         fitted_array(self.weights_, "weights_", (K,), positive=True)
 

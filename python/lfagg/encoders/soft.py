@@ -74,13 +74,19 @@ def _assignments(features, offsets, centers, precisions, gamma, n_threads, check
 
 
 def _kept_or_recomputed(features, offsets, centers, precisions, gamma, assignments, n_threads, check_features):
-    """The kept (N, K) ``assignments`` once the offsets, the centres' and their shapes are
-    checked (the core checks their values), or the assignments recomputed when None."""
+    """The kept (N, K) ``assignments`` once the offsets, the centres' shape and values, the
+    features' values (with ``check_features``) and the assignments' shape are checked,
+    before NumPy computes with them (the core checks the rest), or the assignments
+    recomputed when None."""
     if assignments is None:
         return _assignments(features, offsets, centers, precisions, gamma, n_threads, check_features)
     check_offsets(offsets, len(features))
-    if np.ndim(centers) != 2:
-        raise ValueError(f"centers must be a 2-D array (n_codewords, dim), got shape {np.shape(centers)}")
+    if np.ndim(centers) != 2 or np.shape(centers)[1] != np.shape(features)[1]:
+        raise ValueError(f"centers must be a 2-D array (n_codewords, dim) of the features' dim = "
+                         f"{np.shape(features)[1]}, got shape {np.shape(centers)}")
+    for name, values in (("centers", centers), ("features", features if check_features else 0.0)):
+        if not np.isfinite(values).all():
+            raise ValueError(f"{name} contains NaN or infinity")
     _check_shape(assignments, (len(features), len(centers)), "assignments", "shape (n_features, n_codewords) =")
     return assignments
 

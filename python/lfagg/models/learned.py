@@ -299,7 +299,7 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
 
     def _check_encoder_state(self, dim: int) -> None:
         self._check_params()
-        K = fitted_array(self.centers_, "centers_", (None, dim)).shape[0]
+        K = fitted_array(self.centers_, "centers_", (self.n_codewords, dim)).shape[0]
         covariances = fitted_array(self.covariances_, "covariances_", (K, dim), positive=True)
         with np.errstate(over="ignore"):  # a subnormal covariance: its precision is reported below
             fitted_array(1 / covariances, "1 / covariances_", (K, dim))
