@@ -258,6 +258,9 @@ class FisherEncoder {
     }
 
     Index k() const { return means_.rows(); }
+    // Twice tile_rows(K), as the soft encoders': the K x 2D statistics of a tile are zeroed and
+    // folded once per tile.
+    Index tile_rows() const { return std::min<Index>(512, 2 * lfagg::tile_rows(k())); }
     Index stat_dim() const { return k() * (1 + 2 * dim_) + (with_log_likelihood_ ? 1 : 0); }
     Index out_dim() const { return 2 * k() * dim_ + (with_weights_ ? k() : 0) + (with_log_likelihood_ ? 1 : 0); }
     Tile tile(Index rows) const { return Tile(rows, dim_, k()); }
