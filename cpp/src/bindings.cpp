@@ -2,6 +2,8 @@
 // Compiled once per instruction set; LFAGG_MODULE_NAME names the module.
 #include <pybind11/stl.h>
 
+#include <pthread.h>
+
 #include <cmath>
 #include <optional>
 #include <sstream>
@@ -182,6 +184,7 @@ PYBIND11_MODULE(LFAGG_MODULE_NAME, m) {
     m.attr("isa") = compiled_isa();
     m.def("cpu_supports", &cpu_supports, py::arg("isa"));
     m.def("max_threads", [] { return lfagg::resolve_threads(0); });
+    pthread_atfork(nullptr, nullptr, &lfagg::note_fork);
 
     def_all_finite_for<double>(m);
     def_all_finite_for<float>(m);

@@ -73,9 +73,18 @@ struct SoftParams {
     T gamma;
 };
 
+// GNU OpenMP's threads do not survive fork(): in a child forked after the core ran on
+// several threads, its next parallel region of more than one thread never ends. Such a
+// child runs the core on one thread (bindings.cpp registers note_fork with pthread_atfork).
+inline std::atomic<bool> threads_started{false}, forked_after_threads{false};
+inline void note_fork() { forked_after_threads = threads_started.load(); }
+
 inline int resolve_threads(int requested) {
 #ifdef _OPENMP
-    return requested > 0 ? requested : omp_get_max_threads();
+    if (forked_after_threads.load(std::memory_order_relaxed)) return 1;
+    const int n = requested > 0 ? requested : omp_get_max_threads();
+    if (n > 1) threads_started.store(true, std::memory_order_relaxed);
+    return n;
 #else
     (void)requested;
     return 1;
