@@ -4,6 +4,7 @@ estimator fitted and applied from a store equal to the same fit in memory."""
 
 import json
 import mmap
+import shutil
 
 import numpy as np
 import pytest
@@ -399,6 +400,9 @@ def test_missing_or_garbled_offsets_labels_and_names_are_a_damaged_store(tmp_pat
         build(tmp_path / f"bad-{column}.zarr", bags, labels=np.arange(len(bags)) + 3, names=[f"b{i}" for i in range(8)])
         (tmp_path / f"bad-{column}.zarr" / column / "c" / "0").write_bytes(b"garbage")
         with pytest.raises(ValueError, match=f"damaged bag store, its {column} cannot be read"):
+            getattr(lfagg.BagStore.open(tmp_path / f"bad-{column}.zarr"), column)
+        shutil.rmtree(tmp_path / f"bad-{column}.zarr" / column)  # the whole array gone: the path named too
+        with pytest.raises(ValueError, match=f"bad-{column}.zarr: damaged bag store, its {column} cannot be read"):
             getattr(lfagg.BagStore.open(tmp_path / f"bad-{column}.zarr"), column)
     build(tmp_path / "bad-offsets.zarr", bags)
     (tmp_path / "bad-offsets.zarr" / "offsets" / "c" / "0").write_bytes(b"garbage")

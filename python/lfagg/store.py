@@ -276,8 +276,9 @@ class BagStore:
         """The labels or names of the bags: ValueError for a damaged column (a missing chunk
         would read as zeros, False or '' where features read as NaN; a garbled one fails in
         the decompressor's terms)."""
-        column, n_bags = self._array(name), self._meta["n_bags"]
+        n_bags = self._meta["n_bags"]
         try:
+            column = self._array(name)
             if column.shape[0] < n_bags or (self._meta.get("dense_columns")
                                             and column.nchunks_initialized < -(-n_bags // column.chunks[0])):
                 raise ValueError("chunks are missing")
