@@ -222,6 +222,14 @@ def test_a_diverging_candidate_loses_and_the_search_goes_on(data, n_jobs):
     assert search.score(bags, y) > 0.5
 
 
+def test_a_candidate_diverging_on_an_epochs_last_step_loses_too(data):
+    # one step per epoch: its overflow was found only by the next kernel, a plain ValueError that aborted the search
+    bags, y = data
+    with pytest.warns(UserWarning, match=r"learning_rate=1e\+06 scored as the worst candidate .* diverged"):
+        lfagg.LearnedBoWCV(**{**SMALL, "n_codewords": (2,), "gamma_scale": (1.0,), "learning_rate": (1e-2, 1e6)},
+                           batch_size=1000, n_estimators=1, random_state=0).fit(bags, y)
+
+
 @pytest.mark.parametrize("method", ["predict", "predict_proba", "decision_function", "transform", "score"])
 def test_an_unfitted_search_says_so(data, method):
     from sklearn.exceptions import NotFittedError

@@ -787,6 +787,32 @@ def test_a_huge_learning_rate_says_training_diverged(circles):
         learned(learning_rate=1e6, n_epochs=3).fit(bags, y)
 
 
+@pytest.mark.parametrize("rates, named", [
+    (dict(optimizer="sgd", classifier_learning_rate=1.0), r"lower learning_rate \(0.001\) or the classifier's learning "
+                                                          r"rate \(1\)"),  # a finite loss of 1e26, then 1e57, ...
+    (dict(classifier_learning_rate=1e300, batch_size=1000, n_epochs=1), r"classifier's loss inf after the last step"),
+    (dict(learning_rate=1e6, batch_size=1000), r"the parameters overflowed.*lower learning_rate \(1e\+06\)")])
+@pytest.mark.filterwarnings("error")  # and no NumPy overflow warnings on the way
+def test_a_training_that_explodes_diverges_and_leaves_no_model(circles, rates, named):
+    # the loss was checked for NaN only, and the parameters before a step, not after the last one
+    (bags, y), _ = circles
+    model = lfagg.LearnedBoW(4, **{"n_epochs": 3, "random_state": 0, **rates})
+    with pytest.raises(lfagg.training.TrainingDiverged, match=named):
+        model.fit(bags, y)
+    assert not hasattr(model, "classifier_")  # not a half-trained model that predicts one class
+
+
+def test_validation_data_is_named_in_its_errors(circles):
+    (bags, y), (test_bags, test_y) = circles
+    nan = lfagg.Bags(test_bags.features.copy(), test_bags.offsets)
+    nan.features[0, 0] = np.nan
+    for val, message in [((nan, test_y), r"validation_data's bags: bags contain NaN or infinity \(bag 0\)"),
+                         ((lfagg.Bags(test_bags.features[:, :1].copy(), test_bags.offsets), test_y),
+                          "validation_data's bags: .* dimension 1, but the training bags have dimension 2")]:
+        with pytest.raises(ValueError, match=message):
+            learned().fit(bags, y, validation_data=val)
+
+
 @pytest.mark.parametrize("estimator", [lfagg.LearnedBoW, lfagg.LearnedVLAD])
 @pytest.mark.parametrize("dtype, learning_rate, learn_gamma", [
     (np.float32, 30.0, False), (np.float32, 100.0, False), (np.float32, 300.0, True)])

@@ -111,6 +111,12 @@ class SoftmaxRegression:
     def params(self):
         return [self.W, self.b]
 
+    @property
+    def diverged_above(self) -> float:
+        """A loss no sane training step reaches: a thousand times that of W = 0, b = 0 (log
+        n_classes, which the fitted W0 is below); beyond it the learning rates are too large."""
+        return 1e3 * float(np.log(self.W.shape[1]))
+
     def fit_scaler(self, X: np.ndarray) -> None:
         """Freeze the input standardisation to the statistics of X (n, n_inputs): the
         columns' means, and their standard deviations floored at :data:`MIN_RELATIVE_SCALE`
@@ -127,6 +133,10 @@ class SoftmaxRegression:
     def standardized_logits(self, Z: np.ndarray) -> np.ndarray:
         """(n, n_classes) logits of standardised inputs Z (n, n_inputs)."""
         return Z @ self.W + self.b
+
+    def loss(self, X: np.ndarray, y: np.ndarray) -> float:
+        """J of the inputs X (n, n_inputs) and class indices y (n,), over blocks of rows."""
+        return self._full_batch_loss_grad((X - self.mean) / self.scale, y)[0]
 
     def loss_grad(self, X: np.ndarray, y: np.ndarray):
         """Loss, dJ/dX (n, n_inputs) and [dJ/dW, dJ/db] for class indices y (n,)."""
@@ -150,7 +160,8 @@ class SoftmaxRegression:
         return -logp[rows, y].sum(), dlogits
 
     def _penalty(self) -> float:
-        return 0.5 * self.l2 * np.sum(self.W ** 2)
+        with np.errstate(over="ignore"):  # an infinite loss: training reports it as diverged
+            return 0.5 * self.l2 * np.sum(self.W ** 2)
 
     def _full_batch_loss_grad(self, Z: np.ndarray, y: np.ndarray, map_blocks=map):
         """:meth:`_standardized_loss_grad`'s loss and [dJ/dW, dJ/db], Z (n, n_inputs,
@@ -228,6 +239,10 @@ class MappedHead:
     @property
     def params(self):
         return self.head.params
+
+    @property
+    def diverged_above(self) -> float:
+        return getattr(self.head, "diverged_above", np.inf)
 
     def loss_grad(self, R: np.ndarray, targets: np.ndarray):
         loss, d_mapped, grads = self.head.loss_grad(self.feature_map.transform(R), targets)

@@ -28,7 +28,7 @@ from ..store import blockwise
 from ..encoders.codebook import (INIT_NAMES, INITS, check_gamma, check_sizes, fit_codebook, resolve_gamma,
                                  sample_features)
 from ..encoders.soft import SOFT_BOW, SOFT_BOW_MAX, SOFT_VLAD, SOFT_VLAD_MAX
-from ..training.loop import SGDSettings, run_sgd
+from ..training.loop import SGDSettings, TrainingDiverged, run_sgd
 from .classifier import SoftmaxHead
 from .feature_map import make_feature_map
 from .heads import MappedHead
@@ -115,7 +115,11 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
         with single_threaded_blas():
             plan = self._check_params()
             bags = check_bags(X, n_threads=plan.n_threads)
-            self._fit(bags, y, validation_data, plan, initial=initial)
+            try:
+                self._fit(bags, y, validation_data, plan, initial=initial)
+            except BaseException:  # diverged, interrupted: no half-trained model to predict with
+                forget_fit(self)
+                raise
         return bags
 
     def _fit_from_initial(self, initial, X, y):
@@ -183,7 +187,10 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
                                  f"bags by class: {e}") from None
             (val_bags, val_y), (bags, y) = (bags.subset(val), y[val]), (bags.subset(train), y[train])
         elif validation_data is not None:
-            val_bags = check_bags(validation_data[0], bags.dim, plan.n_threads)
+            try:
+                val_bags = check_bags(validation_data[0], bags.dim, plan.n_threads, "the training bags have")
+            except ValueError as exc:
+                raise ValueError(f"validation_data's bags: {exc}") from None
             val_y = check_labels(validation_data[1], len(val_bags), "validation_data's labels")
         if self.early_stopping and val_bags is None:  # else it would silently run every epoch
             raise ValueError("early_stopping=True needs held-out bags to watch: give validation_fraction "
@@ -219,7 +226,7 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
             self._restore_state(best["state"])
             trained = best["epoch"]
         if trained:  # else the classifier is W0, already fitted to these representations
-            self._fine_tune(bags, y_index, watch)
+            self._fine_tune(bags, y_index, watch, trained)
         self.timings_ = dict(watch)
 
     def _score_state(self, val_bags, val_y, best: dict, epoch: int) -> float:
@@ -276,10 +283,18 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
                            settings, random_state=sgd_seed, n_threads=plan.n_threads, verbose=plan.verbose,
                            on_epoch_end=on_epoch_end, name=f"{type(self).__name__}(n_codewords={plan.K})")
 
-    def _fine_tune(self, bags, y_index, watch) -> None:
-        """The classifier refitted (L-BFGS, from its current weights) on the full, unsampled representations."""
+    def _fine_tune(self, bags, y_index, watch, epochs: int) -> None:
+        """The classifier refitted (L-BFGS, from its current weights) on the full, unsampled
+        representations, after ``epochs`` epochs of SGD; TrainingDiverged when the last
+        step left a classifier whose loss L-BFGS cannot bring back (run_sgd checks the loss
+        before each step, not after the last)."""
         with watch("encode", f"encoding {bags_count(len(bags))}"):
             X = self._classifier_inputs(bags)
+        with np.errstate(over="ignore", invalid="ignore"):  # said below
+            loss = self.classifier_.loss(X, y_index)
+        if not loss <= self.classifier_.diverged_above:
+            raise TrainingDiverged.at(f"the classifier's loss {loss:g} after the last step", epochs - 1,
+                                      self.learning_rate, self.classifier_learning_rate)
         with watch("classifier", "fine-tuning the classifier"):
             self.classifier_.fit(X, y_index, n_threads=self._n_threads())
 

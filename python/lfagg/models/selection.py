@@ -328,7 +328,7 @@ class _CheckpointScores:
         trial = copy.copy(self.model)  # shares the encoder's arrays: scored now, before training goes on
         trial.classifier_ = copy.deepcopy(self.model.classifier_)
         if epoch > 0:  # W0 is already the fit on the initial representation
-            trial._fine_tune(*self.train, Stopwatch())
+            trial._fine_tune(*self.train, Stopwatch(), epoch)
         val_bags, y_val = self.val
         logp = log_softmax(trial._validated_logits(val_bags), axis=1)
         accuracy, log_loss = self.scores

@@ -42,12 +42,18 @@ class LossFunction:
 
 
 class TrainingDiverged(ValueError, FloatingPointError):
-    """The loss or the parameters left the finite numbers: the learning rate is too large."""
+    """The loss or the parameters left the finite numbers, or the loss exploded (beyond a
+    head's ``diverged_above``): a learning rate is too large."""
 
     @classmethod
-    def at(cls, why: str, epoch: int, learning_rate: float) -> "TrainingDiverged":
-        """The error for a training that diverged (``why``) during epoch ``epoch`` (from 0)."""
-        return cls(f"training diverged ({why}) at epoch {epoch + 1}: lower learning_rate ({learning_rate:g})")
+    def at(cls, why: str, epoch: int, learning_rate: float, head_learning_rate: float | None = None
+           ) -> "TrainingDiverged":
+        """The error for a training that diverged (``why``) during epoch ``epoch`` (from 0);
+        ``head_learning_rate``, when the head learns at another rate, is named too."""
+        rates = f"learning_rate ({learning_rate:g})"
+        if head_learning_rate is not None and head_learning_rate != learning_rate:
+            rates += f" or the classifier's learning rate ({head_learning_rate:g})"
+        return cls(f"training diverged ({why}) at epoch {epoch + 1}: lower {rates}")
 
 
 @dataclass
@@ -191,14 +197,14 @@ def _representable(C, P, g: float, dtype) -> bool:
 
 
 @contextlib.contextmanager
-def _diverged_if_overflow(epoch: int, learning_rate: float):
+def _diverged_if_overflow(epoch: int, learning_rate: float, head_learning_rate: float | None):
     """A kernel's overflow during training (its input was checked finite) as TrainingDiverged."""
     try:
         yield
     except ValueError as exc:
         if "overflowed" not in str(exc):
             raise
-        raise TrainingDiverged.at("the encoding overflowed", epoch, learning_rate) from None
+        raise TrainingDiverged.at("the encoding overflowed", epoch, learning_rate, head_learning_rate) from None
 
 
 def run_sgd(bags, targets: np.ndarray, head, encoder: SoftEncoder, centers, precisions, gamma: float,
@@ -220,6 +226,8 @@ def run_sgd(bags, targets: np.ndarray, head, encoder: SoftEncoder, centers, prec
     opt = make_optimizer(s.optimizer, params, rates, s.momentum)
 
     P0, g0 = np.array(precisions, dtype=np.float64), float(gamma)
+    rates_named = (s.learning_rate, head_lr if head.params else None)
+    diverged_above = getattr(head, "diverged_above", np.inf)  # a loss no sane step reaches
 
     def current_precisions_gamma():  # what is not learned stays as given, not exp(log(x))
         with np.errstate(over="ignore", under="ignore"):
@@ -242,11 +250,9 @@ def run_sgd(bags, targets: np.ndarray, head, encoder: SoftEncoder, centers, prec
                 else:  # reads only the sampled rows of the step's bags
                     batch = bags.read_subsampled(idx, s.n_samples_per_bag, rng)
                 P, g = current_precisions_gamma()
-                if not _representable(C, P, g, batch.dtype):
-                    raise TrainingDiverged.at("the encoder's parameters overflowed", epoch, s.learning_rate)
                 keep = batch.n_features * len(C) * batch.features.itemsize <= MAX_KEPT_ASSIGNMENTS_BYTES
                 kernels_started = time.perf_counter()
-                with _diverged_if_overflow(epoch, s.learning_rate):
+                with _diverged_if_overflow(epoch, *rates_named):
                     if keep:
                         R, A = encoder.forward(batch, C, P, g, n_threads,
                                                assignments_out=kept.take((batch.n_features, len(C)), batch.dtype))
@@ -254,14 +260,18 @@ def run_sgd(bags, targets: np.ndarray, head, encoder: SoftEncoder, centers, prec
                         R, A = encoder.forward(batch, C, P, g, n_threads), None
                 encoder_time += time.perf_counter() - kernels_started
                 value, dR, head_grads = head.loss_grad(R.astype(np.float64), targets[idx])
-                if not np.isfinite(value):
-                    raise TrainingDiverged.at(f"loss {value}", epoch, s.learning_rate)
+                if not np.isfinite(value) or value > diverged_above:
+                    raise TrainingDiverged.at(f"loss {value:g}", epoch, *rates_named)
                 kernels_started = time.perf_counter()
-                with _diverged_if_overflow(epoch, s.learning_rate):
+                with _diverged_if_overflow(epoch, *rates_named):
                     gC, gP, g_gamma = encoder.backward(batch, C, P, g, dR, n_threads, assignments=A)
                 encoder_time += time.perf_counter() - kernels_started
                 grads = [gC.astype(np.float64), gP * P, np.array([g_gamma * g])]
                 opt.step([gr for (on, _, _), gr in zip(learnable, grads) if on] + list(head_grads))
+                # checked after every step: the last one's parameters go on to the caller
+                if not (_representable(C, *current_precisions_gamma(), batch.dtype)
+                        and all(np.isfinite(p).all() for p in head.params)):
+                    raise TrainingDiverged.at("the parameters overflowed", epoch, *rates_named)
                 losses.append(value)
                 bar.update()
                 bar.set_postfix(loss=f"{np.mean(losses):.4f}", refresh=False)
