@@ -222,6 +222,13 @@ def test_a_diverging_candidate_loses_and_the_search_goes_on(data, n_jobs):
     assert search.score(bags, y) > 0.5
 
 
+def test_candidates_that_tie_at_epoch_zero_report_the_smallest_rate(data):
+    bags, y = data  # at epoch 0 every rate is the same model: best_params_ named the first rate of the grid
+    search = lfagg.LearnedBoWCV(**{**SMALL, "n_codewords": (2,), "gamma_scale": (1.0,), "learning_rate": (1e6, 1e-2),
+                                   "max_epochs": 0}, n_estimators=1, random_state=0).fit(bags, y)
+    assert search.best_params_["n_epochs"] == 0 and search.best_params_["learning_rate"] == 1e-2
+
+
 def test_a_candidate_diverging_on_an_epochs_last_step_loses_too(data):
     # one step per epoch: its overflow was found only by the next kernel, a plain ValueError that aborted the search
     bags, y = data

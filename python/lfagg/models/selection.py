@@ -252,8 +252,9 @@ class _LearnedAggregationCV(ClassifierMixin, BaseEstimator):
 
     def _select(self, grid, epochs, scoring, accuracy, log_loss) -> None:
         """The best mean held-out score; ties go to the lower mean log loss, then to the
-        earlier candidate (pooling in the order given, smaller codebook, scale, rate) and
-        the fewer epochs."""
+        smaller learning rate (candidates stopped at epoch 0 are the same model whatever
+        their rate: best_params_ then names the safest), then to the earlier candidate
+        (pooling in the order given, smaller codebook, scale) and the fewer epochs."""
         n_splits = accuracy.shape[0]
         params = [dict(pooling=p, n_codewords=K, gamma_scale=s, learning_rate=r, n_epochs=e)
                   for p, K, s, r in grid for e in epochs]
@@ -261,7 +262,8 @@ class _LearnedAggregationCV(ClassifierMixin, BaseEstimator):
         with np.errstate(invalid="ignore"):  # a diverged candidate's infinite log loss: its std is NaN
             mean_score, std_score = score.mean(axis=0), score.std(axis=0)
         mean_log_loss = log_loss.mean(axis=0).ravel()
-        best = int(np.lexsort((np.arange(mean_score.size), mean_log_loss, -mean_score))[0])
+        rates = np.array([p["learning_rate"] for p in params])
+        best = int(np.lexsort((np.arange(mean_score.size), rates, mean_log_loss, -mean_score))[0])
         self.cv_results_ = {"params": params, "mean_test_score": mean_score, "std_test_score": std_score,
                             "mean_test_accuracy": accuracy.mean(axis=0).ravel(), "mean_test_log_loss": mean_log_loss,
                             **{f"split{f}_test_score": score[f] for f in range(n_splits)}}
