@@ -184,7 +184,7 @@ def two_blob_bags(seed, n_bags=20, n_per_bag=20, purity=0.8):
     return lfagg.Bags.from_arrays(arrays), y
 
 
-def test_early_stopping_stops_and_restores_best():
+def test_early_stopping_stops_and_restores_best(capsys):
     bags, y = two_blob_bags(0)
     val = two_blob_bags(50)
     # gamma small enough that the soft assignments are not saturated: the parameters keep moving.
@@ -202,6 +202,10 @@ def test_early_stopping_stops_and_restores_best():
     np.testing.assert_array_equal(stopped.covariances_, start.covariances_)
     assert stopped.gamma_ == start.gamma_
     np.testing.assert_allclose(stopped.predict_proba(val[0]), start.predict_proba(val[0]), rtol=1e-10)
+    capsys.readouterr()
+    lfagg.LearnedBoW(2, n_epochs=10, early_stopping=True, n_iter_no_change=2, verbose=1, **kwargs).fit(
+        bags, y, validation_data=val)
+    assert "early stopping kept the parameters after epoch 0 of 2 (validation accuracy 1.0000)" in capsys.readouterr().err
 
 
 def test_early_stopping_with_validation_fraction_runs():

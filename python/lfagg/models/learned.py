@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import numbers
+import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -225,6 +226,9 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
         if self.early_stopping and best["state"] is not None:
             self._restore_state(best["state"])
             trained = best["epoch"]
+            if plan.verbose:
+                print(f"{name}: early stopping kept the parameters after epoch {trained} of {len(self.history_['loss'])}"
+                      f" (validation accuracy {best['score']:.4f})", file=sys.stderr, flush=True)
         if trained:  # else the classifier is W0, already fitted to these representations
             self._fine_tune(bags, y_index, watch, trained)
         self.timings_ = dict(watch)
@@ -370,7 +374,9 @@ class LearnedBoW(_LearnedAggregation):
     max_init_features : local features sampled for the K-Means/GMM initialisation.
     validation_fraction : fraction of bags held out for per-epoch validation accuracy.
     early_stopping : stop when validation accuracy has not improved for
-        ``n_iter_no_change`` epochs and keep the best epoch's parameters.
+        ``n_iter_no_change`` epochs and keep the best epoch's parameters (the first epoch
+        of the highest ``history_["val_accuracy"]``, or the initial state, epoch 0, when
+        no epoch beat it; ``verbose`` says which).
     random_state : None, int or numpy random generator; fixes initialisation, bag order
         and subsampling (the same value gives BagOfWords/VLAD the same K-Means codebook).
     n_threads : threads of the C++ kernels, the input scan, K-Means/GMM and the classifier's
