@@ -337,6 +337,9 @@ def test_l2_normalisation_of_rows_whose_norm_overflows_the_dtype(dtype, big):
     (lambda: l2_normalize(np.array([["a"]])), "x"),
     (lambda: intra_normalize(np.ones((2, 6)), 4), "n_blocks"),
     (lambda: intra_normalize(np.ones((2, 6)), 0), "n_blocks"),
+    (lambda: l2_normalize(np.array([[np.inf, 1.0]])), "x contains NaN or infinity"),  # was [[nan, nan]]
+    (lambda: improved_fisher_normalize(np.array([[1.0, np.nan]], dtype=np.float32)), "x contains NaN"),
+    (lambda: power_normalize(np.array([[1.0, 0.0, np.nan, 0.0]])[:, ::2]), "x contains NaN"),  # not contiguous
 ])
 def test_normalisation_errors(call, name):
     with pytest.raises(ValueError, match=name):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._native import core
 from ._validation import positive_int, real_in
 
 __all__ = ["power_normalize", "l2_normalize", "intra_normalize", "improved_fisher_normalize"]
@@ -17,12 +18,18 @@ MIN_NORM = 1e-12
 
 
 def _rows(x) -> np.ndarray:
+    """x as a 2-D float array; ValueError for another shape or dtype, NaN or infinity
+    (which the norms would spread over the row as NaN)."""
     x = np.asarray(x)
     if x.ndim != 2:
         raise ValueError(f"x must be a 2-D array (n_bags, dim), got shape {x.shape}")
     if x.dtype.kind not in "biuf":
         raise ValueError(f"x must be a real numeric array, got dtype {x.dtype}")
-    return x if x.dtype.kind == "f" else x.astype(np.float64)
+    x = x if x.dtype.kind == "f" else x.astype(np.float64)
+    scannable = x.dtype in (np.float32, np.float64) and x.flags.c_contiguous
+    if not (core.all_finite(x, 0) if scannable else np.isfinite(x).all()):  # the core's scan is threaded
+        raise ValueError("x contains NaN or infinity")
+    return x
 
 
 def power_normalize(x, alpha: float = 0.5) -> np.ndarray:
