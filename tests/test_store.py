@@ -86,6 +86,7 @@ def test_an_empty_append_decides_nothing_and_object_integer_labels_stay_integers
     bags = ragged(0)
     store = lfagg.BagStore.create(tmp_path / "s.zarr", dim=bags.dim)
     store.append(bags[:0], labels=[], names=[])
+    store.append([])  # no arrays either: as no Bags (it was "arrays must hold at least one bag")
     store.append(bags[:2])
     reopened = lfagg.BagStore.open(tmp_path / "s.zarr", mode="a")
     assert len(reopened) == 2 and reopened.labels is None and reopened.names is None

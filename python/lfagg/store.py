@@ -185,6 +185,8 @@ class BagStore:
             raise ValueError(f"{self._path}: opened read-only (BagStore.open(path, mode='a') to append)")
         from ._validation import check_bags
 
+        if isinstance(bags, (list, tuple)) and not bags:  # no arrays to tell D: as no Bags
+            bags = Bags(np.zeros((0, self.dim), self.dtype), np.zeros(1, np.int64))
         bags = check_bags(as_bags(bags), self.dim, dim_of="the store holds")
         if bags.dtype != self.dtype:
             raise ValueError(f"bags are {bags.dtype} but the store holds {self.dtype}: convert them first")
