@@ -271,8 +271,14 @@ def test_chi2_on_a_signed_encoder_is_an_error_before_fitting(make, circles, no_e
         lfagg.BagClassifier(make(), feature_map="chi2").fit(bags, y)
 
 
+def pca():
+    from sklearn.decomposition import PCA  # a transformer of rows: it refused the bags in its own terms
+
+    return PCA(2)
+
+
 @pytest.mark.parametrize("encoder", [lambda: lfagg.LearnedBoW(2), lambda: lfagg.LearnedVLADCV(n_codewords=2),
-                                     lambda: lfagg.BagClassifier(lfagg.BagOfWords(2)), lambda: lfagg.BagOfWords])
+                                     lambda: lfagg.BagClassifier(lfagg.BagOfWords(2)), lambda: lfagg.BagOfWords, pca])
 def test_a_classifier_or_a_class_as_the_encoder_is_an_error(encoder, circles):
     (bags, y), _ = circles
     with pytest.raises(ValueError, match="encoder must be a transformer of bags"):

@@ -118,6 +118,16 @@ class SoftmaxHead(ClassifierMixin):
         return classifier
 
 
+def _fit_foreign_encoder(encoder, bags):
+    """``encoder.fit(bags)`` for an encoder not of lfagg's; its failure on Bags (a
+    transformer of feature rows, as PCA, refuses the bags in its own terms) names it."""
+    try:
+        return encoder.fit(bags)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"encoder {type(encoder).__name__} could not fit the bags (lfagg.Bags): {exc}; encoder "
+                         "must be a transformer of bags such as lfagg.BagOfWords(256)") from exc
+
+
 class BagClassifier(SoftmaxHead, BaseEstimator):
     """An unsupervised encoder of bags, optionally a feature map, then the softmax
     regression of LearnedBoW/LearnedVLAD (standardised inputs, L2 penalty, L-BFGS): the
@@ -179,7 +189,10 @@ class BagClassifier(SoftmaxHead, BaseEstimator):
         watch = Stopwatch(f"BagClassifier({type(encoder).__name__})", verbosity(self.verbose))
         with watch("codebook", f"fitting the encoder on {bags.n_features:,} local features"):
             # lfagg's encoders skip a second check of these bags
-            self.encoder_ = getattr(encoder, "_fit_validated", encoder.fit)(bags)
+            if hasattr(encoder, "_fit_validated"):
+                self.encoder_ = encoder._fit_validated(bags)
+            else:
+                self.encoder_ = _fit_foreign_encoder(encoder, bags)
         self.feature_map_, self.n_features_in_ = feature_map, bags.dim
         with watch("encode", f"encoding {bags_count(len(bags))}"):
             X = self._classifier_inputs(bags)
