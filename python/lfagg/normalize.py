@@ -44,8 +44,11 @@ def power_normalize(x, alpha: float = 0.5) -> np.ndarray:
     -------
     (n_bags, dim) array of x's dtype.
     """
-    x = _rows(x)
-    alpha = real_in(alpha, "alpha", 0, 1, include_low=False, include_high=True)
+    return power(_rows(x), real_in(alpha, "alpha", 0, 1, include_low=False, include_high=True))
+
+
+def power(x: np.ndarray, alpha: float) -> np.ndarray:
+    """:func:`power_normalize` of a checked float array (finite, 2-D) with a checked alpha."""
     return np.sign(x) * np.abs(x) ** x.dtype.type(alpha)
 
 
@@ -60,7 +63,11 @@ def l2_normalize(x) -> np.ndarray:
     -------
     (n_bags, dim) array of x's dtype.
     """
-    x = _rows(x)
+    return l2(_rows(x))
+
+
+def l2(x: np.ndarray) -> np.ndarray:
+    """:func:`l2_normalize` of a checked float array (finite, 2-D)."""
     dtype = x.dtype
     x = x.astype(np.promote_types(dtype, np.float32), copy=False)  # float16 holds MIN_NORM as 0: 0 / 0
     # each row over its largest magnitude first: the norm of x itself can overflow to inf
@@ -88,11 +95,15 @@ def intra_normalize(x, n_blocks: int) -> np.ndarray:
     n_blocks = positive_int(n_blocks, "n_blocks")
     if x.shape[1] % n_blocks:
         raise ValueError(f"n_blocks must be a positive divisor of x.shape[1] = {x.shape[1]}, got {n_blocks!r}")
-    n = x.shape[0]
-    return l2_normalize(x.reshape(n * n_blocks, x.shape[1] // n_blocks)).reshape(x.shape)  # n may be 0
+    return intra(x, n_blocks)
+
+
+def intra(x: np.ndarray, n_blocks: int) -> np.ndarray:
+    """:func:`intra_normalize` of a checked float array (finite, 2-D) into n_blocks, a checked divisor of its width."""
+    return l2(x.reshape(x.shape[0] * n_blocks, x.shape[1] // n_blocks)).reshape(x.shape)  # no rows: 0 * n_blocks
 
 
 def improved_fisher_normalize(x, alpha: float = 0.5) -> np.ndarray:
     """The improved Fisher Vector normalisation: power_normalize(x, alpha), then l2_normalize;
     (n_bags, dim) float array in, the same shape and dtype out."""
-    return l2_normalize(power_normalize(x, alpha))
+    return l2(power_normalize(x, alpha))  # x scanned once

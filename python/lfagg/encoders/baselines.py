@@ -222,9 +222,14 @@ class VLAD(_KMeansTransformer):
     def _check_params(self):
         boolean(self.intra_normalize, "intra_normalize")
         boolean(self.l2_normalize, "l2_normalize")
-        if self.power_alpha is not None:
-            real_in(self.power_alpha, "power_alpha", 0, 1, include_low=False, include_high=True)
+        self._power_alpha()
         return super()._check_params()
+
+    def _power_alpha(self) -> float | None:
+        """power_alpha checked: None or a float in (0, 1]."""
+        if self.power_alpha is None:
+            return None
+        return real_in(self.power_alpha, "power_alpha", 0, 1, include_low=False, include_high=True)
 
     def _encode(self, bags, n_threads):
         if self.assignment == "soft":
@@ -233,11 +238,12 @@ class VLAD(_KMeansTransformer):
             v *= bags.sizes[:, None].astype(v.dtype)
         else:
             v = run_validated(core.vlad, bags, self.cluster_centers_, None, n_threads=n_threads)
+        # the core's output is finite (it raises on an overflow) and the parameters checked: no scans
         if self.power_alpha is not None:
-            v = normalize.power_normalize(v, self.power_alpha)
+            v = normalize.power(v, self._power_alpha())
         if self.intra_normalize:
-            v = normalize.intra_normalize(v, self.cluster_centers_.shape[0])
-        return normalize.l2_normalize(v) if self.l2_normalize else v
+            v = normalize.intra(v, self.cluster_centers_.shape[0])
+        return normalize.l2(v) if self.l2_normalize else v
 
 
 class FisherVector(_CodebookTransformer):
@@ -303,4 +309,4 @@ class FisherVector(_CodebookTransformer):
     def _encode(self, bags, n_threads):
         fv = run_validated(core.fisher_vector, bags, self.means_, self.variances_, self.weights_,
                            bool(self.with_weights), n_threads=n_threads)
-        return normalize.improved_fisher_normalize(fv) if self.improved else fv
+        return normalize.l2(normalize.power(fv, 0.5)) if self.improved else fv  # the core's: finite
