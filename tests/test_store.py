@@ -97,6 +97,23 @@ def test_an_empty_append_decides_nothing_and_object_integer_labels_stay_integers
     assert lfagg.BagStore.open(tmp_path / "o.zarr").labels.dtype == np.int64
 
 
+def test_a_handle_that_missed_another_writers_append_or_a_new_store_refuses_to_append(tmp_path):
+    """It appended after its own old length: over the other writer's bags' features, with
+    offsets that disagreed with them."""
+    bags, path = ragged(1), tmp_path / "s.zarr"
+    first = lfagg.BagStore.create(path, dim=bags.dim, dtype=bags.dtype)
+    first.append(bags[:2], labels=[0, 1])
+    second = lfagg.BagStore.open(path, mode="a")
+    second.append(bags[2:4], labels=[1, 0])
+    with pytest.raises(ValueError, match="the store changed since this handle read it"):
+        first.append(bags[4:5], labels=[0])
+    np.testing.assert_array_equal(lfagg.BagStore.open(path)[3], bags[3])  # the other writer's bags intact
+    lfagg.BagStore.create(path, dim=bags.dim, overwrite=True)
+    with pytest.raises(ValueError, match="created anew"):
+        second.append(bags[4:5], labels=[0])
+    assert len(lfagg.BagStore.open(path)) == 0
+
+
 def test_empty_names_come_back(tmp_path):
     build(tmp_path / "s.zarr", ragged(8), names=[""] * 8)  # fill values only: a chunk Zarr would skip
     assert lfagg.BagStore.open(tmp_path / "s.zarr").names.tolist() == [""] * 8

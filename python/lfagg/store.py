@@ -68,7 +68,8 @@ class BagStore:
     the chunks that hold them; ``store.labels`` / ``store.names``: (n_bags,) arrays or
     None; ``store.blocks(max_features)``: consecutive bags as Bags of at most that many
     features (a larger bag alone); ``store.sample_features(n, random_state)``;
-    ``store.subset(indices)``: a lazy view. One process appends at a time; any number read.
+    ``store.subset(indices)``: a lazy view. One process appends at a time (a handle that
+    missed another writer's append refuses to append); any number read.
     """
 
     def __init__(self, group, path, writable):
@@ -183,6 +184,12 @@ class BagStore:
             raise ValueError(f"{self._path}: a subset view cannot append; append to the store it came from")
         if not self._writable:
             raise ValueError(f"{self._path}: opened read-only (BagStore.open(path, mode='a') to append)")
+        # Another writer's append, or a store created anew at the path, since this handle read
+        # it: appending after its old length would leave offsets that disagree with the features.
+        written = _zarr().open_group(store=self._group.store, path=self._group.path, mode="r").attrs.get("lfagg")
+        if written != self._meta:
+            raise ValueError(f"{self._path}: the store changed since this handle read it (another writer appended, "
+                             "or it was created anew): open it again to append")
         from ._validation import check_bags
 
         if isinstance(bags, (list, tuple)) and not bags:  # no arrays to tell D: as no Bags
