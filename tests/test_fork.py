@@ -1,31 +1,56 @@
 """A process forked after lfagg's core ran on several threads (multiprocessing's default
-start method on Linux; DataLoader workers) runs the core on one thread instead of hanging:
-GNU OpenMP's threads do not survive fork()."""
+start method on Linux; DataLoader workers) runs the core on one thread instead of hanging
+(GNU OpenMP's threads do not survive fork()); one forked before any such region keeps its
+threads. Each case runs in a fresh parent (a "spawn" process), whose history is its own."""
 import multiprocessing
 
 import numpy as np
 import pytest
 
 import lfagg.ops as ops
+from lfagg import _native
+
+pytestmark = [pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork() here"),
+              pytest.mark.filterwarnings("ignore:This process .* is multi-threaded")]  # Python 3.12's note
 
 
-def _encode_into(queue, *args):
-    queue.put(ops.soft_bow(*args, 0.5, 2))  # two threads asked for
-
-
-@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork() here")
-@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded")  # Python 3.12's note on fork()
-def test_a_child_forked_after_threads_ran_runs_the_core_instead_of_hanging():
+def _args():
     rng = np.random.default_rng(0)
-    args = (rng.normal(size=(20_000, 8)), np.array([0, 20_000]), rng.normal(size=(6, 8)), np.ones((6, 8)))
-    parent = ops.soft_bow(*args, 0.5, 2)  # the parent's OpenMP threads exist from here on
+    return rng.normal(size=(20_000, 8)), np.array([0, 20_000]), rng.normal(size=(6, 8)), np.ones((6, 8))
+
+
+def _child(queue):
+    queue.put((_native.core.max_threads(), ops.soft_bow(*_args(), 0.5, 2)))  # two threads asked for
+
+
+def _parent(queue, before_fork):
+    """Runs ``before_fork`` in this fresh process, then reports a forked child's threads and result."""
+    if before_fork == "two threads ran":
+        ops.soft_bow(*_args(), 0.5, 2)
+    elif before_fork == "calls that start no threads":
+        _native.core.max_threads()
+        ops.soft_bow(np.ones((3, 8)), np.array([0, 3]), np.ones((2, 8)), np.ones((2, 8)), 0.5, 2)  # one tile
     context = multiprocessing.get_context("fork")
-    queue = context.Queue()
-    child = context.Process(target=_encode_into, args=(queue, *args))
+    inner = context.Queue()
+    child = context.Process(target=_child, args=(inner,))
     child.start()
     child.join(60)
     hung = child.is_alive()
     if hung:
         child.kill()
-    assert not hung, "the forked child hung in the core"
-    np.testing.assert_array_equal(queue.get(timeout=10), parent)  # one thread: bitwise the same result
+    queue.put(("hung", None) if hung else inner.get(timeout=10))
+
+
+@pytest.mark.parametrize("before_fork, child_threads", [("two threads ran", 1), ("calls that start no threads", 2),
+                                                        ("nothing", 2)])
+def test_a_forked_child_runs_the_core_on_the_threads_it_can(before_fork, child_threads, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the fresh parent's default (Dask's LocalCluster sets 1 here)
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    parent = context.Process(target=_parent, args=(queue, before_fork))
+    parent.start()
+    threads, result = queue.get(timeout=120)
+    parent.join(10)
+    assert threads != "hung", "the forked child hung in the core"
+    assert threads == child_threads
+    np.testing.assert_array_equal(result, ops.soft_bow(*_args(), 0.5, 1))  # bitwise, whatever the threads

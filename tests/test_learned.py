@@ -205,7 +205,8 @@ def test_early_stopping_stops_and_restores_best(capsys):
     capsys.readouterr()
     lfagg.LearnedBoW(2, n_epochs=10, early_stopping=True, n_iter_no_change=2, verbose=1, **kwargs).fit(
         bags, y, validation_data=val)
-    assert "early stopping kept the parameters after epoch 0 of 2 (validation accuracy 1.0000)" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert "early stopping kept the parameters after epoch 0 of 2 (validation accuracy 1.0000)" in said
 
 
 def test_early_stopping_with_validation_fraction_runs():

@@ -8,6 +8,7 @@ import copy
 
 import numpy as np
 import pytest
+from sklearn.exceptions import NotFittedError
 from sklearn.metrics import log_loss
 from sklearn.model_selection import StratifiedKFold
 
@@ -220,6 +221,21 @@ def test_a_diverging_candidate_loses_and_the_search_goes_on(data, n_jobs):
     assert np.all(results["mean_test_accuracy"][diverged] == 0)
     assert search.best_params_["learning_rate"] == 1e-2 or search.best_params_["n_epochs"] == 0
     assert search.score(bags, y) > 0.5
+
+
+def test_a_search_whose_refit_fails_is_left_unfitted(data, monkeypatch):
+    bags, y = data  # it kept cv_results_ and best_params_, without best_estimator_ (AttributeError at predict)
+
+    def fail(*args):
+        raise RuntimeError("the refit failed")
+
+    monkeypatch.setattr(lfagg.models.selection, "_refit", fail)
+    search = lfagg.LearnedBoWCV(**{**SMALL, "n_codewords": (2,), "gamma_scale": (1.0,)}, n_estimators=1, random_state=0)
+    with pytest.raises(RuntimeError, match="the refit failed"):
+        search.fit(bags, y)
+    assert not [name for name in vars(search) if name.endswith("_") and not name.startswith("_")]
+    with pytest.raises(NotFittedError):
+        search.predict(bags)
 
 
 def test_candidates_that_tie_at_epoch_zero_report_the_smallest_rate(data):

@@ -291,12 +291,16 @@ def test_second_derivatives_raise_instead_of_being_zero(encoder):
         torch.autograd.functional.hessian(
             lambda c: FUNCTIONS[encoder](features, offsets, c, precisions, gamma)[:, 0].sum(), centers)
     leaf = features.clone().requires_grad_()
-    grad, = torch.autograd.grad(FUNCTIONS[encoder](leaf, offsets, centers, precisions, gamma).sum(), leaf,
-                                create_graph=True)
+
+    def loss():  # a weighted sum: a soft BoW's plain sum is constant
+        out = FUNCTIONS[encoder](leaf, offsets, centers, precisions, gamma)
+        return (out * torch.linspace(-1, 2, out.numel(), dtype=out.dtype).reshape(out.shape)).sum()
+
+    grad, = torch.autograd.grad(loss(), leaf, create_graph=True)
     with pytest.raises(RuntimeError, match="differentiable once"):
         grad.square().sum().backward()
-    torch.testing.assert_close(grad, torch.autograd.grad(  # the first derivative is unchanged
-        FUNCTIONS[encoder](leaf, offsets, centers, precisions, gamma).sum(), leaf)[0], rtol=0, atol=0)
+    assert grad.abs().max() > 1e-3
+    torch.testing.assert_close(grad, torch.autograd.grad(loss(), leaf)[0], rtol=0, atol=0)  # the first is unchanged
 
 
 def test_the_kept_assignments_are_freed_by_the_backward():
@@ -307,8 +311,11 @@ def test_the_kept_assignments_are_freed_by_the_backward():
     out.sum().backward()
     with pytest.raises(RuntimeError, match="freed"):
         out.grad_fn.saved_tensors
-    negated = torch.ones(out.shape, dtype=out.dtype)._neg_view()  # a lazily negated gradient reaches the core
-    lt.soft_bow(features, offsets, c, precisions, gamma).backward(negated)
+    weights, c.grad = torch.rand(out.shape, dtype=out.dtype, generator=torch.Generator().manual_seed(0)), None
+    lt.soft_bow(features, offsets, c, precisions, gamma).backward(weights._neg_view())  # -weights, lazily negated
+    expected, = torch.autograd.grad(-(lt.soft_bow(features, offsets, c, precisions, gamma) * weights).sum(), c)
+    assert expected.abs().max() > 1e-3
+    torch.testing.assert_close(c.grad, expected, rtol=1e-12, atol=1e-14)
 
 
 def test_layer_arguments_are_checked():

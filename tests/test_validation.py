@@ -67,6 +67,7 @@ def test_zero_dimensional_arrays_are_numbers_and_other_arrays_are_not(circles):
     args = (bags.features, bags.offsets, C0, P0)
     np.testing.assert_array_equal(ops.soft_bow(*args, np.array(0.5)), ops.soft_bow(*args, 0.5))
     assert lfagg._validation.positive_real(np.float32(2), "x") == 2.0
+    assert lfagg._validation.positive_int(np.array(3), "n_codewords") == 3
     for bad in (np.array([0.5]), np.array(True), np.array("0.5"), np.array(-1.0)):
         with pytest.raises(ValueError, match="gamma must be a positive finite number"):
             ops.soft_bow(*args, bad)
@@ -800,6 +801,18 @@ def test_a_training_that_explodes_diverges_and_leaves_no_model(circles, rates, n
     with pytest.raises(lfagg.training.TrainingDiverged, match=named):
         model.fit(bags, y)
     assert not hasattr(model, "classifier_")  # not a half-trained model that predicts one class
+
+
+def test_small_batches_without_a_penalty_are_not_taken_for_divergence():
+    # one or two bags misclassified by the wide margins of an l2 = 0 fit put a mini-batch's
+    # loss in the thousands (2,161 here), which a threshold of 1e3 log n_classes refused
+    rng, means = np.random.default_rng(0), np.random.default_rng(99).normal(size=(2, 8)) * 1.5
+    y = rng.integers(0, 2, 200)
+    bags = lfagg.Bags.from_arrays([rng.normal(size=(rng.integers(5, 30), 8)) + means[c] * (rng.random() < 0.7)
+                                   for c in y])
+    model = lfagg.LearnedVLAD(8, n_epochs=3, optimizer="sgd", learning_rate=1e-2, l2=0.0, batch_size=8,
+                              random_state=0).fit(bags, y)
+    assert max(model.history_["loss"]) > 100 and model.score(bags, y) > 0.8
 
 
 def test_validation_data_is_named_in_its_errors(circles):

@@ -42,6 +42,7 @@ def test_kept_assignments_come_with_the_same_checks_of_features_and_centres():
     with_nan, with_inf = f.copy(), C.copy()
     with_nan[3, 1], with_inf[0, 0] = np.nan, np.inf
     for args, message in [((f, off, C[:, :2], P[:, :2], gamma, G[:, :6]), "centers must be .* dim = 4"),
+                          ((f[:, 0], off, C, P, gamma, G), r"features must be a 2-D array"),  # an IndexError
                           ((with_nan, off, C, P, gamma, G), "features contains NaN"),
                           ((f, off, with_inf, P, gamma, G), "centers contains NaN")]:
         with pytest.raises(ValueError, match=message):

@@ -8,6 +8,7 @@ Every check raises ValueError naming the argument. Integers are ``numbers.Integr
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 
@@ -48,6 +49,7 @@ def _is_real(value) -> bool:
 
 def positive_int(value, name: str, minimum: int = 1) -> int:
     """``value`` as an int; ValueError unless it is an integer >= minimum."""
+    value = _unwrapped(value)
     if is_int(value) and value >= minimum:
         return int(value)
     what = {0: "a non-negative integer", 1: "a positive integer"}.get(minimum, f"an integer >= {minimum}")
@@ -298,6 +300,17 @@ def fitted_array(value, name: str, shape: tuple, *, positive: bool = False) -> n
 def fitted_names(estimator) -> list[str]:
     """The names of an estimator's fitted attributes (public names ending in "_")."""
     return [n for n in vars(estimator) if n.endswith("_") and not n.startswith("_")]
+
+
+@contextlib.contextmanager
+def unfitted_on_failure(estimator):
+    """Within it, an exception (a fit that failed, diverged or was interrupted) leaves
+    ``estimator`` unfitted (:func:`forget_fit`), not half-trained with a model to predict with."""
+    try:
+        yield
+    except BaseException:
+        forget_fit(estimator)
+        raise
 
 
 def forget_fit(estimator) -> None:

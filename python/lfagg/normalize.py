@@ -1,5 +1,6 @@
 """Normalisations of global representations (one row per bag), as used with VLAD and
-Fisher Vectors; every function returns a new array of the input's float dtype.
+Fisher Vectors; every function returns a new array of the input's float dtype, and raises
+ValueError for NaN or infinity in its input.
 
 The order VLFeat applies them in (vl_vlad) is power, then intra, then L2; the improved
 Fisher Vector (Perronnin 2010) is power with alpha = 0.5, then L2.

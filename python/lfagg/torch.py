@@ -12,9 +12,9 @@ GIL on ``torch.get_num_threads()`` threads unless ``n_threads`` says otherwise; 
 are bitwise identical for every thread count.
 
 Limits: the layers are differentiable once (differentiating their gradients again, as
-``torch.autograd.functional.hessian`` or a gradient penalty through them does, raises a
-RuntimeError); ``torch.func`` transforms (``grad``, ``vmap``), ``torch.export`` and
-TorchScript do not take them; ``torch.compile`` runs them with a graph break; under
+``torch.autograd.functional.hessian``, ``jvp`` or a gradient penalty through them does,
+raises a RuntimeError); ``torch.func`` transforms (``grad``, ``vmap``), ``torch.export``
+and TorchScript do not take them; ``torch.compile`` runs them with a graph break; under
 ``torch.autocast`` give them float32 features (``features.float()``); a NaN or infinite
 gradient reaching them is an error, not passed on. A process forked after lfagg ran on
 several threads runs lfagg on one thread (GNU OpenMP's threads do not survive fork()).

@@ -119,7 +119,7 @@ void encode_bags(const BagsView<T>& bags, const Enc& enc, T* out, int n_threads)
         if (p.tail_bag >= 0) open_sum = p.tail.template cast<double>();
     };
 
-#pragma omp parallel num_threads(nt)
+#pragma omp parallel num_threads(team(nt))
     {
         const FlushSubnormals flush;
         for (Index w0 = 0; w0 < n_tiles; w0 += wave) {

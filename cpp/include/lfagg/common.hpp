@@ -73,18 +73,24 @@ struct SoftParams {
     T gamma;
 };
 
-// GNU OpenMP's threads do not survive fork(): in a child forked after the core ran on
-// several threads, its next parallel region of more than one thread never ends. Such a
-// child runs the core on one thread (bindings.cpp registers note_fork with pthread_atfork).
+// GNU OpenMP's threads do not survive fork(): in a child forked after the core ran a
+// parallel region of several threads, its next such region never ends. Such a child runs
+// the core on one thread (bindings.cpp registers note_fork with pthread_atfork); a child
+// of a process that never started them keeps them. Every `omp parallel` of the core takes
+// its thread count through team().
 inline std::atomic<bool> threads_started{false}, forked_after_threads{false};
 inline void note_fork() { forked_after_threads = threads_started.load(); }
+
+// `threads` for a parallel region about to start, noted when it starts OpenMP's threads.
+inline int team(int threads) {
+    if (threads > 1) threads_started.store(true, std::memory_order_relaxed);
+    return threads;
+}
 
 inline int resolve_threads(int requested) {
 #ifdef _OPENMP
     if (forked_after_threads.load(std::memory_order_relaxed)) return 1;
-    const int n = requested > 0 ? requested : omp_get_max_threads();
-    if (n > 1) threads_started.store(true, std::memory_order_relaxed);
-    return n;
+    return requested > 0 ? requested : omp_get_max_threads();
 #else
     (void)requested;
     return 1;
@@ -190,7 +196,7 @@ bool all_blocks(const T* p, Index n, int n_threads, Pred pred) {
     const Index n_blocks = (n + block - 1) / block;
     const int nt = static_cast<int>(std::clamp<Index>(n_blocks, 1, std::max(1, n_threads)));
     bool ok = true;
-#pragma omp parallel for num_threads(nt) reduction(&& : ok) schedule(static)
+#pragma omp parallel for num_threads(team(nt)) reduction(&& : ok) schedule(static)
     for (Index i = 0; i < n_blocks; ++i) {
         const Index s = i * block, len = std::min(block, n - s);
         ok = ok && pred(Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>(p + s, len));

@@ -189,7 +189,7 @@ std::vector<Index> kmeans_plusplus(const T* rows, Index n, Index dim, Index k, I
     chosen[0] = std::min(n - 1, static_cast<Index>(uniforms[0] * static_cast<double>(n)));
     pick(chosen.data(), 1);
     const int nt = static_cast<int>(std::min<Index>(resolve_threads(n_threads), n_tiles));
-#pragma omp parallel num_threads(nt)
+#pragma omp parallel num_threads(team(nt))
     {
         const FlushSubnormals flush;
 #pragma omp for schedule(static)
@@ -241,7 +241,7 @@ std::vector<Index> kmeans_plusplus(const T* rows, Index n, Index dim, Index k, I
 template <class T>
 void take_rows(const T* src, Index dim, const std::int64_t* rows, Index n, T* dst, int n_threads) {
     const int nt = static_cast<int>(std::min<Index>(resolve_threads(n_threads), std::max<Index>(1, n / 1024)));
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(team(nt)) schedule(static)
     for (Index i = 0; i < n; ++i) std::copy_n(src + rows[i] * dim, dim, dst + i * dim);
 }
 

@@ -256,7 +256,7 @@ double soft_backward(const BagsView<T>& bags, const SoftParams<T>& params, const
     };
 
     // Waves of chunks, then a fold in chunk order (see encode_bags for why not `ordered`).
-#pragma omp parallel num_threads(nt)
+#pragma omp parallel num_threads(team(nt))
     {
         const FlushSubnormals flush;
         for (Index w0 = 0; w0 < n_chunks; w0 += wave) {

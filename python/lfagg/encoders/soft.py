@@ -80,6 +80,8 @@ def _kept_or_recomputed(features, offsets, centers, precisions, gamma, assignmen
     recomputed when None."""
     if assignments is None:
         return _assignments(features, offsets, centers, precisions, gamma, n_threads, check_features)
+    if np.ndim(features) != 2:
+        raise ValueError(f"features must be a 2-D array (n_features, dim), got shape {np.shape(features)}")
     check_offsets(offsets, len(features))
     if np.ndim(centers) != 2 or np.shape(centers)[1] != np.shape(features)[1]:
         raise ValueError(f"centers must be a 2-D array (n_codewords, dim) of the features' dim = "

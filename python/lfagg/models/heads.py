@@ -113,9 +113,11 @@ class SoftmaxRegression:
 
     @property
     def diverged_above(self) -> float:
-        """A loss no sane training step reaches: a thousand times that of W = 0, b = 0 (log
-        n_classes, which the fitted W0 is below); beyond it the learning rates are too large."""
-        return 1e3 * float(np.log(self.W.shape[1]))
+        """A loss no sane training step reaches, even on a mini-batch of one bag misclassified
+        by the wide margins of a penalty-free fit (a few thousand): a million times that of
+        W = 0, b = 0 (log n_classes, which the fitted W0 is below). A runaway passes it within
+        a few steps (1e26, 1e57, ...)."""
+        return 1e6 * float(np.log(self.W.shape[1]))
 
     def fit_scaler(self, X: np.ndarray) -> None:
         """Freeze the input standardisation to the statistics of X (n, n_inputs): the

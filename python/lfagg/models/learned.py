@@ -24,7 +24,7 @@ from .._threads import single_threaded_blas
 from .._progress import Stopwatch, bags_count
 from .._validation import (boolean, check_bags, check_classes, check_labels, choice, fitted_array, forget_fit,
                            holds_text, is_auto, n_threads_arg, positive_int, positive_real, real_in, spawn_seeds,
-                           verbosity)
+                           unfitted_on_failure, verbosity)
 from ..store import blockwise
 from ..encoders.codebook import (INIT_NAMES, INITS, check_gamma, check_sizes, fit_codebook, resolve_gamma,
                                  sample_features)
@@ -116,11 +116,8 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
         with single_threaded_blas():
             plan = self._check_params()
             bags = check_bags(X, n_threads=plan.n_threads)
-            try:
+            with unfitted_on_failure(self):
                 self._fit(bags, y, validation_data, plan, initial=initial)
-            except BaseException:  # diverged, interrupted: no half-trained model to predict with
-                forget_fit(self)
-                raise
         return bags
 
     def _fit_from_initial(self, initial, X, y):
@@ -227,8 +224,9 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
             self._restore_state(best["state"])
             trained = best["epoch"]
             if plan.verbose:
-                print(f"{name}: early stopping kept the parameters after epoch {trained} of {len(self.history_['loss'])}"
-                      f" (validation accuracy {best['score']:.4f})", file=sys.stderr, flush=True)
+                ran = len(self.history_["loss"])
+                print(f"{name}: early stopping kept the parameters after epoch {trained} of {ran} (validation accuracy "
+                      f"{best['score']:.4f})", file=sys.stderr, flush=True)
         if trained:  # else the classifier is W0, already fitted to these representations
             self._fine_tune(bags, y_index, watch, trained)
         self.timings_ = dict(watch)

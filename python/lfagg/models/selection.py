@@ -36,7 +36,8 @@ from sklearn.utils.validation import check_is_fitted
 from .._progress import Stopwatch, progress_bar
 from .._threads import single_threaded_blas
 from .._validation import (check_bags, check_classes, check_labels, choice, forget_fit, n_jobs_arg, n_threads_arg,
-                           is_auto, nonnegative_int, positive_int, positive_real, spawn_seeds, verbosity)
+                           is_auto, nonnegative_int, positive_int, positive_real, spawn_seeds, unfitted_on_failure,
+                           verbosity)
 from ..training.loop import TrainingDiverged
 from .learned import LearnedBoW, LearnedVLAD
 
@@ -164,7 +165,7 @@ class _LearnedAggregationCV(ClassifierMixin, BaseEstimator):
             for K in Ks:
                 self._candidate(model_seed, pooling=pooling, n_codewords=K, gamma_scale=scales[0],
                                 learning_rate=rates[0], n_epochs=epochs[-1])._check_params()
-        with single_threaded_blas():
+        with single_threaded_blas(), unfitted_on_failure(self):
             bags = check_bags(X, n_threads=n_threads_arg(self.n_threads))
             classes, y_index = check_classes(check_labels(y, len(bags)))
             counts = np.bincount(y_index)
@@ -198,8 +199,8 @@ class _LearnedAggregationCV(ClassifierMixin, BaseEstimator):
                 for refit in refits:
                     self.estimators_.append(refit)
                     bar.update()
-        self.best_estimator_ = self.estimators_[0]
-        self.classes_, self.n_features_in_ = self.best_estimator_.classes_, self.best_estimator_.n_features_in_
+            self.best_estimator_ = self.estimators_[0]
+            self.classes_, self.n_features_in_ = self.best_estimator_.classes_, self.best_estimator_.n_features_in_
         return self
 
     def _feasible(self, Ks: list, bags, folds) -> list:
