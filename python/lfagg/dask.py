@@ -49,7 +49,7 @@ def _store_block(model, method, store, start, end):
 
 def _array_block(model, method, features, offsets, first_bag):
     bags = Bags(features, offsets)
-    check_finite_bags(bags, first_bag=first_bag)  # numbered as in the whole array, not the block
+    check_finite_bags(bags, 1, first_bag)  # numbered as in the whole array; one thread: tasks run side by side
     return _run(model, method, bags)
 
 
