@@ -5,6 +5,8 @@ import io
 import json
 import os
 import pickle
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
@@ -299,6 +301,17 @@ def test_saving_to_a_directory_names_it(tmp_path):
     with pytest.raises(ValueError, match=f"{tmp_path}: a directory"):
         lfagg.save(lfagg.BagOfWords(4), tmp_path)
     assert list(tmp_path.iterdir()) == []  # no temporary file left
+
+
+def test_saving_and_loading_run_no_module_of_the_working_directory(tmp_path):
+    """skops asks every loaded module for names such as scipy.special's erf; Cython's Shadow
+    module imports whatever it is asked for, so an erf.py in the working directory ran."""
+    pytest.importorskip("Cython")
+    (tmp_path / "erf.py").write_text("open('ran', 'w').close()\n")
+    script = "import lfagg; lfagg.save(lfagg.BagOfWords(2), 'm.lfagg'); lfagg.load('m.lfagg'); import Cython.Shadow"
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(lfagg.__file__)))
+    subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, check=True)  # -c: the directory on sys.path
+    assert (tmp_path / "m.lfagg").exists() and not (tmp_path / "ran").exists()
 
 
 def test_missing_file(tmp_path):

@@ -13,10 +13,12 @@ Plain pickling keeps working for scikit-learn users, for files they trust.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import io
 import json
 import os
+import sys
 import zipfile
 
 from . import __version__
@@ -38,6 +40,23 @@ ESTIMATORS = (LearnedBoW, LearnedVLAD, LearnedBoWCV, LearnedVLADCV, BagClassifie
 TRUSTED_TYPES = tuple(f"{t.__module__}.{t.__qualname__}" for t in (*ESTIMATORS, SoftmaxRegression, AdditiveChi2Map))
 
 
+@contextlib.contextmanager
+def _skops_io():
+    """skops.io, imported and used with the working directory off ``sys.path``: like
+    pickle, skops asks every loaded module for names such as scipy.special's ``erf``,
+    and a module that imports whatever it is asked for (Cython's Shadow, when Cython is
+    installed) then imported and ran an ``erf.py`` of the working directory
+    (``python -m lfagg``, notebooks)."""
+    saved, here = sys.path[:], os.getcwd()
+    sys.path[:] = [p for p in saved if os.path.abspath(p or ".") != here]
+    try:
+        import skops.io
+
+        yield skops.io
+    finally:
+        sys.path[:] = saved
+
+
 def save(model, path) -> None:
     """Write ``model`` (an lfagg estimator, usually fitted) to the model file ``path``,
     atomically: an interrupted write leaves the previous file or none.
@@ -48,13 +67,12 @@ def save(model, path) -> None:
         VLAD or FisherVector.
     path : str or os.PathLike, the file written (conventionally ``*.lfagg``).
     """
-    import skops.io
-
     if type(model) not in ESTIMATORS:  # a subclass is not a trusted type: load would refuse it
         raise ValueError(f"model must be one of lfagg's estimators ({', '.join(t.__name__ for t in ESTIMATORS)}), "
                          f"got {type(model).__name__}")
     meta = {"format": FORMAT, "version": FORMAT_VERSION, "lfagg": __version__, "class": type(model).__name__}
-    payload = skops.io.dumps(model)
+    with _skops_io() as skops_io:
+        payload = skops_io.dumps(model)
     with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w") as archive:
         archive.writestr("lfagg.json", json.dumps(meta))
         archive.writestr("model.skops", payload)
@@ -118,9 +136,6 @@ def load(path):
     fitted model whose parameters and fitted attributes are not what its ``fit`` leaves
     (wrong types, shapes, non-finite values, an encoder and classifier that disagree).
     """
-    import skops.io
-    from skops.io.exceptions import UntrustedTypesFoundException
-
     path = os.fsdecode(path)  # zipfile would read bytes as a file object
     if not os.path.isfile(path):
         raise ValueError(f"{path}: " + ("a directory, not a model file" if os.path.isdir(path) else "no such file"))
@@ -147,12 +162,13 @@ def load(path):
     if version > FORMAT_VERSION:
         raise ValueError(f"{path}: written by lfagg {meta.get('lfagg')} in model format {version}; this lfagg "
                          f"({__version__}) reads format {FORMAT_VERSION}: upgrade lfagg")
-    try:
-        model = skops.io.loads(payload, trusted=list(TRUSTED_TYPES))
-    except UntrustedTypesFoundException as exc:
-        raise ValueError(f"{path}: refused, the file holds types lfagg does not trust ({exc})") from None
-    except Exception as exc:  # a damaged payload fails in zipfile, json, numpy or skops alike
-        raise ValueError(f"{path}: damaged model file ({type(exc).__name__}: {exc})") from None
+    with _skops_io() as skops_io:
+        try:
+            model = skops_io.loads(payload, trusted=list(TRUSTED_TYPES))
+        except skops_io.exceptions.UntrustedTypesFoundException as exc:
+            raise ValueError(f"{path}: refused, the file holds types lfagg does not trust ({exc})") from None
+        except Exception as exc:  # a damaged payload fails in zipfile, json, numpy or skops alike
+            raise ValueError(f"{path}: damaged model file ({type(exc).__name__}: {exc})") from None
     if not isinstance(model, ESTIMATORS):
         raise ValueError(f"{path}: holds a {type(model).__name__}, not an lfagg estimator")
     if meta.get("class") != type(model).__name__:
