@@ -268,6 +268,28 @@ def test_errors(capsys, files, tmp_path):
     assert not (tmp_path / "m.lfagg").exists()
 
 
+def test_no_command_writes_over_what_it_reads(capsys, files, tmp_path):
+    """train and select replaced their bags or labels with the model, encode its model
+    with the encodings; an empty path wrote a hidden '.npy' or failed after the fit."""
+    victim = tmp_path / "victim.npz"
+    victim.write_bytes((files / "test.npz").read_bytes())
+    lfagg.save(lfagg.BagOfWords(3, random_state=0).fit(lfagg.datasets.load_bags(files / "test.npz")[0]),
+               tmp_path / "encoder.lfagg")
+    before = victim.read_bytes(), (files / "train.csv").read_bytes(), (tmp_path / "encoder.lfagg").read_bytes()
+    train = ["train", "--bags", files / "train", "--labels", files / "train.csv", *TRAIN]
+    for args in (["train", "--bags", victim, *TRAIN, "--model", victim], [*train, "--model", files / "train.csv"],
+                 ["select", "--bags", victim, "--model", victim],
+                 ["encode", "--model", tmp_path / "encoder.lfagg", "--bags", victim, "--out",
+                  tmp_path / "encoder.lfagg"]):
+        rc, _, err = run_main(capsys, *args)
+        assert_one_line_error(rc, err, "which this command reads: give another path")
+    for args in ([*train, "--model", ""], ["encode", "--model", tmp_path / "encoder.lfagg", "--bags", victim,
+                                            "--out", ""]):
+        rc, _, err = run_main(capsys, *args)
+        assert_one_line_error(rc, err, "the output path is empty")
+    assert (victim.read_bytes(), (files / "train.csv").read_bytes(), (tmp_path / "encoder.lfagg").read_bytes()) == before
+
+
 def test_evaluate_warns_about_unknown_labels(capsys, files, t1_model, tmp_path):
     (tmp_path / "y.txt").write_text("0\n1\n" * 5)  # integers, but the model's classes are strings
     rc, out, err = run_main(capsys, "evaluate", "--model", t1_model[1], "--bags", files / "test.npz", "--labels",

@@ -41,3 +41,11 @@ def _create_beside(path: str) -> str:
             continue
         except OSError as exc:  # name the user's file, not the temporary one
             raise OSError(exc.errno, f"cannot write {path}: {exc.strerror}") from None
+
+
+def replaced_input(out, inputs):
+    """The first of the paths ``inputs`` (None ones skipped) that writing ``out`` would
+    replace: ``out`` itself, or a folder ``out`` that holds it; None when there is none."""
+    out_path = os.path.realpath(out)
+    return next((source for source in inputs if source is not None
+                 and os.path.commonpath([os.path.realpath(source), out_path]) == out_path), None)

@@ -13,6 +13,8 @@ import sys
 import time
 import warnings
 
+from ._files import replaced_input
+
 METHODS = ("t1", "t2", "bow", "vlad", "fv")
 #: What `lfagg select` searches when not told (LearnedBoWCV's defaults, which a test
 #: compares this with: the parser does not import scikit-learn to read them).
@@ -128,11 +130,17 @@ def _labelled_bags(args):
     return bags, y
 
 
-def _check_output_folder(path, store: bool = False) -> None:
-    """ValueError before any work when ``path`` cannot be written for want of its folder,
-    or is a folder itself (unless ``store``, or a *.zarr store: encode resumes one)."""
+def _check_output_folder(path, store: bool = False, inputs=()) -> None:
+    """ValueError before any work when ``path`` is empty, cannot be written for want of its
+    folder, is a folder itself (unless ``store``, or a *.zarr store: encode resumes one), or
+    would replace one of the command's ``inputs`` (paths; None ones skipped)."""
+    if not path:
+        raise ValueError("the output path is empty")
     if os.path.isdir(path) and not (store or path.endswith(".zarr")):
         raise ValueError(f"{path} is a directory: give the path of the file to write")
+    source = replaced_input(path, inputs)
+    if source is not None:
+        raise ValueError(f"{path}: writing it would replace {source}, which this command reads: give another path")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise ValueError(f"{path}: no such directory {folder}")
@@ -144,7 +152,7 @@ def _train(args) -> int:
     from ._progress import bags_count
     from .persistence import save
 
-    _check_output_folder(args.model)
+    _check_output_folder(args.model, inputs=(args.bags, args.labels))
     bags, y = _labelled_bags(args)
     model = build_model(args.method, args.codewords, epochs=args.epochs, gamma=args.gamma,
                         gamma_scale=args.gamma_scale, learning_rate=args.lr,
@@ -163,7 +171,7 @@ def _select(args) -> int:
     from .models import LearnedBoWCV, LearnedVLADCV
     from .persistence import save
 
-    _check_output_folder(args.model)
+    _check_output_folder(args.model, inputs=(args.bags, args.labels))
     bags, y = _labelled_bags(args)
     given = {name: value for name, value in (
         ("n_codewords", args.codewords), ("pooling", args.pooling), ("gamma_scale", args.gamma_scale),
@@ -192,7 +200,9 @@ def _encode(args) -> int:
     from .datasets import load_bags
     from .store import BagStore
 
-    _check_output_folder(args.out)
+    _check_output_folder(args.out, inputs=(args.model, args.bags))
+    out = args.out if args.out.endswith((".npy", ".zarr")) else f"{args.out}.npy"  # what numpy.save writes
+    _check_output_folder(out, inputs=(args.model, args.bags))
     model = _load_model_with_threads(args)
     model = getattr(model, "best_estimator_", model)  # a search's representation: its first refit's
     bags, _ = load_bags(args.bags)
@@ -221,7 +231,6 @@ def _encode(args) -> int:
         else:
             with watch("encode", f"encoding {bags_count(len(bags))}"):
                 R = model.transform(bags)
-    out = args.out if args.out.endswith(".npy") else f"{args.out}.npy"  # what numpy.save writes
     with atomic_path(out) as tmp, open(tmp, "wb") as fh:
         np.save(fh, R)
     print(f"{bags_count(len(bags))} encoded as {R.shape} {R.dtype}; saved to {out}")

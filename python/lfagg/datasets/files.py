@@ -9,7 +9,7 @@ import re
 
 import numpy as np
 
-from .._files import atomic_path
+from .._files import atomic_path, replaced_input
 from .._validation import first_nonfinite_bag
 from ..bags import Bags, as_bags
 
@@ -345,10 +345,9 @@ def build_store(path, out, labels=None, *, chunk_rows=None, verbose=1, overwrite
 
     if not os.path.exists(path):
         raise ValueError(f"{path}: no such file or directory")
-    out_path = os.path.realpath(out)
-    for source in filter(None, (path, labels)):  # --overwrite empties out: never the bags or labels it is built from
-        if os.path.commonpath([os.path.realpath(source), out_path]) == out_path:
-            raise ValueError(f"{out}: the store would replace the files it is built from ({source})")
+    source = replaced_input(out, (path, labels))  # --overwrite empties out: never the bags or labels it is built from
+    if source is not None:
+        raise ValueError(f"{out}: the store would replace the files it is built from ({source})")
     if os.path.isdir(path):
         headers = list(iter_npy_dir(path))  # memory-mapped: checks every file before anything is written
         names = check_bag_names([name for name, _ in headers], len(headers)).tolist()
