@@ -287,7 +287,8 @@ def test_no_command_writes_over_what_it_reads(capsys, files, tmp_path):
                                             "--out", ""]):
         rc, _, err = run_main(capsys, *args)
         assert_one_line_error(rc, err, "the output path is empty")
-    assert (victim.read_bytes(), (files / "train.csv").read_bytes(), (tmp_path / "encoder.lfagg").read_bytes()) == before
+    after = victim.read_bytes(), (files / "train.csv").read_bytes(), (tmp_path / "encoder.lfagg").read_bytes()
+    assert after == before
 
 
 def test_evaluate_warns_about_unknown_labels(capsys, files, t1_model, tmp_path):
