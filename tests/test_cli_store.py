@@ -124,6 +124,31 @@ def test_an_interrupted_zarr_encode_completes_when_rerun(store_and_model, capsys
     np.testing.assert_array_equal(np.asarray(zarr.open_group(tmp_path / "e.zarr")["encodings"][:]), expected)
 
 
+@pytest.mark.parametrize("interrupted_at", [1, 2])  # before its encodings array, before its done flags
+def test_an_encode_interrupted_while_creating_its_output_is_resumed(store_and_model, capsys, tmp_path, monkeypatch,
+                                                                   interrupted_at):
+    import zarr
+
+    store_path, model_path = store_and_model
+    create, calls = zarr.Group.create_array, []
+
+    def interrupted(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == interrupted_at:
+            raise KeyboardInterrupt
+        return create(self, *args, **kwargs)
+
+    args = ["encode", "--bags", store_path, "--model", model_path, "--out", tmp_path / "e.zarr", "--verbose", 0]
+    monkeypatch.setattr(zarr.Group, "create_array", interrupted)
+    rc, _, err = run_main(capsys, *args)
+    assert rc == 130 and "interrupted" in err
+    monkeypatch.setattr(zarr.Group, "create_array", create)
+    rc, out, err = run_main(capsys, *args)  # it said the output did not hold an unfinished encode of this model
+    assert rc == 0, err
+    expected = lfagg.load(model_path).transform(lfagg.BagStore.open(store_path))
+    np.testing.assert_array_equal(np.asarray(zarr.open_group(tmp_path / "e.zarr")["encodings"][:]), expected)
+
+
 def test_encode_errors(files, store_and_model, capsys, tmp_path):
     root, _, _ = files
     store_path, model_path = store_and_model

@@ -62,13 +62,14 @@ def encode_to_zarr(model, bags: BagStore, out, *, model_id: str, bags_id: str, u
         if previous != identity:
             raise ValueError(f"{out}: exists and does not hold an unfinished encode of this model and these bags: "
                              "remove it or choose another --out")
-    else:
-        group = zarr.open_group(out, mode="w-", zarr_format=3)
+    else:  # the identity first: a run interrupted before its arrays exist is resumed, not refused
+        group = zarr.open_group(out, mode="w-", zarr_format=3, attributes={"lfagg_encoding": identity})
+    if "encodings" not in group:
         rows = max((end - start for start, end in bounds), default=1)
         group.create_array("encodings", shape=(len(bags), identity["width"]), dtype=probe.dtype,
                            chunks=(rows, identity["width"]))
+    if "done" not in group:  # after the encodings: no block is flagged done before they exist
         group.create_array("done", shape=(len(bounds),), chunks=(1,), dtype=bool, fill_value=False)
-        group.attrs["lfagg_encoding"] = identity
     encodings, done = group["encodings"], group["done"]
     todo = [i for i, flag in enumerate(np.asarray(done[:])) if not flag]
     with progress_bar(f"lfagg encode: {bags_count(len(bags))} into {out}", len(bounds), verbose) as bar:
