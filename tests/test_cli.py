@@ -318,6 +318,7 @@ def test_model_of_other_dimension(capsys, files, t1_model, tmp_path):
     ["demo", "--epochs", "-1"],
     ["reproduce"],
     ["figures", "--out-dir", "d", "--codewords", "a"],
+    ["figures", "--out-dir", "d", "--epochs", "0"],  # accepted, then refused by figure2 after figure1 was written
     [],
 ])
 def test_usage_errors(capsys, args):
@@ -357,6 +358,20 @@ def test_figures_calls_figure1_and_figure2(capsys, monkeypatch, tmp_path):
                      ("figure2", (fig2,), dict(data_path=None, codebook_sizes=None, n_epochs=4, random_state=3,
                                                verbose=1, n_threads=2))]
     assert out == f"wrote {fig1}\nwrote {fig2}\n"
+
+
+def test_reproduce_and_figures_check_their_paths_before_any_work(capsys, monkeypatch, tmp_path):
+    calls = []
+    for name in ("table1", "figure1", "figure2"):
+        monkeypatch.setattr(experiments, name, lambda *a, name=name, **k: calls.append(name))
+    reproduce = ["reproduce", "--data", "c.npz", "--out-json"]
+    for args, message in [([*reproduce, tmp_path / "no" / "t.json"], "no such directory"),
+                          ([*reproduce, tmp_path], "is a directory"),
+                          (["figures", "--out-dir", tmp_path / "figs", "--data", tmp_path / "none.npz"],
+                           "none.npz: no such file")]:
+        rc, _, err = run_main(capsys, *args)
+        assert_one_line_error(rc, err, message)
+    assert calls == [] and not (tmp_path / "figs").exists()
 
 
 def test_figures_without_matplotlib(capsys, monkeypatch, tmp_path):

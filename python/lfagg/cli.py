@@ -294,6 +294,8 @@ def _evaluate(args) -> int:
 def _reproduce(args) -> int:
     from . import experiments
 
+    if args.out_json is not None:  # before the table's minutes of work, not after its first row
+        _check_output_folder(args.out_json, inputs=(args.data,))
     start = time.perf_counter()
     rows = experiments.table1(args.data, codebook_sizes=tuple(args.codewords), vlad_codewords=args.vlad_codewords,
                               n_train=args.n_train, n_test=args.n_test, n_epochs=args.epochs,
@@ -307,6 +309,8 @@ def _reproduce(args) -> int:
 def _figures(args) -> int:
     from . import experiments
 
+    if args.data is not None and not os.path.isfile(args.data):  # Fig. 2's data, before Fig. 1 is written
+        raise ValueError(f"{args.data}: no such file")
     os.makedirs(args.out_dir, exist_ok=True)
     fig1, fig2 = (os.path.join(args.out_dir, f"figure{i}.png") for i in (1, 2))
     experiments.figure1(fig1, random_state=args.seed, n_threads=args.threads)
@@ -544,7 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="CIFAR-10 .npz for Fig. 2 (default: synthetic bags)")
     figures.add_argument("--codewords", type=_positive_int, nargs="+", metavar="K", default=None,
                          help="codebook sizes of Fig. 2 (default: 4 8 on the synthetic bags, 16 64 on CIFAR-10)")
-    figures.add_argument("--epochs", type=_count, default=10, help="training epochs of Fig. 2")
+    figures.add_argument("--epochs", type=_positive_int, default=10, help="training epochs of Fig. 2")
     _add_common(figures, threads=False)
     figures.add_argument("--threads", type=_positive_int, default=None,
                          help="threads (default: one on the synthetic bags, all cores on CIFAR-10)")
