@@ -81,6 +81,11 @@ def test_store_build_never_replaces_its_own_bags_nor_makes_folders(capsys, tmp_p
     assert not (tmp_path / "s.zarr").exists()
 
 
+def test_store_build_of_a_store_says_it_is_one(store_and_model, capsys, tmp_path):
+    rc, _, err = run_main(capsys, "store", "build", "--bags", store_and_model[0], "--out", tmp_path / "copy.zarr")
+    assert_one_line_error(rc, err, "a bag store already, not a directory of .npy files")  # "no .npy files"
+
+
 def test_train_evaluate_and_encode_read_a_store(files, store_and_model, capsys, tmp_path):
     root, bags, y = files
     store_path, model_path = store_and_model

@@ -325,9 +325,10 @@ def _figures(args) -> int:
 # ---------------------------------------------------------------------------------------
 # Parser
 # ---------------------------------------------------------------------------------------
-_BAGS_HELP = ("the bags: a directory of .npy files, one (n_i, D) array per bag, taken in natural file-name order "
-              "(bag2 before bag10), an .npz file with 'features' (N, D), 'offsets' (n_bags + 1,) and optionally "
-              "'labels', or a bag store written by 'lfagg store build' (read block by block)")
+_FILE_BAGS_HELP = ("a directory of .npy files, one (n_i, D) array per bag, taken in natural file-name order (bag2 "
+                   "before bag10), or an .npz file with 'features' (N, D), 'offsets' (n_bags + 1,) and optionally "
+                   "'labels'")
+_BAGS_HELP = f"the bags: {_FILE_BAGS_HELP}, or a bag store written by 'lfagg store build' (read block by block)"
 _LABELS_HELP = ("class labels: a .txt file with one label per line in bag order, or a .csv file with one column "
                 "(label) or two (name,label: name = the .npy file name, for a directory); optional header "
                 "(default: the 'labels' array of the .npz, or the labels a bag store holds)")
@@ -498,7 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
         "build", help="convert bag files into a bag store, a block at a time",
         description="Write the bags of a directory of .npy files (one per bag, natural order, file names kept as "
         "bag names) or of an .npz file, and their labels, into a new bag store.", formatter_class=formatter)
-    build.add_argument("--bags", required=True, metavar="PATH", help=_BAGS_HELP)
+    build.add_argument("--bags", required=True, metavar="PATH", help=f"the bags to store: {_FILE_BAGS_HELP}")
     build.add_argument("--labels", metavar="PATH", help=_LABELS_HELP)
     build.add_argument("--out", required=True, metavar="STORE", help="the new store (a directory, e.g. bags.zarr)")
     build.add_argument("--chunk-rows", type=_positive_int, default=None,

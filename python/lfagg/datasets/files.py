@@ -83,7 +83,9 @@ def _npy_files(path) -> list[str]:
     files = sorted((f for f in os.listdir(path) if f.endswith(".npy") and os.path.isfile(os.path.join(path, f))),
                    key=natural_key)
     if not files:
-        raise ValueError(f"{path}: no .npy files in this directory")
+        store = os.path.isfile(os.path.join(path, "zarr.json"))  # what store build was given, say
+        raise ValueError(f"{path}: " + ("a bag store already, not a directory of .npy files" if store
+                                        else "no .npy files in this directory"))
     return files
 
 
