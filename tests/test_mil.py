@@ -92,6 +92,13 @@ def test_one_method_name_or_a_repeated_one_runs_once():
     assert single["BoW"]["accuracy"] == twice["BoW"]["accuracy"]
 
 
+@pytest.mark.filterwarnings("error")  # scikit-learn's FitFailedWarning, with a traceback per failed fit
+def test_baselines_search_only_the_codebooks_their_folds_can_fit():
+    bags, y = make_circles_bags(30, 2, random_state=3)  # 60 features: about 24 in an inner training fold
+    results = mil_benchmark(bags, y, methods=["BoW", "VLAD"], n_splits=2, n_repeats=1)
+    assert all(p["encoder__n_codewords"] <= 16 for m in ("BoW", "VLAD") for p in results[m]["params"])
+
+
 @pytest.mark.skipif(not os.path.isdir(MIL_DIR), reason="the MIL bag files are not in ../shared/data/mil")
 def test_learned_search_on_musk1_beats_chance_on_held_out_bags():
     bags, y = load_npz_bags(os.path.join(MIL_DIR, "musk1.npz"))
