@@ -75,6 +75,15 @@ def test_figure2_needs_an_epoch(tmp_path, matplotlib):
         experiments.figure2(tmp_path / "figure2.png", codebook_sizes=(4,), n_epochs=0, verbose=0)
 
 
+def test_bad_sizes_and_epochs_are_refused_before_any_work(tmp_path, matplotlib):
+    # table1 refused them after its patches and first rows; figure2 drew the default sizes for ()
+    for kwargs in (dict(vlad_codewords=0), dict(codebook_sizes=(8, -1)), dict(n_epochs=-1)):
+        with pytest.raises(ValueError, match="codebook_sizes and vlad_codewords|n_epochs"):
+            experiments.table1(tmp_path / "no-such-data.npz", **kwargs)
+    with pytest.raises(ValueError, match="codebook_sizes must name at least one size"):
+        experiments.figure2(tmp_path / "f2.png", codebook_sizes=())
+
+
 def test_figure2_synthetic_curve_rises_above_bow(tmp_path, matplotlib):
     # Fig. 2's point on the synthetic bags: with as few codewords as the default, BoW
     # cannot tell the circles apart and T1 learns to. The jointly trained classifier of the

@@ -80,6 +80,11 @@ def test_unknown_method_and_bad_folds_fail_clearly():
         mil_benchmark(bags, y, methods=[])
     with pytest.raises(ValueError, match="no results to tabulate"):
         format_mil_table({})
+    for bad in ([{"BoW": {"mean": 0.5, "se": 0.1}}], {"musk1": {"BoW": {"mean": 0.5}}}):  # AttributeError, KeyError
+        with pytest.raises(ValueError, match="results_by_dataset must be a dict"):
+            format_mil_table(bad)
+    with pytest.raises(ValueError, match="n_threads"):  # before any fit: it failed in every one of them
+        mil_benchmark(bags, y, methods=["BoW"], n_threads=0)
 
 
 def test_one_method_name_or_a_repeated_one_runs_once():

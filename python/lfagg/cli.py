@@ -379,7 +379,7 @@ def _add_progress(parser):
 
 
 def _add_common(parser, threads=True):
-    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument("--seed", type=_count, default=0, help="random seed (an integer >= 0)")
     if threads:
         _add_threads(parser)
     parser.add_argument("--verbose", type=_count, default=1,

@@ -18,7 +18,7 @@ from sklearn.base import clone
 
 from ._threads import limit_threads
 from ._files import atomic_path
-from ._validation import n_threads_arg, positive_int
+from ._validation import n_threads_arg, nonnegative_int, positive_int
 from .datasets import cifar10_patch_bags, make_circles_bags, make_moons_bags
 from .encoders import VLAD, BagOfWords, FisherVector
 from .models import BagClassifier, LearnedBoW, LearnedVLAD
@@ -109,6 +109,9 @@ def table1(data_path, codebook_sizes=(64, 256, 1024), vlad_codewords=64, n_train
     its initial row's fit), "fit_seconds" (of the fit alone), "K", "n_epochs" (T1/T2
     rows), "gamma" (T1/T2 rows), "l2" (the classifier's penalty), "n_train", "n_test".
     """
+    for K in (*codebook_sizes, vlad_codewords):  # before the patches and the first rows, not after them
+        positive_int(K, "codebook_sizes and vlad_codewords")
+    nonnegative_int(n_epochs, "n_epochs")
     train_bags, train_y, test_bags, test_y = cifar10_patch_bags(data_path, n_train=n_train, n_test=n_test,
                                                                 random_state=random_state)
     train, test = (train_bags, train_y), (test_bags, test_y)
@@ -252,6 +255,8 @@ def figure2(out_path, data_path=None, codebook_sizes=None, n_epochs=10, random_s
     dict K -> {"epochs": accuracies after epochs 0..n, "final": after fine-tuning, "bow": BoW accuracy}.
     """
     positive_int(n_epochs, "n_epochs")  # the curves are accuracies per epoch
+    if codebook_sizes is not None and not len(codebook_sizes):
+        raise ValueError("codebook_sizes must name at least one size, or be None for the defaults")
     plt = _pyplot()
     if data_path is None:
         train, test = _synthetic(make_circles_bags, random_state, n_per_bag=30, purity=0.65, noise=0.15)

@@ -21,7 +21,8 @@ from joblib import Parallel, delayed
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
 from ._progress import progress_bar
-from ._validation import check_bags, check_labels, choice, n_jobs_arg, nonnegative_int, positive_int, verbosity
+from ._validation import (check_bags, check_labels, choice, n_jobs_arg, n_threads_arg, nonnegative_int, positive_int,
+                          verbosity)
 from .bags import Bags
 from .encoders import VLAD, BagOfWords, FisherVector
 from .models import BagClassifier, LearnedBoWCV, LearnedVLADCV
@@ -120,6 +121,7 @@ def mil_benchmark(bags, y, methods=METHODS, n_splits: int = 10, n_repeats: int =
         raise ValueError(f"methods must name at least one of {', '.join(METHODS)}")
     n_splits, n_repeats = positive_int(n_splits, "n_splits", minimum=2), positive_int(n_repeats, "n_repeats")
     random_state = nonnegative_int(random_state, "random_state")  # repeat r uses random_state + r
+    n_threads = None if n_threads is None else n_threads_arg(n_threads)  # before any fit, not in every one
     tasks = [(m, r, f, train, test) for r in range(n_repeats)
              for f, (train, test) in enumerate(StratifiedKFold(n_splits, shuffle=True, random_state=random_state + r)
                                                .split(y, y))
@@ -153,7 +155,15 @@ def mil_benchmark(bags, y, methods=METHODS, n_splits: int = 10, n_repeats: int =
 
 
 def format_mil_table(results_by_dataset: dict) -> str:
-    """A Markdown table: one row per data set, one column per method, "mean ± se"."""
+    """A Markdown table: one row per data set, one column per method, "mean ± se";
+    ``results_by_dataset`` maps a data set's name to what :func:`mil_benchmark` returned."""
+    def table(results):  # mil_benchmark's, method -> a summary of its folds
+        return isinstance(results, dict) and all(isinstance(r, dict) and {"mean", "se"} <= set(r)
+                                                 for r in results.values())
+
+    if not (isinstance(results_by_dataset, dict) and all(map(table, results_by_dataset.values()))):
+        raise ValueError("results_by_dataset must be a dict: data set name -> mil_benchmark's results (method -> "
+                         "a dict with 'mean' and 'se')")
     methods = list(dict.fromkeys(m for results in results_by_dataset.values() for m in results))
     if not methods:
         raise ValueError("results_by_dataset holds no results to tabulate")
