@@ -268,27 +268,30 @@ def test_errors(capsys, files, tmp_path):
     assert not (tmp_path / "m.lfagg").exists()
 
 
-def test_no_command_writes_over_what_it_reads(capsys, files, tmp_path):
+def test_no_command_writes_over_what_it_reads(capsys, files, t1_model, tmp_path):
     """train and select replaced their bags or labels with the model, encode its model
     with the encodings; an empty path wrote a hidden '.npy' or failed after the fit."""
     victim = tmp_path / "victim.npz"
     victim.write_bytes((files / "test.npz").read_bytes())
-    lfagg.save(lfagg.BagOfWords(3, random_state=0).fit(lfagg.datasets.load_bags(files / "test.npz")[0]),
-               tmp_path / "encoder.lfagg")
-    before = victim.read_bytes(), (files / "train.csv").read_bytes(), (tmp_path / "encoder.lfagg").read_bytes()
+    model = tmp_path / "model.npy"  # what encode --out model.npy writes, as numpy.save names it
+    model.write_bytes(t1_model[1].read_bytes())
+    before = victim.read_bytes(), (files / "train.csv").read_bytes(), model.read_bytes()
     train = ["train", "--bags", files / "train", "--labels", files / "train.csv", *TRAIN]
-    for args in (["train", "--bags", victim, *TRAIN, "--model", victim], [*train, "--model", files / "train.csv"],
-                 ["select", "--bags", victim, "--model", victim],
-                 ["encode", "--model", tmp_path / "encoder.lfagg", "--bags", victim, "--out",
-                  tmp_path / "encoder.lfagg"]):
+    encode = ["encode", "--model", model, "--bags", victim, "--out"]
+    for args, message in [(["train", "--bags", victim, *TRAIN, "--model", victim], "which this command reads"),
+                          ([*train, "--model", files / "train.csv"], "which this command reads"),
+                          (["select", "--bags", victim, "--model", victim], "which this command reads"),
+                          ([*encode, model], "which this command reads"),
+                          ([*encode, tmp_path / "model"], "which this command reads"),  # + ".npy"
+                          ([*train, "--model", ""], "the output path is empty"),
+                          ([*encode, ""], "the output path is empty"),
+                          (["encode", "--model", model, "--bags", files / "train", "--out", files / "train" / "r"],
+                           "whose .npy files are bags")]:  # read as a bag by every later command
         rc, _, err = run_main(capsys, *args)
-        assert_one_line_error(rc, err, "which this command reads: give another path")
-    for args in ([*train, "--model", ""], ["encode", "--model", tmp_path / "encoder.lfagg", "--bags", victim,
-                                            "--out", ""]):
-        rc, _, err = run_main(capsys, *args)
-        assert_one_line_error(rc, err, "the output path is empty")
-    after = victim.read_bytes(), (files / "train.csv").read_bytes(), (tmp_path / "encoder.lfagg").read_bytes()
-    assert after == before
+        assert_one_line_error(rc, err, message)
+    assert (victim.read_bytes(), (files / "train.csv").read_bytes(), model.read_bytes()) == before
+    rc, out, _ = run_main(capsys, *encode, victim)  # victim.npz.npy: nothing replaced
+    assert rc == 0 and (tmp_path / "victim.npz.npy").exists() and victim.read_bytes() == before[0]
 
 
 def test_evaluate_warns_about_unknown_labels(capsys, files, t1_model, tmp_path):
@@ -318,7 +321,7 @@ def test_model_of_other_dimension(capsys, files, t1_model, tmp_path):
     ["demo", "--epochs", "-1"],
     ["reproduce"],
     ["figures", "--out-dir", "d", "--codewords", "a"],
-    ["figures", "--out-dir", "d", "--epochs", "0"],  # accepted, then refused by figure2 after figure1 was written
+    ["figures", "--out-dir", "d", "--epochs", "0"],  # once accepted, and refused after figure1 was written
     [],
 ])
 def test_usage_errors(capsys, args):

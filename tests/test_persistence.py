@@ -1,6 +1,7 @@
 """lfagg.save / lfagg.load: bitwise round trips for every estimator; crafted files (pickle
 payloads, untrusted types, object arrays, foreign or newer formats) raise ValueError and
 run nothing; writes are atomic."""
+import concurrent.futures
 import io
 import json
 import os
@@ -312,6 +313,29 @@ def test_saving_and_loading_run_no_module_of_the_working_directory(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(lfagg.__file__)))
     subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, check=True)  # -c: the directory on sys.path
     assert (tmp_path / "m.lfagg").exists() and not (tmp_path / "ran").exists()
+
+
+def test_sys_path_is_restored_under_threads_and_a_deleted_working_directory_is_no_error(tmp_path, monkeypatch):
+    # each call restored its own copy of sys.path: two threads could leave the working directory off it for
+    # good; os.getcwd() raised FileNotFoundError for a deleted working directory, after a whole fit
+    path = tmp_path / "m.lfagg"
+    lfagg.save(lfagg.BagOfWords(2), path)
+    monkeypatch.setattr(sys, "path", ["", *sys.path, "."])
+    expected = list(sys.path)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda _: lfagg.load(path), range(40)))
+    finally:
+        sys.setswitchinterval(interval)
+    assert sys.path == expected
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    lfagg.save(lfagg.load(path), tmp_path / "again.lfagg")
+    assert sys.path == expected
 
 
 def test_missing_file(tmp_path):

@@ -141,6 +141,11 @@ def _check_output_folder(path, store: bool = False, inputs=()) -> None:
     source = replaced_input(path, inputs)
     if source is not None:
         raise ValueError(f"{path}: writing it would replace {source}, which this command reads: give another path")
+    real = os.path.realpath(path)
+    for source in inputs:  # an .npy among the bags' .npy files would be read as one of them
+        if path.endswith(".npy") and source is not None and os.path.isdir(source) and os.path.commonpath(
+                [os.path.realpath(source), real]) == os.path.realpath(source):
+            raise ValueError(f"{path}: inside {source}, whose .npy files are bags: give a path outside it")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise ValueError(f"{path}: no such directory {folder}")
@@ -200,7 +205,7 @@ def _encode(args) -> int:
     from .datasets import load_bags
     from .store import BagStore
 
-    _check_output_folder(args.out, inputs=(args.model, args.bags))
+    _check_output_folder(args.out)  # empty, a directory, no such folder
     out = args.out if args.out.endswith((".npy", ".zarr")) else f"{args.out}.npy"  # what numpy.save writes
     _check_output_folder(out, inputs=(args.model, args.bags))
     model = _load_model_with_threads(args)
@@ -309,8 +314,10 @@ def _reproduce(args) -> int:
 def _figures(args) -> int:
     from . import experiments
 
+    if not args.out_dir:
+        raise ValueError("the output path is empty")
     if args.data is not None and not os.path.isfile(args.data):  # Fig. 2's data, before Fig. 1 is written
-        raise ValueError(f"{args.data}: no such file")
+        raise ValueError(f"{args.data}: " + ("a directory, not" if os.path.isdir(args.data) else "no such") + " file")
     os.makedirs(args.out_dir, exist_ok=True)
     fig1, fig2 = (os.path.join(args.out_dir, f"figure{i}.png") for i in (1, 2))
     experiments.figure1(fig1, random_state=args.seed, n_threads=args.threads)

@@ -109,6 +109,7 @@ def table1(data_path, codebook_sizes=(64, 256, 1024), vlad_codewords=64, n_train
     its initial row's fit), "fit_seconds" (of the fit alone), "K", "n_epochs" (T1/T2
     rows), "gamma" (T1/T2 rows), "l2" (the classifier's penalty), "n_train", "n_test".
     """
+    codebook_sizes = tuple(codebook_sizes)  # read twice: a generator would be empty the second time
     for K in (*codebook_sizes, vlad_codewords):  # before the patches and the first rows, not after them
         positive_int(K, "codebook_sizes and vlad_codewords")
     nonnegative_int(n_epochs, "n_epochs")
@@ -255,7 +256,8 @@ def figure2(out_path, data_path=None, codebook_sizes=None, n_epochs=10, random_s
     dict K -> {"epochs": accuracies after epochs 0..n, "final": after fine-tuning, "bow": BoW accuracy}.
     """
     positive_int(n_epochs, "n_epochs")  # the curves are accuracies per epoch
-    if codebook_sizes is not None and not len(codebook_sizes):
+    codebook_sizes = None if codebook_sizes is None else tuple(codebook_sizes)
+    if codebook_sizes == ():
         raise ValueError("codebook_sizes must name at least one size, or be None for the defaults")
     plt = _pyplot()
     if data_path is None:

@@ -26,7 +26,7 @@ from ._validation import (check_bags, check_labels, choice, n_jobs_arg, n_thread
 from .bags import Bags
 from .encoders import VLAD, BagOfWords, FisherVector
 from .models import BagClassifier, LearnedBoWCV, LearnedVLADCV
-from .models.selection import BOW_CODEBOOK_SIZES, DEFAULT_FOLDS, VLAD_CODEBOOK_SIZES
+from .models.selection import BOW_CODEBOOK_SIZES, DEFAULT_FOLDS, VLAD_CODEBOOK_SIZES, fewest_training_features
 
 __all__ = ["METHODS", "AVERAGES", "make_method", "standardize", "mil_benchmark", "format_mil_table"]
 
@@ -77,9 +77,10 @@ def _run_fold(method: str, bags: Bags, y: np.ndarray, train, test, seed: int, n_
 def _feasible_sizes(search: GridSearchCV, bags: Bags, y: np.ndarray) -> list:
     """The codebook sizes of a baseline's search that every inner training fold has enough
     local features for (a larger one failed, with a traceback on stderr, in each of its
-    fits); the smallest when none is, whose failure then says why."""
+    fits; the searches of T1 and T2 skip them with a warning); the smallest when none is,
+    whose failure then says why."""
     sizes = search.param_grid["encoder__n_codewords"]
-    fewest = min(int(bags.sizes[inner].sum()) for inner, _ in search.cv.split(y, y))
+    fewest = fewest_training_features(bags, search.cv.split(y, y))
     return [K for K in sizes if K <= fewest] or [min(sizes)]
 
 

@@ -19,6 +19,7 @@ import io
 import json
 import os
 import sys
+import threading
 import zipfile
 
 from . import __version__
@@ -40,21 +41,32 @@ ESTIMATORS = (LearnedBoW, LearnedVLAD, LearnedBoWCV, LearnedVLADCV, BagClassifie
 TRUSTED_TYPES = tuple(f"{t.__module__}.{t.__qualname__}" for t in (*ESTIMATORS, SoftmaxRegression, AdditiveChi2Map))
 
 
+_SKOPS_LOCK = threading.Lock()  # one thread at a time edits sys.path for skops
+
+
 @contextlib.contextmanager
 def _skops_io():
     """skops.io, imported and used with the working directory off ``sys.path``: like
     pickle, skops asks every loaded module for names such as scipy.special's ``erf``,
     and a module that imports whatever it is asked for (Cython's Shadow, when Cython is
     installed) then imported and ran an ``erf.py`` of the working directory
-    (``python -m lfagg``, notebooks)."""
-    saved, here = sys.path[:], os.getcwd()
-    sys.path[:] = [p for p in saved if os.path.abspath(p or ".") != here]
-    try:
-        import skops.io
+    (``python -m lfagg``, notebooks). Only the entries taken out are put back, where they were."""
+    with _SKOPS_LOCK:
+        try:
+            here = os.getcwd()
+        except OSError:  # a deleted working directory: nothing can be imported from it
+            here = None
+        removed = [(i, entry) for i, entry in enumerate(sys.path)
+                   if here is not None and isinstance(entry, str) and os.path.abspath(entry or ".") == here]
+        for i, _ in reversed(removed):
+            del sys.path[i]
+        try:
+            import skops.io
 
-        yield skops.io
-    finally:
-        sys.path[:] = saved
+            yield skops.io
+        finally:
+            for i, entry in removed:
+                sys.path.insert(i, entry)
 
 
 def save(model, path) -> None:

@@ -104,7 +104,7 @@ class BagStore:
         if dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype must be float32 or float64, got {dtype}")
         if not overwrite and isinstance(path, (str, os.PathLike)) and os.path.exists(path):
-            raise ValueError(f"{path}: already exists (overwrite=True, lfagg store build --overwrite, replaces it)")
+            raise ValueError(f"{path}: already exists (pass overwrite=True; on the command line, --overwrite)")
         group = zarr.open_group(path, mode="w" if overwrite else "w-", zarr_format=3)
         # Missing chunks (a truncated copy) read as fill values: NaN features and -1 offsets,
         # which the checks of every read refuse, instead of zeros that would pass.

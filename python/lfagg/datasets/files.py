@@ -84,7 +84,7 @@ def _npy_files(path) -> list[str]:
                    key=natural_key)
     if not files:
         store = os.path.isfile(os.path.join(path, "zarr.json"))  # what store build was given, say
-        raise ValueError(f"{path}: " + ("a bag store already, not a directory of .npy files" if store
+        raise ValueError(f"{path}: " + ("a Zarr store (a bag store already?), not a directory of .npy files" if store
                                         else "no .npy files in this directory"))
     return files
 

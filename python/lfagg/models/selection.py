@@ -78,6 +78,12 @@ def checkpoints(max_epochs: int) -> list[int]:
     return sorted({0, max_epochs} | {2 ** i for i in range(max_epochs.bit_length()) if 2 ** i < max_epochs})
 
 
+def fewest_training_features(bags, folds) -> int:
+    """The fewest local features of the training parts of ``folds`` ((train, test) index
+    pairs of ``bags``): the largest codebook every fold can learn."""
+    return min(int(np.sum(bags.sizes[train])) for train, _ in folds)
+
+
 def _refit(model, bags, y):
     """``model`` fitted on ``bags``, which the search validated already (a refit in a
     worker process also runs with single-threaded BLAS)."""
@@ -205,7 +211,7 @@ class _LearnedAggregationCV(ClassifierMixin, BaseEstimator):
 
     def _feasible(self, Ks: list, bags, folds) -> list:
         """The codebook sizes that every training fold has enough local features for."""
-        fewest = min(int(np.sum(bags.sizes[train])) for train, _ in folds)
+        fewest = fewest_training_features(bags, folds)
         feasible = [K for K in Ks if K <= fewest]
         if not feasible:
             raise ValueError(f"n_codewords {Ks} are all larger than the {fewest} local features of the smallest "
