@@ -296,6 +296,18 @@ def test_subsample_properties():
             np.testing.assert_array_equal(idx, np.arange(offsets[b], offsets[b + 1]))
 
 
+def test_offsets_are_the_bags_own_and_any_sample_size_is_taken():
+    # the caller's int64 offsets were kept: changing them moved the bags, unchecked; a sample
+    # size beyond int64 overflowed NumPy (OverflowError), where subsample and the store took it
+    features, offsets = np.arange(20.0).reshape(10, 2), np.array([0, 2, 2, 7, 10])
+    bags = lfagg.Bags(features, offsets)
+    offsets[-1] = 9
+    assert bags[3].shape == (3, 2) and bags.offsets[-1] == 10
+    whole = bags.read_subsampled([0, 3, 2], 2 ** 70)
+    np.testing.assert_array_equal(whole.features, bags[[0, 3, 2]].features)
+    lfagg.LearnedBoW(2, n_epochs=1, n_samples_per_bag=2 ** 63, random_state=0).fit(bags, [0, 1, 0, 1])
+
+
 @pytest.mark.parametrize("n_per_bag", [1, 4, 7, 1000])
 @pytest.mark.parametrize("indices", [[5, 0, 4, 0, 2], slice(1, 6, 2), np.array([True, False, True, True, False, True]),
                                      [3]], ids=["list", "slice", "mask", "one"])

@@ -27,7 +27,7 @@ class Bags:
             raise ValueError(f"features must be a 2-D array (n_features, dim), got shape {features.shape}")
         check_offsets(offsets, features.shape[0])
         self._features = features
-        self._offsets = offsets
+        self._offsets = offsets.copy()  # the caller's array (8 bytes a bag), reused, would move the bags unchecked
 
     @classmethod
     def _trusted(cls, features: np.ndarray, offsets: np.ndarray) -> "Bags":
@@ -153,6 +153,7 @@ class Bags:
         rng = as_generator(random_state)
         chosen = pick_bags(len(self), indices)
         starts, sizes = self._offsets[chosen], self.sizes[chosen]
+        n_per_bag = min(n_per_bag, int(sizes.max(initial=0)))  # beyond int64 (2**70, say): every bag whole
         rows, offsets = gather_rows(starts, np.minimum(sizes, n_per_bag))
         for i in np.flatnonzero(sizes > n_per_bag):
             picked = rng.choice(sizes[i], size=n_per_bag, replace=False)
