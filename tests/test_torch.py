@@ -332,4 +332,8 @@ def test_layer_arguments_are_checked():
         with pytest.raises(TypeError, match="dtype must be torch.float32 or torch.float64"):
             lt.SoftBoW(2, 3, dtype=dtype)
     assert lt.SoftBoW(2, 3, gamma=torch.tensor(0.5)).gamma == 0.5  # a 0-d tensor as a number
+    assert lt.SoftBoW(2, 3, device="cpu").centers.device.type == "cpu"  # as torch's layers take it
+    for device in ("meta", "bogus", 3.5):
+        with pytest.raises(ValueError, match="device must be 'cpu'"):
+            lt.SoftVLAD(2, 3, device=device)
     assert lt.SoftBoW(2, 3, gamma=1e-300, dtype=torch.float64).gamma == pytest.approx(1e-300)

@@ -214,6 +214,14 @@ def soft_vlad(features, offsets, centers, precisions, gamma, n_threads=None, kee
     return _encode(function, features, offsets, centers, precisions, gamma, n_threads, keep_assignments)
 
 
+def _device_type(device) -> str | None:
+    """torch.device(device).type, None for what torch does not take as a device."""
+    try:
+        return torch.device(device).type
+    except (RuntimeError, TypeError):
+        return None
+
+
 def _first_attribute(obj, names, default):
     return next((getattr(obj, n) for n in names if hasattr(obj, n)), default)
 
@@ -224,8 +232,10 @@ class _SoftEncoderLayer(torch.nn.Module):
     buffer) and ``pooling``; ``_function`` is the functional form."""
 
     def __init__(self, n_codewords, dim, *, gamma=1.0, learn_gamma=False, learn_precisions=True,
-                 keep_assignments=True, n_threads=None, dtype=None, pooling="mean"):
+                 keep_assignments=True, n_threads=None, dtype=None, device=None, pooling="mean"):
         super().__init__()
+        if device is not None and _device_type(device) != "cpu":
+            raise ValueError(f"device must be 'cpu' (or None): lfagg.torch runs on CPU tensors, got {device!r}")
         self.pooling = choice(pooling, "pooling", ops.POOLINGS)
         self.n_codewords = positive_int(n_codewords, "n_codewords")
         self.dim = positive_int(dim, "dim")
@@ -321,7 +331,8 @@ class SoftBoW(_SoftEncoderLayer):
     keep_assignments : keep the (N, K) assignments between forward and backward (faster
         backward, N * K values of memory).
     n_threads : None (``torch.get_num_threads()``) or a positive int.
-    dtype : of the parameters (default: torch's default dtype).
+    dtype : of the parameters (default: torch's default dtype); device : None or "cpu", the
+        only device the layers run on (accepted as torch's own layers take it).
     pooling : "mean" (the paper's T1) or "max": each codeword's largest soft assignment in
         the bag (see :func:`soft_bow`). A constructor argument, not in the ``state_dict``:
         build the layer with the pooling its weights were trained with.
