@@ -64,13 +64,13 @@ def encode_to_zarr(model, bags: BagStore, out, *, model_id: str, bags_id: str, u
                              "remove it or choose another --out")
     else:  # the identity first: a run interrupted before its arrays exist is resumed, not refused
         group = zarr.open_group(out, mode="w-", zarr_format=3, attributes={"lfagg_encoding": identity})
-    if "encodings" not in group:  # and done flags anew: none may claim rows that no longer exist
+    new_rows = "encodings" not in group
+    if new_rows:
         rows = max((end - start for start, end in bounds), default=1)
         group.create_array("encodings", shape=(len(bags), identity["width"]), dtype=probe.dtype,
                            chunks=(rows, identity["width"]))
+    if new_rows or "done" not in group:  # flags anew with new rows: none may claim rows that no longer exist
         group.create_array("done", shape=(len(bounds),), chunks=(1,), dtype=bool, fill_value=False, overwrite=True)
-    elif "done" not in group:
-        group.create_array("done", shape=(len(bounds),), chunks=(1,), dtype=bool, fill_value=False)
     encodings, done = group["encodings"], group["done"]
     todo = [i for i, flag in enumerate(np.asarray(done[:])) if not flag]
     with progress_bar(f"lfagg encode: {bags_count(len(bags))} into {out}", len(bounds), verbose) as bar:
