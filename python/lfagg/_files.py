@@ -43,9 +43,13 @@ def _create_beside(path: str) -> str:
             raise OSError(exc.errno, f"cannot write {path}: {exc.strerror}") from None
 
 
+def within(path, folder) -> bool:
+    """Whether ``path`` is ``folder`` or lies inside it, their links resolved."""
+    folder = os.path.realpath(folder)
+    return os.path.commonpath([os.path.realpath(path), folder]) == folder
+
+
 def replaced_input(out, inputs):
     """The first of the paths ``inputs`` (None ones skipped) that writing ``out`` would
     replace: ``out`` itself, or a folder ``out`` that holds it; None when there is none."""
-    out_path = os.path.realpath(out)
-    return next((source for source in inputs if source is not None
-                 and os.path.commonpath([os.path.realpath(source), out_path]) == out_path), None)
+    return next((source for source in inputs if source is not None and within(source, out)), None)

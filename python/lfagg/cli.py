@@ -13,7 +13,7 @@ import sys
 import time
 import warnings
 
-from ._files import replaced_input
+from ._files import replaced_input, within
 
 METHODS = ("t1", "t2", "bow", "vlad", "fv")
 #: What `lfagg select` searches when not told (LearnedBoWCV's defaults, which a test
@@ -141,10 +141,8 @@ def _check_output_folder(path, store: bool = False, inputs=()) -> None:
     source = replaced_input(path, inputs)
     if source is not None:
         raise ValueError(f"{path}: writing it would replace {source}, which this command reads: give another path")
-    real = os.path.realpath(path)
     for source in inputs:  # an .npy among the bags' .npy files would be read as one of them
-        if path.endswith(".npy") and source is not None and os.path.isdir(source) and os.path.commonpath(
-                [os.path.realpath(source), real]) == os.path.realpath(source):
+        if path.endswith(".npy") and source is not None and os.path.isdir(source) and within(path, source):
             raise ValueError(f"{path}: inside {source}, whose .npy files are bags: give a path outside it")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
