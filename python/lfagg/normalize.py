@@ -33,6 +33,11 @@ def _rows(x) -> np.ndarray:
     return x
 
 
+def _alpha(alpha) -> float:
+    """The power normalisation's exponent, checked: a float in (0, 1]."""
+    return real_in(alpha, "alpha", 0, 1, include_low=False, include_high=True)
+
+
 def power_normalize(x, alpha: float = 0.5) -> np.ndarray:
     """sign(x) |x|^alpha elementwise; alpha = 0.5 is the signed square root.
 
@@ -45,7 +50,7 @@ def power_normalize(x, alpha: float = 0.5) -> np.ndarray:
     -------
     (n_bags, dim) array of x's dtype.
     """
-    return power(_rows(x), real_in(alpha, "alpha", 0, 1, include_low=False, include_high=True))
+    return power(_rows(x), _alpha(alpha))
 
 
 def power(x: np.ndarray, alpha: float) -> np.ndarray:
@@ -107,4 +112,9 @@ def intra(x: np.ndarray, n_blocks: int) -> np.ndarray:
 def improved_fisher_normalize(x, alpha: float = 0.5) -> np.ndarray:
     """The improved Fisher Vector normalisation: power_normalize(x, alpha), then l2_normalize;
     (n_bags, dim) float array in, the same shape and dtype out."""
-    return l2(power_normalize(x, alpha))  # x scanned once
+    return improved(_rows(x), _alpha(alpha))
+
+
+def improved(x: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """:func:`improved_fisher_normalize` of a checked float array (finite, 2-D) with a checked alpha."""
+    return l2(power(x, alpha))

@@ -309,4 +309,4 @@ class FisherVector(_CodebookTransformer):
     def _encode(self, bags, n_threads):
         fv = run_validated(core.fisher_vector, bags, self.means_, self.variances_, self.weights_,
                            bool(self.with_weights), n_threads=n_threads)
-        return normalize.l2(normalize.power(fv, 0.5)) if self.improved else fv  # the core's: finite
+        return normalize.improved(fv) if self.improved else fv  # the core's output: finite
