@@ -330,3 +330,23 @@ def test_synthetic_bags_refuse_a_noise_that_is_not_a_finite_std(noise):
     for make in (lfagg.datasets.make_circles_bags, lfagg.datasets.make_moons_bags):
         with pytest.raises(ValueError, match="noise must be a finite number >= 0"):
             make(4, 3, noise=noise, random_state=0)
+
+
+def test_balanced_subset_refuses_more_items_than_there_are_or_fewer_than_the_classes(tmp_path):
+    """n_train=50000 of a 20,000-image file silently used the 20,000; n_train=5 of ten
+    classes silently trained without five of them."""
+    from lfagg.datasets import balanced_subset, cifar10_patch_bags
+
+    labels = np.repeat(np.arange(3), 4)
+    for n in (2, 13):
+        with pytest.raises(ValueError, match=f"n={n}: choose from 3 .* to 12"):
+            balanced_subset(labels, n)
+    np.testing.assert_array_equal(np.bincount(labels[balanced_subset(labels, 3, random_state=1)]), [1, 1, 1])
+    np.testing.assert_array_equal(balanced_subset(labels, 12), np.arange(12))
+    images = np.zeros((6, 32, 32, 3), np.uint8)
+    np.savez(tmp_path / "c.npz", train_images=images, train_labels=np.arange(6) % 2, test_images=images,
+             test_labels=np.arange(6) % 2)
+    with pytest.raises(ValueError, match="n_train=7"):
+        cifar10_patch_bags(tmp_path / "c.npz", n_train=7)
+    with pytest.raises(ValueError, match="n_test=1"):
+        cifar10_patch_bags(tmp_path / "c.npz", n_test=1)

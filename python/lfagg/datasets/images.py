@@ -95,11 +95,20 @@ def load_cifar10(path):
     return out
 
 
-def balanced_subset(labels: np.ndarray, n, random_state=0) -> np.ndarray:
+def balanced_subset(labels: np.ndarray, n, random_state=0, name: str = "n") -> np.ndarray:
     """Sorted indices of n items (all when n is None) with the classes as balanced as
-    possible, drawn at random: files sorted by class must not give one class only."""
+    possible, drawn at random: files sorted by class must not give one class only.
+    ValueError (naming the argument ``name``) when n exceeds the items or is fewer than
+    the classes, which would leave a class out."""
     labels = np.asarray(labels)
-    if n is None or positive_int(n, "n") >= len(labels):
+    if n is None:
+        return np.arange(len(labels))
+    positive_int(n, name)
+    n_classes = len(np.unique(labels))
+    if not n_classes <= n <= len(labels):
+        raise ValueError(f"{name}={n}: choose from {n_classes} (one item of each of the {n_classes} classes) "
+                         f"to {len(labels)} (all of them)")
+    if n == len(labels):
         return np.arange(len(labels))
     rng = as_generator(random_state)
     order = rng.permutation(len(labels))
@@ -125,7 +134,7 @@ def cifar10_patch_bags(path, patch_size: int = 6, stride: int = 2, n_train=None,
     data = load_cifar10(path)
     bags, labels = {}, {}
     for split, n in (("train", n_train), ("test", n_test)):
-        keep = balanced_subset(data[f"{split}_labels"], n, random_state)
+        keep = balanced_subset(data[f"{split}_labels"], n, random_state, name=f"n_{split}")
         raw = extract_patches(data[f"{split}_images"][keep], patch_size, stride)
         bags[split] = Bags(normalize_patches(raw.features), raw.offsets)
         labels[split] = data[f"{split}_labels"][keep]
