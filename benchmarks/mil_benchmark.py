@@ -19,6 +19,9 @@ import sys
 
 from _common import machine_info, write_json
 
+from sklearn.model_selection import StratifiedKFold
+
+from lfagg.cli import _int_at_least
 from lfagg.datasets import load_npz_bags
 from lfagg.mil import METHODS, format_mil_table, mil_benchmark
 
@@ -28,17 +31,23 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("files", nargs="+", help=".npz bag files with labels")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
-    parser.add_argument("--folds", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--jobs", type=int, default=None, help="fits in parallel processes (default 1)")
+    parser.add_argument("--folds", type=_int_at_least(2), default=10)
+    parser.add_argument("--repeats", type=_int_at_least(1), default=5)
+    parser.add_argument("--seed", type=_int_at_least(0), default=0)
+    parser.add_argument("--jobs", type=_int_at_least(1), default=None, help="fits in parallel processes (default 1)")
     args = parser.parse_args(argv)
+    data = {}
+    for path in args.files:  # every file read and its folds checked before the first hour-long benchmark
+        try:
+            bags, labels = load_npz_bags(path)
+            if labels is None:
+                raise ValueError(f"{path} holds no labels")
+            next(StratifiedKFold(args.folds).split(labels, labels))
+        except ValueError as exc:
+            parser.error(f"{path}: {exc}" if str(path) not in str(exc) else str(exc))
+        data[os.path.splitext(os.path.basename(path))[0]] = bags, labels
     results = {}
-    for path in args.files:
-        bags, labels = load_npz_bags(path)
-        if labels is None:
-            parser.error(f"{path} holds no labels")
-        name = os.path.splitext(os.path.basename(path))[0]
+    for name, (bags, labels) in data.items():
         results[name] = mil_benchmark(bags, labels, args.methods, n_splits=args.folds, n_repeats=args.repeats,
                                       random_state=args.seed, n_jobs=args.jobs, verbose=1)
         print(format_mil_table({name: results[name]}), flush=True)

@@ -109,3 +109,23 @@ def test_learned_search_on_musk1_beats_chance_on_held_out_bags():
     bags, y = load_npz_bags(os.path.join(MIL_DIR, "musk1.npz"))
     results = mil_benchmark(bags, y, methods=["T1"], n_splits=3, n_repeats=1, random_state=0, n_jobs=2)["T1"]
     assert results["mean"] > 0.7  # 47 of 92 bags are positive: chance is 0.51
+
+
+def test_the_benchmark_script_checks_every_file_and_setting_before_it_runs(tmp_path):
+    """A missing second file, or more folds than a file's bags, ended an hour-long run with
+    a traceback after the first file's benchmark; now a one-line usage error at once."""
+    import subprocess
+    import sys
+
+    script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "mil_benchmark.py")
+    bags, y = make_circles_bags(6, 3, random_state=0)
+    lfagg.datasets.save_npz_bags(tmp_path / "small.npz", bags, y)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.path.dirname(lfagg.__path__[0]),
+                                                                         os.environ.get("PYTHONPATH")]))}
+    for args, message in (([str(tmp_path / "small.npz"), str(tmp_path / "missing.npz"), "--folds", "2"],
+                           "missing.npz: not a readable"),
+                          ([str(tmp_path / "small.npz")], "small.npz: Cannot have number of splits n_splits=10"),
+                          ([str(tmp_path / "small.npz"), "--repeats", "0"], "--repeats: expected an integer >= 1")):
+        run = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, env=env, timeout=120)
+        assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+        assert message in run.stderr.splitlines()[-1]
