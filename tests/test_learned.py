@@ -590,5 +590,5 @@ def test_error_bad_training_parameters(circles):
         lfagg.LearnedBoW(3, **{**FAST, "n_epochs": -1}).fit(bags, y)
     with pytest.raises(ValueError, match="batch_size"):
         lfagg.LearnedBoW(3, **{**FAST, "batch_size": 0}).fit(bags, y)
-    with pytest.raises(ValueError, match="max_init_features"):
+    with pytest.raises(ValueError, match="n_codewords = 3 needs max_init_features .* >= 3, got 2: lower n_codewords"):
         lfagg.LearnedBoW(3, max_init_features=2, **FAST).fit(bags, y)

@@ -43,8 +43,10 @@ def check_sizes(n_codewords, max_init_features) -> tuple[int, int]:
     try:
         return K, positive_int(max_init_features, "max_init_features", minimum=K)
     except ValueError:
-        raise ValueError(f"max_init_features must be an integer >= n_codewords = {K}, "
-                         f"got {max_init_features!r}") from None
+        # names both: a command-line user sets only the codebook size
+        raise ValueError(f"n_codewords = {K} needs max_init_features (the features sampled for the codebook) "
+                         f"to be an integer >= {K}, got {max_init_features!r}: lower n_codewords or raise "
+                         f"max_init_features") from None
 
 
 def random_rows(n: int, max_rows: int, seed: int) -> np.ndarray:
