@@ -234,7 +234,8 @@ def test_soft_ops(case):
             gC, gP, g_gamma = getattr(ops, f"{op}_backward")(*args, grad_output, n_threads, assignments=assignments)
         except ValueError:
             continue
-        assert finite_input(computed(grad_output, features)), "NaN or infinity accepted in grad_output"
+        read = computed(grad_output, features)[sizes > 0]  # an empty bag's row is not read
+        assert finite_input(read), "NaN or infinity accepted in grad_output"
         for g in (gC, gP):
             assert g.shape == (K, D) and g.dtype == dtype and np.isfinite(g).all()
         assert isinstance(g_gamma, float) and np.isfinite(g_gamma)

@@ -203,15 +203,15 @@ def test_ops_max_pooling_is_the_encoders_and_checks_its_input(name, encoder, ref
 
     bad_features = f.copy()
     bad_features[3, 1] = np.nan
-    nan_for_an_empty_bag = G.copy()
-    nan_for_an_empty_bag[1] = np.nan  # bag 1 is empty
+    nan_for_a_bag = G.copy()
+    nan_for_a_bag[0] = np.nan  # bag 0 has features (an empty bag's row is not read)
     read_only = np.empty_like(A)
     read_only.flags.writeable = False
     bad_calls = [
         ("features", lambda: forward(bad_features, off, C, P, gamma, pooling="max")),
         ("pooling", lambda: forward(f, off, C, P, gamma, pooling="sum")),
         ("grad_output", lambda: backward(f, off, C, P, gamma, G[:, :-1], pooling="max")),
-        ("grad_output", lambda: backward(f, off, C, P, gamma, nan_for_an_empty_bag, pooling="max", assignments=A)),
+        ("grad_output", lambda: backward(f, off, C, P, gamma, nan_for_a_bag, pooling="max", assignments=A)),
         ("assignments", lambda: backward(f, off, C, P, gamma, G, pooling="max", assignments=A[1:])),
         ("assignments_out", lambda: forward(f, off, C, P, gamma, pooling="max", assignments_out=out[1:])),
         ("assignments_out", lambda: forward(f, off, C, P, gamma, pooling="max", assignments_out=read_only)),

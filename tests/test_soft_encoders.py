@@ -153,6 +153,24 @@ def test_only_empty_bags(encoder):
     np.testing.assert_array_equal(out, 0.0)
 
 
+@pytest.mark.parametrize("pooling", ["mean", "max"])
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_the_backward_reads_no_row_of_grad_output_of_an_empty_bag(encoder, pooling):
+    """NaN or infinity there (the signed square root of an empty bag's zero row) gives the
+    gradients of zeros there, bit for bit; in a bag with features it is still refused."""
+    rng = np.random.default_rng(12)
+    f, off, C, P, g = make_problem(rng, [3, 0, 4, 0])
+    G = rng.normal(size=(4, out_dim(encoder, 5, 8)))
+    G[[1, 3]] = 0.0
+    zeros = BWD[encoder](f, off, C, P, g, G, pooling=pooling, return_grad_features=True)
+    G[1], G[3] = np.nan, np.inf
+    for mine, expected in zip(BWD[encoder](f, off, C, P, g, G, pooling=pooling, return_grad_features=True), zeros):
+        np.testing.assert_array_equal(mine, expected)
+    G[2, 0] = np.nan
+    with pytest.raises(ValueError, match="grad_output contains NaN or infinity"):
+        BWD[encoder](f, off, C, P, g, G, pooling=pooling)
+
+
 @pytest.mark.parametrize("encoder", ENCODERS)
 def test_dtype_conversion_integer_and_noncontiguous(encoder):
     rng = np.random.default_rng(9)
@@ -470,3 +488,13 @@ def test_sharp_assignments_hold_no_subnormals_and_the_callers_mode_is_kept(encod
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=scaled_atol(ref, 1e-5))
     BWD[encoder](features, offsets, c32, p32, gamma, np.ones_like(out), 2, assignments=assignments)
     assert np.float32(1e-38) / np.float32(100) > 0  # this thread still computes subnormals
+
+
+def test_a_backward_that_overflows_with_gamma_names_gamma():
+    """A float32 gamma near its largest value overflows the backward alone; the message
+    named every argument but gamma."""
+    rng = np.random.default_rng(13)
+    f, off, C, P, _ = make_problem(rng, [3, 7], D=3, K=4, dtype=np.float32)
+    G = rng.normal(size=(2, 4)).astype(np.float32)
+    with pytest.raises(ValueError, match="precisions, gamma or grad_output are too large"):
+        ops.soft_bow_backward(f, off, C, P, 1.65e38, G, return_grad_features=True)

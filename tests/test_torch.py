@@ -337,3 +337,72 @@ def test_layer_arguments_are_checked():
         with pytest.raises(ValueError, match="device must be 'cpu'"):
             lt.SoftVLAD(2, 3, device=device)
     assert lt.SoftBoW(2, 3, gamma=1e-300, dtype=torch.float64).gamma == pytest.approx(1e-300)
+    with torch.device("meta"):  # as init_empty_weights builds models: the gamma check failed on .item()
+        assert all(t.device.type == "cpu" for t in lt.SoftVLAD(2, 3, learn_gamma=True).state_dict().values())
+
+
+def test_replaced_centres_give_the_layer_its_size():
+    layer = lt.SoftVLAD(4, 3)
+    layer.centers = torch.nn.Parameter(torch.randn(6, 2))
+    layer.log_precisions = torch.nn.Parameter(torch.zeros(6, 2))
+    assert (layer.n_codewords, layer.dim) == (6, 2) and "n_codewords=6, dim=2" in repr(layer)
+    assert layer(torch.randn(5, 2), torch.tensor([0, 5])).shape == (1, 12)
+
+
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
+def test_sparse_and_mkldnn_inputs_are_named():
+    features, offsets, centers, precisions, gamma = problem(10, dtype=torch.float32)
+    for name, args in (("features", (features.to_sparse(), offsets)), ("features", (features.to_sparse_csr(), offsets)),
+                       ("features", (features.to_mkldnn(), offsets)), ("offsets", (features, offsets.to_sparse()))):
+        with pytest.raises(TypeError, match=f"{name} must be a dense \\(strided\\) tensor"):
+            lt.soft_bow(*args, centers, precisions, gamma)
+
+
+@pytest.mark.parametrize("encoder", LAYERS)
+def test_a_nan_gradient_on_an_empty_bags_row_is_not_read(encoder):
+    """The signed square root of a batch with an empty bag (its row of zeros) sends NaN to
+    that row, which no feature reads: plain torch's gradients are finite, the layer's
+    backward refused the NaN."""
+    features, offsets, centers, precisions, gamma = problem(11)  # bag 1 is empty
+    layer = LAYERS[encoder].from_estimator(centers, gamma=float(gamma), dtype=torch.float64)
+    with torch.no_grad():
+        layer.log_precisions.copy_(precisions.log())
+    ours, theirs = features.clone().requires_grad_(), features.clone().requires_grad_()
+
+    def signed_sqrt(r):
+        return r.sign() * r.abs().sqrt()
+
+    signed_sqrt(layer(ours, offsets)).sum().backward()
+    signed_sqrt(reference(encoder, theirs, offsets, centers, precisions, gamma)).sum().backward()
+    torch.testing.assert_close(ours.grad, theirs.grad)
+    assert torch.isfinite(ours.grad).all() and torch.isfinite(layer.centers.grad).all()
+    grad = torch.ones(len(offsets) - 1, layer(features, offsets).shape[1], dtype=torch.float64)
+    grad[0, 0] = float("nan")  # a bag that has features: still refused
+    with pytest.raises(ValueError, match="grad_output contains NaN"):
+        layer(ours, offsets).backward(grad)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "max"])
+@pytest.mark.parametrize("encoder", LAYERS)
+def test_torch_compile_and_export_trace_through_the_layers(encoder, pooling):
+    """The core's kernels are torch custom operators: torch.compile(fullgraph=True) takes a
+    model around a layer (the layer was a graph break, an error under fullgraph), with the
+    eager values and gradients bit for bit, and torch.export exports it."""
+    features, offsets, *_ = problem(9)
+    for keep in (True, False):
+        layer = LAYERS[encoder](4, 3, dtype=torch.float64, learn_gamma=True, keep_assignments=keep, pooling=pooling)
+        weights = torch.randn(len(offsets) - 1, layer(features, offsets).shape[1], dtype=torch.float64)
+        x = features.clone().requires_grad_()
+
+        def loss(x):
+            return (layer(x, offsets) * weights).sum()
+
+        eager = torch.autograd.grad(loss(x), [x, *layer.parameters()])
+        torch._dynamo.reset()
+        compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")
+        value = compiled(x)
+        assert torch.equal(value, loss(x))
+        for mine, other in zip(torch.autograd.grad(value, [x, *layer.parameters()]), eager):
+            assert torch.equal(mine, other)
+    exported = torch.export.export(layer, (features, offsets))
+    assert torch.equal(exported.module()(features, offsets), layer(features, offsets))

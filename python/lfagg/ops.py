@@ -4,7 +4,8 @@ Every function takes the bags as ``features`` (N, D) and ``offsets`` (n_bags + 1
 holds rows ``offsets[b]:offsets[b + 1]``. The computation runs in float32 when
 ``features`` is float32 and in float64 otherwise; parameters and gradients are cast to
 that dtype, and ``features`` is never copied when it already is C-contiguous float32 or
-float64. Empty bags encode to zero vectors and contribute nothing to gradients.
+float64. Empty bags encode to zero vectors and contribute nothing to gradients (the
+backward ignores their rows of ``grad_output``, NaN included).
 ``n_threads=None`` uses every core OpenMP may use (``OMP_NUM_THREADS`` and threadpoolctl
 limits are honoured); results are bitwise identical for every thread count.
 
@@ -52,6 +53,20 @@ def _assignments_out(out, dtype):
     return out
 
 
+def _empty_bag_rows_zeroed(grad_output, offsets):
+    """grad_output with its rows of empty bags set to 0 where they are not finite: no
+    feature reads them (an empty bag's output is a constant 0), so a NaN there, as the
+    signed square root of that zero row gives, must not fail the check for NaN. A copy
+    only then; wrong shapes are left for the kernel to name."""
+    if offsets.ndim != 1 or grad_output.ndim != 2 or len(grad_output) != len(offsets) - 1:
+        return grad_output
+    empty = np.flatnonzero(offsets[1:] == offsets[:-1])
+    if empty.size and not np.isfinite(grad_output[empty]).all():
+        grad_output = grad_output.copy()
+        grad_output[empty] = 0
+    return grad_output
+
+
 def _backward_args(grad_output, assignments, dtype):
     return (float_array(grad_output, "grad_output", dtype),
             None if assignments is None else float_array(assignments, "assignments", dtype))
@@ -84,6 +99,7 @@ def _backward(kernel, max_kernel, features, offsets, centers, precisions, gamma,
     """A soft encoder's backward, every argument checked, as :func:`_forward` chooses its kernel."""
     args, nt = _soft_args(features, offsets, centers, precisions, gamma, n_threads)
     grad_output, assignments = _backward_args(grad_output, assignments, args[0].dtype)
+    grad_output = _empty_bag_rows_zeroed(grad_output, args[1])
     return_grad_features = boolean(return_grad_features, "return_grad_features")
     if is_max_pooling(pooling):
         return max_kernel(*args[:4], gamma=args[4], grad_output=grad_output, assignments=assignments,

@@ -13,17 +13,20 @@ are bitwise identical for every thread count.
 
 Limits: the layers are differentiable once (differentiating their gradients again, as
 ``torch.autograd.functional.hessian``, ``jvp`` or a gradient penalty through them does,
-raises a RuntimeError); ``torch.func`` transforms (``grad``, ``vmap``), ``torch.export``
-and TorchScript do not take them; ``torch.compile`` runs them with a graph break; under
-``torch.autocast`` give them float32 features (``features.float()``); a NaN or infinite
-gradient reaching them is an error, not passed on. A process forked after lfagg ran on
+raises a RuntimeError); ``torch.func`` transforms (``grad``, ``vmap``, and so
+``jacobian(..., vectorize=True)``) and TorchScript do not take them. ``torch.compile``
+(``fullgraph=True`` too) and ``torch.export`` trace through them called as
+``layer(features, offsets)``: the core's kernels are the custom operators
+``torch.ops.lfagg.encode`` / ``encode_backward``; a jagged nested tensor input breaks
+the graph (its offsets are read as numbers). Under ``torch.autocast`` give them float32
+features (``features.float()``). A NaN or infinite gradient reaching them is an error,
+not passed on, except in the rows of empty bags, which no feature reads. A process forked after lfagg ran on
 several threads runs lfagg on one thread (GNU OpenMP's threads do not survive fork()).
 
 Install with ``pip install "lfagg[torch]"``; lfagg itself never imports torch.
 """
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
@@ -61,35 +64,92 @@ class _DifferentiatedOnce(torch.autograd.Function):
                            "again (double backward, create_graph=True, torch.autograd.functional.hessian)")
 
 
-def _autograd_function(name: str, forward_kernel, backward_kernel, doc: str):
-    """A torch.autograd.Function over a pair of lfagg.ops kernels: forward through the
-    soft encoder, backward through its backward kernel, which also gives dJ/dF when the
-    features need a gradient. ``apply(features, offsets, centers, precisions, gamma,
-    n_threads, keep_assignments)`` takes checked CPU tensors (see :func:`soft_bow`)."""
+#: the core's kernel pairs by encoder name, for the custom ops below
+_KERNELS = {"soft_bow": (ops.soft_bow, ops.soft_bow_backward), "soft_vlad": (ops.soft_vlad, ops.soft_vlad_backward)}
+
+
+# The core's kernels as torch custom operators, so that torch.compile and torch.export
+# trace through the layers (fullgraph) instead of breaking the graph at them: an op
+# declares its outputs' shapes (register_fake) and runs on real CPU tensors only. Eager
+# calls skip the dispatcher (about 35 us an op) and call the kernel function itself.
+# n_threads 0 is torch's count, read when the op runs (get_num_threads cannot be traced).
+def _encode_kernel(features: torch.Tensor, offsets: torch.Tensor, centers: torch.Tensor, precisions: torch.Tensor,
+                   gamma: torch.Tensor, encoder: str, pooling: str, n_threads: int,
+                   keep_assignments: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(R, the (N, K) soft assignments, or a (0, K) tensor when they are not kept)."""
+    forward = _KERNELS[encoder][0]
+    args = (_numpy(features), _numpy(offsets), _numpy(centers), _numpy(precisions), float(gamma),
+            n_threads or torch.get_num_threads())
+    if keep_assignments:
+        out, assignments = forward(*args, pooling=pooling, return_assignments=True)
+        return torch.from_numpy(out), torch.from_numpy(assignments)
+    return torch.from_numpy(forward(*args, pooling=pooling)), features.new_empty((0, centers.shape[0]))
+
+
+_encode_op = torch.library.custom_op("lfagg::encode", _encode_kernel, mutates_args=())
+
+
+@_encode_op.register_fake
+def _(features, offsets, centers, precisions, gamma, encoder, pooling, n_threads, keep_assignments):
+    k = centers.shape[0]
+    width = k if encoder == "soft_bow" else k * centers.shape[1]
+    return (features.new_empty((offsets.shape[0] - 1, width)),
+            features.new_empty((features.shape[0] if keep_assignments else 0, k)))
+
+
+def _encode_backward_kernel(features: torch.Tensor, offsets: torch.Tensor, centers: torch.Tensor,
+                            precisions: torch.Tensor, gamma: torch.Tensor, grad_output: torch.Tensor,
+                            assignments: torch.Tensor, encoder: str, pooling: str, n_threads: int,
+                            grad_features: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dJ/dF, or a (0, D) tensor unless grad_features, dJ/dC, dJ/dP, dJ/dgamma (0-d));
+    assignments: those the forward kept, or (0, K) to recompute them."""
+    kept = assignments.shape[0] == features.shape[0]
+    grads = _KERNELS[encoder][1](
+        _numpy(features), _numpy(offsets), _numpy(centers), _numpy(precisions), float(gamma),
+        _numpy(grad_output.contiguous()), n_threads or torch.get_num_threads(), pooling=pooling,
+        assignments=_numpy(assignments) if kept else None, return_grad_features=grad_features)
+    return (torch.from_numpy(grads[3]) if grad_features else features.new_empty((0, features.shape[1])),
+            torch.from_numpy(grads[0]), torch.from_numpy(grads[1]), torch.tensor(grads[2], dtype=gamma.dtype))
+
+
+_encode_backward_op = torch.library.custom_op("lfagg::encode_backward", _encode_backward_kernel, mutates_args=())
+
+
+@_encode_backward_op.register_fake
+def _(features, offsets, centers, precisions, gamma, grad_output, assignments, encoder, pooling, n_threads,
+      grad_features):
+    return (features.new_empty((features.shape[0] if grad_features else 0, features.shape[1])),
+            centers.new_empty(centers.shape), precisions.new_empty(precisions.shape), gamma.new_empty(()))
+
+
+def _run(op, kernel, *args):
+    """``op`` (the custom operator) while torch.compile traces, else its ``kernel`` directly."""
+    return op(*args) if torch.compiler.is_compiling() else kernel(*args)
+
+
+def _autograd_function(name: str, encoder: str, pooling: str, doc: str):
+    """A torch.autograd.Function over one of the core's encoders (``encoder``, ``pooling``):
+    forward through its kernel, backward through its backward kernel, which also gives
+    dJ/dF when the features need a gradient. ``apply(features, offsets, centers,
+    precisions, gamma, n_threads, keep_assignments)`` takes checked CPU tensors (see
+    :func:`soft_bow`) and n_threads as an int (0: ``torch.get_num_threads()``)."""
 
     def forward(ctx, features, offsets, centers, precisions, gamma, n_threads, keep_assignments):
-        args = (_numpy(features), _numpy(offsets), _numpy(centers), _numpy(precisions), float(gamma))
-        assignments = None
-        if keep_assignments:
-            out, assignments = forward_kernel(*args, n_threads, return_assignments=True)
-            assignments = torch.from_numpy(assignments)
-        else:
-            out = forward_kernel(*args, n_threads)
+        out, assignments = _run(_encode_op, _encode_kernel, features, offsets, centers, precisions, gamma, encoder,
+                                pooling, n_threads, keep_assignments)
         # Saved, not a ctx attribute: autograd frees saved tensors after the backward, where
         # an attribute lived (N x K values) as long as anything held the output.
         ctx.save_for_backward(features, offsets, centers, precisions, gamma, assignments)
         ctx.n_threads = n_threads
-        return torch.from_numpy(out)
+        return out
 
     def backward(ctx, grad_output):
         features, offsets, centers, precisions, gamma, assignments = ctx.saved_tensors
         need_features = ctx.needs_input_grad[0]
-        grads = backward_kernel(
-            _numpy(features), _numpy(offsets), _numpy(centers), _numpy(precisions), float(gamma),
-            _numpy(grad_output.contiguous()), ctx.n_threads,
-            assignments=None if assignments is None else _numpy(assignments), return_grad_features=need_features)
-        grads = [torch.from_numpy(grads[3]) if need_features else None, torch.from_numpy(grads[0]),
-                 torch.from_numpy(grads[1]), torch.tensor(grads[2], dtype=gamma.dtype)]
+        grads = list(_run(_encode_backward_op, _encode_backward_kernel, features, offsets, centers, precisions, gamma,
+                          grad_output, assignments, encoder, pooling, ctx.n_threads, need_features))
+        if not need_features:
+            grads[0] = None
         if torch.is_grad_enabled():  # create_graph=True: the gradients must not pass for constants
             inputs = [t for t in (features, centers, precisions, gamma, grad_output) if t.requires_grad]
             given = [g for g in grads if g is not None]
@@ -103,18 +163,16 @@ def _autograd_function(name: str, forward_kernel, backward_kernel, doc: str):
 
 
 SoftBoWFunction = _autograd_function(
-    "SoftBoWFunction", ops.soft_bow, ops.soft_bow_backward,
+    "SoftBoWFunction", "soft_bow", "mean",
     "T1 as a torch.autograd.Function; :func:`soft_bow` checks the input and applies it.")
 SoftBoWMaxFunction = _autograd_function(
-    "SoftBoWMaxFunction", functools.partial(ops.soft_bow, pooling="max"),
-    functools.partial(ops.soft_bow_backward, pooling="max"),
+    "SoftBoWMaxFunction", "soft_bow", "max",
     "T1 with max pooling as a torch.autograd.Function; :func:`soft_bow` checks the input and applies it.")
 SoftVLADFunction = _autograd_function(
-    "SoftVLADFunction", ops.soft_vlad, ops.soft_vlad_backward,
+    "SoftVLADFunction", "soft_vlad", "mean",
     "T2 as a torch.autograd.Function; :func:`soft_vlad` checks the input and applies it.")
 SoftVLADMaxFunction = _autograd_function(
-    "SoftVLADMaxFunction", functools.partial(ops.soft_vlad, pooling="max"),
-    functools.partial(ops.soft_vlad_backward, pooling="max"),
+    "SoftVLADMaxFunction", "soft_vlad", "max",
     "T2 with max pooling as a torch.autograd.Function; :func:`soft_vlad` checks the input and applies it.")
 
 
@@ -155,6 +213,8 @@ def _check_inputs(features, offsets, centers, precisions, gamma):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
         if value.device.type != "cpu":
             raise ValueError(f"{name} is on {value.device}: lfagg.torch runs on CPU tensors (move it with .cpu())")
+        if value.layout != torch.strided:
+            raise TypeError(f"{name} must be a dense (strided) tensor, got layout {value.layout} (use .to_dense())")
     if features.dtype not in (torch.float32, torch.float64) or features.dim() != 2:
         raise TypeError(f"features must be a 2-D float32 or float64 tensor (N, D), got {features.dtype} of shape "
                         f"{tuple(features.shape)}")
@@ -175,7 +235,7 @@ def _check_inputs(features, offsets, centers, precisions, gamma):
 
 def _encode(function, features, offsets, centers, precisions, gamma, n_threads, keep_assignments):
     features, offsets = _check_inputs(features, offsets, centers, precisions, gamma)
-    n_threads = torch.get_num_threads() if n_threads is None else n_threads_arg(n_threads)
+    n_threads = 0 if n_threads is None else n_threads_arg(n_threads)  # 0: torch's count when the op runs
     needs_grad = torch.is_grad_enabled() and any(
         t.requires_grad for t in (features, centers, precisions, gamma))
     return function.apply(features, offsets, centers.contiguous(), precisions.contiguous(), gamma, n_threads,
@@ -237,20 +297,21 @@ class _SoftEncoderLayer(torch.nn.Module):
         if device is not None and _device_type(device) != "cpu":
             raise ValueError(f"device must be 'cpu' (or None): lfagg.torch runs on CPU tensors, got {device!r}")
         self.pooling = choice(pooling, "pooling", ops.POOLINGS)
-        self.n_codewords = positive_int(n_codewords, "n_codewords")
-        self.dim = positive_int(dim, "dim")
+        n_codewords, dim = positive_int(n_codewords, "n_codewords"), positive_int(dim, "dim")
         gamma = positive_real(gamma, "gamma")
         self.keep_assignments = boolean(keep_assignments, "keep_assignments")
         self.n_threads = None if n_threads is None else n_threads_arg(n_threads)
         dtype = dtype or torch.get_default_dtype()
         if dtype not in (torch.float32, torch.float64):
             raise TypeError(f"dtype must be torch.float32 or torch.float64 (those the core computes in), got {dtype}")
-        if not 0 < torch.tensor(math.log(gamma), dtype=dtype).exp() < math.inf:
+        # On the CPU whatever torch's default device (a "meta" or "cuda" context), where the core runs
+        cpu = dict(dtype=dtype, device="cpu")
+        if not 0 < torch.tensor(math.log(gamma), **cpu).exp() < math.inf:
             raise ValueError(f"gamma = {gamma:g} is out of the range of {dtype} (the layer holds it as log_gamma)")
-        self.centers = torch.nn.Parameter(torch.empty(self.n_codewords, self.dim, dtype=dtype))
-        self.log_precisions = torch.nn.Parameter(torch.zeros(self.n_codewords, self.dim, dtype=dtype),
+        self.centers = torch.nn.Parameter(torch.empty(n_codewords, dim, **cpu))
+        self.log_precisions = torch.nn.Parameter(torch.zeros(n_codewords, dim, **cpu),
                                                  requires_grad=boolean(learn_precisions, "learn_precisions"))
-        log_gamma = torch.tensor(math.log(gamma), dtype=dtype)
+        log_gamma = torch.tensor(math.log(gamma), **cpu)
         if boolean(learn_gamma, "learn_gamma"):
             self.log_gamma = torch.nn.Parameter(log_gamma)
         else:
@@ -264,6 +325,16 @@ class _SoftEncoderLayer(torch.nn.Module):
         with torch.no_grad():
             self.centers.normal_()
             self.log_precisions.zero_()
+
+    @property
+    def n_codewords(self) -> int:
+        """K, from the centres (so also after they are replaced)."""
+        return self.centers.shape[0]
+
+    @property
+    def dim(self) -> int:
+        """D, the local features' dimension, from the centres."""
+        return self.centers.shape[1]
 
     @property
     def gamma(self) -> float:

@@ -141,7 +141,7 @@ void soft_encode(const BagsView<T>& bags, const SoftParams<T>& params, T* out, i
 }
 
 // The arguments whose scale can overflow the backward pass's results.
-inline constexpr const char* kBackwardInputs = "features, centers, precisions or grad_output";
+inline constexpr const char* kBackwardInputs = "features, centers, precisions, gamma or grad_output";
 
 // Sums over the features of one chunk of rows that the backward pass needs:
 // sum_n e_nk [f'^2, f', 1] (K x (2D + 1): its last column is sum_n e_nk) and T2's direct
