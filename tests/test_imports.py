@@ -64,3 +64,13 @@ def test_the_core_stub_names_what_every_compiled_core_has():
     declared |= {node.target.id for node in stub.body if isinstance(node, ast.AnnAssign)}
     exposed = {name for name in dir(_native.core) if not name.startswith("_")}
     assert declared == exposed
+
+
+def test_the_submodules_the_readme_names_are_attributes_of_lfagg():
+    """lfagg.experiments.T1_PARAMS and lfagg.mil.mil_benchmark after a plain `import lfagg`
+    (they raised AttributeError; lfagg.datasets and the others loaded on first use)."""
+    code = ("import lfagg; assert lfagg.experiments.T1_PARAMS and lfagg.mil.mil_benchmark and lfagg.datasets "
+            "and lfagg.training.train_encoder")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr

@@ -23,7 +23,8 @@ from .store import BagStore  # noqa: E402
 _LAZY = {"BagOfWords": "encoders", "VLAD": "encoders", "FisherVector": "encoders", "BagClassifier": "models",
          "LearnedBoW": "models", "LearnedVLAD": "models", "LearnedBoWCV": "models", "LearnedVLADCV": "models",
          "save": "persistence", "load": "persistence",
-         "train_encoder": "training", "datasets": None, "encoders": None, "models": None, "training": None}
+         "train_encoder": "training", "datasets": None, "encoders": None, "models": None, "training": None,
+         "experiments": None, "mil": None}
 
 __all__ = [
     "Bags", "BagStore", "BagOfWords", "FisherVector", "VLAD", "BagClassifier", "LearnedBoW", "LearnedVLAD",

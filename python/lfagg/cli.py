@@ -334,9 +334,10 @@ _FILE_BAGS_HELP = ("a directory of .npy files, one (n_i, D) array per bag, taken
                    "before bag10), or an .npz file with 'features' (N, D), 'offsets' (n_bags + 1,) and optionally "
                    "'labels'")
 _BAGS_HELP = f"the bags: {_FILE_BAGS_HELP}, or a bag store written by 'lfagg store build' (read block by block)"
-_LABELS_HELP = ("class labels: a .txt file with one label per line in bag order, or a .csv file with one column "
-                "(label) or two (name,label: name = the .npy file name, for a directory); optional header "
-                "(default: the 'labels' array of the .npz, or the labels a bag store holds)")
+_FILE_LABELS_HELP = ("class labels: a .txt file with one label per line in bag order, or a .csv file with one "
+                     "column (label) or two (name,label: name = the .npy file name, for a directory); optional "
+                     "header (default: the 'labels' array of the .npz")
+_LABELS_HELP = _FILE_LABELS_HELP + ", or the labels a bag store holds)"
 _MODEL_HELP = "a model file written by 'lfagg train' or 'lfagg select' (lfagg.save; loading it runs no code)"
 
 
@@ -505,7 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write the bags of a directory of .npy files (one per bag, natural order, file names kept as "
         "bag names) or of an .npz file, and their labels, into a new bag store.", formatter_class=formatter)
     build.add_argument("--bags", required=True, metavar="PATH", help=f"the bags to store: {_FILE_BAGS_HELP}")
-    build.add_argument("--labels", metavar="PATH", help=_LABELS_HELP)
+    build.add_argument("--labels", metavar="PATH", help=_FILE_LABELS_HELP + ")")
     build.add_argument("--out", required=True, metavar="STORE", help="the new store (a directory, e.g. bags.zarr)")
     build.add_argument("--chunk-rows", type=_positive_int, default=None,
                        help="local features per Zarr chunk (default: 8192)")

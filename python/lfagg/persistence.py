@@ -3,9 +3,11 @@
 A model file is a zip archive of two members: ``lfagg.json`` (the format's name and
 version, the lfagg version that wrote it and the estimator's class) and ``model.skops``,
 the estimator serialised by skops.io. skops rebuilds objects from a schema instead of
-unpickling them, loads arrays without pickle, and refuses any type outside an explicit
-trusted list: lfagg's estimators and their parts, NumPy arrays and plain Python values.
-A crafted file therefore fails with ValueError before anything in it is constructed.
+unpickling them, loads arrays without pickle, and refuses any type outside a trusted
+list: lfagg's estimators and their parts, and the types skops trusts by default (NumPy
+arrays and ufuncs, scikit-learn's estimators, plain Python values). A file holding any
+other type fails with ValueError before anything in it is constructed; one whose
+object is not an lfagg estimator (a scikit-learn model, say) is refused once built.
 (lfagg chose skops over a format of its own: it already knows every scikit-learn and
 NumPy building block and how to audit them.)
 
@@ -37,7 +39,7 @@ FORMAT, FORMAT_VERSION = "lfagg-model", 1
 MAX_INFLATION, MAX_INFLATED_BYTES = 100, 16 << 20
 #: The estimators a model file may hold.
 ESTIMATORS = (LearnedBoW, LearnedVLAD, LearnedBoWCV, LearnedVLADCV, BagClassifier, BagOfWords, VLAD, FisherVector)
-#: The lfagg types a model file may contain (skops trusts NumPy arrays and builtins itself).
+#: The lfagg types a model file may contain (skops trusts NumPy's and scikit-learn's itself).
 TRUSTED_TYPES = tuple(f"{t.__module__}.{t.__qualname__}" for t in (*ESTIMATORS, SoftmaxRegression, AdditiveChi2Map))
 
 
@@ -138,8 +140,9 @@ def _file_references(node):
 def load(path):
     """The estimator in the model file ``path`` written by :func:`save` (``lfagg train``, ``lfagg select``).
 
-    Loading constructs only trusted types (:data:`TRUSTED_TYPES`, NumPy arrays, builtins)
-    and never unpickles, so a crafted file cannot run code.
+    Loading constructs only trusted types (:data:`TRUSTED_TYPES` and skops's defaults:
+    NumPy arrays and ufuncs, scikit-learn's estimators, builtins) and never unpickles, so
+    a crafted file cannot run code of its own.
 
     Raises
     ------

@@ -323,9 +323,10 @@ def check_gamma(gamma, gamma_scale) -> tuple[float | None, float]:
 
 
 def auto_gamma(sample: np.ndarray, centers: np.ndarray, precisions: np.ndarray, random_state=0) -> float:
-    """The data-driven default of gamma: 1 / median over local features of the distance
-    to their nearest codeword, so a typical feature's nearest codeword weighs e times
-    more than a codeword at twice that distance (the median over the features off the
+    """The data-driven default of gamma: 1 / median over local features of the squared
+    distance (weighted by the precisions) to their nearest codeword, so a typical
+    feature's nearest codeword weighs e times more than a codeword at twice that squared
+    distance (the median over the features off the
     codewords when most lie on one). Scale-free: multiplying the features by s divides it
     by s^2 (the paper's values range from 5e-8 to 70 for this reason), and unmoved by a
     shift of features and codewords.
