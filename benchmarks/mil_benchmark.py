@@ -45,7 +45,10 @@ def main(argv=None) -> int:
             next(StratifiedKFold(args.folds).split(labels, labels))
         except ValueError as exc:
             parser.error(f"{path}: {exc}" if str(path) not in str(exc) else str(exc))
-        data[os.path.splitext(os.path.basename(path))[0]] = bags, labels
+        name = os.path.splitext(os.path.basename(path))[0]  # the table's row and the results' key
+        if name in data:
+            parser.error(f"two files named {name}: their rows would have one name (rename one)")
+        data[name] = bags, labels
     results = {}
     for name, (bags, labels) in data.items():
         results[name] = mil_benchmark(bags, labels, args.methods, n_splits=args.folds, n_repeats=args.repeats,

@@ -5,6 +5,7 @@ import builtins
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import CIFAR
@@ -68,6 +69,21 @@ def test_figure2_writes_png(tmp_path, matplotlib):
     assert_png(tmp_path / "figure2.png")
     assert len(results[4]["epochs"]) == 3  # the initialisation, then one value per epoch
     assert all(0 <= a <= 1 for a in results[4]["epochs"] + [results[4]["final"], results[4]["bow"]])
+
+
+def test_figure2_takes_a_cifar_file_smaller_than_its_default_subsets(tmp_path, matplotlib):
+    """figure2's n_train=2000 / n_test=1000 are defaults, not the caller's request: a file
+    of 40 / 20 images gives all of them (balanced_subset, strict since this stop, refused)."""
+    rng = np.random.default_rng(0)
+    arrays = {f"{split}_images": rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8) for split, n in
+              (("train", 40), ("test", 20))}
+    np.savez(tmp_path / "c.npz", **arrays, train_labels=np.arange(40) % 10, test_labels=np.arange(20) % 10)
+    results = experiments.figure2(tmp_path / "f2.png", data_path=tmp_path / "c.npz", codebook_sizes=(4,), n_epochs=1,
+                                  verbose=0, n_threads=1)
+    assert_png(tmp_path / "f2.png")
+    assert len(results[4]["epochs"]) == 2
+    with pytest.raises(ValueError, match="n_train=41"):  # asked for by the caller: still refused
+        experiments.table1(tmp_path / "c.npz", codebook_sizes=(4,), n_train=41)
 
 
 def test_figure2_needs_an_epoch(tmp_path, matplotlib):

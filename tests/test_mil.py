@@ -120,12 +120,16 @@ def test_the_benchmark_script_checks_every_file_and_setting_before_it_runs(tmp_p
     script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "mil_benchmark.py")
     bags, y = make_circles_bags(6, 3, random_state=0)
     lfagg.datasets.save_npz_bags(tmp_path / "small.npz", bags, y)
+    (tmp_path / "again").mkdir()
+    lfagg.datasets.save_npz_bags(tmp_path / "again" / "small.npz", bags, y)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.path.dirname(lfagg.__path__[0]),
                                                                          os.environ.get("PYTHONPATH")]))}
     for args, message in (([str(tmp_path / "small.npz"), str(tmp_path / "missing.npz"), "--folds", "2"],
                            "missing.npz: not a readable"),
                           ([str(tmp_path / "small.npz")], "small.npz: Cannot have number of splits n_splits=10"),
-                          ([str(tmp_path / "small.npz"), "--repeats", "0"], "--repeats: expected an integer >= 1")):
+                          ([str(tmp_path / "small.npz"), "--repeats", "0"], "--repeats: expected an integer >= 1"),
+                          ([str(tmp_path / "small.npz"), str(tmp_path / "again" / "small.npz"), "--folds", "2"],
+                           "two files named small")):
         run = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, env=env, timeout=120)
         assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
         assert message in run.stderr.splitlines()[-1]

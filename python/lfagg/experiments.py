@@ -239,8 +239,8 @@ def figure2(out_path, data_path=None, codebook_sizes=None, n_epochs=10, random_s
     ----------
     out_path : path of the PNG file written.
     data_path : None for synthetic concentric circles bags (purity 0.65), or a CIFAR-10
-        .npz path (class-balanced subsets of n_train / n_test images, patch bags as in
-        :func:`table1`).
+        .npz path (class-balanced subsets of at most n_train / n_test images, all of a
+        smaller file; patch bags as in :func:`table1`).
     codebook_sizes : codebook sizes K, one curve each; None: (4, 8) on the synthetic
         bags (from 16 on, BoW already separates them and the curves are flat), (16, 64)
         on CIFAR-10.
@@ -267,7 +267,7 @@ def figure2(out_path, data_path=None, codebook_sizes=None, n_epochs=10, random_s
         codebook_sizes = codebook_sizes or (4, 8)
     else:
         tr_bags, tr_y, te_bags, te_y = cifar10_patch_bags(data_path, n_train=n_train, n_test=n_test,
-                                                          random_state=random_state)
+                                                          random_state=random_state, at_most=True)
         train, test = (tr_bags, tr_y), (te_bags, te_y)
         params, title = T1_PARAMS, f"CIFAR-10 patches ({len(tr_bags)} train / {len(te_bags)} test images)"
         threads = functools.partial(limit_threads, n_threads_arg(n_threads))

@@ -18,7 +18,9 @@ raises a RuntimeError); ``torch.func`` transforms (``grad``, ``vmap``, and so
 (``fullgraph=True`` too) and ``torch.export`` trace through them called as
 ``layer(features, offsets)``: the core's kernels are the custom operators
 ``torch.ops.lfagg.encode`` / ``encode_backward``; a jagged nested tensor input breaks
-the graph (its offsets are read as numbers). Under ``torch.autocast`` give them float32
+the graph (its offsets are read as numbers), and a program exported with a dynamic
+number of bags refuses one bag (torch specialises an operator's output dimension away
+from 1: export with static shapes, or for batches of two bags or more). Under ``torch.autocast`` give them float32
 features (``features.float()``). A NaN or infinite gradient reaching them is an error,
 not passed on, except in the rows of empty bags, which no feature reads. A process forked after lfagg ran on
 several threads runs lfagg on one thread (GNU OpenMP's threads do not survive fork()).
@@ -86,7 +88,12 @@ def _encode_kernel(features: torch.Tensor, offsets: torch.Tensor, centers: torch
     return torch.from_numpy(forward(*args, pooling=pooling)), features.new_empty((0, centers.shape[0]))
 
 
-_encode_op = torch.library.custom_op("lfagg::encode", _encode_kernel, mutates_args=())
+# The schemas written out: torch 2.4 reads no string annotations (this module's, under
+# `from __future__ import annotations`).
+_encode_op = torch.library.custom_op(
+    "lfagg::encode", _encode_kernel, mutates_args=(),
+    schema="(Tensor features, Tensor offsets, Tensor centers, Tensor precisions, Tensor gamma, str encoder, "
+           "str pooling, int n_threads, bool keep_assignments) -> (Tensor, Tensor)")
 
 
 @_encode_op.register_fake
@@ -112,7 +119,11 @@ def _encode_backward_kernel(features: torch.Tensor, offsets: torch.Tensor, cente
             torch.from_numpy(grads[0]), torch.from_numpy(grads[1]), torch.tensor(grads[2], dtype=gamma.dtype))
 
 
-_encode_backward_op = torch.library.custom_op("lfagg::encode_backward", _encode_backward_kernel, mutates_args=())
+_encode_backward_op = torch.library.custom_op(
+    "lfagg::encode_backward", _encode_backward_kernel, mutates_args=(),
+    schema="(Tensor features, Tensor offsets, Tensor centers, Tensor precisions, Tensor gamma, Tensor grad_output, "
+           "Tensor assignments, str encoder, str pooling, int n_threads, bool grad_features) "
+           "-> (Tensor, Tensor, Tensor, Tensor)")
 
 
 @_encode_backward_op.register_fake

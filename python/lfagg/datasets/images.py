@@ -120,11 +120,14 @@ def balanced_subset(labels: np.ndarray, n, random_state=0, name: str = "n") -> n
     return np.sort(order[np.argsort(ranks[order], kind="stable")[:n]])
 
 
-def cifar10_patch_bags(path, patch_size: int = 6, stride: int = 2, n_train=None, n_test=None, random_state=0):
+def cifar10_patch_bags(path, patch_size: int = 6, stride: int = 2, n_train=None, n_test=None, random_state=0,
+                       at_most: bool = False):
     """CIFAR-10 images as bags of normalised, ZCA-whitened dense patches (whitening fitted
     on the training patches).
 
-    n_train, n_test : use class-balanced random subsets of that many images (None: all).
+    n_train, n_test : use class-balanced random subsets of that many images (None: all);
+        more than the file holds is a ValueError, unless ``at_most`` (a default size, not
+        the caller's): then a smaller file gives all of its images.
 
     Returns
     -------
@@ -134,6 +137,8 @@ def cifar10_patch_bags(path, patch_size: int = 6, stride: int = 2, n_train=None,
     data = load_cifar10(path)
     bags, labels = {}, {}
     for split, n in (("train", n_train), ("test", n_test)):
+        if at_most and n is not None:
+            n = min(positive_int(n, f"n_{split}"), len(data[f"{split}_labels"]))
         keep = balanced_subset(data[f"{split}_labels"], n, random_state, name=f"n_{split}")
         raw = extract_patches(data[f"{split}_images"][keep], patch_size, stride)
         bags[split] = Bags(normalize_patches(raw.features), raw.offsets)
