@@ -199,7 +199,7 @@ def npz(**arrays):
 
 
 NPZ_CASES = {
-    "garbage": (garbage, "not a readable .npz"),
+    "garbage": (garbage, r"not a readable .npz file \(neither an .npz archive nor an .npy array\)"),
     "empty": (lambda p: garbage(p, b""), "not a readable .npz"),
     "npy inside": (lambda p: p.write_bytes(_npy_bytes(p)), "single .npy array"),
     "no offsets": (npz(features=np.ones((2, 2))), r"missing arrays \['offsets'\]"),

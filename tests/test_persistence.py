@@ -343,6 +343,9 @@ def test_missing_file(tmp_path):
         lfagg.load(tmp_path / "none.lfagg")
     with pytest.raises(ValueError, match="a directory, not a model file"):
         lfagg.load(tmp_path)
+    if os.path.exists(os.devnull) and not os.path.isfile(os.devnull):  # it said "no such file"
+        with pytest.raises(ValueError, match="not a regular file"):
+            lfagg.load(os.devnull)
 
 
 # ---------------------------------------------------------------------------------------

@@ -153,7 +153,9 @@ def load(path):
     """
     path = os.fsdecode(path)  # zipfile would read bytes as a file object
     if not os.path.isfile(path):
-        raise ValueError(f"{path}: " + ("a directory, not a model file" if os.path.isdir(path) else "no such file"))
+        why = ("a directory, not a model file" if os.path.isdir(path) else
+               "not a regular file (a device or a pipe)" if os.path.exists(path) else "no such file")
+        raise ValueError(f"{path}: {why}")
     try:
         with zipfile.ZipFile(path) as archive:
             _check_inflation(archive)

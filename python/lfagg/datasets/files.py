@@ -27,6 +27,8 @@ def read_npz(path, required, optional=()) -> dict:
         with data:
             out = {k: data[k] for k in (*required, *optional) if k in data.files}
     except Exception as exc:  # a damaged file fails in zipfile, zlib or the .npy header parser alike
+        if "pickled" in str(exc):  # NumPy's guess for any file that is neither .npy nor a zip: not our advice
+            exc = "neither an .npz archive nor an .npy array"
         raise ValueError(f"{path}: not a readable .npz file ({exc})") from None
     missing = [k for k in required if k not in out]
     if missing:
