@@ -138,6 +138,16 @@ def test_help(capsys, command):
     assert "--seed" in out or "--model" in out
 
 
+@pytest.mark.parametrize("command", [["train", "--bags", "b.npz", "--model", "m.lfagg"], ["store", "build", "--bags",
+                                     "d", "--out", "s.zarr"], ["demo"]])
+def test_an_unknown_option_gets_its_subcommands_usage(capsys, command):
+    """It got the top-level usage ("usage: lfagg [-h] COMMAND ..."), which lists no option."""
+    rc, _, err = run_main(capsys, *command, "--bogus")
+    name = " ".join(command[:2] if command[0] == "store" else command[:1])
+    assert rc == 2 and f"usage: lfagg {name}" in err
+    assert err.strip().splitlines()[-1] == f"lfagg {name}: error: unrecognized arguments: --bogus"
+
+
 def test_encode_equals_transform(capsys, files, t1_model, tmp_path):
     _, path = t1_model
     rc, out, err = run_main(capsys, "encode", "--model", path, "--bags", files / "test.npz",

@@ -421,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(demo, threads=False)
     demo.add_argument("--threads", type=_positive_int, default=1,
                       help="threads (more only add synchronisation cost on bags this small)")
-    demo.set_defaults(run=_demo)
+    demo.set_defaults(run=_demo, parser=demo)
 
     train = sub.add_parser(
         "train", help="fit a representation and a classifier on your bags; save the model",
@@ -445,7 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="over a bag's features: mean (the paper) or max, for multiple-instance data (t1, t2)")
     train.add_argument("--model", required=True, metavar="OUT", help="output model file (lfagg.save; e.g. model.lfagg)")
     _add_common(train)
-    train.set_defaults(run=_train)
+    train.set_defaults(run=_train, parser=train)
 
     select = sub.add_parser(
         "select", help="choose t1's or t2's hyper-parameters on folds of your bags, refit; save the model",
@@ -475,7 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "otherwise (default: 1 process)")
     select.add_argument("--model", required=True, metavar="OUT", help="output model file (lfagg.save)")
     _add_common(select)
-    select.set_defaults(run=_select)
+    select.set_defaults(run=_select, parser=select)
 
     encode = sub.add_parser(
         "encode", help="write the representation of bags as an .npy array or a Zarr group",
@@ -493,7 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="encode a bag store on this Dask distributed scheduler")
     _add_progress(encode)
     _add_threads(encode)
-    encode.set_defaults(run=_encode)
+    encode.set_defaults(run=_encode, parser=encode)
 
     store = sub.add_parser(
         "store", help="bag stores (Zarr) for collections larger than memory",
@@ -512,7 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="local features per Zarr chunk (default: 8192)")
     build.add_argument("--overwrite", action="store_true", help="replace an existing store at --out")
     build.add_argument("--verbose", type=_count, default=1, help="1 shows the progress on stderr")
-    build.set_defaults(run=_store_build)
+    build.set_defaults(run=_store_build, parser=build)
 
     evaluate = sub.add_parser(
         "evaluate", help="print a trained model's accuracy on labelled bags",
@@ -523,7 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--labels", metavar="PATH", help=_LABELS_HELP)
     _add_progress(evaluate)
     _add_threads(evaluate)
-    evaluate.set_defaults(run=_evaluate)
+    evaluate.set_defaults(run=_evaluate, parser=evaluate)
 
     reproduce = sub.add_parser(
         "reproduce", help="the paper's Table I on CIFAR-10 patch descriptors",
@@ -542,7 +542,7 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--epochs", type=_count, default=10, help="training epochs of T1 and T2")
     reproduce.add_argument("--out-json", default=None, help="also write the rows to this JSON file")
     _add_common(reproduce)
-    reproduce.set_defaults(run=_reproduce)
+    reproduce.set_defaults(run=_reproduce, parser=reproduce)
 
     figures = sub.add_parser(
         "figures", help="draw the paper's Figures 1 and 2 as PNG files (needs matplotlib)",
@@ -559,7 +559,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(figures, threads=False)
     figures.add_argument("--threads", type=_positive_int, default=None,
                          help="threads (default: one on the synthetic bags, all cores on CIFAR-10)")
-    figures.set_defaults(run=_figures)
+    figures.set_defaults(run=_figures, parser=figures)
     return parser
 
 
@@ -571,7 +571,9 @@ def _one_line_warning(command: str):
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:  # named by the subcommand's parser, with its usage (the top-level one printed its own)
+        args.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _one_line_warning(args.command)
