@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=_int_at_least(0), default=0)
     parser.add_argument("--jobs", type=_int_at_least(1), default=None, help="fits in parallel processes (default 1)")
     args = parser.parse_args(argv)
-    data = {}
+    data, paths = {}, {}
     for path in args.files:  # every file read and its folds checked before the first hour-long benchmark
         try:
             bags, labels = load_npz_bags(path)
@@ -47,8 +47,9 @@ def main(argv=None) -> int:
             parser.error(f"{path}: {exc}" if str(path) not in str(exc) else str(exc))
         name = os.path.splitext(os.path.basename(path))[0]  # the table's row and the results' key
         if name in data:
-            parser.error(f"two files named {name}: their rows would have one name (rename one)")
-        data[name] = bags, labels
+            parser.error(f"{paths[name]} and {path} are both named {name}: their rows would have one name "
+                         "(give each file once, under names of their own)")
+        data[name], paths[name] = (bags, labels), path
     results = {}
     for name, (bags, labels) in data.items():
         results[name] = mil_benchmark(bags, labels, args.methods, n_splits=args.folds, n_repeats=args.repeats,

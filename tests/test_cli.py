@@ -148,6 +148,15 @@ def test_an_unknown_option_gets_its_subcommands_usage(capsys, command):
     assert err.strip().splitlines()[-1] == f"lfagg {name}: error: unrecognized arguments: --bogus"
 
 
+def test_an_option_before_the_subcommand_is_not_blamed_on_it(capsys):
+    """The subcommand's parser takes --threads: "lfagg demo: error: unrecognized
+    arguments: --threads=2" would contradict its own usage."""
+    for argv, option in ((["--threads=2", "demo"], "--threads=2"),
+                         (["store", "--verbose=0", "build", "--bags", "b", "--out", "o"], "--verbose=0")):
+        rc, _, err = run_main(capsys, *argv)
+        assert rc == 2 and err.strip().splitlines()[-1] == f"lfagg: error: unrecognized arguments: {option}"
+
+
 def test_encode_equals_transform(capsys, files, t1_model, tmp_path):
     _, path = t1_model
     rc, out, err = run_main(capsys, "encode", "--model", path, "--bags", files / "test.npz",

@@ -350,3 +350,10 @@ def test_balanced_subset_refuses_more_items_than_there_are_or_fewer_than_the_cla
         cifar10_patch_bags(tmp_path / "c.npz", n_train=7)
     with pytest.raises(ValueError, match="n_test=1"):
         cifar10_patch_bags(tmp_path / "c.npz", n_test=1)
+
+
+def test_a_missing_npz_under_a_folder_named_pickled_is_called_missing(tmp_path):
+    """NumPy's "pickled data" message is replaced by matching its wording, not the word
+    anywhere (the path holds it here)."""
+    with pytest.raises(ValueError, match="No such file or directory"):
+        load_npz_bags(tmp_path / "pickled" / "missing.npz")

@@ -129,7 +129,7 @@ def test_the_benchmark_script_checks_every_file_and_setting_before_it_runs(tmp_p
                           ([str(tmp_path / "small.npz")], "small.npz: Cannot have number of splits n_splits=10"),
                           ([str(tmp_path / "small.npz"), "--repeats", "0"], "--repeats: expected an integer >= 1"),
                           ([str(tmp_path / "small.npz"), str(tmp_path / "again" / "small.npz"), "--folds", "2"],
-                           "two files named small")):
+                           "again/small.npz are both named small")):
         run = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, env=env, timeout=120)
         assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
         assert message in run.stderr.splitlines()[-1]

@@ -570,10 +570,25 @@ def _one_line_warning(command: str):
     return show
 
 
+def _rejecting_parser(parser, args, argv, unknown):
+    """The subcommand's parser when every unknown argument follows the subcommand's name in
+    argv (its usage then lists the options it takes), else the top-level one."""
+    words, position = list(argv), -1
+    try:
+        for name in args.parser.prog.split()[1:]:  # "lfagg store build" -> store, then build
+            position = words.index(name, position + 1)
+    except ValueError:  # not spelt out in argv: let the top-level parser say it
+        return parser
+    after = words[position + 1:]
+    return args.parser if all(word in after for word in unknown) else parser
+
+
 def main(argv=None) -> int:
-    args, unknown = build_parser().parse_known_args(argv)
-    if unknown:  # named by the subcommand's parser, with its usage (the top-level one printed its own)
-        args.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        _rejecting_parser(parser, args, argv, unknown).error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _one_line_warning(args.command)

@@ -154,7 +154,7 @@ def load(path):
     path = os.fsdecode(path)  # zipfile would read bytes as a file object
     if not os.path.isfile(path):
         why = ("a directory, not a model file" if os.path.isdir(path) else
-               "not a regular file (a device or a pipe)" if os.path.exists(path) else "no such file")
+               "not a regular file (a device, pipe or socket)" if os.path.exists(path) else "no such file")
         raise ValueError(f"{path}: {why}")
     try:
         with zipfile.ZipFile(path) as archive:

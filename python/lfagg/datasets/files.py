@@ -17,6 +17,11 @@ from ..bags import Bags, as_bags
 _LABEL_HEADERS = ("label", "labels", "class", "target", "y")
 
 
+#: How NumPy's load begins its message for a file that is neither .npy nor .npz (it takes
+#: it for a pickle and suggests loading it with allow_pickle=True).
+_NUMPY_PICKLE_GUESS = ("This file contains pickled", "Cannot load file containing pickled")
+
+
 def read_npz(path, required, optional=()) -> dict:
     """The arrays ``required`` (all must be present) and those of ``optional`` that are
     present in the .npz file at path; ValueError naming the path for anything unreadable."""
@@ -27,7 +32,7 @@ def read_npz(path, required, optional=()) -> dict:
         with data:
             out = {k: data[k] for k in (*required, *optional) if k in data.files}
     except Exception as exc:  # a damaged file fails in zipfile, zlib or the .npy header parser alike
-        if "pickled" in str(exc):  # NumPy's guess for any file that is neither .npy nor a zip: not our advice
+        if isinstance(exc, ValueError) and str(exc).startswith(_NUMPY_PICKLE_GUESS):  # not our advice
             exc = "neither an .npz archive nor an .npy array"
         raise ValueError(f"{path}: not a readable .npz file ({exc})") from None
     missing = [k for k in required if k not in out]

@@ -126,8 +126,8 @@ def cifar10_patch_bags(path, patch_size: int = 6, stride: int = 2, n_train=None,
     on the training patches).
 
     n_train, n_test : use class-balanced random subsets of that many images (None: all);
-        more than the file holds is a ValueError, unless ``at_most`` (a default size, not
-        the caller's): then a smaller file gives all of its images.
+        more than the file holds is a ValueError, unless ``at_most``: then a smaller file
+        gives all of its images (figure2's sizes, which are at most sizes).
 
     Returns
     -------
