@@ -16,7 +16,7 @@ from lfagg.models.feature_map import AdditiveChi2Map
 from lfagg.models import heads
 from lfagg.models.heads import MappedHead, SoftmaxRegression, block_rows
 from lfagg.models.l2 import L2_FEW_EXAMPLES, L2_GRID, L2_PATIENCE, select_l2
-from lfagg.training import train_encoder
+from lfagg.training import TrainingDiverged, train_encoder
 
 
 def encode(bags, C, P, gamma):
@@ -768,6 +768,18 @@ def test_error_diverging_loss_is_reported():
     bags, y, C, P, g = _args()
     with pytest.raises(FloatingPointError, match="diverged"):
         train_encoder(bags, y, lambda R, t: (np.nan, np.zeros_like(R)), "bow", C, P, g, n_epochs=1)
+
+
+def test_gradients_that_overflow_adam_are_reported():
+    """Gradients beyond 1e154 overflowed Adam's average of their squares to infinity, and
+    its steps became 0: training stopped moving without a word (SGD's step overflows the
+    parameters, which was reported)."""
+    bags, y, C, P, g = _args()
+    huge = lambda R, t: (0.5, np.full_like(R, 1e300))  # noqa: E731
+    with pytest.raises(TrainingDiverged, match="the gradients overflowed the optimizer"):
+        train_encoder(bags, y, huge, "bow", C, P, g, n_epochs=1, optimizer="adam")
+    with pytest.raises(TrainingDiverged, match="the parameters overflowed"):
+        train_encoder(bags, y, huge, "bow", C, P, g, n_epochs=1, optimizer="sgd")
 
 
 def test_zero_epochs_returns_the_initial_parameters():

@@ -267,7 +267,11 @@ def run_sgd(bags, targets: np.ndarray, head, encoder: SoftEncoder, centers, prec
                     gC, gP, g_gamma = encoder.backward(batch, C, P, g, dR, n_threads, assignments=A)
                 encoder_time += time.perf_counter() - kernels_started
                 grads = [gC.astype(np.float64), gP * P, np.array([g_gamma * g])]
-                opt.step([gr for (on, _, _), gr in zip(learnable, grads) if on] + list(head_grads))
+                try:  # Adam's squared gradients overflow beyond 1e154: its steps would be 0, silently
+                    with np.errstate(over="raise"):
+                        opt.step([gr for (on, _, _), gr in zip(learnable, grads) if on] + list(head_grads))
+                except FloatingPointError:
+                    raise TrainingDiverged.at("the gradients overflowed the optimizer", epoch, *rates_named) from None
                 # checked after every step: the last one's parameters go on to the caller
                 if not (_representable(C, *current_precisions_gamma(), batch.dtype)
                         and all(np.isfinite(p).all() for p in head.params)):
