@@ -20,10 +20,11 @@ raises a RuntimeError); ``torch.func`` transforms (``grad``, ``vmap``, and so
 ``torch.ops.lfagg.encode`` / ``encode_backward``; a jagged nested tensor input breaks
 the graph (its offsets are read as numbers), and a program exported with a dynamic
 number of bags refuses one bag (torch specialises an operator's output dimension away
-from 1: export with static shapes, or for batches of two bags or more). Under ``torch.autocast`` give them float32
-features (``features.float()``). A NaN or infinite gradient reaching them is an error,
-not passed on, except in the rows of empty bags, which no feature reads. A process forked after lfagg ran on
-several threads runs lfagg on one thread (GNU OpenMP's threads do not survive fork()).
+from 1: export with static shapes, or for batches of two bags or more). Under
+``torch.autocast`` give them float32 features (``features.float()``). A NaN or infinite
+gradient reaching them is an error, not passed on, except in the rows of empty bags,
+which no feature reads. A process forked after lfagg ran on several threads runs lfagg
+on one thread (GNU OpenMP's threads do not survive fork()).
 
 Install with ``pip install "lfagg[torch]"``; lfagg itself never imports torch.
 """
@@ -75,13 +76,18 @@ _KERNELS = {"soft_bow": (ops.soft_bow, ops.soft_bow_backward), "soft_vlad": (ops
 # declares its outputs' shapes (register_fake) and runs on real CPU tensors only. Eager
 # calls skip the dispatcher (about 35 us an op) and call the kernel function itself.
 # n_threads 0 is torch's count, read when the op runs (get_num_threads cannot be traced).
+def _core_args(features, offsets, centers, precisions, gamma, n_threads) -> tuple:
+    """The arguments both kernels of an encoder start with, as lfagg.ops takes them."""
+    return (_numpy(features), _numpy(offsets), _numpy(centers), _numpy(precisions), float(gamma),
+            n_threads or torch.get_num_threads())
+
+
 def _encode_kernel(features: torch.Tensor, offsets: torch.Tensor, centers: torch.Tensor, precisions: torch.Tensor,
                    gamma: torch.Tensor, encoder: str, pooling: str, n_threads: int,
                    keep_assignments: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """(R, the (N, K) soft assignments, or a (0, K) tensor when they are not kept)."""
     forward = _KERNELS[encoder][0]
-    args = (_numpy(features), _numpy(offsets), _numpy(centers), _numpy(precisions), float(gamma),
-            n_threads or torch.get_num_threads())
+    args = _core_args(features, offsets, centers, precisions, gamma, n_threads)
     if keep_assignments:
         out, assignments = forward(*args, pooling=pooling, return_assignments=True)
         return torch.from_numpy(out), torch.from_numpy(assignments)
@@ -111,10 +117,10 @@ def _encode_backward_kernel(features: torch.Tensor, offsets: torch.Tensor, cente
     """(dJ/dF, or a (0, D) tensor unless grad_features, dJ/dC, dJ/dP, dJ/dgamma (0-d));
     assignments: those the forward kept, or (0, K) to recompute them."""
     kept = assignments.shape[0] == features.shape[0]
-    grads = _KERNELS[encoder][1](
-        _numpy(features), _numpy(offsets), _numpy(centers), _numpy(precisions), float(gamma),
-        _numpy(grad_output.contiguous()), n_threads or torch.get_num_threads(), pooling=pooling,
-        assignments=_numpy(assignments) if kept else None, return_grad_features=grad_features)
+    *args, n_threads = _core_args(features, offsets, centers, precisions, gamma, n_threads)
+    grads = _KERNELS[encoder][1](*args, _numpy(grad_output.contiguous()), n_threads, pooling=pooling,
+                                 assignments=_numpy(assignments) if kept else None,
+                                 return_grad_features=grad_features)
     return (torch.from_numpy(grads[3]) if grad_features else features.new_empty((0, features.shape[1])),
             torch.from_numpy(grads[0]), torch.from_numpy(grads[1]), torch.tensor(grads[2], dtype=gamma.dtype))
 
