@@ -496,3 +496,45 @@ def test_without_zarr_3_the_store_says_what_to_install_or_that_python_is_too_old
     monkeypatch.setattr(lfagg.store.sys, "version_info", (3, 10, 14))  # the extras install no zarr there
     with pytest.raises(ImportError, match=r"which needs Python >= 3\.11"):
         lfagg.BagStore.open("unused.zarr")
+
+
+def test_two_appends_at_once_take_turns_and_the_second_refuses(tmp_path, monkeypatch):
+    """Both passed the check for another writer's append before either wrote, then both
+    wrote after the same old length: the second's bags over the first's features."""
+    import threading
+
+    import lfagg._validation as validation
+
+    bags, path = ragged(1), tmp_path / "s.zarr"
+    lfagg.BagStore.create(path, dim=bags.dim, dtype=bags.dtype).append(bags[:2])
+    first, second = (lfagg.BagStore.open(path, mode="a") for _ in range(2))
+    inside, release, check_bags = threading.Event(), threading.Event(), validation.check_bags
+
+    def held_check_bags(*args, **kwargs):  # the first append waits here, between its check and its writes
+        inside.set()
+        release.wait(10)
+        return check_bags(*args, **kwargs)
+
+    monkeypatch.setattr(validation, "check_bags", held_check_bags)
+    errors = {}
+
+    def append(name, handle, part):
+        try:
+            handle.append(part)
+        except ValueError as exc:
+            errors[name] = str(exc)
+
+    one = threading.Thread(target=append, args=("first", first, bags[2:4]))
+    one.start()
+    assert inside.wait(10)
+    two = threading.Thread(target=append, args=("second", second, bags[4:7]))
+    two.start()
+    two.join(0.3)
+    release.set()
+    one.join(10)
+    two.join(10)
+    assert "first" not in errors and "the store changed since this handle read it" in errors.get("second", "")
+    stored = lfagg.BagStore.open(path)
+    assert len(stored) == 4
+    for i in range(4):
+        np.testing.assert_array_equal(stored[i], bags[i])

@@ -14,6 +14,7 @@ Install with ``pip install "lfagg[store]"`` (or ``[dask]``); lfagg itself never 
 """
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import os
 import platform
@@ -21,6 +22,11 @@ import re
 import sys
 
 import numpy as np
+
+try:
+    import fcntl
+except ImportError:  # Windows: appends are not locked (see BagStore._append_lock)
+    fcntl = None
 
 from . import _mapped
 from ._validation import (as_generator, check_fits_int64, check_labels, fixed_width_strings, holds_text, is_int,
@@ -68,8 +74,9 @@ class BagStore:
     the chunks that hold them; ``store.labels`` / ``store.names``: (n_bags,) arrays or
     None; ``store.blocks(max_features)``: consecutive bags as Bags of at most that many
     features (a larger bag alone); ``store.sample_features(n, random_state)``;
-    ``store.subset(indices)``: a lazy view. One process appends at a time (a handle that
-    missed another writer's append refuses to append); any number read.
+    ``store.subset(indices)``: a lazy view. Appends take turns (on a local store, through
+    a lock on its folder); a handle that missed another writer's append refuses to append
+    (open the store again); any number read.
     """
 
     def __init__(self, group, path, writable):
@@ -184,6 +191,29 @@ class BagStore:
             raise ValueError(f"{self._path}: a subset view cannot append; append to the store it came from")
         if not self._writable:
             raise ValueError(f"{self._path}: opened read-only (BagStore.open(path, mode='a') to append)")
+        with self._append_lock():
+            self._append(bags, labels, names)
+
+    @contextlib.contextmanager
+    def _append_lock(self):
+        """An exclusive lock (flock) on a local store's folder while an append checks the
+        store and writes to it: two processes appending at once take turns, and the second
+        finds the first's append and refuses, instead of both writing after the same old
+        length. Where the folder cannot be locked (a remote store, Windows, a file system
+        without flock) an append is not locked: one writer at a time, as before."""
+        folder, fd = self._local_folder(), None
+        try:
+            if folder is not None and fcntl is not None:
+                with contextlib.suppress(OSError):  # a folder gone is found by the append's own checks
+                    fd = os.open(folder, os.O_RDONLY)
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            if fd is not None:
+                os.close(fd)  # releases the lock
+
+    def _append(self, bags, labels, names) -> None:
+        """:meth:`append` under its lock."""
         # Another writer's append, or a store created anew at the path, since this handle read
         # it: appending after its old length would leave offsets that disagree with the features.
         written = _zarr().open_group(store=self._group.store, path=self._group.path, mode="r").attrs.get("lfagg")
@@ -408,6 +438,13 @@ class BagStore:
             complete = False
         if not complete:
             np.frombuffer(target, self.dtype)[:] = np.nan
+
+    def _local_folder(self):
+        """The folder of the store's group when the store is a local one, else None."""
+        from zarr.storage import LocalStore
+
+        store = self._group.store
+        return os.path.join(str(store.root), self._group.path) if isinstance(store, LocalStore) else None
 
     def _raw_chunk_dir(self):
         """The directory of the features' chunk files when they can be read directly (a
