@@ -76,6 +76,8 @@ def test_unknown_method_and_bad_folds_fail_clearly():
     for seed in (None, np.random.default_rng(0), -1):  # repeat r seeds with random_state + r
         with pytest.raises(ValueError, match="random_state must be"):
             mil_benchmark(bags, y, methods=["BoW"], random_state=seed)
+    with pytest.raises(ValueError, match=r"random_state \+ n_repeats - 1 must be below 2\*\*32"):  # numpy's words
+        mil_benchmark(bags, y, methods=["BoW"], random_state=2 ** 32 - 2, n_repeats=3)
     with pytest.raises(ValueError, match="methods must name at least one"):
         mil_benchmark(bags, y, methods=[])
     with pytest.raises(ValueError, match="no results to tabulate"):

@@ -122,6 +122,9 @@ def mil_benchmark(bags, y, methods=METHODS, n_splits: int = 10, n_repeats: int =
         raise ValueError(f"methods must name at least one of {', '.join(METHODS)}")
     n_splits, n_repeats = positive_int(n_splits, "n_splits", minimum=2), positive_int(n_repeats, "n_repeats")
     random_state = nonnegative_int(random_state, "random_state")  # repeat r uses random_state + r
+    if random_state + n_repeats - 1 >= 2 ** 32:  # numpy's seeds of the splits stop there
+        raise ValueError(f"random_state + n_repeats - 1 must be below 2**32 (repeat r seeds its folds with "
+                         f"random_state + r), got random_state={random_state} with n_repeats={n_repeats}")
     n_threads = None if n_threads is None else n_threads_arg(n_threads)  # before any fit, not in every one
     tasks = [(m, r, f, train, test) for r in range(n_repeats)
              for f, (train, test) in enumerate(StratifiedKFold(n_splits, shuffle=True, random_state=random_state + r)
