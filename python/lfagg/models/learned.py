@@ -356,6 +356,9 @@ class LearnedBoW(_LearnedAggregation):
     learn_gamma : also learn gamma (beyond the paper; through its logarithm).
     learn_covariances : learn the diagonal covariances (else they stay at their init).
     init : "kmeans" (unit covariances), "gmm" (GMM means and covariances) or "random".
+        A GMM start trailed the K-Means one by 2-13 points on CIFAR-10 patches and the
+        multiple-instance sets (the encoders have neither the mixture's weights nor its
+        log-determinants; benchmarks/RESULTS.md).
     feature_map : "auto" (chi2 for LearnedBoW, none for LearnedVLAD), "chi2" or None.
     n_epochs : SGD passes over the training bags.
     batch_size : bags per step, or "auto": 32 from 512 training bags on, fewer below
