@@ -17,9 +17,9 @@ and dJ/dF, dJ/dC, dJ/dP, dJ/dgamma for J = sum(R * G):
   the (n_bags, L, K, D) residual tensor built by broadcasting; timed only where that
   tensor stays under 1 GiB (the column says how large it would be otherwise).
 
-Times are medians of ``--repeats`` rounds (see ``_common.time_interleaved``); layer/ops is
-the median of the ratios of the two timed one after the other in a round, over at least
-PAIRED_ROUNDS rounds.
+Times are medians of ``--repeats`` rounds (see ``_common.time_interleaved``); layer/ops and
+torch/layer are the medians of the ratios of the two timed one after the other in a
+round, over at least PAIRED_ROUNDS rounds.
 
 Sizes as part (a): ``conv`` (256 bags x 25 x 256) with K = 1024 and 64, ``minibatch``
 (32 x 1,000 x 108) and ``idt`` (1 x 22,000 x 108), soft BoW at K = 1024 and soft VLAD at
@@ -54,9 +54,10 @@ PADDED_LIMIT_BYTES = 1 << 30
 IMPLEMENTATIONS = ("ops", "layer", "torch", "padded")
 TARGETS = {"layer_over_ops": 1.15, "torch_over_layer": 2.0, "memory_fraction": 0.1}
 
-#: Rounds of layer/ops at least (not with --quick): the layer's overhead, a few percent of a
-#: 10 ms call, was lost in the noise of the ratio of two medians of 5 calls (two runs of the
-#: suite gave 1.16 and 1.01 at one size, RESULTS.md); a ratio within a round compares the
+#: Rounds of layer/ops and torch/layer at least (not with --quick): the layer's overhead, a
+#: few percent of a 10 ms call, was lost in the noise of the ratio of two medians of 5 calls
+#: (two runs of the suite gave 1.16 and 1.01 at one size, RESULTS.md), and torch/layer at
+#: the idt soft VLAD ranged over 1.96-2.53 in four runs; a ratio within a round compares the
 #: two in the machine's state of the moment.
 PAIRED_ROUNDS = 21
 
@@ -130,14 +131,16 @@ def padded_layer(problem, torch):
     return run
 
 
-def paired_ratio(fns, times, rounds):
-    """layer/ops: the median of the rounds' ratios over the rounds of ``times`` (from
-    time_interleaved, where ops runs just before the layer) and, up to ``rounds`` in all,
-    more rounds of the two alone."""
+def paired_ratios(fns, times, rounds):
+    """(layer/ops, torch/layer): the medians of the rounds' ratios over the rounds of
+    ``times`` (from time_interleaved, where ops, the layer and torch run one after the
+    other) and, up to ``rounds`` in all, more rounds of the three alone."""
+    names = ("ops", "layer", "torch")
     extra = rounds - len(times["ops"][1])
-    more = _common.time_interleaved({name: fns[name] for name in ("ops", "layer")}, extra, warmup=0) if extra else {}
-    ops, layer = ([*times[name][1], *more.get(name, (0, ()))[1]] for name in ("ops", "layer"))
-    return statistics.median(b / a for a, b in zip(ops, layer))
+    more = _common.time_interleaved({name: fns[name] for name in names}, extra, warmup=0) if extra else {}
+    ops, layer, peer = ([*times[name][1], *more.get(name, (0, ()))[1]] for name in names)
+    return (statistics.median(b / a for a, b in zip(ops, layer)),
+            statistics.median(b / a for a, b in zip(layer, peer)))
 
 
 def run_timings(args, torch):
@@ -150,8 +153,10 @@ def run_timings(args, torch):
         fns = implementations(problem, torch, args.threads, with_padded)
         times = _common.time_interleaved(fns, args.repeats)
         ms = {name: times[name][0] if name in times else None for name in IMPLEMENTATIONS}
+        layer_over_ops, torch_over_layer = paired_ratios(
+            fns, times, args.repeats if args.quick else max(args.repeats, PAIRED_ROUNDS))
         row = dict(case=case, encoder=encoder, n_bags=n_bags, n_per_bag=n_per_bag, dim=dim, k=k, ms=ms,
-                   layer_over_ops=paired_ratio(fns, times, args.repeats if args.quick else max(args.repeats, PAIRED_ROUNDS)), torch_over_layer=ms["torch"] / ms["layer"],
+                   layer_over_ops=layer_over_ops, torch_over_layer=torch_over_layer,
                    padded_over_layer=_common.ratio(ms["padded"], ms["layer"]),
                    padded_residual_gib=residual_bytes(n_bags, n_per_bag, dim, k) / 2 ** 30)
         rows.append(row)
