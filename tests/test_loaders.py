@@ -31,6 +31,32 @@ def arrays():
 # ---------------------------------------------------------------------------------------
 # Directory of .npy files
 # ---------------------------------------------------------------------------------------
+def test_more_bag_files_than_open_file_descriptors(tmp_path):
+    """Every file stayed memory-mapped, a descriptor each: past the process's limit (1,024
+    by default) loading and building a store failed with 'Too many open files'."""
+    import subprocess
+    import sys
+
+    folder = tmp_path / "bags"
+    folder.mkdir()
+    for i in range(300):
+        np.save(folder / f"b{i}.npy", np.full((2, 3), i, np.float32))
+    script = f"""
+import resource
+resource.setrlimit(resource.RLIMIT_NOFILE, (100, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+import numpy as np
+from lfagg.datasets import load_npy_dir
+from lfagg.datasets.files import build_store
+bags, names = load_npy_dir({str(folder)!r})
+assert len(bags) == 300 and names[299] == "b299" and bags[299][0, 0] == 299
+store = build_store({str(folder)!r}, {str(tmp_path / "s.zarr")!r}, verbose=0)
+assert len(store) == 300 and store[299][1, 2] == 299 and store.names[7] == "b7"
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
 def test_npy_dir_round_trip(tmp_path, arrays):
     folder = write_dir(tmp_path / "bags", arrays)
     (folder / "notes.txt").write_text("ignored")
@@ -61,7 +87,7 @@ def test_npy_dir_files_are_memory_mapped(tmp_path, arrays, monkeypatch):
 
     monkeypatch.setattr(np, "load", spy)
     load_npy_dir(folder)
-    assert modes == ["r"] * len(arrays)
+    assert modes == ["r"] * 2 * len(arrays)  # each mapped twice: its header checked first, then its rows copied
 
 
 # ---------------------------------------------------------------------------------------

@@ -76,11 +76,14 @@ def load_npy_dir(path):
     ValueError naming the path: no such directory, no .npy file, an unreadable file, a
     file that is not a 2-D real array, differing D, NaN or infinity.
     """
-    names, arrays = [], []
-    for name, a in iter_npy_dir(path):
-        names.append(name)
-        arrays.append(a)
-    return _check_finite(Bags.from_arrays(arrays), path, names), names
+    headers = npy_dir_headers(path)
+    names = [name for name, _, _ in headers]
+    dtype = npy_dir_dtype(headers)
+    offsets = np.concatenate([[0], np.cumsum([shape[0] for _, shape, _ in headers])]).astype(np.int64)
+    features = np.empty((offsets[-1], headers[0][1][1]), dtype=dtype)
+    for (name, _, _), start, end in zip(headers, offsets[:-1], offsets[1:]):  # one file open at a time
+        features[start:end] = read_npy(os.path.join(path, name + ".npy"))
+    return _check_finite(Bags(features, offsets), path, names), names
 
 
 def _npy_files(path) -> list[str]:
@@ -96,24 +99,34 @@ def _npy_files(path) -> list[str]:
     return files
 
 
-def iter_npy_dir(path):
-    """(name, memory-mapped (n_i, D) array) of each bag file of a directory, in natural
-    order, each checked as :func:`load_npy_dir` checks them (NaN aside): one file in
-    memory at a time, as ``lfagg store build`` converts a collection."""
-    files, dim = _npy_files(path), None
+def npy_dir_headers(path) -> list[tuple[str, tuple, np.dtype]]:
+    """(name, shape, dtype) of each bag file of a directory, in natural order, each checked
+    as :func:`load_npy_dir` checks them (NaN aside) from its header, before any is read;
+    no file stays open (a memory map each ran out of file descriptors at about 1,000 bags)."""
+    files, headers = _npy_files(path), []
     for name in files:
-        file = os.path.join(path, name)
-        try:
-            a = np.load(file, mmap_mode="r", allow_pickle=False)
-        except Exception as exc:  # a damaged header fails in numpy's parser with SyntaxError, TokenError, ...
-            raise ValueError(f"{file}: not a readable .npy file ({exc})") from None
+        a = read_npy(os.path.join(path, name))  # a memory map, closed when dropped below
         if a.ndim != 2 or a.shape[1] == 0 or a.dtype.kind not in "biuf":
-            raise ValueError(f"{file}: expected a 2-D (n_features, dim) array of real numbers, got shape "
-                             f"{a.shape} and dtype {a.dtype}")
-        if dim is not None and a.shape[1] != dim:
-            raise ValueError(f"{file}: local features of dimension {a.shape[1]}, but {files[0]} has {dim}")
-        dim = a.shape[1]
-        yield name[:-len(".npy")], a
+            raise ValueError(f"{os.path.join(path, name)}: expected a 2-D (n_features, dim) array of real numbers, "
+                             f"got shape {a.shape} and dtype {a.dtype}")
+        if headers and a.shape[1] != headers[0][1][1]:
+            raise ValueError(f"{os.path.join(path, name)}: local features of dimension {a.shape[1]}, but {files[0]} "
+                             f"has {headers[0][1][1]}")
+        headers.append((name[:-len(".npy")], a.shape, a.dtype))
+    return headers
+
+
+def npy_dir_dtype(headers) -> np.dtype:
+    """The dtype of the bags of :func:`npy_dir_headers`: float32 when every file is float32, else float64."""
+    return np.dtype(np.float32 if all(dtype == np.float32 for _, _, dtype in headers) else np.float64)
+
+
+def read_npy(file) -> np.ndarray:
+    """The array of an .npy file, memory-mapped; ValueError naming the file when it cannot be read."""
+    try:
+        return np.load(file, mmap_mode="r", allow_pickle=False)
+    except Exception as exc:  # a damaged header fails in numpy's parser with SyntaxError, TokenError, ...
+        raise ValueError(f"{file}: not a readable .npy file ({exc})") from None
 
 
 def load_npz_bags(path):
@@ -358,11 +371,12 @@ def build_store(path, out, labels=None, *, chunk_rows=None, verbose=1, overwrite
     if source is not None:
         raise ValueError(f"{out}: the store would replace the files it is built from ({source})")
     if os.path.isdir(path):
-        headers = list(iter_npy_dir(path))  # memory-mapped: checks every file before anything is written
-        names = check_bag_names([name for name, _ in headers], len(headers)).tolist()
-        dtype = np.float32 if all(a.dtype == np.float32 for _, a in headers) else np.float64
+        headers = npy_dir_headers(path)  # checks every file before anything is written
+        names = check_bag_names([name for name, _, _ in headers], len(headers)).tolist()
+        dtype = npy_dir_dtype(headers)
         y = None if labels is None else load_labels(labels, names)
-        source = (np.asarray(a, dtype=dtype) for _, a in headers)
+        # copies: a block of small bags held open as memory maps would hold a descriptor each
+        source = (np.array(read_npy(os.path.join(path, name + ".npy")), dtype=dtype) for name, _, _ in headers)
     else:
         bags, y = load_bags(path, labels)
         names, dtype = None, bags.dtype
@@ -370,7 +384,7 @@ def build_store(path, out, labels=None, *, chunk_rows=None, verbose=1, overwrite
     n_bags = len(names) if names is not None else len(bags)
     if y is not None and len(y) != n_bags:
         raise ValueError(f"{labels}: {len(y)} labels for the {n_bags} bags of {path}")
-    dim = headers[0][1].shape[1] if names is not None else bags.dim
+    dim = headers[0][1][1] if names is not None else bags.dim
     store = BagStore.create(out, dim=dim, dtype=dtype, chunk_rows=chunk_rows or DEFAULT_CHUNK_ROWS,
                             overwrite=overwrite)
     budget = max(1, BLOCK_BYTES // (dim * np.dtype(dtype).itemsize))
