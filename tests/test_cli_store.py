@@ -179,3 +179,18 @@ def test_encode_errors(files, store_and_model, capsys, tmp_path):
     assert_one_line_error(rc, err, "already exists")
     rc, _, err = run_main(capsys, "evaluate", "--model", model_path, "--bags", tmp_path / "x.zarr")
     assert_one_line_error(rc, err, "not a bag store")
+
+
+def test_a_zarr_encode_of_a_store_rebuilt_at_the_same_path_is_refused(files, store_and_model, capsys, tmp_path):
+    """The output named the bags by path, number and blocks: a store rebuilt from other bags
+    at the same path resumed the encode, mixing the two stores' encodings."""
+    root, bags, y = files
+    _, model_path = store_and_model
+    store = tmp_path / "s.zarr"
+    cli_main(["store", "build", "--bags", root / "bags", "--out", store, "--verbose", 0])
+    args = ["encode", "--bags", store, "--model", model_path, "--out", tmp_path / "e.zarr", "--verbose", 0]
+    assert run_main(capsys, *args)[0] == 0
+    save_npz_bags(tmp_path / "other.npz", lfagg.Bags(bags.features[::-1].copy(), bags.offsets), y)
+    cli_main(["store", "build", "--bags", tmp_path / "other.npz", "--out", store, "--overwrite", "--verbose", 0])
+    rc, _, err = run_main(capsys, *args)
+    assert_one_line_error(rc, err, "does not hold an unfinished encode of this model and these bags")

@@ -538,3 +538,37 @@ def test_two_appends_at_once_take_turns_and_the_second_refuses(tmp_path, monkeyp
     assert len(stored) == 4
     for i in range(4):
         np.testing.assert_array_equal(stored[i], bags[i])
+
+
+def test_a_handle_refuses_to_append_to_a_store_created_anew_with_the_same_metadata(tmp_path):
+    """The same D, dtype, number of bags and label kind: the metadata compared equal, and
+    the append wrote after the old length, leaving the new store damaged."""
+    path, bags = tmp_path / "s.zarr", ragged(1)
+    lfagg.BagStore.create(path, dim=bags.dim, dtype=bags.dtype).append(bags[:3], labels=[0, 1, 0])
+    writer = lfagg.BagStore.open(path, mode="a")
+    lfagg.BagStore.create(path, dim=bags.dim, dtype=bags.dtype, overwrite=True).append(bags[3:6], labels=[1, 1, 0])
+    with pytest.raises(ValueError, match="created anew"):
+        writer.append(bags[6:7], labels=[1])
+    reread = lfagg.BagStore.open(path)
+    assert reread.uid != writer.uid and len(reread) == 3
+    np.testing.assert_array_equal(reread[2], bags[5])
+
+
+def test_overwrite_replaces_a_store_or_an_empty_folder_never_another_folder_or_a_file(tmp_path):
+    """A folder of the user's files given as the path was emptied by overwrite=True
+    (``lfagg store build --out ~/thesis --overwrite``)."""
+    bags = ragged(1)
+    folder = tmp_path / "thesis"
+    (folder / "photos").mkdir(parents=True)
+    (folder / "thesis.tex").write_text("years of work")
+    with pytest.raises(ValueError, match="a folder that is not a bag store: it is not replaced"):
+        lfagg.BagStore.create(folder, dim=bags.dim, overwrite=True)
+    assert (folder / "thesis.tex").read_text() == "years of work" and (folder / "photos").is_dir()
+    (tmp_path / "file.zarr").write_text("x")
+    with pytest.raises(ValueError, match="a file that is not a bag store: it is not replaced"):
+        lfagg.BagStore.create(tmp_path / "file.zarr", dim=bags.dim, overwrite=True)
+    (tmp_path / "empty").mkdir()
+    store = lfagg.BagStore.create(tmp_path / "s.zarr", dim=bags.dim)
+    store.append(bags[:2])
+    for path in (tmp_path / "empty", tmp_path / "s.zarr"):
+        assert len(lfagg.BagStore.create(path, dim=bags.dim, overwrite=True)) == 0

@@ -3,7 +3,7 @@ collection resumes where it stopped (what ``lfagg encode --out X.zarr`` does).
 
 The output is a Zarr v3 group: ``encodings`` (n_bags, width), ``done`` (one flag per block
 of bags, each its own chunk) and, in the attributes, what was encoded (the model file's
-SHA-256, the bags' path, their number, the block size). Each block's rows are written,
+SHA-256, the bags' path and their store's uid, their number, the block size). Each block's rows are written,
 then its flag: a rerun with the same model and bags skips the flagged blocks, and one
 with another model or other bags is refused instead of mixing them.
 """
@@ -51,7 +51,7 @@ def encode_to_zarr(model, bags: BagStore, out, *, model_id: str, bags_id: str, u
     zarr = _zarr()
     bounds = bags.block_bounds(bags.block_features())
     probe = model.transform(bags[:0] if len(bags) == 0 else bags[0:1])
-    identity = dict(model=model_id, bags=bags_id, n_bags=len(bags), width=int(probe.shape[1]),
+    identity = dict(model=model_id, bags=bags_id, store=bags.uid, n_bags=len(bags), width=int(probe.shape[1]),
                     blocks=[list(map(int, b)) for b in bounds])
     if os.path.exists(out):
         try:

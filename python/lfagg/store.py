@@ -20,6 +20,7 @@ import os
 import platform
 import re
 import sys
+import uuid
 
 import numpy as np
 
@@ -103,15 +104,22 @@ class BagStore:
         compressors : Zarr's ``compressors`` of the features, None (the default) for none:
         local descriptors are nearly incompressible (zstd saved 7% of standard normal
         float32 and made reading 2.7x slower), so the default reads at the disk's speed;
-        overwrite : replace what is at ``path`` (else a ValueError if something is).
+        overwrite : replace the bag store (or the empty folder) at ``path``, else anything at
+            ``path`` is a ValueError; a file or a folder holding anything but a bag store is
+            never replaced.
         """
         zarr = _zarr()
         dim, chunk_rows = positive_int(dim, "dim"), positive_int(chunk_rows, "chunk_rows")
         dtype = np.dtype(dtype)
         if dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype must be float32 or float64, got {dtype}")
-        if not overwrite and isinstance(path, (str, os.PathLike)) and os.path.exists(path):
-            raise ValueError(f"{path}: already exists (pass overwrite=True; on the command line, --overwrite)")
+        if isinstance(path, (str, os.PathLike)) and os.path.exists(path):
+            if not overwrite:
+                raise ValueError(f"{path}: already exists (pass overwrite=True; on the command line, --overwrite)")
+            if not os.path.isdir(path) or (os.listdir(path) and not _holds_bag_store(path)):  # Zarr would empty it
+                kind = "a folder" if os.path.isdir(path) else "a file"
+                raise ValueError(f"{path}: {kind} that is not a bag store: it is not replaced (remove it yourself, "
+                                 "or choose another path)")
         group = zarr.open_group(path, mode="w" if overwrite else "w-", zarr_format=3)
         # Missing chunks (a truncated copy) read as fill values: NaN features and -1 offsets,
         # which the checks of every read refuse, instead of zeros that would pass.
@@ -121,8 +129,9 @@ class BagStore:
         group["offsets"][0] = 0
         # dense_columns: every chunk of labels and names is written (see _append_column), so a
         # missing one is damage; stores of earlier lfagg may lack chunks that held only zeros.
+        # uid: this store, not another created at the same path since (stores of earlier lfagg have none)
         group.attrs["lfagg"] = dict(format=FORMAT, version=FORMAT_VERSION, dim=dim, dtype=dtype.name, n_bags=0,
-                                    labels=None, names=False, dense_columns=True)
+                                    labels=None, names=False, dense_columns=True, uid=uuid.uuid4().hex)
         return cls(group, path, writable=True)
 
     @classmethod
@@ -153,7 +162,7 @@ class BagStore:
             raise ValueError(f"bag store format {version}; this lfagg reads format {FORMAT_VERSION}: upgrade lfagg")
         dim, n_bags = meta.get("dim"), meta.get("n_bags")
         if meta.get("dtype") not in ("float32", "float64") or meta.get("labels") not in (None, *LABEL_DTYPES) \
-                or not isinstance(meta.get("names"), bool) or not all(
+                or not isinstance(meta.get("names"), bool) or not isinstance(meta.get("uid", ""), str) or not all(
                 is_int(v) and v >= lo for v, lo in ((dim, 1), (n_bags, 0))):
             raise ValueError(f"damaged bag store metadata {meta}")
         return dict(meta)
@@ -300,6 +309,12 @@ class BagStore:
     def n_features(self) -> int:
         """The number of local features of all the bags."""
         return int(self._offsets[-1])
+
+    @property
+    def uid(self):
+        """A random hex string drawn when the store was created (None for a store created by an
+        earlier lfagg): a store created anew at the same path has another."""
+        return self._meta.get("uid")
 
     @property
     def labels(self):
@@ -520,6 +535,18 @@ class BagStore:
     def __repr__(self) -> str:
         return (f"BagStore({self._path!r}, n_bags={len(self)}, n_features={self.n_features}, dim={self.dim}, "
                 f"dtype={self.dtype})")
+
+
+def _holds_bag_store(folder) -> bool:
+    """Whether a local folder's Zarr metadata says it is a bag store (damaged or not)."""
+    import json
+
+    try:
+        with open(os.path.join(folder, "zarr.json"), encoding="utf-8") as fh:
+            meta = json.load(fh)
+        return meta["attributes"]["lfagg"]["format"] == FORMAT
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 #: How :func:`blockwise` maps a function over a store's blocks: None in this process, in
