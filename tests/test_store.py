@@ -572,3 +572,19 @@ def test_overwrite_replaces_a_store_or_an_empty_folder_never_another_folder_or_a
     store.append(bags[:2])
     for path in (tmp_path / "empty", tmp_path / "s.zarr"):
         assert len(lfagg.BagStore.create(path, dim=bags.dim, overwrite=True)) == 0
+
+
+def test_a_store_opened_by_a_relative_path_reads_from_any_working_directory(tmp_path, monkeypatch):
+    """The path stayed relative: after a change of directory (or on a Dask worker started
+    elsewhere) every chunk read as missing, reported as a truncated store."""
+    import pickle
+
+    bags = ragged(1)
+    monkeypatch.chdir(tmp_path)
+    lfagg.BagStore.create("s.zarr", dim=bags.dim, dtype=bags.dtype).append(bags[:4], labels=[0, 1, 0, 1])
+    store = lfagg.BagStore.open("s.zarr")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    for handle in (store, pickle.loads(pickle.dumps(store))):  # as a Dask worker receives it
+        np.testing.assert_array_equal(handle[3], bags[3])
+        np.testing.assert_array_equal(handle.labels, [0, 1, 0, 1])

@@ -120,7 +120,7 @@ class BagStore:
                 kind = "a folder" if os.path.isdir(path) else "a file"
                 raise ValueError(f"{path}: {kind} that is not a bag store: it is not replaced (remove it yourself, "
                                  "or choose another path)")
-        group = zarr.open_group(path, mode="w" if overwrite else "w-", zarr_format=3)
+        group = zarr.open_group(_local_path(path), mode="w" if overwrite else "w-", zarr_format=3)
         # Missing chunks (a truncated copy) read as fill values: NaN features and -1 offsets,
         # which the checks of every read refuse, instead of zeros that would pass.
         group.create_array("features", shape=(0, dim), chunks=(chunk_rows, dim), dtype=dtype, compressors=compressors,
@@ -144,7 +144,7 @@ class BagStore:
         if mode not in ("r", "a"):
             raise ValueError(f"mode must be 'r' or 'a', got {mode!r}")
         try:
-            group = zarr.open_group(path, mode="r" if mode == "r" else "r+", zarr_format=3)
+            group = zarr.open_group(_local_path(path), mode="r" if mode == "r" else "r+", zarr_format=3)
         except Exception as exc:  # missing paths and foreign files fail in zarr's or fsspec's own terms
             raise ValueError(f"{path}: not a bag store ({type(exc).__name__}: {exc})") from None
         try:
@@ -535,6 +535,14 @@ class BagStore:
     def __repr__(self) -> str:
         return (f"BagStore({self._path!r}, n_bags={len(self)}, n_features={self.n_features}, dim={self.dim}, "
                 f"dtype={self.dtype})")
+
+
+def _local_path(path):
+    """A local path made absolute, so that the store is found from any working directory (a
+    Dask worker's, or after os.chdir: a relative one read missing chunks as damage); a URL
+    as it is."""
+    local = os.fspath(path) if isinstance(path, os.PathLike) else path
+    return os.path.abspath(local) if isinstance(local, str) and "://" not in local else path
 
 
 def _holds_bag_store(folder) -> bool:
