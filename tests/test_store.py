@@ -588,3 +588,22 @@ def test_a_store_opened_by_a_relative_path_reads_from_any_working_directory(tmp_
     for handle in (store, pickle.loads(pickle.dumps(store))):  # as a Dask worker receives it
         np.testing.assert_array_equal(handle[3], bags[3])
         np.testing.assert_array_equal(handle.labels, [0, 1, 0, 1])
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_a_damaged_chunk_read_through_zarr_names_the_store(tmp_path, compressed):
+    """A truncated chunk of a compressed store failed in zstd's words (a RuntimeError, a
+    traceback from the command line); one of a raw store read as bags 0 and 5 at once, in
+    NumPy's ('cannot reshape array')."""
+    from zarr.codecs import ZstdCodec
+
+    rng = np.random.default_rng(0)
+    bags = [rng.normal(size=(10, 8)).astype(np.float32) for _ in range(12)]
+    path = tmp_path / "s.zarr"
+    lfagg.BagStore.create(path, dim=8, chunk_rows=40, compressors=[ZstdCodec()] if compressed else None).append(bags)
+    chunk = path / "features" / "c" / "0" / "0"
+    chunk.write_bytes(chunk.read_bytes()[:chunk.stat().st_size // 2])
+    store = lfagg.BagStore.open(path)
+    for read in ((lambda: store[1]) if compressed else (lambda: store[[0, 5]]), lambda: store.sample_features(30, 0)):
+        with pytest.raises(ValueError, match=f"{path}: (damaged bag store, its features cannot be read|bag \\d+ holds NaN)"):
+            read()

@@ -378,8 +378,8 @@ class BagStore:
             features = self._read_rows(lo, lo + int(offsets[-1]), buffer, scratch)
         else:
             rows, offsets = gather_rows(self._stored_offsets[stored], self._stored_sizes[stored])
-            features = self._features.get_orthogonal_selection((rows, slice(None))) if rows.size else \
-                np.empty((0, self.dim), self.dtype)
+            features = self._through_zarr(lambda: self._features.get_orthogonal_selection((rows, slice(None)))) \
+                if rows.size else np.empty((0, self.dim), self.dtype)
         bags = Bags._trusted(np.ascontiguousarray(features, dtype=self.dtype), offsets)
         bad = first_nonfinite_bag(bags)
         if bad is not None:
@@ -408,7 +408,7 @@ class BagStore:
         result (into ``buffer`` when it has room: fresh pages cost as much as the copy), one
         copy, 2-3x faster than through Zarr's buffers. Otherwise through Zarr."""
         if self._chunk_dir is None or hi <= lo:
-            return self._features[lo:hi]
+            return self._through_zarr(lambda: self._features[lo:hi])
         rows = self._features.chunks[0]
         first_chunk, end_chunk = lo // rows, -(-hi // rows)
         if scratch and self._maps_chunks():
@@ -432,6 +432,18 @@ class BagStore:
             first, last = max(lo, c * rows), min(hi, (c + 1) * rows)
             self._read_chunk(c, first, memoryview(out[first - lo:last - lo]).cast("B"))
         return out
+
+    def _through_zarr(self, read):
+        """``read()`` of features through Zarr; ValueError naming the store for a damaged
+        chunk (a garbled compressed one fails in the decompressor's terms, a truncated raw
+        one in NumPy's)."""
+        try:
+            return read()
+        except MemoryError:
+            raise
+        except Exception as exc:
+            raise ValueError(f"{self._path}: damaged bag store, its features cannot be read "
+                             f"({type(exc).__name__}: {exc})") from None
 
     def _maps_chunks(self) -> bool:
         """Whether scratch reads map the chunk files in this process (decided where the
