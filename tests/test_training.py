@@ -224,6 +224,22 @@ def test_softmax_regression_scaler_freezes_standardisation():
     np.testing.assert_allclose(Z[:, [0, 2]].std(0), 1, rtol=1e-12)
 
 
+def test_inputs_constant_but_for_rounding_keep_their_units():
+    """Every bag with the same representation but for rounding (standard deviations of
+    1e-17): divided by that noise, the encoder's first step blew the inputs up by 1e16 and
+    training diverged whatever the learning rate."""
+    X = np.full((12, 6), 0.88079708) + np.random.default_rng(0).normal(scale=1e-17, size=(12, 6))
+    clf = SoftmaxRegression(6, 2)
+    clf.fit_scaler(X)
+    np.testing.assert_array_equal(clf.scale, 1.0)
+    X[:, 2] += np.linspace(0, 1e-3, 12)  # a spread rounding does not make: standardised as before
+    clf.fit_scaler(X)
+    assert clf.scale[2] == pytest.approx(X[:, 2].std()) and np.all(clf.scale[[0, 1, 3, 4, 5]] < 1e-3)
+    y = np.arange(12) % 2
+    bags = [np.array([[0.0, 0.0]] * 4 + [[1.0, 1.0]] * (1 + i % 2)) for i in range(12)]
+    lfagg.LearnedBoW(2, pooling="max", n_epochs=1, random_state=0, n_threads=1).fit(bags, y)  # diverged
+
+
 def test_softmax_regression_fit_matches_sklearn_logistic_regression():
     """J = mean CE + l2/2 ||W||^2 (b unpenalised) equals sklearn's objective
     (C * sum CE + 1/2 ||W||^2) divided by C n when l2 = 1 / (C n): same minimum."""

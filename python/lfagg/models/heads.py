@@ -23,6 +23,13 @@ from .._threads import single_threaded_blas
 #: moves, L-BFGS stalls (500 iterations) and the encoder's gradients through it explode.
 MIN_RELATIVE_SCALE = 1e-3
 
+#: Inputs whose spread is at most this fraction of their magnitude (root mean square) in
+#: every column are constant but for rounding (float32's resolution is 6e-8): their scale
+#: is 1. Divided by their rounding noise (standard deviations of 1e-17 when every bag had
+#: the same max-pooled representation), the first step of the encoder blew them up by
+#: 1e16 and every learning rate "diverged".
+ROUNDING_SPREAD = 1e-6
+
 #: Inputs per block of a full-batch evaluation (whole rows, at least 64): blocks fixed by
 #: the inputs' shape, not the threads, so their sums, added in order, are the same for any
 #: number of threads. Blocks of a million inputs keep the products' share of the time high
@@ -122,11 +129,14 @@ class SoftmaxRegression:
     def fit_scaler(self, X: np.ndarray) -> None:
         """Freeze the input standardisation to the statistics of X (n, n_inputs): the
         columns' means, and their standard deviations floored at :data:`MIN_RELATIVE_SCALE`
-        times the root mean square of them all (1 when every column is constant)."""
+        times the root mean square of them all (1 when every column is constant, to within
+        :data:`ROUNDING_SPREAD` of the inputs' magnitude)."""
         self.mean = X.mean(axis=0)
         std = X.std(axis=0)
         typical = float(np.sqrt(np.mean(np.square(std)))) if std.size else 0.0
-        self.scale = np.maximum(std, MIN_RELATIVE_SCALE * typical) if typical > 0 else np.ones_like(std)
+        magnitude = np.sqrt(typical ** 2 + float(np.mean(np.square(self.mean)))) if std.size else 0.0  # RMS of X
+        varies = typical > ROUNDING_SPREAD * magnitude
+        self.scale = np.maximum(std, MIN_RELATIVE_SCALE * typical) if varies else np.ones_like(std)
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         """(n, n_inputs) -> (n, n_classes) float64 logits."""
