@@ -727,6 +727,21 @@ def test_whole_real_labels_are_classes(circles):
     assert model.score(test_bags, test_y.astype(float) - 1) > 0.5
 
 
+def test_an_object_array_of_integer_labels_is_read_as_integers(circles):
+    """As a pandas object column gives them: fit and predict kept the object dtype, which
+    scikit-learn's metrics refuse ("unknown is not supported"), so score and
+    cross_val_score failed or gave NaN."""
+    from sklearn.model_selection import cross_val_score
+
+    (bags, y), (test_bags, test_y) = circles
+    as_objects = np.array(y.tolist(), dtype=object)
+    for model in (learned(), lfagg.BagClassifier(lfagg.BagOfWords(4, random_state=0))):
+        model.fit(bags, as_objects)
+        assert model.classes_.dtype == np.int64 and model.predict(test_bags).dtype == np.int64
+        assert model.score(test_bags, np.array(test_y.tolist(), dtype=object)) == model.score(test_bags, test_y)
+        assert np.all(np.isfinite(cross_val_score(model, bags, as_objects, cv=2)))
+
+
 def test_one_2d_array_given_as_bags_is_named(circles):
     """Its rows would each pass for a bag of one dimension: the message says how to give bags."""
     (bags, y), _ = circles

@@ -261,6 +261,11 @@ def check_labels(y, n_bags: int, name: str = "y") -> np.ndarray:
     if y.dtype.kind not in "biufUO" or not one_kind or not whole:
         raise ValueError(f"{name} must hold class labels (integers, whole reals, strings or booleans) of one kind, got "
                          f"dtype {y.dtype} with values like {y[:3].tolist()}")
+    if y.dtype.kind == "O" and len(y) and not isinstance(y[0], str):  # integers: scikit-learn's metrics refuse
+        try:  # their object array (target type "unknown"), so predictions made of these classes failed to score
+            return y.astype(np.int64)
+        except OverflowError:
+            raise ValueError(f"{name}: integer labels must fit in int64") from None
     return y
 
 

@@ -22,7 +22,17 @@ from .heads import SoftmaxRegression
 from .l2 import check_l2, select_l2
 
 
-class SoftmaxHead(ClassifierMixin):
+class BagClassifierMixin(ClassifierMixin):
+    """scikit-learn's ClassifierMixin whose ``score`` reads labels as ``fit`` does: an object
+    array of integers (a pandas column's), which scikit-learn's metrics refuse as of an
+    "unknown" type, is compared as the integers it holds."""
+
+    def score(self, X, y, sample_weight=None) -> float:
+        """Mean accuracy of ``predict(X)`` against the labels ``y`` (n_bags,)."""
+        return super().score(X, check_labels(y, len(y)), sample_weight)
+
+
+class SoftmaxHead(BagClassifierMixin):
     """Prediction and the classifier fit shared by every classifier of bags.
 
     A subclass sets ``classes_``, ``n_features_in_``, ``feature_map_`` (None or a feature

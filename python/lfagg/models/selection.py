@@ -29,7 +29,7 @@ import warnings
 import numpy as np
 from joblib import Parallel, delayed
 from scipy.special import log_softmax, logsumexp
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator
 from sklearn.model_selection import StratifiedKFold
 from sklearn.utils.validation import check_is_fitted
 
@@ -39,6 +39,7 @@ from .._validation import (check_bags, check_classes, check_labels, choice, forg
                            is_auto, nonnegative_int, positive_int, positive_real, spawn_seeds, unfitted_on_failure,
                            verbosity)
 from ..training.loop import TrainingDiverged
+from .classifier import BagClassifierMixin
 from .learned import LearnedBoW, LearnedVLAD
 
 
@@ -92,7 +93,7 @@ def _refit(model, bags, y):
     return model
 
 
-class _LearnedAggregationCV(ClassifierMixin, BaseEstimator):
+class _LearnedAggregationCV(BagClassifierMixin, BaseEstimator):
     """Shared implementation; see LearnedBoWCV and LearnedVLADCV. ``_estimator`` is the
     class searched, ``_AUTO_CODEBOOK_SIZES`` its sizes of ``n_codewords="auto"``."""
 
