@@ -605,5 +605,6 @@ def test_a_damaged_chunk_read_through_zarr_names_the_store(tmp_path, compressed)
     chunk.write_bytes(chunk.read_bytes()[:chunk.stat().st_size // 2])
     store = lfagg.BagStore.open(path)
     for read in ((lambda: store[1]) if compressed else (lambda: store[[0, 5]]), lambda: store.sample_features(30, 0)):
-        with pytest.raises(ValueError, match=f"{path}: (damaged bag store, its features cannot be read|bag \\d+ holds NaN)"):
+        damage = f"{path}: (damaged bag store, its features cannot be read|bag \\d+ holds NaN)"
+        with pytest.raises(ValueError, match=damage):
             read()
