@@ -510,7 +510,8 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--out", required=True, metavar="STORE", help="the new store (a directory, e.g. bags.zarr)")
     build.add_argument("--chunk-rows", type=_positive_int, default=None,
                        help="local features per Zarr chunk (default: 8192)")
-    build.add_argument("--overwrite", action="store_true", help="replace an existing store at --out")
+    build.add_argument("--overwrite", action="store_true",
+                       help="replace an existing bag store at --out (never a file or another folder)")
     build.add_argument("--verbose", type=_count, default=1, help="1 shows the progress on stderr")
     build.set_defaults(run=_store_build, parser=build)
 
