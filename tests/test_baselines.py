@@ -82,6 +82,22 @@ def test_bow_overflow_in_float32_is_an_error():
         ops.bow(f, [0, 4], np.zeros((2, 3)) + [[1.0], [-1.0]])
 
 
+def test_fisher_vector_names_values_beyond_float32_range():
+    """A subnormal variance's precision overflows: the message said the inputs were "too
+    large" and ended in a garbled "(float32 ones: or use float64)"; a weight of 1e-300,
+    0 in float32, was reported as "found 0.000000"."""
+    f = np.random.default_rng(0).normal(size=(10, 3)).astype(np.float32)
+    means, weights = np.zeros((2, 3)), np.full(2, 0.5)
+    with pytest.raises(ValueError, match=r"variances are out of this floating-point type's range; rescale them, "
+                                         r"or compute in float64 \(float64 arrays\)$"):
+        ops.fisher_vector(f, [0, 10], means, np.full((2, 3), 1e-40), weights)
+    with pytest.raises(ValueError, match=r"weights must be strictly positive, found 0 \(a positive value below "
+                                         r"this floating-point type's range reads as 0\)"):
+        ops.fisher_vector(f, [0, 10], means, np.ones((2, 3)), np.array([0.5, 1e-300]))
+    with pytest.raises(ValueError, match=r"weights must be strictly positive, found -2.5e-07$"):
+        ops.fisher_vector(f, [0, 10], means, np.ones((2, 3)), np.array([0.5, -2.5e-7]))
+
+
 @pytest.mark.parametrize("row", [0, 45, 99])  # in the first / a middle block of rows, in the tail
 @pytest.mark.parametrize("x", [-2e38, 2e38], ids=["least", "other"])
 def test_one_overflowing_score_among_finite_ones_is_an_error(row, x):

@@ -6,6 +6,7 @@
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
+#include <iomanip>
 #include <sstream>
 #include <string>
 
@@ -108,7 +109,12 @@ template <class T>
 void check_positive(const Array<T>& a, const char* name) {
     const T* p = a.data();
     for (py::ssize_t i = 0; i < a.size(); ++i)
-        if (!(p[i] > 0)) fail(std::string(name) + " must be strictly positive, found " + std::to_string(p[i]));
+        if (!(p[i] > 0)) {
+            std::ostringstream found;  // %g: a tiny value is not shown as 0.000000
+            found << std::setprecision(6) << static_cast<double>(p[i]);
+            fail(std::string(name) + " must be strictly positive, found " + found.str() +
+                 (p[i] == 0 ? " (a positive value below this floating-point type's range reads as 0)" : ""));
+        }
 }
 
 // `inputs` names the arguments whose scale can overflow the result.

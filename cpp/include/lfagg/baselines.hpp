@@ -111,7 +111,7 @@ class NearestCenter {
         if (!nearest_rows(s.data(), s.outerStride(), m, k(), t.best.data(), t.labels.data()))
             throw std::domain_error(  // reaches Python as ValueError
                 "nearest-centre distances overflowed: features or centers are too large for this "
-                "floating-point type; rescale them (float32 ones: or use float64)");
+                "floating-point type; rescale them, or compute in float64 (float64 arrays)");
     }
 
   private:

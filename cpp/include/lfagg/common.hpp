@@ -136,10 +136,11 @@ class FlushSubnormals {
 };
 
 // The error of a result that overflowed to NaN or infinity; `inputs` names the arguments
-// whose scale can overflow it.
+// whose scale can overflow it (too large, or, for variances and precisions, too small or
+// large: a subnormal variance's precision overflows).
 inline std::string overflow_message(const char* inputs) {
     return std::string("the result overflowed to NaN or infinity: ") + inputs +
-           " are too large for this floating-point type; rescale them (float32 ones: or use float64)";
+           " are out of this floating-point type's range; rescale them, or compute in float64 (float64 arrays)";
 }
 
 // Exceptions must not escape an OpenMP region: the first one is kept and rethrown after it.
