@@ -113,6 +113,29 @@ def test_one_overflowing_score_among_finite_ones_is_an_error(row, x):
 
 
 # ----------------------------------------------------------------------------- VLAD
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_hard_vlad_residuals_are_exact_when_the_centres_spread_far_wider_than_the_features(dtype):
+    """Formed as sum f' - mass C' about the centres' mean, the residuals lost what the
+    rounding of both terms at the codebook's scale leaves: 100 features one ulp below a
+    centre 1,000 away from the other gave -0.0039 instead of -0.0061 in float32 (the
+    difference of two float32 this close is exact)."""
+    p = dtype(1000.3366)
+    c0 = np.nextafter(p, dtype(np.inf))
+    out = ops.vlad(np.full((100, 1), p, dtype), [0, 100], np.array([[c0], [p + dtype(1000)]], dtype))
+    assert out[0, 0] == dtype(100 * (float(p) - float(c0)))
+    rng = np.random.default_rng(0)
+    centres = rng.uniform(0, 255, size=(16, 8)).astype(dtype)
+    labels = rng.integers(0, 16, size=400)
+    features = (centres[labels] + rng.normal(scale=0.01, size=(400, 8))).astype(dtype)
+    offsets = np.array([0, 150, 400])
+    ref = np.zeros((2, 16, 8))
+    for b in range(2):
+        for n in range(offsets[b], offsets[b + 1]):
+            ref[b, labels[n]] += features[n].astype(np.float64) - centres[labels[n]]
+    np.testing.assert_allclose(ops.vlad(features, offsets, centres).reshape(2, 16, 8), ref,
+                               rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-12)
+
+
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
