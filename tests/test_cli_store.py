@@ -3,6 +3,7 @@ store, encode written block by block into .zarr and resumed after an interruptio
 schedulers, and the errors."""
 
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -167,6 +168,11 @@ def test_encode_errors(files, store_and_model, capsys, tmp_path):
     base = ["encode", "--model", model_path]
     rc, _, err = run_main(capsys, *base, "--bags", root / "bags", "--out", tmp_path / "e.zarr")
     assert_one_line_error(rc, err, "needs a bag store")
+    started = time.perf_counter()  # refused before connecting: an unreachable address took 30 s first
+    rc, _, err = run_main(capsys, *base, "--bags", root / "bags", "--out", tmp_path / "e.npy", "--address",
+                          "tcp://127.0.0.1:9")
+    assert_one_line_error(rc, err, "--scheduler/--address need a bag store as --bags")
+    assert time.perf_counter() - started < 10
     rc, _, err = run_main(capsys, *base, "--bags", store_path, "--out", tmp_path / "e.npy", "--scheduler", "threads",
                           "--address", "127.0.0.1:1")
     assert_one_line_error(rc, err, "not both")

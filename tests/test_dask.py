@@ -103,6 +103,17 @@ def test_bad_arguments(fitted):
     features = da.from_array(bags.features, chunks=(100, 2))
     with pytest.raises(ValueError, match="chunk sizes are unknown.*compute_chunk_sizes"):
         ld.transform(model, features[features[:, 0] > -np.inf], offsets=bags.offsets)
+    with pytest.raises(ValueError, match=r"offsets must be None with a BagStore \(it holds its own\)"):
+        ld.transform(model, store, offsets=[0, 3])  # were ignored without a word
+
+
+def test_encode_on_dask_warns_that_it_does_not_reach_a_searchs_processes(fitted):
+    """LearnedBoWCV(n_jobs=2) encoded in joblib's processes, silently off the scheduler."""
+    _, _, store = fitted
+    search = lfagg.LearnedBoWCV(n_codewords=(2,), gamma_scale=(1.0,), learning_rate=(1e-3,), max_epochs=0, cv=2,
+                                n_estimators=1, n_jobs=2, random_state=0)
+    with ld.encode_on_dask(), pytest.warns(UserWarning, match="does not reach the n_jobs processes of the search"):
+        search.fit(store, store.labels)
 
 
 def test_fit_encodes_the_store_on_the_cluster(fitted, monkeypatch):

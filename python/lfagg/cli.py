@@ -209,11 +209,14 @@ def _encode(args) -> int:
     model = _load_model_with_threads(args)
     model = getattr(model, "best_estimator_", model)  # a search's representation: its first refit's
     bags, _ = load_bags(args.bags)
+    if args.out.endswith(".zarr") and not isinstance(bags, BagStore):
+        raise ValueError("--out *.zarr (written block by block, resumable) needs a bag store as --bags "
+                         "(lfagg store build)")
+    if (args.scheduler is not None or args.address is not None) and not isinstance(bags, BagStore):
+        # before connecting: an unreachable --address took its 30 s timeout first
+        raise ValueError("--scheduler/--address need a bag store as --bags (lfagg store build)")
     with _dask_scheduler(args.scheduler, args.address) as use_dask:
         if args.out.endswith(".zarr"):
-            if not isinstance(bags, BagStore):
-                raise ValueError("--out *.zarr (written block by block, resumable) needs a bag store as --bags "
-                                 "(lfagg store build)")
             from .outputs import encode_to_zarr, file_digest
 
             n_bags, width, computed, total = encode_to_zarr(model, bags, args.out, model_id=file_digest(args.model),
@@ -225,8 +228,6 @@ def _encode(args) -> int:
             return 0
         watch = Stopwatch("lfagg encode", args.verbose)
         if use_dask:
-            if not isinstance(bags, BagStore):
-                raise ValueError("--scheduler/--address need a bag store as --bags (lfagg store build)")
             from .dask import transform
 
             with watch("encode", f"encoding {bags_count(len(bags))} on Dask"):

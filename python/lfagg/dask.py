@@ -5,11 +5,14 @@ The fitted model enters the task graph once, as one key (``dask.delayed(model)``
 the scheduler sends to each worker that needs it once, not with every task; so does a
 :class:`lfagg.BagStore`'s handle, and each task reads its block of the store itself (the
 workers must reach the store's path or URL), or takes its chunk of a Dask array of
-features. Results are bitwise those of the model's own method in one process with the
-default blocks; other ``block_features`` or chunks group a bag's features with other bags'
-in the core's tiles differently, which changes the results by rounding: in float32 about
-1e-7 of the encodings' scale, more in a small entry of an improved Fisher Vector, whose
-signed square root magnifies it (1.5e-6 measured).
+features. ``transform`` and ``predict`` are bitwise those of the model's own method in one
+process with the default blocks; ``predict_proba`` and ``decision_function`` may differ by
+an ulp there (the classifier's matrix product of one block's rows against all the bags'
+at once: BLAS groups rows differently at a block's end). Other ``block_features`` or
+chunks group a bag's features with other bags' in the core's tiles differently, which
+changes the results by rounding: in float32 about 1e-7 of the encodings' scale, more in
+a small entry of an improved Fisher Vector, whose signed square root magnifies it (1.5e-6
+measured).
 
     import lfagg, lfagg.dask
     store = lfagg.BagStore.open("videos.zarr")
@@ -76,6 +79,8 @@ def apply(model, bags, method="transform", *, offsets=None, block_features=None)
         raise ValueError(f"bags must be a lfagg.BagStore or a Dask array of features, got {type(bags).__name__}")
     shared = dask.delayed(model, pure=True)  # one key: each worker receives the model once
     if isinstance(bags, BagStore):
+        if offsets is not None:  # the store holds its own: others would be ignored without a word
+            raise ValueError("offsets must be None with a BagStore (it holds its own)")
         block_features = bags.block_features() if block_features is None else positive_int(block_features,
                                                                                              "block_features")
         bounds, dim = bags.block_bounds(block_features), bags.dim
@@ -149,7 +154,10 @@ def encode_on_dask():
     when one is active), one per block of the store: the passes of ``fit`` that encode
     the collection (W0, the choice of l2, the final classifier fit, early stopping's
     validation) as well as ``transform`` and ``predict``. The SGD steps, which read a few
-    samples of a few bags each, stay in this process. Results equal those in process::
+    samples of a few bags each, stay in this process, and so do the encodings of
+    LearnedBoWCV / LearnedVLADCV with ``n_jobs`` other than 1 (their folds run in joblib's
+    processes, which this context does not reach: they warn). Results equal those in
+    process::
 
         with distributed.Client(address), lfagg.dask.encode_on_dask():
             model = lfagg.LearnedBoW(256).fit(store, store.labels)

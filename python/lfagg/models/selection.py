@@ -38,6 +38,7 @@ from .._threads import single_threaded_blas
 from .._validation import (check_bags, check_classes, check_labels, choice, forget_fit, n_jobs_arg, n_threads_arg,
                            is_auto, nonnegative_int, positive_int, positive_real, spawn_seeds, unfitted_on_failure,
                            verbosity)
+from ..store import BLOCK_MAPPER, BagStore
 from ..training.loop import TrainingDiverged
 from .classifier import BagClassifierMixin
 from .learned import LearnedBoW, LearnedVLAD
@@ -166,6 +167,9 @@ class _LearnedAggregationCV(BagClassifierMixin, BaseEstimator):
         scoring = choice(self.scoring, "scoring", SCORINGS)
         n_estimators = positive_int(self.n_estimators, "n_estimators")
         n_jobs = n_jobs_arg(self.n_jobs)
+        if n_jobs not in (None, 1) and isinstance(X, BagStore) and BLOCK_MAPPER.get() is not None:
+            warnings.warn("lfagg.dask.encode_on_dask() does not reach the n_jobs processes of the search: its folds "
+                          "and refits encode the store in those processes (n_jobs=1 encodes on Dask)", stacklevel=2)
         verbose = verbosity(self.verbose)
         split_seed, model_seed, ensemble_seed = spawn_seeds(self.random_state, 3)
         for pooling in poolings:  # every parameter is checked before any data is touched
