@@ -200,3 +200,27 @@ def test_a_zarr_encode_of_a_store_rebuilt_at_the_same_path_is_refused(files, sto
     cli_main(["store", "build", "--bags", tmp_path / "other.npz", "--out", store, "--overwrite", "--verbose", 0])
     rc, _, err = run_main(capsys, *args)
     assert_one_line_error(rc, err, "does not hold an unfinished encode of this model and these bags")
+
+
+def test_a_zarr_encode_on_the_processes_scheduler_starts_its_processes_once(store_and_model, capsys, tmp_path,
+                                                                            monkeypatch):
+    """Dask's processes scheduler made a pool per compute, one per wave of blocks, each
+    starting its processes and importing lfagg again (59 s against 8 for one compute)."""
+    import concurrent.futures
+
+    import dask.multiprocessing
+    import zarr
+
+    store_path, model_path = store_and_model
+    monkeypatch.setattr(lfagg.store, "BLOCK_BYTES", 1600)  # 8 blocks
+    monkeypatch.setattr(lfagg.outputs, "BLOCKS_PER_WAVE", 2)  # 4 waves
+    pools = []
+    monkeypatch.setattr(dask.multiprocessing, "ProcessPoolExecutor",
+                        lambda *a, **k: pools.append(1) or concurrent.futures.ProcessPoolExecutor(*a, **k))
+    rc, out, err = run_main(capsys, "encode", "--bags", store_path, "--model", model_path, "--out",
+                            tmp_path / "e.zarr", "--scheduler", "processes", "--verbose", 0)
+    assert rc == 0 and "(8 blocks computed now)" in out, err
+    assert pools == []  # the command's one pool, not dask's per compute
+    expected = np.concatenate([lfagg.load(model_path).transform(block)
+                               for block in lfagg.BagStore.open(store_path).blocks(100)])
+    np.testing.assert_array_equal(np.asarray(zarr.open_group(tmp_path / "e.zarr")["encodings"][:]), expected)

@@ -256,6 +256,16 @@ def _dask_scheduler(scheduler, address):
             import distributed
     except ImportError:
         raise ImportError('--scheduler/--address need dask and distributed: pip install "lfagg[dask]"') from None
+    if scheduler == "processes":  # one pool for the whole encode: dask's own lasts one compute (a --out
+        # *.zarr wave of blocks), and every new one started its processes and imported lfagg again
+        import dask.multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(dask.config.get("num_workers", None) or os.cpu_count(),
+                                 mp_context=dask.multiprocessing.get_context()) as pool, \
+                dask.config.set(scheduler=scheduler, pool=pool):
+            yield True
+        return
     with distributed.Client(address, timeout=30) if address is not None else dask.config.set(scheduler=scheduler):
         yield True
 
