@@ -608,3 +608,18 @@ def test_a_damaged_chunk_read_through_zarr_names_the_store(tmp_path, compressed)
         damage = f"{path}: (damaged bag store, its features cannot be read|bag \\d+ holds NaN)"
         with pytest.raises(ValueError, match=damage):
             read()
+
+
+def test_a_store_gone_from_where_it_is_read_is_named_as_such(tmp_path):
+    """A Dask worker that cannot reach the store's path read every chunk as missing and
+    blamed bag 0 for NaN (a truncated store)."""
+    import shutil
+
+    rng = np.random.default_rng(1)
+    lfagg.BagStore.create(tmp_path / "s.zarr", dim=3).append([rng.normal(size=(n, 3)).astype(np.float32)
+                                                              for n in (3, 5, 2, 4)])
+    store = lfagg.BagStore.open(tmp_path / "s.zarr")
+    shutil.move(tmp_path / "s.zarr", tmp_path / "moved.zarr")
+    for read in (lambda: store[1], lambda: store[[0, 2]], lambda: list(store.blocks(10, scratch=True))):
+        with pytest.raises(ValueError, match="the store is not found at .* where it is read"):
+            read()

@@ -383,6 +383,10 @@ class BagStore:
         bags = Bags._trusted(np.ascontiguousarray(features, dtype=self.dtype), offsets)
         bad = first_nonfinite_bag(bags)
         if bad is not None:
+            folder = self._local_folder()
+            if folder is not None and not os.path.isdir(folder):  # every chunk read as missing: not damage
+                raise ValueError(f"{self._path}: the store is not found at {folder} where it is read (a Dask worker "
+                                 "must reach the store at the same path)")
             raise ValueError(f"{self._path}: bag {int(stored[bad])} holds NaN or infinity (or its chunk is missing: "
                              "a truncated store)")
         return bags
