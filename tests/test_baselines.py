@@ -421,6 +421,7 @@ COMMON_CASES = [
     ("offsets_decreasing", dict(offsets=np.array([0, 6, 4, 10])), "offsets"),
     ("offsets_last_wrong", dict(offsets=np.array([0, 4, 4, 9])), "offsets"),
     ("offsets_empty", dict(offsets=np.array([], dtype=np.int64)), "offsets"),
+    ("offsets_0d", dict(features=np.ones((0, D)), offsets=np.array(0)), "offsets must be a 1-D"),  # was one bag
     ("n_threads_zero", dict(n_threads=0), "n_threads"),
 ]
 CODEBOOK_CASES = [

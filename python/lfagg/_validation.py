@@ -170,10 +170,12 @@ def check_gamma_dtype(gamma: float, dtype, what: str = "gamma") -> float:
 
 
 def as_offsets(offsets) -> np.ndarray:
-    """``offsets`` as a C-contiguous int64 array; ValueError for non-integer input."""
+    """``offsets`` as a C-contiguous 1-D int64 array; ValueError for non-integer or other-shaped input."""
     arr = np.asarray(offsets)
     if arr.dtype.kind not in "iu":
         raise ValueError(f"offsets must be an integer array, got dtype {arr.dtype}")
+    if arr.ndim != 1:  # a 0-d one passed the core's check as a single offset 0
+        raise ValueError(f"offsets must be a 1-D array of shape (n_bags + 1,), got shape {arr.shape}")
     check_fits_int64(arr, "offsets")
     return np.ascontiguousarray(arr, dtype=np.int64)
 
