@@ -203,6 +203,16 @@ def test_from_estimator():
         lt.SoftBoW.from_estimator(lfagg.LearnedBoW(3), gamma=1.0)
     trained = torch.randn(3, 2, requires_grad=True)  # another layer's centres, say
     np.testing.assert_array_equal(lt.SoftVLAD.from_estimator(trained, gamma=1.0).centers.detach(), trained.detach())
+    from sklearn.mixture import GaussianMixture
+
+    points = np.random.default_rng(0).normal(size=(60, 3))
+    for kind in ("tied", "full", "spherical"):  # tied with K == D: its (D, D) matrix passed for K diagonals
+        mixture = GaussianMixture(3, covariance_type=kind, random_state=0).fit(points)
+        with pytest.raises(ValueError, match=f"covariance_type='diag' .*, got '{kind}'"):
+            lt.SoftBoW.from_estimator(mixture, gamma=1.0)
+    diag = GaussianMixture(3, covariance_type="diag", random_state=0).fit(points)
+    np.testing.assert_allclose(lt.SoftBoW.from_estimator(diag, gamma=1.0, dtype=torch.float64).log_precisions.detach(),
+                               -np.log(diag.covariances_))
     huge, ones = np.full((2, 2), 1e300), np.ones((2, 2))
     for centers, covariances in ((huge, ones), (0 * ones, 1 / huge)):
         with pytest.raises(ValueError, match="overflow the layer's torch.float32"):  # float64 values beyond float32
@@ -257,6 +267,11 @@ def test_nested_tensor_errors():
         lt.soft_bow(strided, None, centers, precisions, gamma)
     with pytest.raises(ValueError, match="ragged in dimension 1; got one of 3 dimensions ragged in dimension 2"):
         lt.soft_bow(jagged.transpose(1, 2), None, centers, precisions, gamma)
+    for starts, lengths in (([0, 2], [2, 10]), ([-1, 2], [2, 2]), ([0, 2], [2, -1])):  # torch builds them all
+        holes = torch.nested.nested_tensor_from_jagged(features, torch.tensor(starts + [4]),
+                                                       lengths=torch.tensor(lengths))
+        with pytest.raises(ValueError, match="bags \\(offsets and lengths\\) lie outside its 11 rows"):  # IndexError
+            lt.soft_bow(holes, None, centers, precisions, gamma)
 
 
 def test_a_nested_tensor_of_part_of_its_values_pools_that_part():

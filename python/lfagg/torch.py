@@ -206,6 +206,10 @@ def _jagged_rows(nested):
     if nested.device.type != "cpu":
         raise ValueError(f"features is on {nested.device}: lfagg.torch runs on CPU tensors (move it with .cpu())")
     values, offsets, lengths = nested.values(), nested.offsets(), nested.lengths()
+    if lengths is not None and not (bool((lengths >= 0).all()) and bool((offsets[:-1] >= 0).all())
+                                    and bool((offsets[:-1] + lengths <= len(values)).all())):
+        raise ValueError(f"features: a jagged nested tensor whose bags (offsets and lengths) lie outside its "
+                         f"{len(values)} rows of values")
     if lengths is None:
         first, last = int(offsets[0]), int(offsets[-1])
         if first == 0 and last == len(values):
@@ -369,6 +373,10 @@ class _SoftEncoderLayer(torch.nn.Module):
         defaults to the estimator's (a LearnedBoW's or LearnedVLAD's), else "mean".
         """
         kwargs.setdefault("pooling", getattr(estimator, "pooling", "mean"))
+        covariance_type = getattr(estimator, "covariance_type", "diag")  # a GaussianMixture's
+        if covariance_type != "diag":  # a "tied" (D, D) matrix passed for K diagonals when K == D
+            raise ValueError(f"a GaussianMixture must have covariance_type='diag' (one variance per codeword and "
+                             f"dimension), got {covariance_type!r}")
         centers = _first_attribute(estimator, ("centers_", "cluster_centers_", "means_"), estimator)
         covariances = _first_attribute(estimator, ("covariances_", "variances_"), np.ones(np.shape(centers)))
         try:
