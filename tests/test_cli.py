@@ -321,6 +321,22 @@ def test_evaluate_warns_about_unknown_labels(capsys, files, t1_model, tmp_path):
     assert "warning: labels the model was not trained on: [0, 1] (its classes: ['inner', 'outer'])" in err
 
 
+def test_evaluate_reads_the_models_classes_in_another_kind_and_refuses_nan_labels(capsys, tmp_path):
+    """A model of the string classes '0' / '1' (an .npz's) scored 0% against the integers
+    0 / 1 of a label file, with exit 0; a NaN label in an .npz was scored as a class."""
+    bags, y = make_circles_bags(16, 10, random_state=0)
+    model = lfagg.BagClassifier(lfagg.BagOfWords(2, random_state=0)).fit(bags, y.astype(str))
+    lfagg.save(model, tmp_path / "m.lfagg")
+    save_npz_bags(tmp_path / "b.npz", bags)
+    (tmp_path / "y.txt").write_text("".join(f"{v}\n" for v in y))
+    rc, out, err = run_main(capsys, "evaluate", "--model", tmp_path / "m.lfagg", "--bags", tmp_path / "b.npz",
+                            "--labels", tmp_path / "y.txt", "--verbose", "0")
+    assert rc == 0 and out.startswith(f"accuracy {model.score(bags, y.astype(str)):.4f}") and "warning" not in err
+    save_npz_bags(tmp_path / "nan.npz", bags, np.where(np.arange(16) == 3, np.nan, y))
+    rc, _, err = run_main(capsys, "evaluate", "--model", tmp_path / "m.lfagg", "--bags", tmp_path / "nan.npz")
+    assert_one_line_error(rc, err, "nan.npz: the labels must hold class labels", "values like [nan]")
+
+
 def test_model_of_other_dimension(capsys, files, t1_model, tmp_path):
     save_npz_bags(tmp_path / "wide.npz", [np.ones((3, 5))], ["inner"])
     rc, _, err = run_main(capsys, "evaluate", "--model", t1_model[1], "--bags", tmp_path / "wide.npz",

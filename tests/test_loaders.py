@@ -90,6 +90,26 @@ def test_npy_dir_files_are_memory_mapped(tmp_path, arrays, monkeypatch):
     assert modes == ["r"] * 2 * len(arrays)  # each mapped twice: its header checked first, then its rows copied
 
 
+@pytest.mark.parametrize("line", ["{name}\t{label}", "{name};{label}", "{name}  {label}", "{name}.npy {label}"])
+def test_name_label_pairs_not_separated_by_commas_are_refused(tmp_path, arrays, line):
+    """Read as one column, each 'name<tab>label' line was a class of its own: a model of
+    one class per bag, trained without a word."""
+    names = sorted(arrays)
+    path = write_text(tmp_path / "labels.csv", "".join(line.format(name=n, label=i % 2) + "\n"
+                                                      for i, n in enumerate(names)))
+    with pytest.raises(ValueError, match="look like name and label separated by a tab, ';' or spaces"):
+        load_labels(path, names)
+    assert load_labels(write_text(tmp_path / "ok.txt", "big cat\nsmall dog\n"), None).tolist() == ["big cat",
+                                                                                                    "small dog"]
+
+
+def test_a_unicode_digit_in_a_file_name_sorts(tmp_path):
+    """'²' passed str.isdigit in the natural sort, then failed int() without naming a file."""
+    folder = write_dir(tmp_path / "bags", {"x1\u00b22": np.ones((2, 3)), "x10": np.zeros((1, 3))})
+    bags, names = load_npy_dir(folder)
+    assert names == ["x1\u00b22", "x10"] and len(bags) == 2
+
+
 # ---------------------------------------------------------------------------------------
 # One .npz
 # ---------------------------------------------------------------------------------------

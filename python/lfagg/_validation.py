@@ -261,8 +261,9 @@ def check_labels(y, n_bags: int, name: str = "y") -> np.ndarray:
         isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in y)
     whole = y.dtype.kind != "f" or (np.isfinite(y).all() and (y == np.round(y)).all())
     if y.dtype.kind not in "biufUO" or not one_kind or not whole:
+        odd = y[~np.isfinite(y)] if y.dtype.kind == "f" and not np.isfinite(y).all() else y  # NaN: a missing label
         raise ValueError(f"{name} must hold class labels (integers, whole reals, strings or booleans) of one kind, got "
-                         f"dtype {y.dtype} with values like {y[:3].tolist()}")
+                         f"dtype {y.dtype} with values like {odd[:3].tolist()}")
     if y.dtype.kind == "O" and len(y) and not isinstance(y[0], str):  # integers: scikit-learn's metrics refuse
         try:  # their object array (target type "unknown"), so predictions made of these classes failed to score
             return y.astype(np.int64)

@@ -124,10 +124,13 @@ def _demo(args) -> int:
 def _labelled_bags(args):
     from .datasets import load_bags
 
+    from ._validation import check_labels
+
     bags, y = load_bags(args.bags, args.labels)
     if y is None:
         raise ValueError(f"{args.bags}: no labels; pass --labels")
-    return bags, y
+    # as fit checks them, for evaluate too: a NaN label of an .npz was scored as a class
+    return bags, check_labels(y, len(bags), f"{args.labels or args.bags}: the labels")
 
 
 def _check_output_folder(path, store: bool = False, inputs=()) -> None:
@@ -291,6 +294,10 @@ def _evaluate(args) -> int:
     if len(bags) == 0:
         raise ValueError(f"{args.bags}: no bags to evaluate")
     known = set(model.classes_.tolist())
+    as_known = {str(c): c for c in known}
+    if not set(y.tolist()) <= known and {str(c) for c in y.tolist()} <= set(as_known):
+        # the model's classes in another kind (an .npz's '1' against a file's 1, or True / 'True'): the same labels
+        y = np.array([as_known[str(c)] for c in y.tolist()], dtype=model.classes_.dtype)
     unknown = [c for c in np.unique(y).tolist() if c not in known]
     if unknown:
         print(f"lfagg evaluate: warning: labels the model was not trained on: {unknown[:5]} (its classes: "

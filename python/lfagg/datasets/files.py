@@ -44,7 +44,8 @@ def read_npz(path, required, optional=()) -> dict:
 def natural_key(name: str) -> list:
     """Sort key of a file name in natural order: its runs of digits compare as numbers, so
     "bag2" comes before "bag10" (and "bag02" before "bag10" too)."""
-    return [(0, int(part), part) if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name)]
+    # ASCII digits only: "²" and other Unicode digits pass str.isdigit but not int()
+    return [(0, int(part), part) if i % 2 else (1, 0, part) for i, part in enumerate(re.split(r"([0-9]+)", name))]
 
 
 def _check_finite(bags: Bags, path, names=None) -> Bags:
@@ -230,6 +231,9 @@ def load_labels(path, names=None) -> np.ndarray:
     numbered = list(zip(range(start + 1, len(rows) + 1), rows[start:]))  # (line number, fields)
     if width == 1:
         used = [(line, label) for line, (label,) in numbered]
+        if _look_like_pairs([label for _, label in used], names):  # else each line is a class of its own
+            raise ValueError(f"{path}: its lines look like name and label separated by a tab, ';' or spaces: write "
+                             "them as name,label (comma-separated, a .csv file)")
         if names is not None and len(used) != len(names):
             raise ValueError(f"{path}: {len(used)} labels for {len(names)} bags")
         if names is not None:
@@ -256,6 +260,19 @@ def load_labels(path, names=None) -> np.ndarray:
             raise ValueError(f"{path}: line {line} has label {label!r}, NaN or infinite: not a class "
                              "(a missing value?)")
     return _labels_array([label for _, label in used])
+
+
+def _look_like_pairs(labels, names) -> bool:
+    """Whether one-column labels are "name<sep>label" pairs with another separator than a
+    comma: every one holds a tab or a ';', or, with bag names, every one starts with a
+    bag's name followed by white space."""
+    if all("\t" in label or ";" in label for label in labels):
+        return True
+    if names is None:
+        return False
+    firsts = [re.split(r"\s+", label, maxsplit=1) for label in labels]
+    known = set(names) | {name + ".npy" for name in names}
+    return all(len(parts) == 2 and parts[0] in known for parts in firsts)
 
 
 def _check_unambiguous_order(path, names) -> None:
