@@ -402,11 +402,14 @@ def test_reproduce_and_figures_check_their_paths_before_any_work(capsys, monkeyp
     calls = []
     for name in ("table1", "figure1", "figure2"):
         monkeypatch.setattr(experiments, name, lambda *a, name=name, **k: calls.append(name))
+    save_npz_bags(tmp_path / "bags.npz", [np.ones((2, 3))])  # not CIFAR-10
     reproduce = ["reproduce", "--data", "c.npz", "--out-json"]
     for args, message in [([*reproduce, tmp_path / "no" / "t.json"], "no such directory"),
                           ([*reproduce, tmp_path], "is a directory"),
                           (["figures", "--out-dir", tmp_path / "figs", "--data", tmp_path / "none.npz"],
-                           "none.npz: no such file")]:
+                           "none.npz: no such file"),
+                          (["figures", "--out-dir", tmp_path / "figs", "--data", tmp_path / "bags.npz"],
+                           "bags.npz: missing arrays")]:  # once found after figure1 was written
         rc, _, err = run_main(capsys, *args)
         assert_one_line_error(rc, err, message)
     assert calls == [] and not (tmp_path / "figs").exists()

@@ -332,8 +332,13 @@ def _figures(args) -> int:
 
     if not args.out_dir:
         raise ValueError("the output path is empty")
-    if args.data is not None and not os.path.isfile(args.data):  # Fig. 2's data, before Fig. 1 is written
-        raise ValueError(f"{args.data}: " + ("a directory, not" if os.path.isdir(args.data) else "no such") + " file")
+    if args.data is not None:  # Fig. 2's data, checked whole before Fig. 1 is written
+        if not os.path.isfile(args.data):
+            raise ValueError(f"{args.data}: " + ("a directory, not" if os.path.isdir(args.data) else "no such")
+                             + " file")
+        from .datasets import load_cifar10
+
+        load_cifar10(args.data)
     os.makedirs(args.out_dir, exist_ok=True)
     fig1, fig2 = (os.path.join(args.out_dir, f"figure{i}.png") for i in (1, 2))
     experiments.figure1(fig1, random_state=args.seed, n_threads=args.threads)
