@@ -103,6 +103,14 @@ def test_name_label_pairs_not_separated_by_commas_are_refused(tmp_path, arrays, 
                                                                                                     "small dog"]
 
 
+def test_a_header_word_that_is_also_a_label_is_data(tmp_path):
+    """Labels y / n lost their first line, taken for a header."""
+    assert load_labels(write_text(tmp_path / "yn.txt", "y\nn\ny\n"), None).tolist() == ["y", "n", "y"]
+    assert load_labels(write_text(tmp_path / "h.txt", "y\n1\n0\n"), None).tolist() == [1, 0]  # a header still
+    names = ["a", "b"]
+    assert load_labels(write_text(tmp_path / "yn.csv", "a,y\nb,n\n"), names).tolist() == ["y", "n"]
+
+
 def test_a_unicode_digit_in_a_file_name_sorts(tmp_path):
     """'²' passed str.isdigit in the natural sort, then failed int() without naming a file."""
     folder = write_dir(tmp_path / "bags", {"x1\u00b22": np.ones((2, 3)), "x10": np.zeros((1, 3))})

@@ -191,8 +191,8 @@ def load_labels(path, names=None) -> np.ndarray:
     ----------
     path : str or os.PathLike, a ``.txt`` file with one label per line, or a ``.csv`` file
         with one column (one label per row) or two columns ``name,label``. A first row
-        whose label field is "label", "labels", "class", "target" or "y" (any case) is a
-        header; blank lines at the end are ignored.
+        whose label field is "label", "labels", "class", "target" or "y" (any case), and
+        not the label of another row, is a header; blank lines at the end are ignored.
     names : list of str or None, the bag names given by :func:`load_npy_dir`. Two-column
         files need them: each bag takes the label of its name's row (a ".npy" suffix on
         the name is allowed; rows of other names are ignored). A one-column file must
@@ -220,7 +220,7 @@ def load_labels(path, names=None) -> np.ndarray:
     rows = [[field.strip() for field in row] for row in rows]
     while rows and not any(rows[-1]):
         rows.pop()
-    start = 1 if rows and rows[0] and rows[0][-1].lower() in _LABEL_HEADERS else 0
+    start = 1 if rows and _is_header(rows[0], rows[1:], names) else 0
     if len(rows) == start:
         raise ValueError(f"{path}: no labels in this file")
     width = len(rows[start])
@@ -260,6 +260,16 @@ def load_labels(path, names=None) -> np.ndarray:
             raise ValueError(f"{path}: line {line} has label {label!r}, NaN or infinite: not a class "
                              "(a missing value?)")
     return _labels_array([label for _, label in used])
+
+
+def _is_header(first, others, names) -> bool:
+    """Whether a label file's first row is a header: its label field is a header word that
+    is not also another row's label, and its name field (two columns) no bag's name
+    (labels y / n lost their first row)."""
+    if not first or first[-1].lower() not in _LABEL_HEADERS:
+        return False
+    named_bag = len(first) == 2 and names is not None and first[0].removesuffix(".npy") in names
+    return not named_bag and first[-1].lower() not in {row[-1].lower() for row in others if row}
 
 
 def _look_like_pairs(labels, names) -> bool:
