@@ -103,6 +103,14 @@ def test_name_label_pairs_not_separated_by_commas_are_refused(tmp_path, arrays, 
                                                                                                     "small dog"]
 
 
+def test_only_ascii_numbers_are_numeric_labels(tmp_path):
+    """int() read '1_000' as 1000 and Arabic-Indic '١' as 1: distinct labels became one class."""
+    assert load_labels(write_text(tmp_path / "a.txt", "1_000\n1000\n7\n"), None).tolist() == ["1_000", "1000", "7"]
+    assert load_labels(write_text(tmp_path / "b.txt", "\u0661\n1\n2\n"), None).tolist() == ["\u0661", "1", "2"]
+    assert load_labels(write_text(tmp_path / "c.txt", "1\n2.0\n-3\n+4\n1e2\n"), None).tolist() == [1, 2, -3, 4, 100]
+    assert load_labels(write_text(tmp_path / "d.txt", "0.5\n.25\n"), None).tolist() == [0.5, 0.25]
+
+
 def test_a_header_word_that_is_also_a_label_is_data(tmp_path):
     """Labels y / n lost their first line, taken for a header."""
     assert load_labels(write_text(tmp_path / "yn.txt", "y\nn\ny\n"), None).tolist() == ["y", "n", "y"]

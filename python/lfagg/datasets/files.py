@@ -305,11 +305,19 @@ def _is_missing(label: str) -> bool:
         return False
 
 
+#: A label that reads as a number: what numpy.savetxt and a spreadsheet write (nan and inf
+#: are refused before).
+_ASCII_NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?", re.ASCII)
+
+
 def _labels_array(labels: list) -> np.ndarray:
     """int64 when every label is a whole number ("1" and "1.0" are one class, as numpy's
     savetxt writes them), float64 when every label is a number (fit then refuses them as
     continuous), else str. Numbers that int64 or float64 would not hold exactly stay
-    strings: two such labels must not become one class."""
+    strings: two such labels must not become one class. A number is written in ASCII
+    digits ("1_000" and "١" are strings, which Python's int() would read as 1000 and 1)."""
+    if not all(_ASCII_NUMBER.fullmatch(label) for label in labels):
+        return np.array(labels)
     try:
         integers = [int(label) for label in labels]
     except ValueError:
