@@ -5,6 +5,8 @@ import numpy as np
 
 from ._validation import as_generator, as_offsets, check_offsets, float_array, positive_int
 
+__all__ = ["Bags"]
+
 
 class Bags:
     """A sequence of bags of D-dimensional local features, stored without padding.

@@ -32,6 +32,8 @@ from .models import BagClassifier, LearnedBoW, LearnedBoWCV, LearnedVLAD, Learne
 from .models.feature_map import AdditiveChi2Map
 from .models.heads import SoftmaxRegression
 
+__all__ = ["save", "load"]
+
 #: The name and version of the model format this lfagg writes.
 FORMAT, FORMAT_VERSION = "lfagg-model", 1
 #: A member of a model file larger than MAX_INFLATED_BYTES may inflate at most
