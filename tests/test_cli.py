@@ -321,6 +321,15 @@ def test_evaluate_warns_about_unknown_labels(capsys, files, t1_model, tmp_path):
     assert "warning: labels the model was not trained on: [0, 1] (its classes: ['inner', 'outer'])" in err
 
 
+def test_demo_names_the_features_its_largest_codebook_needs(capsys):
+    """It said 'too few local features to learn 128 codewords ... lower n_codewords' after a
+    row of the table, for --codewords 8."""
+    rc, out, err = run_main(capsys, "demo", "--codewords", "8", "--n-bags", "4", "--n-per-bag", "10")
+    assert_one_line_error(rc, err, "--codewords 8 needs at least 128 training features for the table's BoW-128 row; "
+                                   "--n-bags x --n-per-bag gives 40")
+    assert out == ""
+
+
 def test_evaluate_reads_the_models_classes_in_another_kind_and_refuses_nan_labels(capsys, tmp_path):
     """A model of the string classes '0' / '1' (an .npz's) scored 0% against the integers
     0 / 1 of a label file, with exit 0; a NaN label in an .npz was scored as a class."""
@@ -354,6 +363,7 @@ def test_model_of_other_dimension(capsys, files, t1_model, tmp_path):
     ["train", "--bags", "x", "--model", "m", "--pooling", "sum"],
     ["train", "--bags", "x"],
     ["demo", "--epochs", "-1"],
+    ["demo", "--n-bags", "1"],  # once refused after the parser, by make_circles_bags
     ["reproduce"],
     ["figures", "--out-dir", "d", "--codewords", "a"],
     ["figures", "--out-dir", "d", "--epochs", "0"],  # once accepted, and refused after figure1 was written

@@ -94,6 +94,9 @@ def _demo(args) -> int:
     from .datasets import make_circles_bags
 
     K = args.codewords
+    if args.n_bags * args.n_per_bag < 16 * K:  # the table's largest codebook: BoW-16K, learned on the features
+        raise ValueError(f"--codewords {K} needs at least {16 * K} training features for the table's BoW-{16 * K} "
+                         f"row; --n-bags x --n-per-bag gives {args.n_bags * args.n_per_bag}")
     train_bags, train_y = make_circles_bags(args.n_bags, args.n_per_bag, random_state=args.seed)
     test_bags, test_y = make_circles_bags(args.n_bags, args.n_per_bag, random_state=args.seed + 1)
     print(f"concentric circles: {len(train_bags)} training and {len(test_bags)} test bags of "
@@ -439,7 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=formatter)
     demo.add_argument("--codewords", type=_positive_int, metavar="K", default=4, help="codebook size K")
     demo.add_argument("--epochs", type=_count, default=10, help="training epochs of T1 and T2")
-    demo.add_argument("--n-bags", type=_positive_int, default=400, help="bags per split")
+    demo.add_argument("--n-bags", type=_int_at_least(2), default=400, help="bags per split (two classes: at least 2)")
     demo.add_argument("--n-per-bag", type=_positive_int, default=50, help="local features per bag")
     _add_common(demo, threads=False)
     demo.add_argument("--threads", type=_positive_int, default=1,
