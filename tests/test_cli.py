@@ -364,6 +364,7 @@ def test_model_of_other_dimension(capsys, files, t1_model, tmp_path):
     ["train", "--bags", "x"],
     ["demo", "--epochs", "-1"],
     ["demo", "--n-bags", "1"],  # once refused after the parser, by make_circles_bags
+    ["select", "--bags", "x", "--model", "m", "--jobs", "99999"],  # once n_jobs' message of negative counts
     ["reproduce"],
     ["figures", "--out-dir", "d", "--codewords", "a"],
     ["figures", "--out-dir", "d", "--epochs", "0"],  # once accepted, and refused after figure1 was written

@@ -401,6 +401,17 @@ def _int_at_least(minimum):
 _positive_int, _count = _int_at_least(1), _int_at_least(0)
 
 
+def _processes(text):
+    """--jobs: 1 to MAX_THREADS processes (the API's n_jobs also takes joblib's negative
+    counts, which its message names; this option does not)."""
+    from ._validation import MAX_THREADS
+
+    value = _positive_int(text)
+    if value > MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_THREADS} processes, got {text!r}")
+    return value
+
+
 def _add_threads(parser):
     parser.add_argument("--threads", type=_positive_int, default=None,
                         help="threads of the encoders (default: all cores)")
@@ -496,7 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--folds", type=_int_at_least(2), default=None, help="folds of the search")
     select.add_argument("--refits", type=_positive_int, default=None,
                         help="refits of the choice with different seeds, their probabilities averaged")
-    select.add_argument("--jobs", type=_positive_int, default=None,
+    select.add_argument("--jobs", type=_processes, default=None,
                         help="folds (and refits) in parallel processes, each on one thread unless --threads says "
                         "otherwise (default: 1 process)")
     select.add_argument("--model", required=True, metavar="OUT", help="output model file (lfagg.save)")
