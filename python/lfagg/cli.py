@@ -125,9 +125,8 @@ def _demo(args) -> int:
 
 
 def _labelled_bags(args):
-    from .datasets import load_bags
-
     from ._validation import check_labels
+    from .datasets import load_bags
 
     bags, y = load_bags(args.bags, args.labels)
     if y is None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import os
 import re
+from typing import NamedTuple
 
 import numpy as np
 
@@ -78,12 +79,11 @@ def load_npy_dir(path):
     file that is not a 2-D real array, differing D, NaN or infinity.
     """
     headers = npy_dir_headers(path)
-    names = [name for name, _, _ in headers]
-    dtype = npy_dir_dtype(headers)
-    offsets = np.concatenate([[0], np.cumsum([shape[0] for _, shape, _ in headers])]).astype(np.int64)
-    features = np.empty((offsets[-1], headers[0][1][1]), dtype=dtype)
-    for (name, _, _), start, end in zip(headers, offsets[:-1], offsets[1:]):  # one file open at a time
-        features[start:end] = read_npy(os.path.join(path, name + ".npy"))
+    names = [h.name for h in headers]
+    offsets = np.concatenate([[0], np.cumsum([h.shape[0] for h in headers])]).astype(np.int64)
+    features = np.empty((offsets[-1], headers[0].shape[1]), dtype=npy_dir_dtype(headers))
+    for h, start, end in zip(headers, offsets[:-1], offsets[1:]):  # one file open at a time
+        features[start:end] = read_npy(h.file)
     return _check_finite(Bags(features, offsets), path, names), names
 
 
@@ -100,26 +100,38 @@ def _npy_files(path) -> list[str]:
     return files
 
 
-def npy_dir_headers(path) -> list[tuple[str, tuple, np.dtype]]:
-    """(name, shape, dtype) of each bag file of a directory, in natural order, each checked
-    as :func:`load_npy_dir` checks them (NaN aside) from its header, before any is read;
-    no file stays open (a memory map each ran out of file descriptors at about 1,000 bags)."""
+class NpyHeader(NamedTuple):
+    """A bag file of a directory: its bag's name (the file name without ".npy"), its path,
+    and the shape and dtype of its array."""
+
+    name: str
+    file: str
+    shape: tuple
+    dtype: np.dtype
+
+
+def npy_dir_headers(path) -> list[NpyHeader]:
+    """The :class:`NpyHeader` of each bag file of a directory, in natural order, each
+    checked as :func:`load_npy_dir` checks them (NaN aside) from its header, before any is
+    read; no file stays open (a memory map each ran out of file descriptors at about 1,000
+    bags)."""
     files, headers = _npy_files(path), []
     for name in files:
-        a = read_npy(os.path.join(path, name))  # a memory map, closed when dropped below
+        file = os.path.join(path, name)
+        a = read_npy(file)  # a memory map, closed when dropped below
         if a.ndim != 2 or a.shape[1] == 0 or a.dtype.kind not in "biuf":
-            raise ValueError(f"{os.path.join(path, name)}: expected a 2-D (n_features, dim) array of real numbers, "
-                             f"got shape {a.shape} and dtype {a.dtype}")
-        if headers and a.shape[1] != headers[0][1][1]:
-            raise ValueError(f"{os.path.join(path, name)}: local features of dimension {a.shape[1]}, but {files[0]} "
-                             f"has {headers[0][1][1]}")
-        headers.append((name[:-len(".npy")], a.shape, a.dtype))
+            raise ValueError(f"{file}: expected a 2-D (n_features, dim) array of real numbers, got shape {a.shape} "
+                             f"and dtype {a.dtype}")
+        if headers and a.shape[1] != headers[0].shape[1]:
+            raise ValueError(f"{file}: local features of dimension {a.shape[1]}, but {files[0]} has "
+                             f"{headers[0].shape[1]}")
+        headers.append(NpyHeader(name[:-len(".npy")], file, a.shape, a.dtype))
     return headers
 
 
 def npy_dir_dtype(headers) -> np.dtype:
     """The dtype of the bags of :func:`npy_dir_headers`: float32 when every file is float32, else float64."""
-    return np.dtype(np.float32 if all(dtype == np.float32 for _, _, dtype in headers) else np.float64)
+    return np.dtype(np.float32 if all(h.dtype == np.float32 for h in headers) else np.float64)
 
 
 def read_npy(file) -> np.ndarray:
@@ -407,11 +419,11 @@ def build_store(path, out, labels=None, *, chunk_rows=None, verbose=1, overwrite
         raise ValueError(f"{out}: the store would replace the files it is built from ({source})")
     if os.path.isdir(path):
         headers = npy_dir_headers(path)  # checks every file before anything is written
-        names = check_bag_names([name for name, _, _ in headers], len(headers)).tolist()
+        names = check_bag_names([h.name for h in headers], len(headers)).tolist()
         dtype = npy_dir_dtype(headers)
         y = None if labels is None else load_labels(labels, names)
         # copies: a block of small bags held open as memory maps would hold a descriptor each
-        source = (np.array(read_npy(os.path.join(path, name + ".npy")), dtype=dtype) for name, _, _ in headers)
+        source = (np.array(read_npy(h.file), dtype=dtype) for h in headers)
     else:
         bags, y = load_bags(path, labels)
         names, dtype = None, bags.dtype
@@ -419,7 +431,7 @@ def build_store(path, out, labels=None, *, chunk_rows=None, verbose=1, overwrite
     n_bags = len(names) if names is not None else len(bags)
     if y is not None and len(y) != n_bags:
         raise ValueError(f"{labels}: {len(y)} labels for the {n_bags} bags of {path}")
-    dim = headers[0][1][1] if names is not None else bags.dim
+    dim = headers[0].shape[1] if names is not None else bags.dim
     store = BagStore.create(out, dim=dim, dtype=dtype, chunk_rows=chunk_rows or DEFAULT_CHUNK_ROWS,
                             overwrite=overwrite)
     budget = max(1, BLOCK_BYTES // (dim * np.dtype(dtype).itemsize))
