@@ -9,7 +9,7 @@ import pytest
 
 import lfagg.ops as ops
 from baseline_reference import bag_slices, nearest_center, ref_bow, ref_fisher_vector, ref_vlad
-from lfagg.normalize import improved_fisher_normalize, intra_normalize, l2_normalize, power_normalize
+from lfagg.normalize import MIN_NORM, improved_fisher_normalize, intra_normalize, l2_normalize, power_normalize
 
 # one bag crossing many 512-row tiles, and small ragged bags with empty ones
 LAYOUTS = {"one_big_bag": [3000], "ragged_with_empty": [5, 0, 1, 17, 0, 600, 3, 0, 129, 2, 31, 0]}
@@ -91,6 +91,8 @@ def test_fisher_vector_names_values_beyond_float32_range():
     with pytest.raises(ValueError, match=r"variances are out of this floating-point type's range; rescale them, "
                                          r"or compute in float64 \(float64 arrays\)$"):
         ops.fisher_vector(f, [0, 10], means, np.full((2, 3), 1e-40), weights)
+    with pytest.raises(ValueError, match=r"variances are out of this floating-point type's range; rescale them$"):
+        ops.fisher_vector(f.astype(np.float64), [0, 10], means, np.full((2, 3), 1e-320), weights)  # no float64 advice
     with pytest.raises(ValueError, match=r"weights must be strictly positive, found 0 \(a positive value below "
                                          r"this floating-point type's range reads as 0\)"):
         ops.fisher_vector(f, [0, 10], means, np.ones((2, 3)), np.array([0.5, 1e-300]))
@@ -368,6 +370,16 @@ def test_l2_normalisation_of_rows_whose_norm_overflows_the_dtype(dtype, big):
     assert out.dtype == dtype
     np.testing.assert_allclose(out, [[0.6, 0.8, 0], [0.01, 0, 0], [0, 0, 0]], rtol=1e-6)
     np.testing.assert_allclose(intra_normalize(np.hstack([x, x / big]), 2)[0], [0.6, 0.8, 0, 0.6, 0.8, 0], rtol=1e-6)
+
+
+@pytest.mark.filterwarnings("error")
+def test_l2_normalisation_of_subnormal_rows():
+    """A row of subnormal values is divided by MIN_NORM as any row below it: MIN_NORM over
+    the row's scale overflowed, which gave 0 with a RuntimeWarning."""
+    tiny = np.finfo(np.float64).smallest_subnormal
+    out = l2_normalize(np.array([[tiny, 0.0], [3 * tiny, -4 * tiny], [3.0, 4.0]]))
+    np.testing.assert_array_equal(out[:2], np.array([[tiny, 0], [3 * tiny, -4 * tiny]]) / MIN_NORM)
+    np.testing.assert_allclose(out[2], [0.6, 0.8])
 
 
 @pytest.mark.parametrize("call, name", [

@@ -109,7 +109,7 @@ py::tuple soft_backward(const Array<T>& features, const Offsets& offsets, const 
     }
     check_result_finite(gc, grad_centers.size(), pb.n_threads, lfagg::kBackwardInputs);
     check_result_finite(gp, grad_precisions.size(), pb.n_threads, lfagg::kBackwardInputs);
-    if (!std::isfinite(grad_gamma)) check_result_finite(&grad_gamma, 1, 1, lfagg::kBackwardInputs);
+    if (!std::isfinite(grad_gamma)) fail(lfagg::overflow_message<T>(lfagg::kBackwardInputs));  // computed from T's
     if (!return_grad_features) return py::make_tuple(grad_centers, grad_precisions, grad_gamma);
     return py::make_tuple(grad_centers, grad_precisions, grad_gamma, grad_features);
 }

@@ -121,7 +121,7 @@ void check_positive(const Array<T>& a, const char* name) {
 template <class T>
 void check_result_finite(const T* data, Index size, int n_threads,
                          const char* inputs = "features, centers or precisions") {
-    if (!lfagg::all_finite(data, size, n_threads)) fail(lfagg::overflow_message(inputs));
+    if (!lfagg::all_finite(data, size, n_threads)) fail(lfagg::overflow_message<T>(inputs));
 }
 
 }  // namespace lfagg_py

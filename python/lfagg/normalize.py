@@ -78,10 +78,16 @@ def l2(x: np.ndarray) -> np.ndarray:
     x = x.astype(np.promote_types(dtype, np.float32), copy=False)  # float16 holds MIN_NORM as 0: 0 / 0
     # each row over its largest magnitude first: the norm of x itself can overflow to inf
     scale = np.abs(x).max(axis=1, keepdims=True, initial=0)
-    scale[scale == 0] = 1
-    x = x / scale
-    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), MIN_NORM / scale).astype(x.dtype)).astype(
-        dtype, copy=False)
+    zero = scale == 0
+    scale[zero] = 1
+    unit = x / scale
+    norm = np.linalg.norm(unit, axis=1, keepdims=True)  # >= 1 but for zero rows
+    norm[zero] = 1
+    # rows whose norm, scale * norm, is below MIN_NORM (MIN_NORM / scale overflowed for subnormal rows)
+    small = (scale < MIN_NORM / norm)[:, 0]
+    unit /= norm
+    unit[small] = x[small] / x.dtype.type(MIN_NORM)
+    return unit.astype(dtype, copy=False)
 
 
 def intra_normalize(x, n_blocks: int) -> np.ndarray:

@@ -222,8 +222,10 @@ def _check_nearest_centre_codebook(centers: np.ndarray) -> None:
 def bow(features, offsets, centers, n_threads=None) -> np.ndarray:
     """Hard-assignment Bag of Words (Csurka et al. 2004).
 
-    Every feature votes for its nearest centre (Euclidean distance; ties go to the lowest
-    index) and each bag's histogram is divided by the bag's size.
+    Every feature votes for its nearest centre (Euclidean distance, computed as a matrix
+    product: a feature equidistant from two centres may go to either, and which one can
+    differ between the core's instruction sets) and each bag's histogram is divided by the
+    bag's size.
 
     Parameters
     ----------

@@ -81,7 +81,8 @@ bool nearest_rows(const T* scores, Index ld, Index m, Index k, T* best, int* lab
 }
 
 // Nearest centre (Euclidean) of each feature: argmin_k |C'_k|^2 - 2 f'.C'_k, which drops
-// the row constant |f'|^2 of the squared distance. Ties go to the lowest index.
+// the row constant |f'|^2 of the squared distance. Ties of these scores go to the lowest
+// index; exact ties of the distances need not be ties of the rounded scores.
 template <class T>
 class NearestCenter {
   public:

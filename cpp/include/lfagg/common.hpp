@@ -10,6 +10,7 @@
 #include <exception>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 #ifdef _OPENMP
@@ -138,9 +139,13 @@ class FlushSubnormals {
 // The error of a result that overflowed to NaN or infinity; `inputs` names the arguments
 // whose scale can overflow it (too large, or, for variances and precisions, too small or
 // large: a subnormal variance's precision overflows).
-inline std::string overflow_message(const char* inputs) {
-    return std::string("the result overflowed to NaN or infinity: ") + inputs +
-           " are out of this floating-point type's range; rescale them, or compute in float64 (float64 arrays)";
+// The message for a result computed in T that overflowed; float64 is advice only where T is float.
+template <class T>
+std::string overflow_message(const char* inputs) {
+    std::string message = std::string("the result overflowed to NaN or infinity: ") + inputs +
+                          " are out of this floating-point type's range; rescale them";
+    if constexpr (std::is_same_v<T, float>) message += ", or compute in float64 (float64 arrays)";
+    return message;
 }
 
 // Exceptions must not escape an OpenMP region: the first one is kept and rethrown after it.

@@ -251,7 +251,7 @@ double soft_backward(const BagsView<T>& bags, const SoftParams<T>& params, const
             }
             gf = w.tile.shifted(0, m).cwiseProduct(e_w.leftCols(dim)) + e_w.rightCols(dim);
             // Checked while the chunk is in cache, not in a pass over the N x D result.
-            if (!finite_array(gf.array())) throw std::domain_error(overflow_message(kBackwardInputs));
+            if (!finite_array(gf.array())) throw std::domain_error(overflow_message<T>(kBackwardInputs));
         }
     };
 
