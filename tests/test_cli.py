@@ -305,7 +305,7 @@ def test_no_command_writes_over_what_it_reads(capsys, files, t1_model, tmp_path)
                           ([*train, "--model", ""], "the output path is empty"),
                           ([*encode, ""], "the output path is empty"),
                           (["encode", "--model", model, "--bags", files / "train", "--out", files / "train" / "r"],
-                           "whose .npy files are bags")]:  # read as a bag by every later command
+                           "which this command reads")]:  # read as a bag by every later command
         rc, _, err = run_main(capsys, *args)
         assert_one_line_error(rc, err, message)
     assert (victim.read_bytes(), (files / "train.csv").read_bytes(), model.read_bytes()) == before

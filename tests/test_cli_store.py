@@ -187,6 +187,19 @@ def test_encode_errors(files, store_and_model, capsys, tmp_path):
     assert_one_line_error(rc, err, "not a bag store")
 
 
+def test_outputs_inside_the_store_read_are_refused(store_and_model, capsys):
+    """A model written as the store's zarr.json (or any file in its folder) exited 0 and left
+    the store unreadable."""
+    store_path, model_path = store_and_model
+    before = {p: p.read_bytes() for p in store_path.rglob("*") if p.is_file()}
+    for args in (["train", "--bags", store_path, "--method", "bow", "--codewords", 2, "--model",
+                  store_path / "zarr.json"],
+                 ["encode", "--model", model_path, "--bags", store_path, "--out", store_path / "r.npy"]):
+        rc, _, err = run_main(capsys, *args)
+        assert_one_line_error(rc, err, "which this command reads")
+    assert {p: p.read_bytes() for p in store_path.rglob("*") if p.is_file()} == before
+
+
 def test_a_zarr_encode_of_a_store_rebuilt_at_the_same_path_is_refused(files, store_and_model, capsys, tmp_path):
     """The output named the bags by path, number and blocks: a store rebuilt from other bags
     at the same path resumed the encode, mixing the two stores' encodings."""

@@ -177,6 +177,9 @@ def crafted_files(tmp_path, circles, canary):
         "a zip bomb": (bomb(tmp_path / "b.lfagg", "model.skops"), "would inflate"),
         "a zip bomb in the payload": (model_file(tmp_path / "bp.lfagg", payload=bomb(io.BytesIO(), "schema.json")),
                                       "would inflate"),
+        "a zip bomb whose headers say 100 bytes": (understated(bomb(tmp_path / "bu.lfagg", "model.skops"),
+                                                               "model.skops"), "not a model file.*CRC"),
+        "an encrypted member": (encrypted(truncated(tmp_path, model).with_name("whole.lfagg")), "not a model file"),
         "one array referred to 40 times": (model_file(tmp_path / "refs.lfagg", payload=repeated_references(40)),
                                            "refers to 629,"),
         "random bytes": (random_bytes(tmp_path), "not a model file"),
@@ -190,6 +193,34 @@ def bomb(target, member):
         archive.writestr("lfagg.json", json.dumps({"format": "lfagg-model", "version": 1}))
         archive.writestr(member, bytes(200 << 20))
     return target.getvalue() if isinstance(target, io.BytesIO) else target
+
+
+def understated(path, member, size=100):
+    """The zip at ``path`` with the inflated size of ``member`` set to ``size`` in its local
+    header and the central directory: zipfile inflated it whole (200 MB of a 200 KB file)
+    before cutting it to that size and failing the CRC check."""
+    data = bytearray(path.read_bytes())
+    for signature, name_length_at, size_at, name_at in ((b"PK\x03\x04", 26, 22, 30), (b"PK\x01\x02", 28, 24, 46)):
+        at = data.find(signature)
+        while at >= 0:
+            length = int.from_bytes(data[at + name_length_at:at + name_length_at + 2], "little")
+            if data[at + name_at:at + name_at + length] == member.encode():
+                data[at + size_at:at + size_at + 4] = size.to_bytes(4, "little")
+            at = data.find(signature, at + 4)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def encrypted(path):
+    """A copy of the model file ``path`` whose first member is flagged encrypted (zipfile
+    raised RuntimeError)."""
+    data = bytearray(path.read_bytes())
+    for signature, flags_at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        at = data.find(signature)
+        data[at + flags_at] |= 1
+    out = path.with_name("encrypted.lfagg")
+    out.write_bytes(bytes(data))
+    return out
 
 
 def repeated_references(n) -> bytes:
@@ -270,13 +301,37 @@ BROKEN_STATES = {
 
 
 @pytest.mark.parametrize("what", list(BROKEN_STATES))
-def test_inconsistent_fitted_state_is_refused_at_load(what, circles, tmp_path):
+def test_inconsistent_fitted_state_is_refused_at_load_and_save(what, circles, tmp_path):
+    """A crafted file is refused at load; save refuses the same model instead of writing a
+    file that load refuses (over the previous good one)."""
     name, damage, attribute = BROKEN_STATES[what]
     model = CLASSIFIERS[name]().fit(*circles[0])
     damage(model)
-    lfagg.save(model, tmp_path / "broken.lfagg")
+    path = model_file(tmp_path / "broken.lfagg", meta={"format": "lfagg-model", "version": 1,
+                                                       "lfagg": lfagg.__version__, "class": type(model).__name__},
+                      payload=skops_io.dumps(model))
     with pytest.raises(ValueError, match=r"fitted state is inconsistent \(.*" + attribute):
-        lfagg.load(tmp_path / "broken.lfagg")
+        lfagg.load(path)
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match=r"cannot be saved: load would refuse its fitted state \(.*" + attribute):
+        lfagg.save(model, path)
+    assert path.read_bytes() == before
+
+
+def test_save_refuses_what_load_would_not_trust(circles, tmp_path):
+    from sklearn.decomposition import PCA
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+
+    bags, y = circles[0]
+    fitted = lfagg.BagClassifier(make_pipeline(lfagg.BagOfWords(4, random_state=0), PCA(2))).fit(bags, y)
+    with pytest.raises(ValueError, match="cannot be saved: load would refuse its fitted state"):
+        lfagg.save(fitted, tmp_path / "p.lfagg")
+    with pytest.raises(ValueError, match="cannot be saved: it holds types that load does not trust"):
+        lfagg.save(lfagg.BagClassifier(lfagg.BagOfWords(4), l2=lambda: 1.0), tmp_path / "p.lfagg")
+    with pytest.raises(ValueError, match="cannot be saved: it holds types that load does not trust"):
+        lfagg.save(lfagg.LearnedBoWCV(cv=StratifiedKFold(3)), tmp_path / "p.lfagg")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_payload_of_another_class_than_the_file_says_is_refused(circles, tmp_path):
@@ -304,23 +359,68 @@ def test_saving_to_a_directory_names_it(tmp_path):
     assert list(tmp_path.iterdir()) == []  # no temporary file left
 
 
-def test_saving_and_loading_run_no_module_of_the_working_directory(tmp_path):
-    """skops asks every loaded module for names such as scipy.special's erf; Cython's Shadow
-    module imports whatever it is asked for, so an erf.py in the working directory ran."""
+def test_saving_never_replaces_what_is_not_a_regular_file(tmp_path):
+    """A pipe (or, run as root, a device such as /dev/null) given as the output was renamed
+    over by a regular file; a symbolic link was replaced instead of written through."""
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    with pytest.raises(ValueError, match="not a regular file"):
+        lfagg.save(lfagg.BagOfWords(4), pipe)
+    assert pipe.is_fifo() and sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]
+    target, link, dangling = tmp_path / "real.lfagg", tmp_path / "link.lfagg", tmp_path / "dangling.lfagg"
+    lfagg.save(lfagg.BagOfWords(2), target)
+    link.symlink_to(target)
+    dangling.symlink_to(tmp_path / "new.lfagg")
+    lfagg.save(lfagg.BagOfWords(3), link)
+    lfagg.save(lfagg.BagOfWords(5), dangling)
+    assert link.is_symlink() and dangling.is_symlink() and lfagg.load(target).n_codewords == 3
+    assert lfagg.load(tmp_path / "new.lfagg").n_codewords == 5
+
+
+def test_saving_names_the_path_the_user_gave(tmp_path, monkeypatch):
+    long = tmp_path / ("m" * 249 + ".lfagg")  # 255 characters: the temporary name once went over the limit
+    lfagg.save(lfagg.BagOfWords(2), long)
+    assert lfagg.load(long).n_codewords == 2
+    with pytest.raises(ValueError, match="the path of the file to write is empty"):
+        lfagg.save(lfagg.BagOfWords(2), "")
+
+    def full_disk(*args, **kwargs):
+        raise OSError(27, "File too large")
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    with pytest.raises(OSError, match=f"cannot write {long}: File too large"):
+        lfagg.save(lfagg.BagOfWords(3), long)
+    monkeypatch.undo()
+    assert lfagg.load(long).n_codewords == 2 and len(list(tmp_path.iterdir())) == 1
+
+
+def test_saving_and_loading_run_no_module_found_on_sys_path(tmp_path):
+    """skops asks every loaded module for names such as scipy.special's erf; Cython's
+    cython.cimports imports whatever it is asked for, so an erf.py on sys.path ran: in the
+    working directory, and (after that was fixed) in the script's folder or on PYTHONPATH."""
     pytest.importorskip("Cython")
-    (tmp_path / "erf.py").write_text("open('ran', 'w').close()\n")
-    script = "import lfagg; lfagg.save(lfagg.BagOfWords(2), 'm.lfagg'); lfagg.load('m.lfagg'); import Cython.Shadow"
-    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(lfagg.__file__)))
-    subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, check=True)  # -c: the directory on sys.path
-    assert (tmp_path / "m.lfagg").exists() and not (tmp_path / "ran").exists()
+    (tmp_path / "erf.py").write_text("import os; open(os.path.join(os.path.dirname(__file__), 'ran'), 'w').close()\n")
+    (tmp_path / "run.py").write_text("import sys, lfagg; lfagg.save(lfagg.BagOfWords(2), sys.argv[1]); "
+                                     "lfagg.load(sys.argv[1]); import Cython.Shadow\n")
+    package = os.path.dirname(os.path.dirname(lfagg.__file__))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for command, env in (([sys.executable, "-c", open(tmp_path / "run.py").read(), "m.lfagg"], package),  # cwd
+                         ([sys.executable, str(tmp_path / "run.py"), "m.lfagg"], package),  # the script's folder
+                         ([sys.executable, "-c", open(tmp_path / "run.py").read(), "m.lfagg"],
+                          os.pathsep.join([package, str(tmp_path)]))):  # PYTHONPATH
+        cwd = tmp_path if command[1] == "-c" and env == package else elsewhere
+        subprocess.run(command, cwd=cwd, env=dict(os.environ, PYTHONPATH=env), check=True)
+        assert (cwd / "m.lfagg").exists() and not (tmp_path / "ran").exists()
 
 
-def test_sys_path_is_restored_under_threads_and_a_deleted_working_directory_is_no_error(tmp_path, monkeypatch):
-    # each call restored its own copy of sys.path: two threads could leave the working directory off it for
-    # good; os.getcwd() raised FileNotFoundError for a deleted working directory, after a whole fit
+def test_sys_modules_are_restored_under_threads_and_a_deleted_working_directory_is_no_error(tmp_path, monkeypatch):
+    # the stand-ins set aside from sys.modules come back, whatever the threads; os.getcwd() raised
+    # FileNotFoundError for a deleted working directory, after a whole fit
     path = tmp_path / "m.lfagg"
     lfagg.save(lfagg.BagOfWords(2), path)
-    monkeypatch.setattr(sys, "path", ["", *sys.path, "."])
+    stand_in = object()
+    monkeypatch.setitem(sys.modules, "lfagg_test_stand_in", stand_in)
     expected = list(sys.path)
     interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)
@@ -329,7 +429,7 @@ def test_sys_path_is_restored_under_threads_and_a_deleted_working_directory_is_n
             list(pool.map(lambda _: lfagg.load(path), range(40)))
     finally:
         sys.setswitchinterval(interval)
-    assert sys.path == expected
+    assert sys.path == expected and sys.modules["lfagg_test_stand_in"] is stand_in
     gone = tmp_path / "gone"
     gone.mkdir()
     monkeypatch.chdir(gone)

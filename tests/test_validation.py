@@ -742,6 +742,18 @@ def test_an_object_array_of_integer_labels_is_read_as_integers(circles):
         assert np.all(np.isfinite(cross_val_score(model, bags, as_objects, cv=2)))
 
 
+def test_an_object_array_of_boolean_labels_is_read_as_booleans(circles):
+    """It was refused with a message saying that booleans are accepted."""
+    (bags, y), (test_bags, test_y) = circles
+    model = lfagg.BagClassifier(lfagg.BagOfWords(4, random_state=0))
+    model.fit(bags, np.array([bool(v == y[0]) for v in y], dtype=object))
+    assert model.classes_.dtype == bool and model.predict(test_bags).dtype == bool
+    expected = model.score(test_bags, test_y == y[0])
+    assert model.score(test_bags, np.array((test_y == y[0]).tolist(), dtype=object)) == expected
+    with pytest.raises(ValueError, match="of one kind"):
+        model.fit(bags, np.array([True, *([1] * (len(y) - 1))], dtype=object))
+
+
 def test_one_2d_array_given_as_bags_is_named(circles):
     """Its rows would each pass for a bag of one dimension: the message says how to give bags."""
     (bags, y), _ = circles

@@ -258,14 +258,18 @@ def check_labels(y, n_bags: int, name: str = "y") -> np.ndarray:
     if y.ndim != 1 or len(y) != n_bags:
         raise ValueError(f"{name} must be a 1-D array with one label per bag: got shape {y.shape} for {n_bags} bags")
     one_kind = y.dtype.kind != "O" or all(isinstance(v, str) for v in y) or all(
-        isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in y)
+        isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in y) or all(
+        isinstance(v, (bool, np.bool_)) for v in y)
     whole = y.dtype.kind != "f" or (np.isfinite(y).all() and (y == np.round(y)).all())
     if y.dtype.kind not in "biufUO" or not one_kind or not whole:
         odd = y[~np.isfinite(y)] if y.dtype.kind == "f" and not np.isfinite(y).all() else y  # NaN: a missing label
         raise ValueError(f"{name} must hold class labels (integers, whole reals, strings or booleans) of one kind, got "
                          f"dtype {y.dtype} with values like {odd[:3].tolist()}")
-    if y.dtype.kind == "O" and len(y) and not isinstance(y[0], str):  # integers: scikit-learn's metrics refuse
-        try:  # their object array (target type "unknown"), so predictions made of these classes failed to score
+    if y.dtype.kind == "O" and len(y) and not isinstance(y[0], str):  # integers or booleans: scikit-learn's
+        # metrics refuse their object array (target type "unknown"), so predictions of these classes failed to score
+        if isinstance(y[0], (bool, np.bool_)):
+            return y.astype(bool)
+        try:
             return y.astype(np.int64)
         except OverflowError:
             raise ValueError(f"{name}: integer labels must fit in int64") from None

@@ -137,8 +137,9 @@ def _labelled_bags(args):
 
 def _check_output_folder(path, store: bool = False, inputs=()) -> None:
     """ValueError before any work when ``path`` is empty, cannot be written for want of its
-    folder, is a folder itself (unless ``store``, or a *.zarr store: encode resumes one), or
-    would replace one of the command's ``inputs`` (paths; None ones skipped)."""
+    folder, is a folder itself (unless ``store``, or a *.zarr store: encode resumes one),
+    would replace one of the command's ``inputs`` (paths; None ones skipped) or lie in a
+    folder among them (a folder of .npy bags, a bag store)."""
     if not path:
         raise ValueError("the output path is empty")
     if os.path.isdir(path) and not (store or path.endswith(".zarr")):
@@ -146,9 +147,9 @@ def _check_output_folder(path, store: bool = False, inputs=()) -> None:
     source = replaced_input(path, inputs)
     if source is not None:
         raise ValueError(f"{path}: writing it would replace {source}, which this command reads: give another path")
-    for source in inputs:  # an .npy among the bags' .npy files would be read as one of them
-        if path.endswith(".npy") and source is not None and os.path.isdir(source) and within(path, source):
-            raise ValueError(f"{path}: inside {source}, whose .npy files are bags: give a path outside it")
+    for source in inputs:  # an .npy among .npy bags would be read as one; a file in a store's folder damages it
+        if source is not None and os.path.isdir(source) and within(path, source):
+            raise ValueError(f"{path}: inside {source}, which this command reads: give a path outside it")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise ValueError(f"{path}: no such directory {folder}")

@@ -21,8 +21,11 @@ import io
 import json
 import os
 import sys
+import lzma
 import threading
+import types
 import zipfile
+import zlib
 
 from . import __version__
 from ._files import atomic_path
@@ -50,27 +53,27 @@ _SKOPS_LOCK = threading.Lock()  # one thread at a time edits sys.path for skops
 
 @contextlib.contextmanager
 def _skops_io():
-    """skops.io, imported and used with the working directory off ``sys.path``: like
-    pickle, skops asks every loaded module for names such as scipy.special's ``erf``,
-    and a module that imports whatever it is asked for (Cython's Shadow, when Cython is
-    installed) then imported and ran an ``erf.py`` of the working directory
-    (``python -m lfagg``, notebooks). Only the entries taken out are put back, where they were."""
+    """skops.io, used with the objects of ``sys.modules`` that are not modules set aside:
+    like pickle, skops asks every loaded module for names such as scipy.special's
+    ``erf`` (for each of scipy's ufuncs it trusts), and such a stand-in (Cython's
+    ``cython.cimports``, which skops's imports load) imports whatever it is asked for: an
+    ``erf.py`` anywhere on ``sys.path`` (the working directory, the script's folder,
+    PYTHONPATH) was imported and run by every save and load (and by skops's own import,
+    which lists the ufuncs it trusts). They are put back after. scipy is imported first:
+    importing it imports Cython, whose stand-ins must be in sys.modules to be set aside."""
+    import scipy.special  # noqa: F401
+
     with _SKOPS_LOCK:
-        try:
-            here = os.getcwd()
-        except OSError:  # a deleted working directory: nothing can be imported from it
-            here = None
-        removed = [(i, entry) for i, entry in enumerate(sys.path)
-                   if here is not None and isinstance(entry, str) and os.path.abspath(entry or ".") == here]
-        for i, _ in reversed(removed):
-            del sys.path[i]
+        stand_ins = {name: module for name, module in list(sys.modules.items())
+                     if module is not None and not isinstance(module, types.ModuleType)}
+        for name in stand_ins:
+            del sys.modules[name]
         try:
             import skops.io
 
             yield skops.io
         finally:
-            for i, entry in removed:
-                sys.path.insert(i, entry)
+            sys.modules.update(stand_ins)
 
 
 def save(model, path) -> None:
@@ -86,9 +89,22 @@ def save(model, path) -> None:
     if type(model) not in ESTIMATORS:  # a subclass is not a trusted type: load would refuse it
         raise ValueError(f"model must be one of lfagg's estimators ({', '.join(t.__name__ for t in ESTIMATORS)}), "
                          f"got {type(model).__name__}")
+    if fitted_names(model):  # what load checks: a file that load refuses is not written
+        try:
+            model._check_fitted_state()
+        except Exception as exc:
+            raise ValueError(f"this {type(model).__name__} cannot be saved: load would refuse its fitted state "
+                             f"({type(exc).__name__}: {exc})") from None
     meta = {"format": FORMAT, "version": FORMAT_VERSION, "lfagg": __version__, "class": type(model).__name__}
     with _skops_io() as skops_io:
-        payload = skops_io.dumps(model)
+        try:
+            payload = skops_io.dumps(model)
+        except RecursionError:
+            raise ValueError(f"this {type(model).__name__} cannot be saved: its parameters nest too deeply") from None
+        untrusted = sorted(set(skops_io.get_untrusted_types(data=payload)) - set(TRUSTED_TYPES))
+    if untrusted:
+        raise ValueError(f"this {type(model).__name__} cannot be saved: it holds types that load does not trust "
+                         f"({', '.join(untrusted)}); give lfagg's, scikit-learn's or NumPy's types as parameters")
     with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w") as archive:
         archive.writestr("lfagg.json", json.dumps(meta))
         archive.writestr("model.skops", payload)
@@ -107,21 +123,35 @@ def _default_new_parameters(estimator) -> None:
                 _default_new_parameters(inner)
 
 
-def _check_inflation(archive: zipfile.ZipFile) -> None:
-    """ValueError for a member that would inflate far beyond its stored bytes (a zip bomb):
-    lfagg's arrays of floats hardly compress."""
+def _read_members(archive: zipfile.ZipFile) -> dict:
+    """name -> bytes of every member, each read in bounded pieces: ValueError for one that
+    inflates beyond MAX_INFLATED_BYTES and MAX_INFLATION times its stored bytes (a zip
+    bomb: lfagg's arrays of floats hardly compress), whatever sizes its headers declare
+    (zipfile inflates a member whole before cutting it to the declared size)."""
+    members = {}
     for info in archive.infolist():
-        if info.file_size > MAX_INFLATED_BYTES and info.file_size > MAX_INFLATION * max(info.compress_size, 1):
+        limit = max(MAX_INFLATED_BYTES, MAX_INFLATION * info.compress_size)
+        if info.file_size > limit:
             raise ValueError(f"{info.filename} would inflate {info.compress_size:,} stored bytes to "
                              f"{info.file_size:,}")
+        pieces, size = [], 0
+        with archive.open(info) as member:  # its CRC is checked when the last piece is read
+            while piece := member.read(1 << 20):
+                size += len(piece)
+                if size > limit:
+                    raise ValueError(f"{info.filename} inflates {info.compress_size:,} stored bytes beyond {limit:,}")
+                pieces.append(piece)
+        members[info.filename] = b"".join(pieces)
+    return members
 
 
-def _check_references(inner: zipfile.ZipFile) -> None:
+def _check_references(inner: zipfile.ZipFile, members: dict) -> None:
     """ValueError when skops's schema refers to its archive's members far more than once:
     skops reads a member for every reference, before its check of the types, so a small
-    file could make it read one large member many times over."""
+    file could make it read one large member many times over. ``members``: the archive's
+    members as :func:`_read_members` read them."""
     sizes = {info.filename: info.file_size for info in inner.infolist()}
-    referenced = sum(sizes.get(name, 0) for name in _file_references(json.loads(inner.read("schema.json"))))
+    referenced = sum(sizes.get(name, 0) for name in _file_references(json.loads(members["schema.json"])))
     if referenced > 2 * sum(sizes.values()) + MAX_INFLATED_BYTES:
         raise ValueError(f"its schema refers to {referenced:,} bytes of a {sum(sizes.values()):,}-byte archive")
 
@@ -137,6 +167,13 @@ def _file_references(node):
     elif isinstance(node, list):
         for value in node:
             yield from _file_references(value)
+
+
+def _shown(value, width: int = 40) -> str:
+    """repr of a value read from a file, cut to ``width`` characters: no terminal escapes
+    or megabytes of text in a message."""
+    text = repr(value)
+    return text if len(text) <= width else text[:width - 3] + "..."
 
 
 def load(path):
@@ -160,26 +197,25 @@ def load(path):
         raise ValueError(f"{path}: {why}")
     try:
         with zipfile.ZipFile(path) as archive:
-            _check_inflation(archive)
-            meta = json.loads(archive.read("lfagg.json"))
-            payload = archive.read("model.skops")
-            skops_archive = io.BytesIO(payload)
-            if zipfile.is_zipfile(skops_archive):  # skops's own archive of the arrays
-                with zipfile.ZipFile(skops_archive) as inner:
-                    _check_inflation(inner)
-                    _check_references(inner)
+            members = _read_members(archive)
+        meta, payload = json.loads(members["lfagg.json"]), members["model.skops"]
+        skops_archive = io.BytesIO(payload)
+        if zipfile.is_zipfile(skops_archive):  # skops's own archive of the arrays: read (and checked) here first
+            with zipfile.ZipFile(skops_archive) as inner:
+                _check_references(inner, _read_members(inner))
     except (zipfile.BadZipFile, KeyError, UnicodeDecodeError, ValueError, RecursionError, OSError, EOFError,
-            NotImplementedError) as exc:  # RecursionError: a crafted, deeply nested lfagg.json; ValueError: bad
-        # JSON, a bomb; NotImplementedError: a damaged entry naming a compression zipfile does not know
+            NotImplementedError, RuntimeError, zlib.error, lzma.LZMAError) as exc:  # RecursionError: a crafted,
+        # deeply nested lfagg.json; ValueError: bad JSON, a bomb; NotImplementedError: a damaged entry naming a
+        # compression zipfile does not know; RuntimeError: one flagged encrypted; zlib/lzma: damaged data
         raise ValueError(f"{path}: not a model file written by lfagg.save / 'lfagg train' / 'lfagg select' "
                          f"({exc})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ValueError(f"{path}: not a model file written by lfagg.save / 'lfagg train' / 'lfagg select'")
     version = meta.get("version")
     if not is_int(version) or version < 1:
-        raise ValueError(f"{path}: damaged model file (format version {version!r})")
+        raise ValueError(f"{path}: damaged model file (format version {_shown(version)})")
     if version > FORMAT_VERSION:
-        raise ValueError(f"{path}: written by lfagg {meta.get('lfagg')} in model format {version}; this lfagg "
+        raise ValueError(f"{path}: written by lfagg {_shown(meta.get('lfagg'))} in model format {version}; this lfagg "
                          f"({__version__}) reads format {FORMAT_VERSION}: upgrade lfagg")
     with _skops_io() as skops_io:
         try:
@@ -191,7 +227,7 @@ def load(path):
     if not isinstance(model, ESTIMATORS):
         raise ValueError(f"{path}: holds a {type(model).__name__}, not an lfagg estimator")
     if meta.get("class") != type(model).__name__:
-        raise ValueError(f"{path}: damaged model file (it says it holds a {meta.get('class')!r}, its payload is a "
+        raise ValueError(f"{path}: damaged model file (it says it holds a {_shown(meta.get('class'))}, its payload is a "
                          f"{type(model).__name__})")
     try:
         _default_new_parameters(model)
