@@ -16,6 +16,7 @@ Plain pickling keeps working for scikit-learn users, for files they trust.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import inspect
 import io
 import json
@@ -61,7 +62,7 @@ def _skops_io():
     PYTHONPATH) was imported and run by every save and load (and by skops's own import,
     which lists the ufuncs it trusts). They are put back after. scipy is imported first:
     importing it imports Cython, whose stand-ins must be in sys.modules to be set aside."""
-    import scipy.special  # noqa: F401
+    importlib.import_module("scipy.special")
 
     with _SKOPS_LOCK:
         stand_ins = {name: module for name, module in list(sys.modules.items())
