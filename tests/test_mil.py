@@ -87,6 +87,11 @@ def test_unknown_method_and_bad_folds_fail_clearly():
             format_mil_table(bad)
     with pytest.raises(ValueError, match="n_threads"):  # before any fit: it failed in every one of them
         mil_benchmark(bags, y, methods=["BoW"], n_threads=0)
+    small, y_small = make_circles_bags(16, 5, random_state=0)  # 4 training bags per class in 2 folds
+    for method in ("BoW", "FV", "T1"):  # the baselines named GridSearchCV's n_splits=5 as the outer split's
+        with pytest.raises(ValueError, match="a training fold of the 2-fold split holds 4 bag.s. of class 0, and "
+                                             "every method searches its hyper-parameters on 5 stratified folds"):
+            mil_benchmark(small, y_small, methods=[method], n_splits=2, n_repeats=1)
 
 
 def test_one_method_name_or_a_repeated_one_runs_once():

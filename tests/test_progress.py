@@ -66,15 +66,18 @@ def test_long_work_reports_its_count_in_a_log(monkeypatch, capsys):
 
 
 def test_search_reports_its_folds_then_its_refits(circles, capsys):
+    """In a log, each stage also says when it starts: a search's first line came after its
+    first fold, minutes into the work."""
     search = dict(n_codewords=2, gamma_scale=1.0, learning_rate=1e-2, max_epochs=1, cv=2, random_state=0, verbose=1)
     lfagg.LearnedBoWCV(**search, n_estimators=3).fit(*circles)
     lines = capsys.readouterr().err.splitlines()
-    assert lines[0].startswith("LearnedBoWCV: 1 candidates, 2 folds (")
-    assert lines[1].startswith("LearnedBoWCV: refitting {'pooling': 'mean', 'n_codewords': 2,")
-    assert "with 3 seed(s) (" in lines[1]
+    assert lines[0] == "LearnedBoWCV: 1 candidates, 2 folds: 0/2"
+    assert lines[1].startswith("LearnedBoWCV: 1 candidates, 2 folds (")
+    assert lines[2].startswith("LearnedBoWCV: refitting {'pooling': 'mean', 'n_codewords': 2,")
+    assert lines[2].endswith("with 3 seed(s): 0/3") and "with 3 seed(s) (" in lines[3]
     lfagg.LearnedBoWCV(**search, n_estimators=1).fit(*circles)
     lines = capsys.readouterr().err.splitlines()
-    assert lines[1].startswith("LearnedBoW(n_codewords=2): K-Means codebook")  # a single refit shows its phases
+    assert lines[2].startswith("LearnedBoW(n_codewords=2): K-Means codebook")  # a single refit shows its phases
 
 
 @pytest.mark.parametrize("n, text", [(0, "0 bags"), (1, "1 bag"), (2, "2 bags"), (1024, "1,024 bags")])

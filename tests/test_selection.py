@@ -57,6 +57,9 @@ def test_a_search_by_accuracy_scores_accuracy(data, search):
     best = by_accuracy.best_index_
     tied = results["mean_test_score"] == results["mean_test_score"].max()
     assert tied[best] and results["mean_test_log_loss"][best] == results["mean_test_log_loss"][tied].min()
+    rank = results["rank_test_score"]  # as GridSearchCV's: 1 for the best, scores never rising with the rank
+    assert rank[best] == 1 and sorted(rank) == list(range(1, len(rank) + 1))
+    assert np.all(np.diff(results["mean_test_score"][np.argsort(rank)]) <= 0)
 
 
 def test_the_best_candidate_is_refitted_with_every_seed_and_averaged(data, search):
@@ -148,11 +151,17 @@ def test_vlad_search_and_model_file(data, tmp_path):
     (lambda m: setattr(m.estimators_[1], "centers_", None), "centers_"),
 ])
 def test_a_model_file_with_inconsistent_refits_is_refused(data, damage, message, tmp_path):
+    from test_persistence import model_file, skops_io
+
     model = lfagg.LearnedBoWCV(**{**SMALL, "n_codewords": 2}, n_estimators=2, random_state=0).fit(*data)
     damage(model)
-    lfagg.save(model, tmp_path / "broken.lfagg")
+    path = model_file(tmp_path / "broken.lfagg", meta={"format": "lfagg-model", "version": 1,
+                                                       "lfagg": lfagg.__version__, "class": "LearnedBoWCV"},
+                      payload=skops_io.dumps(model))
     with pytest.raises(ValueError, match=r"fitted state is inconsistent \(.*" + message):
-        lfagg.load(tmp_path / "broken.lfagg")
+        lfagg.load(path)
+    with pytest.raises(ValueError, match=r"cannot be saved: load would refuse its fitted state \(.*" + message):
+        lfagg.save(model, tmp_path / "again.lfagg")
 
 
 def test_codebooks_larger_than_a_fold_are_skipped_with_a_warning(data):
@@ -161,6 +170,18 @@ def test_codebooks_larger_than_a_fold_are_skipped_with_a_warning(data):
         model = lfagg.LearnedBoWCV(n_codewords=(2, 10_000), gamma_scale=1.0, learning_rate=1e-2, max_epochs=0,
                                    cv=2, n_threads=1, random_state=0, max_init_features=10_000).fit(bags, y)
     assert {p["n_codewords"] for p in model.cv_results_["params"]} == {2}
+
+
+def test_grids_given_as_ranges_and_0_d_arrays(data):
+    """A 0-d array (as numpy reductions give values) failed in NumPy's words ("iteration over
+    a 0-d array", "unhashable"); a range was called not a positive integer."""
+    bags, y = data
+    params = dict(SMALL, max_epochs=0, cv=2)
+    expected = lfagg.LearnedBoWCV(**{**params, "n_codewords": [2, 3], "learning_rate": 0.01, "pooling": "max"},
+                                  random_state=0).fit(bags, y)
+    model = lfagg.LearnedBoWCV(**{**params, "n_codewords": range(2, 4), "learning_rate": np.array(0.01),
+                                  "pooling": np.array("max")}, random_state=0).fit(bags, y)
+    assert model.cv_results_["params"] == expected.cv_results_["params"]
 
 
 @pytest.mark.parametrize("params, labels, message", [
@@ -182,6 +203,7 @@ def test_codebooks_larger_than_a_fold_are_skipped_with_a_warning(data):
     (dict(n_jobs=2 ** 40), None, "n_jobs must be None"),
     (dict(n_jobs=True), None, "n_jobs must be None"),
     (dict(n_jobs="8"), None, "n_jobs must be None"),
+    (dict(n_codewords={2, 3}), None, "n_codewords must be a value or a list of values to search, got a set"),
 ])
 def test_bad_searches_fail_clearly(data, params, labels, message):
     bags, y = data
@@ -270,3 +292,20 @@ def test_the_default_codebook_sizes_are_the_classes_own(data, cls, sizes):
                  random_state=0).fit(*data)
     assert search.get_params()["n_codewords"] == "auto"
     assert tuple(p["n_codewords"] for p in search.cv_results_["params"]) == sizes
+
+
+@pytest.mark.parametrize("backend", ["loky", "multiprocessing", "threading"])
+def test_a_search_runs_on_any_joblib_backend_and_its_warnings_reach_the_caller(data, backend):
+    """joblib's multiprocessing backend made every search fail ("does not support
+    return_as=generator"), even with n_jobs=1; warnings raised in the worker processes of
+    n_jobs=2 went to their stderr, out of reach of the caller's filters."""
+    from joblib import parallel_config
+
+    bags, y = data
+    few = np.r_[np.flatnonzero(y == y[0])[:2], np.flatnonzero(y != y[0])[:2]]  # 2 training bags per fold
+    expected = lfagg.LearnedBoWCV(**{**SMALL, "cv": 2}, random_state=0).fit(bags[few], y[few]).predict_proba(bags)
+    with parallel_config(backend=backend):
+        for n_jobs in (1, 2):
+            with pytest.warns(UserWarning, match="too few to choose l2"):
+                model = lfagg.LearnedBoWCV(**{**SMALL, "cv": 2}, n_jobs=n_jobs, random_state=0).fit(bags[few], y[few])
+            np.testing.assert_array_equal(model.predict_proba(bags), expected)

@@ -55,13 +55,16 @@ LOG_INTERVAL_S = 30.0
 
 class _DoneLine:
     """tqdm's interface for a log file: one line when the work ends, with its postfix,
-    and the count done every :data:`LOG_INTERVAL_S` seconds while it lasts longer."""
+    and the count done every :data:`LOG_INTERVAL_S` seconds while it lasts longer; with
+    ``announce``, one when it starts too."""
 
     disable = False
 
-    def __init__(self, desc: str, total: int):
+    def __init__(self, desc: str, total: int, announce: bool = False):
         self.desc, self.total, self.done, self.postfix = desc, total, 0, {}
         self.start = self.reported = time.perf_counter()
+        if announce:
+            print(f"{desc}: 0/{total}", file=sys.stderr, flush=True)
 
     def update(self, n: int = 1) -> None:
         self.done += n
@@ -81,9 +84,11 @@ class _DoneLine:
         print(f"{self.desc}{values} ({time.perf_counter() - self.start:.1f} s)", file=sys.stderr, flush=True)
 
 
-def progress_bar(desc: str, total: int, verbose: int):
+def progress_bar(desc: str, total: int, verbose: int, announce: bool = False):
     """The progress of ``total`` steps (an epoch's batches, a conversion's bags): a
-    context manager with tqdm's ``update``, ``set_postfix`` and ``disable``."""
+    context manager with tqdm's ``update``, ``set_postfix`` and ``disable``. ``announce``:
+    in a log file too, a line as the work starts (for steps that each take minutes: the
+    folds of a search, whose first line would otherwise come after the first fold)."""
     if verbose > 0 and not _stderr_is_terminal():
-        return _DoneLine(desc, total)
+        return _DoneLine(desc, total, announce)
     return tqdm(total=total, desc=desc, disable=verbose <= 0, leave=True, file=sys.stderr)

@@ -1,11 +1,13 @@
-"""Thread policy, in one place: OpenMP's wait policy, the kernels' thread count, and the
-limits lfagg puts on scikit-learn's and BLAS's thread pools."""
+"""Thread policy, in one place: OpenMP's wait policy, the kernels' thread count, the
+limits lfagg puts on scikit-learn's and BLAS's thread pools, and its joblib runs."""
 from __future__ import annotations
 
 import contextlib
 import contextvars
 import os
+import warnings
 
+from joblib import Parallel, delayed
 from threadpoolctl import threadpool_limits
 
 
@@ -46,3 +48,32 @@ def limit_threads(n_threads: int):
     """Context limiting every OpenMP and BLAS pool (scikit-learn's K-Means and GMM, NumPy)
     to ``n_threads``, the core's validated argument; no limit for 0 (all cores)."""
     return contextlib.nullcontext() if n_threads == 0 else threadpool_limits(limits=n_threads)
+
+
+def as_they_finish(n_jobs, calls):
+    """The results of ``calls`` (``joblib.delayed`` calls) in their order, run by joblib on
+    ``n_jobs`` (the caller's ``parallel_config`` applies), each as soon as it and those
+    before it finish, so that progress bars can count them (with a backend that cannot
+    hand them out one by one, as joblib's "multiprocessing", all at the end; it refused
+    to run them at all). Warnings raised in another process are raised again here, where
+    the caller's filters see them (they went to that process's stderr)."""
+    try:
+        parallel = Parallel(n_jobs=n_jobs, return_as="generator")
+    except ValueError:  # the backend of the caller's parallel_config yields no generator
+        parallel = Parallel(n_jobs=n_jobs)
+    parent = os.getpid()
+    for result, caught in parallel(delayed(_with_warnings)(parent, *call) for call in calls):
+        for message, category in caught:
+            warnings.warn(message, category, stacklevel=3)
+        yield result
+
+
+def _with_warnings(parent: int, function, args, kwargs):
+    """(function(*args, **kwargs), the (message, category) of its warnings when this is not
+    the process ``parent``; none otherwise: they are raised as usual)."""
+    if os.getpid() == parent:
+        return function(*args, **kwargs), []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # the parent's filters decide
+        result = function(*args, **kwargs)
+    return result, [(str(w.message), w.category) for w in caught]

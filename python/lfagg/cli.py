@@ -426,8 +426,8 @@ def _add_common(parser, threads=True):
     if threads:
         _add_threads(parser)
     parser.add_argument("--verbose", type=_count, default=1,
-                        help="1 reports each phase of a fit and each training epoch on stderr (a bar on a "
-                        "terminal, a line per epoch in a log), 0 hides them")
+                        help="1 reports the progress on stderr (a bar on a terminal, lines in a log): a fit's "
+                        "phases and epochs, a search's folds and refits (a refit's epochs with one refit), 0 hides it")
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter):

@@ -17,10 +17,11 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from joblib import Parallel, delayed
+from joblib import delayed
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
 from ._progress import progress_bar
+from ._threads import as_they_finish
 from ._validation import (check_bags, check_labels, choice, n_jobs_arg, n_threads_arg, nonnegative_int, positive_int,
                           verbosity)
 from .bags import Bags
@@ -84,6 +85,19 @@ def _feasible_sizes(search: GridSearchCV, bags: Bags, y: np.ndarray) -> list:
     return [K for K in sizes if K <= fewest] or [min(sizes)]
 
 
+def _check_inner_folds(y: np.ndarray, trains: list, n_splits: int) -> None:
+    """ValueError, before any fit, when a training fold holds fewer bags of a class than the
+    inner folds every method searches on (it failed in the first fit of the first method,
+    a baseline's naming GridSearchCV's n_splits=5 as if given for the outer split)."""
+    classes = np.unique(y)
+    fewest, label = min((int(np.sum(y[train] == c)), c) for train in trains for c in classes)
+    if fewest < DEFAULT_FOLDS:
+        raise ValueError(f"too few bags: a training fold of the {n_splits}-fold split holds {fewest} bag(s) of class "
+                         f"{np.asarray(label).item()!r}, and every method searches its hyper-parameters on "
+                         f"{DEFAULT_FOLDS} stratified folds of it: pass more bags, or a larger n_splits (larger "
+                         "training folds)")
+
+
 def _averaged_accuracy(runs: list, y_test: np.ndarray) -> float:
     """The test accuracy of the mean of the ``runs``' class probabilities (same classes)."""
     proba = np.mean([run["proba"] for run in runs], axis=0)
@@ -130,14 +144,15 @@ def mil_benchmark(bags, y, methods=METHODS, n_splits: int = 10, n_repeats: int =
              for f, (train, test) in enumerate(StratifiedKFold(n_splits, shuffle=True, random_state=random_state + r)
                                                .split(y, y))
              for m in methods]
-    runs = Parallel(n_jobs=n_jobs_arg(n_jobs), return_as="generator")(
-        delayed(_run_fold)(m, bags, y, train, test, random_state + r, n_threads) for m, r, f, train, test in tasks)
+    _check_inner_folds(y, [train for _, _, _, train, _ in tasks], n_splits)
+    runs = as_they_finish(n_jobs_arg(n_jobs), (
+        delayed(_run_fold)(m, bags, y, train, test, random_state + r, n_threads) for m, r, f, train, test in tasks))
     averages = {name: members for name, members in AVERAGES.items() if set(members) <= set(methods)}
     results = {m: {"accuracy": np.zeros((n_repeats, n_splits)), "seconds": [], "params": []}
                for m in [*methods, *averages]}
     fold_runs = {}  # (repeat, fold) -> {method: run}, for the averages
     with progress_bar(f"MIL benchmark: {len(methods)} methods, {n_repeats} x {n_splits} folds", len(tasks),
-                      verbosity(verbose)) as bar:
+                      verbosity(verbose), announce=True) as bar:
         for (m, r, f, _, test), run in zip(tasks, runs):
             results[m]["accuracy"][r, f] = run["accuracy"]
             results[m]["seconds"].append(run["seconds"])

@@ -27,14 +27,14 @@ import copy
 import warnings
 
 import numpy as np
-from joblib import Parallel, delayed
+from joblib import delayed
 from scipy.special import log_softmax, logsumexp
 from sklearn.base import BaseEstimator
 from sklearn.model_selection import StratifiedKFold
 from sklearn.utils.validation import check_is_fitted
 
 from .._progress import Stopwatch, progress_bar
-from .._threads import single_threaded_blas
+from .._threads import as_they_finish, single_threaded_blas
 from .._validation import (check_bags, check_classes, check_labels, choice, forget_fit, n_jobs_arg, n_threads_arg,
                            is_auto, nonnegative_int, positive_int, positive_real, spawn_seeds, unfitted_on_failure,
                            verbosity)
@@ -68,8 +68,14 @@ SCORINGS = ("neg_log_loss", "accuracy")
 
 
 def _grid(values, name: str, check) -> list:
-    """``values`` (a value or a sequence of them) as a list of checked, distinct values."""
-    values = list(values) if isinstance(values, (list, tuple, np.ndarray)) else [values]
+    """``values`` (a value, or a list, tuple, range or 1-D array of them) as a list of
+    checked, distinct values; ValueError for a set (its order would decide ties)."""
+    if isinstance(values, (set, frozenset)):
+        raise ValueError(f"{name} must be a value or a list of values to search, got a set: give a list (their order "
+                         "breaks ties between equal scores)")
+    if isinstance(values, np.ndarray) and values.ndim == 0:
+        values = values.item()
+    values = list(values) if isinstance(values, (list, tuple, range)) or np.ndim(values) == 1 else [values]
     if not values:
         raise ValueError(f"{name} must hold at least one value to search")
     return list(dict.fromkeys(check(v, name) for v in values))
@@ -187,25 +193,22 @@ class _LearnedAggregationCV(BagClassifierMixin, BaseEstimator):
             folds = list(StratifiedKFold(n_splits, shuffle=True, random_state=split_seed).split(y_index, y_index))
             Ks = self._feasible(Ks, bags, folds)
             grid = [(p, K, s, r) for p in poolings for K in Ks for s in scales for r in rates]
-            searches = Parallel(n_jobs=n_jobs, return_as="generator")(
+            searches = as_they_finish(n_jobs, (
                 delayed(self._search_fold)(bags.subset(train), y_index[train], bags.subset(val), y_index[val],
-                                           classes, grid, epochs, model_seed) for train, val in folds)
-            scores, diverged = [], []
+                                           classes, grid, epochs, model_seed) for train, val in folds))
+            scores = []
             with progress_bar(f"{type(self).__name__}: {len(grid)} candidates, {n_splits} folds", n_splits,
-                              verbose) as bar:
-                for accuracy, log_loss, fold_diverged in searches:
-                    scores.append((accuracy, log_loss))
-                    diverged += fold_diverged
+                              verbose, announce=True) as bar:
+                for fold_scores in searches:
+                    scores.append(fold_scores)
                     bar.update()
-            for message in diverged:  # here, not in a worker process, where the caller's filters would not see it
-                warnings.warn(message, stacklevel=2)
             self._select(grid, epochs, scoring, *(np.stack(s) for s in zip(*scores)))
             seeds = [model_seed, *spawn_seeds(ensemble_seed, n_estimators - 1)]
-            refits = Parallel(n_jobs=n_jobs, return_as="generator")(
+            refits = as_they_finish(n_jobs, (
                 delayed(_refit)(self._candidate(seed, **self.best_params_, verbose=verbose if len(seeds) == 1 else 0),
-                                bags, y) for seed in seeds)
+                                bags, y) for seed in seeds))
             with progress_bar(f"{type(self).__name__}: refitting {self.best_params_} with {len(seeds)} seed(s)",
-                              len(seeds), verbose if len(seeds) > 1 else 0) as bar:
+                              len(seeds), verbose if len(seeds) > 1 else 0, announce=True) as bar:
                 self.estimators_ = []
                 for refit in refits:
                     self.estimators_.append(refit)
@@ -227,10 +230,9 @@ class _LearnedAggregationCV(BagClassifierMixin, BaseEstimator):
         return feasible
 
     def _search_fold(self, train_bags, y_train, val_bags, y_val, classes, grid, epochs, seed):
-        """(accuracy, log loss, messages) of one fold: two (n_candidates, n_checkpoints) arrays and
-        the warnings of the candidates whose training diverged."""
+        """(accuracy, log loss) of one fold: two (n_candidates, n_checkpoints) arrays; a warning
+        for each candidate whose training diverged."""
         scores = (np.zeros((len(grid), len(epochs))), np.zeros((len(grid), len(epochs))))
-        diverged = []  # messages of the candidates whose training diverged
         quiet = Stopwatch()
         codebooks, starts = {}, {}
         for c, (pooling, K, scale, rate) in enumerate(grid):
@@ -258,9 +260,9 @@ class _LearnedAggregationCV(BagClassifierMixin, BaseEstimator):
                 model._train(train_bags, y_train, model._check_params(), sgd_seed, quiet, on_epoch_end)
             except TrainingDiverged as exc:  # the candidate loses; the search goes on
                 score.diverged()
-                diverged.append(f"pooling={pooling!r}, n_codewords={K}, gamma_scale={scale:g}, learning_rate={rate:g} "
-                                f"scored as the worst candidate from the epoch it diverged: {exc}")
-        return (*scores, diverged)
+                warnings.warn(f"pooling={pooling!r}, n_codewords={K}, gamma_scale={scale:g}, learning_rate={rate:g} "
+                              f"scored as the worst candidate from the epoch it diverged: {exc}", stacklevel=2)
+        return scores
 
     def _select(self, grid, epochs, scoring, accuracy, log_loss) -> None:
         """The best mean held-out score; ties go to the lower mean log loss, then to the
@@ -275,8 +277,11 @@ class _LearnedAggregationCV(BagClassifierMixin, BaseEstimator):
             mean_score, std_score = score.mean(axis=0), score.std(axis=0)
         mean_log_loss = log_loss.mean(axis=0).ravel()
         rates = np.array([p["learning_rate"] for p in params])
-        best = int(np.lexsort((np.arange(mean_score.size), rates, mean_log_loss, -mean_score))[0])
+        preference = np.lexsort((np.arange(mean_score.size), rates, mean_log_loss, -mean_score))
+        best, rank = int(preference[0]), np.empty(mean_score.size, dtype=np.int32)
+        rank[preference] = np.arange(1, mean_score.size + 1)
         self.cv_results_ = {"params": params, "mean_test_score": mean_score, "std_test_score": std_score,
+                            "rank_test_score": rank,
                             "mean_test_accuracy": accuracy.mean(axis=0).ravel(), "mean_test_log_loss": mean_log_loss,
                             **{f"split{f}_test_score": score[f] for f in range(n_splits)}}
         self.best_index_, self.best_params_, self.best_score_ = best, params[best], float(mean_score[best])
@@ -403,8 +408,10 @@ _DOC = """{what} with its hyper-parameters chosen by cross-validation on the tra
     first of them (transform uses it); best_params_ : dict, the chosen pooling,
     n_codewords, gamma_scale, learning_rate and n_epochs; best_score_ : its mean held-out score; best_index_ :
     its row in cv_results_; cv_results_ : dict of arrays over every (candidate, epochs):
-    "params", "mean_test_score", "std_test_score" and "split<i>_test_score" (of
-    ``scoring``), "mean_test_accuracy" and "mean_test_log_loss"; classes_,
+    "params", "mean_test_score", "std_test_score" (NaN for a candidate that diverged in
+    a fold: its score there is -inf) and "split<i>_test_score" (of ``scoring``),
+    "rank_test_score" (1 for best_index_, then in the order of the choice's ties, so
+    every rank is distinct), "mean_test_accuracy" and "mean_test_log_loss"; classes_,
     n_features_in_ : those of best_estimator_.
     """
 
