@@ -228,8 +228,8 @@ def load(path):
     if not isinstance(model, ESTIMATORS):
         raise ValueError(f"{path}: holds a {type(model).__name__}, not an lfagg estimator")
     if meta.get("class") != type(model).__name__:
-        raise ValueError(f"{path}: damaged model file (it says it holds a {_shown(meta.get('class'))}, its payload is a "
-                         f"{type(model).__name__})")
+        raise ValueError(f"{path}: damaged model file (it says it holds a {_shown(meta.get('class'))}, its payload "
+                         f"is a {type(model).__name__})")
     try:
         _default_new_parameters(model)
     except RecursionError:  # a crafted file: estimators nested without end
