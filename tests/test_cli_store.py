@@ -237,3 +237,25 @@ def test_a_zarr_encode_on_the_processes_scheduler_starts_its_processes_once(stor
     expected = np.concatenate([lfagg.load(model_path).transform(block)
                                for block in lfagg.BagStore.open(store_path).blocks(100)])
     np.testing.assert_array_equal(np.asarray(zarr.open_group(tmp_path / "e.zarr")["encodings"][:]), expected)
+
+
+def test_a_build_stopped_part_way_leaves_a_store_marked_unfinished(files, capsys, tmp_path):
+    """Each append is committed alone: an interrupted or failed build left a store that
+    read as complete with the bags before the stop (encode and train exited 0 on them)."""
+    root, bags, _ = files
+    folder = tmp_path / "bags"
+    folder.mkdir()
+    for i in range(6):
+        np.save(folder / f"b{i}.npy", bags[i] if i != 4 else np.full_like(bags[i], np.nan))
+    out = tmp_path / "s.zarr"
+    rc, _, err = run_main(capsys, "store", "build", "--bags", folder, "--out", out, "--chunk-rows", 8,
+                          "--verbose", 0)
+    assert_one_line_error(rc, err, "NaN")
+    with pytest.raises(ValueError, match=r"an unfinished bag store: lfagg store build stopped after \d of its bags"):
+        lfagg.store.BagStore.open(out)
+    rc, _, err = run_main(capsys, "train", "--bags", out, "--method", "bow", "--codewords", 2, "--model",
+                          tmp_path / "m.lfagg")
+    assert_one_line_error(rc, err, "an unfinished bag store")
+    np.save(folder / "b4.npy", bags[4])
+    cli_main(["store", "build", "--bags", folder, "--out", out, "--overwrite", "--verbose", 0])
+    assert len(lfagg.store.BagStore.open(out)) == 6

@@ -65,6 +65,17 @@ def test_long_work_reports_its_count_in_a_log(monkeypatch, capsys):
     assert [line.split(" (")[0] for line in lines] == ["job: 1/3", "job: 2/3", "job"]
 
 
+def test_work_stopped_by_an_exception_is_not_logged_as_done(capsys):
+    """An interrupted epoch's line showed the mean loss of its first batches as the epoch's."""
+    from lfagg import _progress
+
+    with pytest.raises(KeyboardInterrupt), _progress.progress_bar("epoch 4/200", 10, 1) as bar:
+        bar.update(3)
+        bar.set_postfix(loss="0.1319")
+        raise KeyboardInterrupt
+    assert capsys.readouterr().err.split(" (")[0] == "epoch 4/200: stopped at 3/10"
+
+
 def test_search_reports_its_folds_then_its_refits(circles, capsys):
     """In a log, each stage also says when it starts: a search's first line came after its
     first fold, minutes into the work."""

@@ -185,6 +185,9 @@ PYBIND11_MODULE(LFAGG_MODULE_NAME, m) {
     m.def("cpu_supports", &cpu_supports, py::arg("isa"));
     m.def("max_threads", [] { return lfagg::resolve_threads(0); });
     pthread_atfork(nullptr, nullptr, &lfagg::note_fork);
+    // A forked child whose parent's OpenMP threads another library sharing the runtime
+    // started (PyTorch), which note_fork cannot see: lfagg._native calls it.
+    m.def("run_on_one_thread", [] { lfagg::forked_after_threads = true; });
 
     def_all_finite_for<double>(m);
     def_all_finite_for<float>(m);

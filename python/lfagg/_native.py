@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 import warnings
 from types import ModuleType
 from typing import TYPE_CHECKING
@@ -56,8 +57,21 @@ def _select() -> ModuleType:
     return _import(isas[0])
 
 
+def _after_fork_in_child() -> None:
+    """PyTorch shares GNU OpenMP's runtime with the core (the one loaded first serves
+    both): a child forked after torch ran on several threads hung in the core's first
+    region of several threads, which the core's own fork guard, knowing only its own
+    regions, let it start. With torch loaded, a forked child runs the core on one thread."""
+    if "torch" in sys.modules:
+        for isa in ISAS:
+            module = sys.modules.get(f"lfagg._core_{isa}")
+            if module is not None:
+                module.run_on_one_thread()
+
+
 default_wait_policy()
 if TYPE_CHECKING:  # type checkers see the interface every core has (_core.pyi)
     from . import _core as core
 else:
     core = _select()
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -79,9 +79,13 @@ class _DoneLine:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
+        elapsed = time.perf_counter() - self.start
+        if exc_type is not None:  # its postfix (an epoch's mean loss so far) would pass for the finished work's
+            print(f"{self.desc}: stopped at {self.done}/{self.total} ({elapsed:.1f} s)", file=sys.stderr, flush=True)
+            return
         values = "".join(f", {key} {value}" for key, value in self.postfix.items())
-        print(f"{self.desc}{values} ({time.perf_counter() - self.start:.1f} s)", file=sys.stderr, flush=True)
+        print(f"{self.desc}{values} ({elapsed:.1f} s)", file=sys.stderr, flush=True)
 
 
 def progress_bar(desc: str, total: int, verbose: int, announce: bool = False):

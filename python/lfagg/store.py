@@ -38,6 +38,8 @@ __all__ = ["BagStore"]
 
 #: The name and version of the store format this lfagg writes.
 FORMAT, FORMAT_VERSION = "lfagg-bag-store", 1
+#: The attribute marking a store that an unfinished build left (see BagStore.unfinished_while).
+UNFINISHED = "lfagg_unfinished"
 #: The stored dtype of each kind of labels (the kind the first append's labels decide).
 LABEL_DTYPES = {"int": np.int64, "float": np.float64, "str": str, "bool": np.bool_}
 #: Default rows per chunk of the features: about 4 MiB for D = 128 float32.
@@ -148,9 +150,25 @@ class BagStore:
         except Exception as exc:  # missing paths and foreign files fail in zarr's or fsspec's own terms
             raise ValueError(f"{path}: not a bag store ({type(exc).__name__}: {exc})") from None
         try:
-            return cls(group, path, writable=mode == "a")
+            store = cls(group, path, writable=mode == "a")
         except ValueError as exc:
             raise ValueError(f"{path}: {exc}") from None
+        if group.attrs.get(UNFINISHED):
+            raise ValueError(f"{path}: an unfinished bag store: {group.attrs[UNFINISHED]} stopped after "
+                             f"{len(store)} of its bags; run it again (lfagg store build --overwrite)")
+        return store
+
+    @contextlib.contextmanager
+    def unfinished_while(self, what: str):
+        """Marks the store unfinished while the block runs (``what``: the work, in messages):
+        :meth:`open` refuses it unless the block ends without an exception. For a build of
+        many appends, each committed alone, whose interruption left a store that read as
+        complete with the bags written so far."""
+        if not self._writable or self._view:
+            raise ValueError(f"{self._path}: only the writable handle of a whole store can be marked unfinished")
+        self._group.attrs[UNFINISHED] = what
+        yield self
+        del self._group.attrs[UNFINISHED]
 
     def _check_meta(self, meta):
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:

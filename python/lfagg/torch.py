@@ -23,8 +23,9 @@ number of bags refuses one bag (torch specialises an operator's output dimension
 from 1: export with static shapes, or for batches of two bags or more). Under
 ``torch.autocast`` give them float32 features (``features.float()``). A NaN or infinite
 gradient reaching them is an error, not passed on, except in the rows of empty bags,
-which no feature reads. A process forked after lfagg ran on several threads runs lfagg
-on one thread (GNU OpenMP's threads do not survive fork()).
+which no feature reads. A process forked after lfagg ran on several threads, or with
+torch loaded (whose threads share lfagg's OpenMP runtime), runs lfagg on one thread (GNU
+OpenMP's threads do not survive fork()).
 
 Install with ``pip install "lfagg[torch]"``; lfagg itself never imports torch.
 """

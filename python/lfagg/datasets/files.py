@@ -406,8 +406,9 @@ def build_store(path, out, labels=None, *, chunk_rows=None, verbose=1, overwrite
     Returns
     -------
     The BagStore, open for reading. The bags are written in load_bags' order, with the
-    file names as bag names for a directory. A failure (a bad file, NaN) leaves a store
-    holding the bags before it, and says which file.
+    file names as bag names for a directory. A failure (a bad file, NaN: it says which
+    file) or an interruption leaves a store marked unfinished, which BagStore.open
+    refuses until it is built again (``overwrite=True``).
     """
     from .._progress import bags_count, progress_bar
     from ..store import DEFAULT_CHUNK_ROWS, BLOCK_BYTES, BagStore, check_bag_names
@@ -436,7 +437,8 @@ def build_store(path, out, labels=None, *, chunk_rows=None, verbose=1, overwrite
                             overwrite=overwrite)
     budget = max(1, BLOCK_BYTES // (dim * np.dtype(dtype).itemsize))
     pending, pending_rows, first = [], 0, 0
-    with progress_bar(f"lfagg store build: {bags_count(n_bags)} into {out}", n_bags, verbose) as bar:
+    with store.unfinished_while("lfagg store build"), \
+            progress_bar(f"lfagg store build: {bags_count(n_bags)} into {out}", n_bags, verbose) as bar:
         def flush():
             nonlocal pending, pending_rows, first
             end = first + len(pending)
