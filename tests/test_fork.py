@@ -1,7 +1,8 @@
 """A process forked after lfagg's core ran on several threads (multiprocessing's default
 start method on Linux; DataLoader workers) runs the core on one thread instead of hanging
 (GNU OpenMP's threads do not survive fork()), as does one forked with torch loaded, whose
-threads share the core's OpenMP runtime; one forked before any such region keeps its threads. Each case runs in a fresh parent (a "spawn" process), whose history is its own."""
+threads share the core's OpenMP runtime; one forked before any such region keeps its
+threads. Each case runs in a fresh parent (a "spawn" process), whose history is its own."""
 import multiprocessing
 
 import numpy as np
