@@ -372,6 +372,17 @@ def test_auto_gamma_when_most_features_are_codewords():
     assert codebook.auto_gamma(X, C, np.ones_like(C)) == pytest.approx(1 / 0.36)  # median of 0.25, 0.36, 4
 
 
+def test_auto_gamma_of_features_on_codewords_that_do_not_round_to_them():
+    """Distances of features on their codewords, computed by the expanded product, are
+    rounding noise (1e-15): gamma was 1 / that (2**50) instead of the fallback."""
+    rng = np.random.default_rng(0)
+    C = rng.normal(size=(6, 5))
+    X = C[rng.integers(0, 6, 1200)]
+    assert codebook.auto_gamma(X, C, np.ones_like(C)) == 1.0  # all on codewords: no spread to take
+    off = np.vstack([X, X[:400] + 0.1])  # a third of them 0.1 off theirs in each of 5 dimensions
+    assert codebook.auto_gamma(off, C, np.ones_like(C)) == pytest.approx(1 / 0.05)
+
+
 @pytest.mark.parametrize("offset", [0.0, 1e6])
 def test_lloyds_tolerance_scale_is_the_variance_also_far_from_the_origin(offset):
     """Lloyd's KMEANS_TOL is relative to the sample's mean variance per dimension: the same

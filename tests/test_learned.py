@@ -3,6 +3,7 @@ beats the initial (K-Means) parameters, history and validation, early stopping,
 initialisations, gamma="auto", clone/get_params/pickle, verbosity, input types, errors."""
 
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -383,6 +384,38 @@ def test_fit_from_initial_rejects_other_data(circles):
         model._fit_from_initial(initial, bags, np.where(y == y[0], 7, 9))
     with pytest.raises(NotFittedError):
         model._fit_from_initial(lfagg.LearnedBoW(3, **dict(FAST, n_epochs=0)), bags, y)
+
+
+def test_a_learning_rate_that_wrecks_the_encoder_without_diverging_is_warned_about():
+    """At learning_rate 1 the training loss stayed finite (45, 13, 8 by epoch) while the
+    precisions went to 1e-26 ... 1e35: the model predicted one class of three after
+    starting at 100% training accuracy, without a word."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    rng = np.random.default_rng(2)
+    bags = lfagg.Bags.from_arrays([(rng.normal(size=(rng.integers(5, 30), 4)) + (i % 3) * 0.8).astype(np.float32)
+                                   for i in range(60)])
+    y = np.arange(60) % 3
+    with pytest.warns(ConvergenceWarning, match=r"fits its training bags worse than its initial state .*"
+                                                r"learning_rate \(1\) is probably too large"):
+        wrecked = lfagg.LearnedBoW(4, n_epochs=3, learning_rate=1.0, random_state=0).fit(bags, y)
+    assert len(np.unique(wrecked.predict(bags))) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)  # a sound step: no warning
+        assert lfagg.LearnedBoW(4, n_epochs=3, learning_rate=0.01, random_state=0).fit(bags, y).score(bags, y) > 0.9
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_a_refit_refused_for_its_parameters_or_bags_leaves_the_model_unfitted(cls, circles):
+    """The old fit stayed (n_codewords 4 with the parameters saying 8), and save refused it."""
+    (bags, y), _ = circles
+    model = cls(4, random_state=0, **FAST).fit(bags, y)
+    for params, X in ((dict(n_codewords=0), bags), (dict(n_codewords=8), [np.full((3, 2), np.nan)])):
+        with pytest.raises(ValueError):
+            model.set_params(**params).fit(X, y[:len(X)])
+        with pytest.raises(NotFittedError):
+            model.predict(bags)
+        model.set_params(n_codewords=4).fit(bags, y)
 
 
 # ---------------------------------------------------------------------------------------

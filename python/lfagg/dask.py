@@ -143,7 +143,8 @@ def predict_proba(model, bags, **kwargs):
 
 
 def decision_function(model, bags, **kwargs):
-    """:func:`apply` with ``method="decision_function"``."""
+    """:func:`apply` with ``method="decision_function"``: (n_bags,) scores for two classes,
+    (n_bags, n_classes) otherwise, as the model's own."""
     return apply(model, bags, "decision_function", **kwargs)
 
 

@@ -42,7 +42,9 @@ _ENCODERS = {"BoW": (BagOfWords, BOW_CODEBOOK_SIZES), "VLAD": (VLAD, VLAD_CODEBO
 
 
 def make_method(name: str, random_state: int, n_threads: int | None = 1):
-    """The unfitted classifier of bags that method ``name`` (one of :data:`METHODS`) is."""
+    """The unfitted classifier of bags that method ``name`` (one of :data:`METHODS`) is: a
+    LearnedBoWCV (T1) or LearnedVLADCV (T2), or a scikit-learn GridSearchCV over the
+    codebook size of a BagClassifier (BoW, VLAD, FV)."""
     choice(name, "method", METHODS)
     if name in ("T1", "T2"):
         return (LearnedBoWCV if name == "T1" else LearnedVLADCV)(random_state=random_state, n_threads=n_threads)

@@ -341,8 +341,13 @@ def auto_gamma(sample: np.ndarray, centers: np.ndarray, precisions: np.ndarray, 
     # centred first: the expanded distance of features far from the origin cancels
     shift = sample.mean(axis=0)
     sample, centers = sample - shift, centers - shift
-    d = (sample ** 2) @ precisions.T - 2 * sample @ (centers * precisions).T + (centers ** 2 * precisions).sum(1)
-    nearest = np.maximum(d.min(axis=1), 0)
+    terms = (sample ** 2) @ precisions.T + (centers ** 2 * precisions).sum(1)  # what the expansion cancels
+    d = terms - 2 * sample @ (centers * precisions).T
+    rows, closest = np.arange(len(d)), d.argmin(axis=1)
+    nearest = d[rows, closest]
+    # a feature on its codeword is at 0 within the rounding of those terms (its d was that
+    # noise, and gamma = 1 / 1e-15 followed from it)
+    nearest[nearest <= 64 * np.finfo(np.float64).eps * terms[rows, closest]] = 0.0
     typical = np.median(nearest)
     if typical == 0:  # most features are codewords: the spread of the others
         typical = np.median(nearest[nearest > 0]) if np.any(nearest > 0) else 1.0

@@ -13,10 +13,12 @@ import copy
 import dataclasses
 import numbers
 import sys
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.utils.validation import check_is_fitted
 
@@ -37,6 +39,11 @@ from .heads import MappedHead
 
 #: The mini-batch of batch_size="auto" on large training sets (the paper's).
 MAX_AUTO_BATCH = 32
+
+#: A learned model whose training loss (penalty included) ends more than this fraction
+#: above W0's gets a warning: L-BFGS refits the classifier to the same objective on the
+#: learned representation, so SGD that kept the encoder sound ends near or below W0's.
+WORSE_THAN_W0 = 0.05
 
 
 def auto_batch_size(n_bags: int) -> int:
@@ -113,11 +120,10 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
 
     def _checked_fit(self, X, y, validation_data, initial=None):
         """The parameters and X checked, then the fit with BLAS single-threaded; returns the checked bags."""
-        with single_threaded_blas():
-            plan = self._check_params()
+        with single_threaded_blas(), unfitted_on_failure(self):  # bad parameters or bags too: the old fit is
+            plan = self._check_params()  # not the model these parameters describe
             bags = check_bags(X, n_threads=plan.n_threads)
-            with unfitted_on_failure(self):
-                self._fit(bags, y, validation_data, plan, initial=initial)
+            self._fit(bags, y, validation_data, plan, initial=initial)
         return bags
 
     def _fit_from_initial(self, initial, X, y):
@@ -202,8 +208,9 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
                                  f"{unknown[:5].tolist()} (the training classes: {self.classes_[:5].tolist()})")
         name = f"{type(self).__name__}(n_codewords={plan.K})"
         watch = Stopwatch(name, plan.verbose)
+        initial_loss = None  # W0's training loss, which learning should not end above
         if initial is None:
-            self._initialise(bags, y_index, plan, split_seed, init_seed, watch)
+            initial_loss = self._initialise(bags, y_index, plan, split_seed, init_seed, watch)
         else:
             self._adopt_initial(initial, bags.dim, watch)
         # the initial state competes with every epoch: learning cannot end below its start
@@ -228,7 +235,7 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
                 print(f"{name}: early stopping kept the parameters after epoch {trained} of {ran} (validation accuracy "
                       f"{best['score']:.4f})", file=sys.stderr, flush=True)
         if trained:  # else the classifier is W0, already fitted to these representations
-            self._fine_tune(bags, y_index, watch, trained)
+            self._fine_tune(bags, y_index, watch, trained, initial_loss)
         self.timings_ = dict(watch)
 
     def _score_state(self, val_bags, val_y, best: dict, epoch: int) -> float:
@@ -242,9 +249,10 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
         return accuracy
 
     def _initialise(self, bags, y_index, plan: SimpleNamespace, split_seed: int, init_seed: int, watch,
-                    codebook=None) -> None:
+                    codebook=None) -> float:
         """The codebook (fitted on a sample of the bags' features unless ``codebook``, a
-        (sample, Codebook) pair, is given), gamma, and W0 on the initial representation."""
+        (sample, Codebook) pair, is given), gamma, and W0 on the initial representation;
+        returns W0's training loss."""
         self.n_features_in_ = bags.dim
         self.feature_map_ = plan.feature_map
         if codebook is None:
@@ -258,6 +266,7 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
         with watch("encode", f"encoding {bags_count(len(bags))}"):
             X0 = self._classifier_inputs(bags)
         self.classifier_ = self._fit_classifier(X0, y_index, plan.l2, split_seed, watch)
+        return self.classifier_.loss(X0, y_index)
 
     def _adopt_initial(self, initial, dim: int, watch: Stopwatch) -> None:
         """A copy of the state of ``initial`` (fitted with n_epochs=0 on bags of dimension
@@ -285,11 +294,14 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
                            settings, random_state=sgd_seed, n_threads=plan.n_threads, verbose=plan.verbose,
                            on_epoch_end=on_epoch_end, name=f"{type(self).__name__}(n_codewords={plan.K})")
 
-    def _fine_tune(self, bags, y_index, watch, epochs: int) -> None:
+    def _fine_tune(self, bags, y_index, watch, epochs: int, initial_loss: float | None = None) -> None:
         """The classifier refitted (L-BFGS, from its current weights) on the full, unsampled
         representations, after ``epochs`` epochs of SGD; TrainingDiverged when the last
         step left a classifier whose loss L-BFGS cannot bring back (run_sgd checks the loss
-        before each step, not after the last)."""
+        before each step, not after the last). A ConvergenceWarning when the model then fits
+        its training bags clearly worse than W0 did (``initial_loss``): SGD wrecked the
+        encoder (precisions 1e-26 to 1e35, one class predicted) at a step too large to
+        diverge outright."""
         with watch("encode", f"encoding {bags_count(len(bags))}"):
             X = self._classifier_inputs(bags)
         with np.errstate(over="ignore", invalid="ignore"):  # said below
@@ -299,6 +311,14 @@ class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
                                       self.learning_rate, self.classifier_learning_rate)
         with watch("classifier", "fine-tuning the classifier"):
             self.classifier_.fit(X, y_index, n_threads=self._n_threads())
+        if initial_loss is not None:
+            final_loss = self.classifier_.loss(X, y_index)
+            if final_loss > (1 + WORSE_THAN_W0) * initial_loss:
+                warnings.warn(f"{type(self).__name__}: the learned model fits its training bags worse than its "
+                              f"initial state (training loss {final_loss:.4g} against {initial_loss:.4g}): "
+                              f"learning_rate ({self.learning_rate:g}) is probably too large; lower it, or give "
+                              "validation_data with early_stopping=True to keep the best epoch",
+                              ConvergenceWarning, stacklevel=4)
 
     # -- inference ---------------------------------------------------------------------
     def transform(self, X) -> np.ndarray:

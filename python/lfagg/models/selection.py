@@ -379,9 +379,10 @@ _DOC = """{what} with its hyper-parameters chosen by cross-validation on the tra
         local features are skipped with a warning. ``gamma_scale`` multiplies ``gamma="auto"``;
         with a fixed ``gamma`` its default grid is dropped and that gamma alone is used.
     pooling : "mean", "max" or both to search, as ("mean", "max"); see :class:`{base}`.
-        Both double the search (the codebooks are shared). With the default codebook sizes
-        it did not pay on Musk1 and Elephant (T2: 0.859 and 0.835 against 0.892 and 0.835
-        for the mean alone, README); the max helped T2 there with one codeword.
+        Both double the search (the codebooks are shared). With the codebook sizes 4, 16 and
+        64 it did not pay on Musk1 and Elephant (T2, one repeat of 10 folds: 0.859 and 0.835
+        against 0.892 and 0.835 for the mean alone; benchmarks/RESULTS.md); the max helped T2
+        there with one codeword.
     max_epochs : int >= 0, the most epochs searched.
     cv : int >= 2, the folds (stratified, shuffled by ``random_state``); every class needs
         at least this many bags.
