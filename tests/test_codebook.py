@@ -51,33 +51,60 @@ def test_kmeans_inertia_within_one_percent_on_image_patches():
     assert inertia(X, ours) <= 1.01 * inertia(X, theirs)
 
 
-def test_kmeans_seeds_on_a_subsample(monkeypatch):
+def test_kmeans_seeds_on_a_weighted_subsample(monkeypatch):
     seeded, original = [], codebook.kmeans_plusplus
 
-    def recording_kmeans_plusplus(X, n_clusters, *args, **kwargs):
-        seeded.append(X)
-        return original(X, n_clusters, *args, **kwargs)
+    def recording_kmeans_plusplus(X, n_clusters, seed, n_threads=0, weights=None):
+        seeded.append((X, weights))
+        return original(X, n_clusters, seed, n_threads, weights)
 
     monkeypatch.setattr(codebook, "kmeans_plusplus", recording_kmeans_plusplus)
     X = blobs(4, n=20_000)
     rows = {row.tobytes() for row in X}
     for K in (8, 64, 300):
         fit_codebook(X, K, "kmeans", 0)
-        assert len(seeded[-1]) == min(len(X), seeding_rows(K))
-        assert all(row.tobytes() in rows for row in seeded[-1])  # drawn from the sample
+        subsample, weights = seeded[-1]
+        if len(X) <= seeding_rows(K):
+            assert subsample is X and weights is None
+        else:  # about m rows (Poisson sampling), whose weights stand for the whole sample
+            assert abs(len(subsample) - seeding_rows(K)) < 0.05 * seeding_rows(K)
+            assert abs(weights.sum() - len(X)) < 0.05 * len(X) and weights.min() >= 1
+        assert all(row.tobytes() in rows for row in subsample)  # drawn from the sample
 
 
-def kmeans_plusplus_reference(X, uniforms):
+@pytest.mark.parametrize("outliers, scale, K", [(30, 100.0, 64), (20, 1e4, 32)])
+def test_kmeans_with_a_few_far_outliers_is_as_good_as_scikit_learns(outliers, scale, K):
+    """k-means++ on a uniform subsample missed most of a few far outliers, which Lloyd
+    never recovers from: 30 patches scaled by 100 among 30,000 left 4.4-4.7 times
+    scikit-learn's inertia; 20 blob points scaled by 1e4 among 10,000 (the far ones
+    near the mean's direction), 8e4 times, and 2,500 times with the first coreset alone."""
+    rng = np.random.default_rng(1)
+    if scale == 100.0:
+        X = cifar10_patch_bags(CIFAR, n_train=200, n_test=10)[0].features[:30_000].astype(np.float64)
+    else:
+        X = rng.normal(size=(10_000, 8)) + rng.integers(0, 5, size=(10_000, 1)) * 3
+    X[rng.choice(len(X), outliers, replace=False)] *= scale
+    for seed in range(3):
+        ours = inertia(X, fit_codebook(X, K, "kmeans", seed).centers)
+        assert ours <= 1.015 * KMeans(K, n_init=1, random_state=seed).fit(X).inertia_
+
+
+def kmeans_plusplus_reference(X, uniforms, weights=None):
     """Greedy k-means++ in float64 NumPy, replaying the uniforms (K, trials) as the core
     does: seed 0 at row floor(u n), then per seed the candidates np.searchsorted(cumulative
-    potential, u * potential) (scikit-learn's draw) and the one leaving the least potential."""
+    potential, u * potential) (scikit-learn's draw) and the one leaving the least potential;
+    with ``weights``, seed 0 by cumulative weight and each potential times its row's weight."""
     X = X.astype(np.float64)
-    first = min(len(X) - 1, int(uniforms[0, 0] * len(X)))
-    chosen, potential = [first], ((X - X[first]) ** 2).sum(1)
+    w = np.ones(len(X)) if weights is None else weights.astype(np.float64)
+    if weights is None:
+        first = min(len(X) - 1, int(uniforms[0, 0] * len(X)))
+    else:  # in proportion to the weights
+        first = min(len(X) - 1, int(np.searchsorted(np.cumsum(w), uniforms[0, 0] * w.sum())))
+    chosen, potential = [first], w * ((X - X[first]) ** 2).sum(1)
     for u in uniforms[1:]:
         cumulative = np.cumsum(potential)
         candidates = np.minimum(np.searchsorted(cumulative, u * cumulative[-1]), len(X) - 1)
-        left = np.minimum(((X[:, None, :] - X[candidates][None]) ** 2).sum(-1), potential[:, None])
+        left = np.minimum(w[:, None] * ((X[:, None, :] - X[candidates][None]) ** 2).sum(-1), potential[:, None])
         best = int(np.argmin(left.sum(0)))
         chosen.append(int(candidates[best]))
         potential = left[:, best]
@@ -94,10 +121,23 @@ def test_kmeans_plusplus_replays_the_numpy_reference(dtype, n, dim, K, trials):
     rng = np.random.default_rng(n)
     X = (rng.normal(scale=3.0, size=(n, dim)) + rng.integers(4, size=(n, 1)) * 10).astype(dtype)
     uniforms = rng.random((K, trials))
+    weights = rng.uniform(0.5, 4.0, size=n).astype(dtype)  # a coreset's
     expected = kmeans_plusplus_reference(X, uniforms)
+    weighted = kmeans_plusplus_reference(X, uniforms, weights)
     for core in map(_native.load, _native.available()):
         for n_threads in (1, 2, 3):
             np.testing.assert_array_equal(core.kmeans_plusplus(X, uniforms, n_threads=n_threads), expected)
+            np.testing.assert_array_equal(core.kmeans_plusplus(X, uniforms, n_threads=n_threads, weights=weights),
+                                          weighted)
+
+
+def test_kmeans_plusplus_weights_are_checked():
+    from lfagg import _native
+    X, uniforms = np.ones((5, 2)), np.full((2, 3), 0.5)
+    for weights, message in ((np.ones(4), "one value per feature"), (np.array([1, 1, -1, 1, 1.0]), "strictly positive"),
+                             (np.array([1, 1, np.nan, 1, 1]), "NaN")):
+        with pytest.raises(ValueError, match=message):
+            _native.core.kmeans_plusplus(X, uniforms, weights=weights)
 
 
 def test_kmeans_plusplus_with_fewer_distinct_rows_than_seeds():

@@ -106,10 +106,11 @@ py::tuple kmeans_step(const Array<T>& features, const Array<T>& centers, int n_t
 }
 
 // Greedy k-means++ on the (N, D) sample: the (K,) int64 rows chosen as seeds, from the
-// (K, n_trials) float64 uniforms in [0, 1) (see lfagg::kmeans_plusplus).
+// (K, n_trials) float64 uniforms in [0, 1); with `weights` (N,) a weighted sample (see
+// lfagg::kmeans_plusplus).
 template <class T>
 py::array_t<std::int64_t> kmeans_plusplus(const Array<T>& features, const Array<double>& uniforms, int n_threads,
-                                          bool check_features) {
+                                          bool check_features, const std::optional<Array<T>>& weights) {
     const int nt = check_threads(n_threads);
     check_ndim(features, 2, "features", "(n_features, dim)");
     check_ndim(uniforms, 2, "uniforms", "(n_centers, n_trials)");
@@ -122,10 +123,19 @@ py::array_t<std::int64_t> kmeans_plusplus(const Array<T>& features, const Array<
     if (!std::all_of(u, u + uniforms.size(), [](double v) { return v >= 0 && v < 1; }))
         fail("uniforms must lie in [0, 1)");
     if (check_features) check_finite(features, "features", nt);
+    const T* w = nullptr;
+    if (weights) {
+        check_ndim(*weights, 1, "weights", "(n_features,)");
+        if (weights->shape(0) != n)
+            fail("weights must have one value per feature (" + std::to_string(n) + "), got " + shape_of(*weights));
+        check_finite(*weights, "weights", nt);
+        check_positive(*weights, "weights");
+        w = weights->data();
+    }
     std::vector<Index> chosen;
     {
         py::gil_scoped_release release;
-        chosen = lfagg::kmeans_plusplus(features.data(), n, dim, k, trials, u, nt);
+        chosen = lfagg::kmeans_plusplus(features.data(), n, dim, k, trials, u, nt, w);
     }
     py::array_t<std::int64_t> out(k);
     std::copy(chosen.begin(), chosen.end(), out.mutable_data());
@@ -170,7 +180,8 @@ void def_baselines_for(py::module_& m) {
     m.def("kmeans_step", &kmeans_step<T>, py::arg("features").noconvert(), py::arg("centers").noconvert(),
           py::arg("n_threads") = 0, py::arg("return_labels") = false, py::arg("check_features") = true);
     m.def("kmeans_plusplus", &kmeans_plusplus<T>, py::arg("features").noconvert(), py::arg("uniforms").noconvert(),
-          py::arg("n_threads") = 0, py::arg("check_features") = true);
+          py::arg("n_threads") = 0, py::arg("check_features") = true,
+          py::arg("weights").noconvert().none(true) = py::none());
     m.def("take_rows", &take_rows<T>, py::arg("features").noconvert(), py::arg("rows").noconvert(),
           py::arg("n_threads") = 0);
 }

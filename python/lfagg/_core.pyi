@@ -91,6 +91,6 @@ def fisher_vector(features: F, offsets: Offsets, means: F, variances: F, weights
                   with_log_likelihood: bool = False) -> F: ...  # + 1 column: each bag's mean log p(f_n)
 def kmeans_step(features: F, centers: F, n_threads: int = 0, return_labels: bool = False,
                 check_features: bool = True) -> tuple: ...  # (counts, means, inertia[, labels, distances])
-def kmeans_plusplus(features: F, uniforms: NDArray[np.float64], n_threads: int = 0,
-                    check_features: bool = True) -> NDArray[np.int64]: ...  # (K,) rows; uniforms (K, trials)
+def kmeans_plusplus(features: F, uniforms: NDArray[np.float64], n_threads: int = 0, check_features: bool = True,
+                    weights: F | None = None) -> NDArray[np.int64]: ...  # (K,) rows; uniforms (K, trials)
 def take_rows(features: F, rows: NDArray[np.int64], n_threads: int = 0) -> F: ...  # (n, D) = features[rows]

@@ -140,7 +140,9 @@ class RowBlocks {
 // i_j = the first row whose cumulative potential reaches u[c][j] times the whole (the
 // potential of a row: its squared distance to the nearest seed so far), the best being the
 // one that leaves the least potential. `uniforms` (k x trials, row-major, in [0, 1)) come
-// from the caller so that a seed replays exactly. Returns the k chosen rows.
+// from the caller so that a seed replays exactly. With `weights` (n positive, or null) the
+// rows are a weighted sample (a coreset): seed 0 is drawn in proportion to the weights and
+// a row's potential is its weight times its squared distance. Returns the k chosen rows.
 //
 // Each seed costs one pass over the rows (RowBlocks), bound by the memory bandwidth once
 // the rows outgrow the L2 cache. The potentials are summed per tile in double and added in
@@ -149,7 +151,7 @@ class RowBlocks {
 // pass.
 template <class T>
 std::vector<Index> kmeans_plusplus(const T* rows, Index n, Index dim, Index k, Index trials,
-                                   const double* uniforms, int n_threads) {
+                                   const double* uniforms, int n_threads, const T* weights = nullptr) {
     constexpr Index kTile = 512;  // a multiple of RowBlocks' kRows
     using Blocks = RowBlocks<T>;
     const Index n_tiles = (n + kTile - 1) / kTile;
@@ -183,10 +185,24 @@ std::vector<Index> kmeans_plusplus(const T* rows, Index n, Index dim, Index k, I
     auto distances = [&](Index t, Index m) {
         const Index len = tile_len(t);
         x.distances(t * kTile, len, cand, cand_norms, m, dist);
+        if (weights)
+            dist.block(t * kTile, 0, len, m).array().colwise() *=
+                Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>(weights + t * kTile, len);
         return len;
     };
 
-    chosen[0] = std::min(n - 1, static_cast<Index>(uniforms[0] * static_cast<double>(n)));
+    if (weights) {  // in proportion to the weights: the first row whose cumulative weight reaches u times the whole
+        double whole = 0, before = 0;
+        for (Index i = 0; i < n; ++i) whole += weights[i];
+        chosen[0] = n - 1;
+        for (Index i = 0; i < n; ++i)
+            if ((before += weights[i]) >= uniforms[0] * whole) {
+                chosen[0] = i;
+                break;
+            }
+    } else {
+        chosen[0] = std::min(n - 1, static_cast<Index>(uniforms[0] * static_cast<double>(n)));
+    }
     pick(chosen.data(), 1);
     const int nt = static_cast<int>(std::min<Index>(resolve_threads(n_threads), n_tiles));
 #pragma omp parallel num_threads(team(nt))
