@@ -447,3 +447,29 @@ def test_features_too_small_for_the_dtypes_distances_are_an_error(dtype, small, 
     unit = lfagg.Bags(X.astype(dtype), bags.offsets)
     np.testing.assert_array_equal(lfagg.BagOfWords(4, random_state=0).fit_transform(big),
                                   lfagg.BagOfWords(4, random_state=0).fit_transform(unit))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(n_codewords=0), "n_codewords must be a positive integer"),  # OverflowError / ZeroDivisionError
+    (dict(n_init=0), "n_init must be a positive integer"),  # AttributeError on None
+    (dict(max_iter=0), "max_iter must be a positive integer"),  # silently the default 20
+    (dict(max_iter=-1, init="gmm"), "max_iter must be a positive integer"),  # silently the K-Means start
+    (dict(sample="int"), "sample must be a float32 or float64"),  # a pybind TypeError
+    (dict(sample="nan", init="random"), "sample contains NaN or infinity"),  # NaN codewords, silently
+])
+def test_fit_codebook_checks_its_arguments(kwargs, message):
+    """Called directly (the estimators check their own): each failed in another library's
+    words, or passed silently."""
+    X = np.random.default_rng(0).normal(size=(200, 3))
+    sample = {"int": X.astype(np.int64), "nan": np.where(np.arange(200)[:, None] == 5, np.nan, X)}.get(
+        kwargs.pop("sample", None), X)
+    with pytest.raises(ValueError, match=message):
+        fit_codebook(sample, **{"n_codewords": 4, "init": "kmeans", "seed": 0, **kwargs})
+
+
+def test_fewer_distinct_features_than_codewords_is_warned_about():
+    """It passed silently (scikit-learn's KMeans warns): 10 codewords of 5 distinct rows."""
+    X = np.repeat(np.random.default_rng(0).normal(size=(5, 4)), 200, axis=0)
+    with pytest.warns(ConvergenceWarning, match=r"found [1-9] distinct clusters, fewer than n_codewords = 10"):
+        centers = fit_codebook(X, 10, "kmeans", 0).centers
+    assert len(np.unique(centers, axis=0)) < 10

@@ -107,14 +107,25 @@ def fit_codebook(sample: np.ndarray, n_codewords: int, init: str, seed: int, *, 
     """The codebook ``init`` learns from the (n, D) sample.
 
     "kmeans": the centres of :func:`kmeans` (lfagg's Lloyd from k-means++ seeds
-    drawn on a subsample); "gmm": the means, variances and weights of a diagonal
+    drawn on a coreset); "gmm": the means, variances and weights of a diagonal
     Gaussian mixture fitted by :func:`em_gmm` from those clusters (``reg_covar`` added to
     the variances; EM stops as ``tol`` says there);
-    "random": ``n_codewords`` distinct sampled features. ``max_iter`` bounds the Lloyd
+    "random": ``n_codewords`` features sampled without replacement (equal features give
+    equal codewords). ``max_iter`` bounds the Lloyd
     iterations of "kmeans" (default KMEANS_MAX_ITER) or the EM iterations of "gmm"
     (default GMM_MAX_ITER; its K-Means start runs KMEANS_MAX_ITER), ``n_init`` the K-Means
-    runs; they run on ``n_threads`` threads (0: no limit).
+    runs; they run on ``n_threads`` threads (0: no limit). ValueError for a sample that is
+    not a finite float32/float64 (n, D) array of at least ``n_codewords`` rows, or a count
+    that is not a positive integer.
     """
+    n_codewords, n_init = positive_int(n_codewords, "n_codewords"), positive_int(n_init, "n_init")
+    max_iter = None if max_iter is None else positive_int(max_iter, "max_iter")
+    sample = np.asarray(sample)
+    if sample.ndim != 2 or sample.dtype not in (np.float32, np.float64) or len(sample) < n_codewords:
+        raise ValueError(f"sample must be a float32 or float64 (n, D) array of at least n_codewords = {n_codewords} "
+                         f"rows, got {sample.dtype} of shape {sample.shape}")
+    if not _native.core.all_finite(np.ascontiguousarray(sample), n_threads=n_threads):
+        raise ValueError("sample contains NaN or infinity")
     with limit_threads(n_threads):
         return _fit_codebook(sample, n_codewords, init, seed, max_iter, n_init, reg_covar, tol, n_threads)
 
@@ -221,6 +232,10 @@ def kmeans(sample: np.ndarray, n_codewords: int, seed: int, max_iter: int = KMEA
         fit = lloyd(sample, seeds, max_iter, n_threads, first_step=step)
         if best is None or fit.inertia < best.inertia:
             best = fit
+    distinct = len(np.unique(best.centers, axis=0))
+    if distinct < n_codewords:  # as scikit-learn's KMeans warns
+        warnings.warn(f"K-Means found {distinct} distinct clusters, fewer than n_codewords = {n_codewords}: the sample "
+                      "holds fewer distinct features; the other codewords repeat them", ConvergenceWarning, stacklevel=3)
     return best
 
 
