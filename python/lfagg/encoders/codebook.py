@@ -234,8 +234,9 @@ def kmeans(sample: np.ndarray, n_codewords: int, seed: int, max_iter: int = KMEA
             best = fit
     distinct = len(np.unique(best.centers, axis=0))
     if distinct < n_codewords:  # as scikit-learn's KMeans warns
-        warnings.warn(f"K-Means found {distinct} distinct clusters, fewer than n_codewords = {n_codewords}: the sample "
-                      "holds fewer distinct features; the other codewords repeat them", ConvergenceWarning, stacklevel=3)
+        warnings.warn(f"K-Means found {distinct} distinct clusters, fewer than n_codewords = {n_codewords}: the "
+                      "sample holds fewer distinct features; the other codewords repeat them", ConvergenceWarning,
+                      stacklevel=3)
     return best
 
 
