@@ -4,6 +4,7 @@ schedulers, and the errors."""
 
 import shutil
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -259,3 +260,31 @@ def test_a_build_stopped_part_way_leaves_a_store_marked_unfinished(files, capsys
     np.save(folder / "b4.npy", bags[4])
     cli_main(["store", "build", "--bags", folder, "--out", out, "--overwrite", "--verbose", 0])
     assert len(lfagg.store.BagStore.open(out)) == 6
+
+
+def test_an_interrupted_command_exits_quietly(files, capsys, tmp_path, monkeypatch):
+    """After "interrupted", the exit tore down Zarr's pending writes with ~100 lines of
+    "Exception ignored ... Event loop is closed" (unraisable errors) and asyncio's "Task
+    was destroyed but it is pending!": the command line's own process silences them; a
+    caller of main(argv) keeps its hooks."""
+    import logging
+    import sys
+
+    root, _, _ = files
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(lfagg.store.BagStore, "append", interrupted)
+    monkeypatch.setattr(sys, "unraisablehook", sys.unraisablehook)  # restored after the test
+    monkeypatch.setattr(logging.getLogger("asyncio"), "level", logging.getLogger("asyncio").level)
+    hook = sys.unraisablehook
+    rc, _, err = run_main(capsys, "store", "build", "--bags", root / "bags.npz", "--out", tmp_path / "a.zarr")
+    assert rc == 130 and err.strip().endswith("interrupted") and sys.unraisablehook is hook
+    monkeypatch.setattr(sys, "argv", ["lfagg", "store", "build", "--bags", str(root / "bags.npz"), "--out",
+                                      str(tmp_path / "b.zarr"), "--verbose", "0"])
+    with warnings.catch_warnings():
+        assert lfagg.cli.main() == 130
+        sys.unraisablehook(None)  # silenced: it would print the unraisable's traceback
+        assert logging.getLogger("asyncio").level == logging.CRITICAL
+    assert capsys.readouterr().err == "lfagg store: interrupted\n"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import sys
 import time
@@ -623,6 +624,7 @@ def _rejecting_parser(parser, args, argv, unknown):
 
 def main(argv=None) -> int:
     parser = build_parser()
+    from_command_line = argv is None  # the process is lfagg's: its exit may be made quiet
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     args, unknown = parser.parse_known_args(argv)
     if unknown:
@@ -639,4 +641,16 @@ def main(argv=None) -> int:
         return 1
     except KeyboardInterrupt:
         print(f"lfagg {args.command}: interrupted", file=sys.stderr)
+        if from_command_line:
+            _quiet_teardown()
         return 130
+
+
+def _quiet_teardown() -> None:
+    """After an interrupt, the process's exit tears down work cut short: Zarr's event loop
+    closing on its pending writes printed some 100 lines of "Exception ignored ... Event
+    loop is closed" and "Task was destroyed but it is pending!" after the one line that
+    says what happened. Such late errors of this exiting process are silenced."""
+    sys.unraisablehook = lambda unraisable: None
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+    warnings.simplefilter("ignore")  # "coroutine ... was never awaited"
