@@ -225,7 +225,9 @@ BAD_INPUTS = {
     "integer features": (lambda f, o, c, p, g: (f.long(), o, c, p, g), TypeError, "features must be"),
     "3-D features": (lambda f, o, c, p, g: (f[None], o, c, p, g), TypeError, "features must be"),
     "float offsets with grad": (lambda f, o, c, p, g: (f, o.double().requires_grad_(), c, p, g), TypeError,
-                                "offsets must be a 1-D integer"),
+                                "offsets must be a 1-D int64 or int32"),
+    "int16 offsets": (lambda f, o, c, p, g: (f, o.short(), c, p, g), TypeError,
+                      r"offsets must be a 1-D int64 or int32 tensor .*, got torch.int16"),  # "integer" it said
     "offsets not matching N": (lambda f, o, c, p, g: (f[:-1], o, c, p, g), ValueError, "offsets"),
     "decreasing offsets": (lambda f, o, c, p, g: (f, o.flip(0), c, p, g), ValueError, "offsets"),
     "NaN features": (lambda f, o, c, p, g: (f.index_fill(0, torch.tensor([2]), float("nan")), o, c, p, g),
@@ -392,9 +394,65 @@ def test_a_nan_gradient_on_an_empty_bags_row_is_not_read(encoder):
     torch.testing.assert_close(ours.grad, theirs.grad)
     assert torch.isfinite(ours.grad).all() and torch.isfinite(layer.centers.grad).all()
     grad = torch.ones(len(offsets) - 1, layer(features, offsets).shape[1], dtype=torch.float64)
-    grad[0, 0] = float("nan")  # a bag that has features: still refused
-    with pytest.raises(ValueError, match="grad_output contains NaN"):
-        layer(ours, offsets).backward(grad)
+    grad[0, 0] = float("nan")  # a bag that has features: every gradient NaN (it was a ValueError)
+    layer.zero_grad()
+    ours.grad = None
+    layer(ours, offsets).backward(grad)
+    assert torch.isnan(ours.grad).all() and torch.isnan(layer.centers.grad).all()
+
+
+def test_a_grad_scaler_overflow_skips_the_step_instead_of_failing():
+    """An infinite gradient raised "grad_output contains NaN or infinity", so mixed-precision
+    training with torch.amp.GradScaler crashed where a plain-torch pooling lets the scaler
+    skip the step and lower its scale."""
+    torch.manual_seed(0)
+    layer, fc = lt.SoftBoW(8, 4, learn_gamma=True), torch.nn.Linear(8, 3)
+    features, offsets = torch.randn(20, 4, requires_grad=True), torch.tensor([0, 5, 5, 20])
+    optimizer = torch.optim.SGD([*fc.parameters(), *layer.parameters()], lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 120)
+    before = [p.detach().clone() for p in layer.parameters()]
+    with torch.autocast("cpu", dtype=torch.float16):
+        loss = fc(layer(features, offsets)).float().sum()
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    assert scaler.get_scale() < 2.0 ** 120  # the overflow was seen
+    assert all(torch.equal(a, b) for a, b in zip(before, layer.parameters()))  # and the step skipped
+
+
+def test_half_precision_features_under_autocast_are_computed_in_float32():
+    """A bfloat16 conv output under torch.autocast was refused ("must be a 2-D float32 or
+    float64 tensor"); the gradient reaches the conv's half-precision output."""
+    torch.manual_seed(0)
+    conv, layer = torch.nn.Conv2d(3, 4, 3), lt.SoftVLAD(5, 4)
+    images, offsets = torch.randn(2, 3, 6, 6), torch.tensor([0, 16, 32])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        maps = conv(images)
+        out = layer(maps.permute(0, 2, 3, 1).reshape(-1, 4), offsets)
+    assert maps.dtype == torch.bfloat16 and out.dtype == torch.float32
+    torch.testing.assert_close(out, layer(maps.detach().float().permute(0, 2, 3, 1).reshape(-1, 4), offsets))
+    out.sum().backward()
+    assert conv.weight.grad is not None and torch.isfinite(conv.weight.grad).all()
+    with pytest.raises(TypeError, match="float32 or float64"):  # outside autocast: the dtype is the caller's
+        layer(maps.detach().permute(0, 2, 3, 1).reshape(-1, 4), offsets)
+
+
+def test_meta_initialisation_resets_gamma_and_prints():
+    """to_empty + reset_parameters (torch's meta-device pattern) left log_gamma as whatever
+    memory it got; repr of a meta layer raised "Tensor.item() cannot be called on meta tensors"."""
+    layer = lt.SoftBoW(4, 3, gamma=3.0, learn_gamma=True).to("meta")
+    assert "gamma=(meta)" in repr(layer)
+    layer = layer.to_empty(device="cpu")
+    layer.reset_parameters()
+    assert layer.gamma == pytest.approx(3.0) and torch.equal(layer.log_precisions, torch.zeros(4, 3))
+
+
+def test_first_order_gradients_with_create_graph_warn_of_nothing():
+    layer = lt.SoftBoW(4, 3, learn_gamma=True)
+    features = torch.randn(6, 3, requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "Converting a tensor with requires_grad=True to a scalar"
+        torch.autograd.grad((layer(features, torch.tensor([0, 6])) ** 2).sum(), layer.centers, create_graph=True)
 
 
 @pytest.mark.parametrize("pooling", ["mean", "max"])

@@ -21,9 +21,10 @@ raises a RuntimeError); ``torch.func`` transforms (``grad``, ``vmap``, and so
 the graph (its offsets are read as numbers), and a program exported with a dynamic
 number of bags refuses one bag (torch specialises an operator's output dimension away
 from 1: export with static shapes, or for batches of two bags or more). Under
-``torch.autocast`` give them float32 features (``features.float()``). A NaN or infinite
-gradient reaching them is an error, not passed on, except in the rows of empty bags,
-which no feature reads. A process forked after lfagg ran on several threads, or with
+``torch.autocast`` half-precision features are computed in the layer's float32, as torch's
+float32-only operators are. A NaN or infinite gradient reaching them makes every gradient
+they return NaN (``torch.amp.GradScaler`` then skips the step and lowers its scale), except
+in the rows of empty bags, which no feature reads; a NaN or infinite feature is an error. A process forked after lfagg ran on several threads, or with
 torch loaded (whose threads share lfagg's OpenMP runtime), runs lfagg on one thread (GNU
 OpenMP's threads do not survive fork()).
 
@@ -79,7 +80,7 @@ _KERNELS = {"soft_bow": (ops.soft_bow, ops.soft_bow_backward), "soft_vlad": (ops
 # n_threads 0 is torch's count, read when the op runs (get_num_threads cannot be traced).
 def _core_args(features, offsets, centers, precisions, gamma, n_threads) -> tuple:
     """The arguments both kernels of an encoder start with, as lfagg.ops takes them."""
-    return (_numpy(features), _numpy(offsets), _numpy(centers), _numpy(precisions), float(gamma),
+    return (_numpy(features), _numpy(offsets), _numpy(centers), _numpy(precisions), float(gamma.detach()),
             n_threads or torch.get_num_threads())
 
 
@@ -118,6 +119,11 @@ def _encode_backward_kernel(features: torch.Tensor, offsets: torch.Tensor, cente
     """(dJ/dF, or a (0, D) tensor unless grad_features, dJ/dC, dJ/dP, dJ/dgamma (0-d));
     assignments: those the forward kept, or (0, K) to recompute them."""
     kept = assignments.shape[0] == features.shape[0]
+    if not bool(torch.isfinite(grad_output[offsets[1:] > offsets[:-1]]).all()):  # a GradScaler's overflow, say
+        nan = float("nan")
+        return (features.new_full((features.shape[0] if grad_features else 0, features.shape[1]), nan),
+                centers.new_full(centers.shape, nan), precisions.new_full(precisions.shape, nan),
+                gamma.new_full((), nan))
     *args, n_threads = _core_args(features, offsets, centers, precisions, gamma, n_threads)
     grads = _KERNELS[encoder][1](*args, _numpy(grad_output.contiguous()), n_threads, pooling=pooling,
                                  assignments=_numpy(assignments) if kept else None,
@@ -245,7 +251,7 @@ def _check_inputs(features, offsets, centers, precisions, gamma):
             raise TypeError(f"{name} is {value.dtype} but features are {features.dtype}: convert one "
                             "(layer.double() / layer.float(), or features.to(dtype))")
     if offsets.dtype not in (torch.int64, torch.int32) or offsets.dim() != 1:
-        raise TypeError(f"offsets must be a 1-D integer tensor (n_bags + 1,), got {offsets.dtype} of shape "
+        raise TypeError(f"offsets must be a 1-D int64 or int32 tensor (n_bags + 1,), got {offsets.dtype} of shape "
                         f"{tuple(offsets.shape)}")
     if centers.dim() == 2 and features.shape[1] != centers.shape[1]:  # the input's fault, as a layer sees it
         raise ValueError(f"features have {features.shape[1]} dimensions per row, the centers {centers.shape[1]}: "
@@ -256,6 +262,8 @@ def _check_inputs(features, offsets, centers, precisions, gamma):
 
 
 def _encode(function, features, offsets, centers, precisions, gamma, n_threads, keep_assignments):
+    if features.dtype in (torch.float16, torch.bfloat16) and torch.is_autocast_enabled("cpu"):
+        features = features.to(centers.dtype)  # autocast's rule for operators that compute in float32
     features, offsets = _check_inputs(features, offsets, centers, precisions, gamma)
     n_threads = 0 if n_threads is None else n_threads_arg(n_threads)  # 0: torch's count when the op runs
     needs_grad = torch.is_grad_enabled() and any(
@@ -333,7 +341,8 @@ class _SoftEncoderLayer(torch.nn.Module):
         self.centers = torch.nn.Parameter(torch.empty(n_codewords, dim, **cpu))
         self.log_precisions = torch.nn.Parameter(torch.zeros(n_codewords, dim, **cpu),
                                                  requires_grad=boolean(learn_precisions, "learn_precisions"))
-        log_gamma = torch.tensor(math.log(gamma), **cpu)
+        self.initial_gamma = gamma
+        log_gamma = torch.empty((), **cpu)
         if boolean(learn_gamma, "learn_gamma"):
             self.log_gamma = torch.nn.Parameter(log_gamma)
         else:
@@ -342,11 +351,12 @@ class _SoftEncoderLayer(torch.nn.Module):
 
     def reset_parameters(self) -> None:
         """Centres drawn from N(0, 1) with torch's generator (``torch.manual_seed``), unit
-        precisions: a start for standardised features; :meth:`from_estimator` starts
-        from a fitted codebook instead."""
+        precisions, gamma the constructor's (``initial_gamma``): a start for standardised
+        features; :meth:`from_estimator` starts from a fitted codebook instead."""
         with torch.no_grad():
             self.centers.normal_()
             self.log_precisions.zero_()
+            self.log_gamma.fill_(math.log(self.initial_gamma))
 
     @property
     def n_codewords(self) -> int:
@@ -411,7 +421,8 @@ class _SoftEncoderLayer(torch.nn.Module):
                               self.n_threads, self.keep_assignments, pooling=self.pooling)
 
     def extra_repr(self) -> str:
-        return (f"n_codewords={self.n_codewords}, dim={self.dim}, gamma={self.gamma:.4g}, "
+        gamma = "(meta)" if self.log_gamma.is_meta else f"{self.gamma:.4g}"  # a meta tensor has no value
+        return (f"n_codewords={self.n_codewords}, dim={self.dim}, gamma={gamma}, "
                 f"learn_gamma={isinstance(self.log_gamma, torch.nn.Parameter)}, pooling={self.pooling!r}")
 
 
