@@ -238,6 +238,16 @@ def test_getitem_int_array(bags_and_arrays):
         bags[np.array([0, len(arrs)])]
 
 
+def test_a_0_d_integer_array_indexes_one_bag_as_numpy_reads_it(bags_and_arrays):
+    """It gave a Bags of one bag, where NumPy (and bags[3]) give the bag itself (BagStore too,
+    tests/test_store.py)."""
+    bags, arrs = bags_and_arrays
+    for index in (np.array(2), np.array(-1, dtype=np.int8), np.array(1, dtype=np.uint64)):
+        np.testing.assert_array_equal(bags[index], arrs[int(index)])
+    with pytest.raises(IndexError, match="out of range"):
+        bags[np.array(len(arrs))]
+
+
 @pytest.mark.parametrize("bad", [True, np.True_, None, np.array([[0, 1]])])
 def test_an_index_that_is_not_one_dimensional_is_an_index_error(bags_and_arrays, bad):
     """numpy reads True and None as a new axis: Bags names what it takes (BagStore too,

@@ -194,3 +194,18 @@ def test_public_forward_fills_assignments_out(encoder):
     for bad in (out.astype(np.float64), np.asfortranarray(out), out.tolist()):
         with pytest.raises(ValueError, match="assignments_out must be a C-contiguous numpy array"):
             FWD[encoder](f, off, C, P, gamma, assignments_out=bad)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "max"])
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_assignments_out_sharing_memory_with_the_inputs_is_refused(encoder, pooling):
+    """The max pooling of soft VLAD read the features (or centres) it had just overwritten
+    with the assignments: 0.84 off, without a word."""
+    rng = np.random.default_rng(0)
+    f, C, P = rng.normal(size=(2, 2)), rng.normal(size=(2, 2)), np.ones((2, 2))  # (N, K) = (2, 2): any may be `out`
+    original = f.copy()
+    for name, features, centers in (("features", f, C), ("centers", f, C)):
+        out = features if name == "features" else centers
+        with pytest.raises(ValueError, match=f"assignments_out shares memory with {name}"):
+            FWD[encoder](features, [0, 2], centers, P, 1.0, pooling=pooling, assignments_out=out)
+    np.testing.assert_array_equal(f, original)  # refused before anything was written

@@ -126,6 +126,12 @@ def test_unsigned_labels_beyond_int64_are_refused(tmp_path):
     assert store.labels is None and len(store) == 0
 
 
+def test_a_0_d_integer_array_indexes_one_bag(tmp_path):
+    bags = ragged()
+    store = build(tmp_path / "s.zarr", bags)
+    np.testing.assert_array_equal(store[np.array(1)], bags[1])
+
+
 @pytest.mark.parametrize("bad", [True, None, np.array([[0, 1]])])
 def test_an_index_that_is_not_one_dimensional_is_an_index_error(tmp_path, bad):
     store = build(tmp_path / "s.zarr", ragged())

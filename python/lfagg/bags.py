@@ -106,8 +106,7 @@ class Bags:
             yield self._features[self._offsets[b]:self._offsets[b + 1]]
 
     def __getitem__(self, index):
-        if isinstance(index, (int, np.integer)) and not isinstance(index, bool):
-            b = int(index)
+        if (b := scalar_index(index)) is not None:
             if not -len(self) <= b < len(self):
                 raise IndexError(f"bag index {index} out of range for {len(self)} bags")
             b %= len(self)
@@ -165,6 +164,14 @@ class Bags:
 
     def __repr__(self) -> str:
         return f"Bags(n_bags={len(self)}, n_features={self.n_features}, dim={self.dim}, dtype={self.dtype})"
+
+
+def scalar_index(index) -> int | None:
+    """``index`` as an int when it names one bag as NumPy reads a scalar index (an int, a
+    NumPy integer or a 0-d integer array; not a bool), else None."""
+    if isinstance(index, np.ndarray) and index.ndim == 0 and index.dtype.kind in "iu":
+        return int(index)
+    return int(index) if isinstance(index, (int, np.integer)) and not isinstance(index, bool) else None
 
 
 def pick_bags(n_bags: int, index) -> np.ndarray:

@@ -32,7 +32,7 @@ except ImportError:  # Windows: appends are not locked (see BagStore._append_loc
 from . import _mapped
 from ._validation import (as_generator, check_fits_int64, check_labels, fixed_width_strings, holds_text, is_int,
                           positive_int)
-from .bags import Bags, as_bags, gather_rows, pick_bags
+from .bags import Bags, as_bags, gather_rows, pick_bags, scalar_index
 
 __all__ = ["BagStore"]
 
@@ -364,8 +364,7 @@ class BagStore:
 
     def __getitem__(self, index):
         """Bag ``index`` as an (N_i, D) array for an int; the bags as a Bags otherwise."""
-        if isinstance(index, (int, np.integer)) and not isinstance(index, bool):
-            b = int(index)
+        if (b := scalar_index(index)) is not None:
             if not -len(self) <= b < len(self):
                 raise IndexError(f"bag index {index} out of range for {len(self)} bags")
             return self._read(np.array([b % len(self)])).features
