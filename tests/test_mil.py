@@ -137,6 +137,15 @@ def test_the_benchmark_script_checks_every_file_and_setting_before_it_runs(tmp_p
                           ([str(tmp_path / "small.npz"), "--repeats", "0"], "--repeats: expected an integer >= 1"),
                           ([str(tmp_path / "small.npz"), str(tmp_path / "again" / "small.npz"), "--folds", "2"],
                            "again/small.npz are both named small")):
-        run = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, env=env, timeout=120)
-        assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
-        assert message in run.stderr.splitlines()[-1]
+        for command in ([script], ["-m", "lfagg.mil"]):  # the installed command too (it did nothing)
+            run = subprocess.run([sys.executable, *command, *args], capture_output=True, text=True, env=env,
+                                 timeout=120)
+            assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+            assert message in run.stderr.splitlines()[-1]
+    bags, y = make_circles_bags(24, 3, random_state=0)  # 12 bags a class: 6 in a training fold of 2, >= 5 inner folds
+    lfagg.datasets.save_npz_bags(tmp_path / "circles.npz", bags, y)
+    run = subprocess.run([sys.executable, "-m", "lfagg.mil", str(tmp_path / "circles.npz"), "--methods", "BoW",
+                          "--folds", "2", "--repeats", "1"], capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[:3] == ["| data set | BoW |", "|---|---|", run.stdout.splitlines()[2]]
+    assert run.stdout.splitlines()[2].startswith("| circles | ")

@@ -10,10 +10,17 @@ codebook size chosen among the same sizes (BoW: T1's; VLAD, FV: T2's) by scikit-
 ``GridSearchCV`` on the same number of inner folds by the same score (the held-out log loss). When the methods
 include both T1 and T2, "T1+T2" is scored too: the mean of their class probabilities on
 each test fold (a model average, no fit of its own).
-``benchmarks/mil_benchmark.py`` runs it from the command line.
+
+From the command line, ``python -m lfagg.mil FILE.npz [FILE.npz ...] [--methods ...]
+[--folds 10] [--repeats 5] [--seed 0] [--jobs N]`` prints the table of each file, then
+of all; ``benchmarks/mil_benchmark.py`` does the same and writes every fold's results to
+``benchmarks/results/mil-<timestamp>.json``.
 """
 from __future__ import annotations
 
+import argparse
+import os
+import sys
 import time
 
 import numpy as np
@@ -29,7 +36,8 @@ from .encoders import VLAD, BagOfWords, FisherVector
 from .models import BagClassifier, LearnedBoWCV, LearnedVLADCV
 from .models.selection import BOW_CODEBOOK_SIZES, DEFAULT_FOLDS, VLAD_CODEBOOK_SIZES, fewest_training_features
 
-__all__ = ["METHODS", "AVERAGES", "make_method", "standardize", "mil_benchmark", "format_mil_table"]
+__all__ = ["METHODS", "AVERAGES", "make_method", "standardize", "mil_benchmark", "format_mil_table", "parse_args",
+           "run_files", "main"]
 
 #: The methods compared, by name.
 METHODS = ("T1", "T2", "BoW", "VLAD", "FV")
@@ -193,3 +201,59 @@ def format_mil_table(results_by_dataset: dict) -> str:
         cells = [f"{results[m]['mean']:.3f} ± {results[m]['se']:.3f}" if m in results else "" for m in methods]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def parse_args(argv=None, prog: str | None = None):
+    """(args, data): the command line's options and its files' bags, data set name (the file
+    name) -> (Bags, labels), every file read and its folds checked before the first run
+    (argparse's one-line usage error, exit status 2, otherwise)."""
+    from .cli import _int_at_least
+    from .datasets import load_npz_bags
+
+    parser = argparse.ArgumentParser(prog=prog, description="The multiple-instance benchmark protocol (lfagg.mil): "
+                                     "T1, T2 and BoW / VLAD / FV under repeated stratified k-fold cross-validation, on "
+                                     ".npz bag files with labels; prints mean accuracy +- standard error.")
+    parser.add_argument("files", nargs="+", help=".npz bag files with labels (lfagg.datasets.save_npz_bags)")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--folds", type=_int_at_least(2), default=10)
+    parser.add_argument("--repeats", type=_int_at_least(1), default=5)
+    parser.add_argument("--seed", type=_int_at_least(0), default=0)
+    parser.add_argument("--jobs", type=_int_at_least(1), default=None, help="fits in parallel processes (default 1)")
+    args = parser.parse_args(argv)
+    data, paths = {}, {}
+    for path in args.files:  # every file read and its folds checked before the first hour-long benchmark
+        try:
+            bags, labels = load_npz_bags(path)
+            if labels is None:
+                raise ValueError(f"{path} holds no labels")
+            next(StratifiedKFold(args.folds).split(labels, labels))
+        except ValueError as exc:
+            parser.error(f"{path}: {exc}" if str(path) not in str(exc) else str(exc))
+        name = os.path.splitext(os.path.basename(path))[0]  # the table's row and the results' key
+        if name in data:
+            parser.error(f"{paths[name]} and {path} are both named {name}: their rows would have one name "
+                         "(give each file once, under names of their own)")
+        data[name], paths[name] = (bags, labels), path
+    return args, data
+
+
+def run_files(args, data: dict) -> dict:
+    """:func:`mil_benchmark` of every data set of :func:`parse_args`, each table printed as it
+    ends, then all of them; returns data set name -> its results."""
+    results = {}
+    for name, (bags, labels) in data.items():
+        results[name] = mil_benchmark(bags, labels, args.methods, n_splits=args.folds, n_repeats=args.repeats,
+                                      random_state=args.seed, n_jobs=args.jobs, verbose=1)
+        print(format_mil_table({name: results[name]}), flush=True)
+    print(format_mil_table(results))
+    return results
+
+
+def main(argv=None) -> int:
+    """``python -m lfagg.mil``: see the module's docstring."""
+    run_files(*parse_args(argv, prog="python -m lfagg.mil"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
