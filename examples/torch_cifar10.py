@@ -20,7 +20,11 @@ import os
 import time
 
 import numpy as np
-import torch
+
+try:
+    import torch
+except ImportError:
+    raise SystemExit('this example needs torch: pip install "lfagg[torch]"') from None
 
 import lfagg
 import lfagg.torch as lt
@@ -66,18 +70,34 @@ def accuracy(model, images, labels, batch=500):
     return hits / len(images)
 
 
+def at_least(minimum):
+    """An argparse type: an integer >= minimum (a usage error otherwise, not a traceback)."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
+        return value
+    return parse
+
+
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("--data", default=DEFAULT_DATA)
-    parser.add_argument("--train", type=int, default=10000, help="training images (class-balanced)")
-    parser.add_argument("--test", type=int, default=2000, help="test images")
-    parser.add_argument("--codewords", type=int, default=64)
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train", type=at_least(2), default=10000, help="training images (drawn at random)")
+    parser.add_argument("--test", type=at_least(1), default=2000, help="test images (drawn at random)")
+    parser.add_argument("--codewords", type=at_least(1), default=64)
+    parser.add_argument("--epochs", type=at_least(1), default=5)
+    parser.add_argument("--batch", type=at_least(2), default=64, help="images per step (BatchNorm needs two)")
+    parser.add_argument("--seed", type=at_least(0), default=0)
     args = parser.parse_args()
 
-    data = load_cifar10(args.data)
+    try:
+        data = load_cifar10(args.data)
+    except ValueError as exc:
+        parser.error(str(exc))
     rng = np.random.default_rng(args.seed)
     train = rng.permutation(len(data["train_images"]))[:args.train]
     test = rng.permutation(len(data["test_images"]))[:args.test]
@@ -106,6 +126,8 @@ def main():
             start = time.perf_counter()
             for i in range(0, len(order), args.batch):
                 batch = order[i:i + args.batch]
+                if len(batch) < 2:  # a last batch of one image: BatchNorm cannot train on it
+                    continue
                 optimizers[name].zero_grad()
                 torch.nn.functional.cross_entropy(model(x_train[batch]), y_train[batch]).backward()
                 optimizers[name].step()

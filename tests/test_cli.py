@@ -414,9 +414,13 @@ def test_reproduce_and_figures_check_their_paths_before_any_work(capsys, monkeyp
     for name in ("table1", "figure1", "figure2"):
         monkeypatch.setattr(experiments, name, lambda *a, name=name, **k: calls.append(name))
     save_npz_bags(tmp_path / "bags.npz", [np.ones((2, 3))])  # not CIFAR-10
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "afile").write_text("")
     reproduce = ["reproduce", "--data", "c.npz", "--out-json"]
     for args, message in [([*reproduce, tmp_path / "no" / "t.json"], "no such directory"),
                           ([*reproduce, tmp_path], "is a directory"),
+                          ([*reproduce, tmp_path / "pipe"], "pipe: not a regular file"),  # found after a row
+                          (["figures", "--out-dir", tmp_path / "afile"], "afile: a file, not a directory"),  # Errno 17
                           (["figures", "--out-dir", tmp_path / "figs", "--data", tmp_path / "none.npz"],
                            "none.npz: no such file"),
                           (["figures", "--out-dir", tmp_path / "figs", "--data", tmp_path / "bags.npz"],

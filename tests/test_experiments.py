@@ -84,6 +84,13 @@ def test_figure2_takes_a_cifar_file_smaller_than_its_default_subsets(tmp_path, m
     assert len(results[4]["epochs"]) == 2
     with pytest.raises(ValueError, match="n_train=41"):  # asked for by the caller: still refused
         experiments.table1(tmp_path / "c.npz", codebook_sizes=(4,), n_train=41)
+    # a codebook larger than the training features: refused before the first row (it failed at its row)
+    for run in (lambda: experiments.table1(tmp_path / "c.npz", codebook_sizes=(4,), vlad_codewords=40 * 196 + 1),
+                lambda: experiments.figure2(tmp_path / "f.png", data_path=tmp_path / "c.npz",
+                                            codebook_sizes=(4, 40 * 196 + 1), verbose=0)):
+        with pytest.raises(ValueError, match=r"a codebook of 7841 codewords .* the 40 training bags hold 7,840"):
+            run()
+    assert not (tmp_path / "f.png").exists()
 
 
 def test_figure2_needs_an_epoch(tmp_path, matplotlib):

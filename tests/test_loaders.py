@@ -380,7 +380,8 @@ def test_cifar10_files_with_labels_or_images_of_another_shape_are_named(tmp_path
     for name, arrays, message in (
             ("keras", dict(train_labels=labels[:, None]), r"train_labels must be \(4,\), one per image, got shape"),
             ("grey", dict(train_images=images[..., 0]), r"train_images must be \(n, 32, 32, 3\) colour images"),
-            ("channels first", dict(train_images=images.transpose(0, 3, 1, 2)), r"train_images must be \(n, 32")):
+            ("channels first", dict(train_images=images.transpose(0, 3, 1, 2)), r"train_images must be \(n, 32"),
+            ("scaled to [0, 1]", dict(test_images=images / 255.0), r"test_images must be uint8 pixels \(0-255")):
         np.savez(tmp_path / f"{name}.npz", **{"train_images": images, "train_labels": labels, "test_images": images,
                                                "test_labels": labels, **arrays})
         with pytest.raises(ValueError, match=message):

@@ -145,6 +145,8 @@ def _check_output_folder(path, store: bool = False, inputs=()) -> None:
         raise ValueError("the output path is empty")
     if os.path.isdir(path) and not (store or path.endswith(".zarr")):
         raise ValueError(f"{path} is a directory: give the path of the file to write")
+    if os.path.exists(path) and not os.path.isdir(path) and not os.path.isfile(path):  # found after the work
+        raise ValueError(f"{path}: not a regular file (a device, pipe or socket): give the path of a file to write")
     source = replaced_input(path, inputs)
     if source is not None:
         raise ValueError(f"{path}: writing it would replace {source}, which this command reads: give another path")
@@ -336,6 +338,8 @@ def _figures(args) -> int:
 
     if not args.out_dir:
         raise ValueError("the output path is empty")
+    if os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):  # makedirs said "[Errno 17] File exists"
+        raise ValueError(f"{args.out_dir}: a file, not a directory: give the folder to write the figures in")
     if args.data is not None:  # Fig. 2's data, checked whole before Fig. 1 is written
         if not os.path.isfile(args.data):
             raise ValueError(f"{args.data}: " + ("a directory, not" if os.path.isdir(args.data) else "no such")

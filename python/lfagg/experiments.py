@@ -115,6 +115,7 @@ def table1(data_path, codebook_sizes=(64, 256, 1024), vlad_codewords=64, n_train
     nonnegative_int(n_epochs, "n_epochs")
     train_bags, train_y, test_bags, test_y = cifar10_patch_bags(data_path, n_train=n_train, n_test=n_test,
                                                                 random_state=random_state)
+    _check_codebooks_fit((*codebook_sizes, vlad_codewords), train_bags)
     train, test = (train_bags, train_y), (test_bags, test_y)
     common = dict(random_state=random_state, n_threads=n_threads)
     learned = dict(common, verbose=verbose)
@@ -179,6 +180,16 @@ def _synthetic(make, random_state, n_bags=200, n_per_bag=50, **kwargs):
     """(train, test) pairs (bags, y) of a synthetic set, the test set with the next seed."""
     return (make(n_bags, n_per_bag, random_state=random_state, **kwargs),
             make(n_bags, n_per_bag, random_state=random_state + 1, **kwargs))
+
+
+def _check_codebooks_fit(sizes, train_bags) -> None:
+    """ValueError, before any row, for a codebook larger than the training bags' local
+    features: it failed when its row came, after every row before it (hours at full size)."""
+    largest = max(sizes)
+    if largest > train_bags.n_features:
+        raise ValueError(f"a codebook of {largest} codewords needs at least as many local features; the "
+                         f"{len(train_bags)} training bags hold {train_bags.n_features:,}: use smaller codebooks or "
+                         "more training images")
 
 
 def figure1(out_path, random_state=0, n_codewords=4, n_threads=None):
@@ -272,6 +283,7 @@ def figure2(out_path, data_path=None, codebook_sizes=None, n_epochs=10, random_s
         params, title = T1_PARAMS, f"CIFAR-10 patches ({len(tr_bags)} train / {len(te_bags)} test images)"
         threads = functools.partial(limit_threads, n_threads_arg(n_threads))
         codebook_sizes = codebook_sizes or (16, 64)
+    _check_codebooks_fit(codebook_sizes, train[0])
     results = {}
     fig, ax = plt.subplots(figsize=(7, 5))
     for i, K in enumerate(codebook_sizes):

@@ -89,6 +89,10 @@ def load_cifar10(path):
         images, labels = out[f"{split}_images"], out[f"{split}_labels"]
         if images.ndim != 4 or images.shape[1:] != (32, 32, 3):
             raise ValueError(f"{path}: {split}_images must be (n, 32, 32, 3) colour images, got shape {images.shape}")
+        if images.dtype != np.uint8:  # the patches' normalisation (and Table I's) assumes pixels of 0-255:
+            # images scaled to [0, 1] passed, their patches flattened (T2 35% -> 23%, without a word)
+            raise ValueError(f"{path}: {split}_images must be uint8 pixels (0-255, as CIFAR-10 is distributed), "
+                             f"got {images.dtype}")
         if labels.ndim != 1 or len(images) != len(labels):  # Keras saves (n, 1) labels
             raise ValueError(f"{path}: {split}_labels must be ({len(images)},), one per image, got shape "
                              f"{labels.shape}")
