@@ -44,7 +44,8 @@ class ConvSoftBoW(torch.nn.Module):
             torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
             torch.nn.Conv2d(64, dim, 1))
         self.pool = lt.SoftBoW(n_codewords, dim)
-        self.classifier = torch.nn.Sequential(torch.nn.BatchNorm1d(n_codewords), torch.nn.Linear(n_codewords, n_classes))
+        self.classifier = torch.nn.Sequential(torch.nn.BatchNorm1d(n_codewords),
+                                              torch.nn.Linear(n_codewords, n_classes))
 
     def local_features(self, images):
         """(B, 3, 32, 32) -> (B * 64, dim) features and (B + 1,) offsets: each image a bag."""
