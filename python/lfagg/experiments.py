@@ -304,6 +304,7 @@ def figure2(out_path, data_path=None, codebook_sizes=None, n_epochs=10, random_s
                   + " ".join(f"{a:.3f}" for a in results[K]["epochs"]) + f", fine-tuned {results[K]['final']:.3f}",
                   flush=True)
     ax.set_xlabel("epoch")
+    ax.xaxis.get_major_locator().set_params(integer=True)  # epochs, not 0.25, 0.5, ...
     ax.set_ylabel("test accuracy")
     ax.set_title(f"{title}\n(star: after the final classifier fit)")
     ax.legend()
