@@ -58,8 +58,8 @@ def _select() -> ModuleType:
 
 
 def _after_fork_in_child() -> None:
-    """PyTorch shares GNU OpenMP's runtime with the core (the one loaded first serves
-    both): a child forked after torch ran on several threads hung in the core's first
+    """PyTorch shares GNU OpenMP's runtime with a core built from source (the libgomp.so.1
+    loaded first serves both; the wheel vendors a libgomp of its own): a child forked after torch ran on several threads hung in the core's first
     region of several threads, which the core's own fork guard, knowing only its own
     regions, let it start. With torch loaded, a forked child runs the core on one thread."""
     if "torch" in sys.modules:

@@ -26,7 +26,7 @@ float32-only operators are. A NaN or infinite gradient reaching them makes every
 they return NaN (``torch.amp.GradScaler`` then skips the step and lowers its scale), except
 in the rows of empty bags, which no feature reads; a NaN or infinite feature is an error.
 A process forked after lfagg ran on several threads, or with torch loaded (whose threads
-share lfagg's OpenMP runtime), runs lfagg on one thread (GNU OpenMP's threads do not
+share the OpenMP runtime of an lfagg built from source), runs lfagg on one thread (GNU OpenMP's threads do not
 survive fork()).
 
 Install with ``pip install "lfagg[torch]"``; lfagg itself never imports torch.
