@@ -159,10 +159,11 @@ def seeding_rows(n_codewords: int) -> int:
     return min(SEEDING_MAX, max(SEEDING_MIN, SEEDING_PER_CODEWORD * n_codewords))
 
 
-def seeding_coreset(sample: np.ndarray, m: int, seed: int, n_threads: int = 0):
+def seeding_coreset(sample: np.ndarray, squared: np.ndarray, m: int, seed: int, n_threads: int = 0):
     """(rows (about m, D), weights) of the (n, D) sample for k-means++ to seed on, or (sample,
     None) when n <= m: a lightweight coreset (Bachem, Lucic & Krause, KDD 2018) of the
-    importance q = 1/2n + d^2 / 2 sum(d^2), d the distance to the sample's mean, each row
+    importance q = 1/2n + d^2 / 2 sum(d^2), d^2 the (n,) ``squared`` distances to the
+    sample's mean (:func:`_to_the_mean`), each row
     kept with probability p = min(1, m q) and weighted 1 / p (Poisson sampling: a row of
     m q >= 1 is always kept; drawn m times with replacement, an outlier expected twice was
     missed one time in seven). A uniform subsample missed the few far outliers that
@@ -171,9 +172,7 @@ def seeding_coreset(sample: np.ndarray, m: int, seed: int, n_threads: int = 0):
     n = len(sample)
     if n <= m:
         return sample, None
-    mean = sample.mean(axis=0, dtype=np.float64).astype(sample.dtype)[None]
-    squared = _native.core.kmeans_step(sample, mean, n_threads=n_threads, return_labels=True,
-                                       check_features=False)[4].astype(np.float64)  # one threaded pass, no copy
+    squared = squared.astype(np.float64)
     total = squared.sum()
     return _poisson_rows(sample, 0.5 / n + (0.5 * squared / total if total > 0 else 0.5 / n), m, seed, n_threads)
 
@@ -221,15 +220,17 @@ def kmeans(sample: np.ndarray, n_codewords: int, seed: int, max_iter: int = KMEA
     (:func:`seeding_coreset`, SEEDING_PER_CODEWORD), then :func:`lloyd`; of ``n_init`` runs
     the one of least inertia."""
     best, sample = None, np.ascontiguousarray(sample)
+    squared, total = _to_the_mean(sample, n_threads)  # the coreset's importance and Lloyd's scale: one pass
     for run_seed in np.random.default_rng(seed).integers(2 ** 31, size=n_init):
-        rows, weights = seeding_coreset(sample, max(seeding_rows(n_codewords), n_codewords), int(run_seed), n_threads)
+        rows, weights = seeding_coreset(sample, squared, max(seeding_rows(n_codewords), n_codewords), int(run_seed),
+                                        n_threads)
         if len(rows) < n_codewords:  # a draw of fewer rows than seeds (m = K of a tiny sample)
             rows, weights = sample, None
         seeds, step = kmeans_plusplus(rows, n_codewords, int(run_seed), n_threads, weights), None
         if weights is not None:
             seeds, step = _seeds_covering_the_far_rows(sample, seeds, seeding_rows(n_codewords), int(run_seed),
                                                        n_threads)
-        fit = lloyd(sample, seeds, max_iter, n_threads, first_step=step)
+        fit = lloyd(sample, seeds, max_iter, n_threads, first_step=step, variance=total / sample.size)
         if best is None or fit.inertia < best.inertia:
             best = fit
     distinct = len(np.unique(best.centers, axis=0))
@@ -258,7 +259,8 @@ def kmeans_plusplus(sample: np.ndarray, n_codewords: int, seed: int, n_threads: 
 
 
 def lloyd(sample: np.ndarray, seeds: np.ndarray, max_iter: int = KMEANS_MAX_ITER, n_threads: int = 0,
-          inertia_tol: float = KMEANS_INERTIA_TOL, first_step: tuple | None = None) -> KMeansFit:
+          inertia_tol: float = KMEANS_INERTIA_TOL, first_step: tuple | None = None,
+          variance: float | None = None) -> KMeansFit:
     """Lloyd's iterations from the (K, D) seeds on the (n, D) float32/float64 sample (finite,
     as lfagg validated it): at most ``max_iter``, fewer once the centres settle (KMEANS_TOL)
     or an iteration lowers the inertia by less than ``inertia_tol`` of it (0: never).
@@ -270,10 +272,10 @@ def lloyd(sample: np.ndarray, seeds: np.ndarray, max_iter: int = KMEANS_MAX_ITER
     to the feature farthest from its centre, as in scikit-learn. Returns a KMeansFit
     whose labels and inertia are those of the returned centres; ValueError for a sample
     whose squared distances would underflow the dtype (features of 1e-19 in float32).
-    ``first_step``: the core's ``kmeans_step(sample, seeds, return_labels=True)``, when the
-    caller has it already."""
+    ``first_step``: the core's ``kmeans_step(sample, seeds, return_labels=True)``, and
+    ``variance``: :func:`mean_variance` of the sample, when the caller has them already."""
     sample = np.ascontiguousarray(sample)
-    variance = mean_variance(sample, n_threads)
+    variance = mean_variance(sample, n_threads) if variance is None else variance
     check_resolvable_distances(variance * sample.shape[1], sample.dtype, lambda: np.ptp(sample, axis=0).max(),
                                "the local features", "them")
     tol = KMEANS_TOL * variance
@@ -297,8 +299,16 @@ def mean_variance(sample: np.ndarray, n_threads: int = 0) -> float:
     inertia of one centre at the mean, one threaded pass of the core without a temporary
     copy (np.var's took 10x longer), exact also far from the origin, where the mean of
     the squares less the squared mean cancels."""
+    return _to_the_mean(sample, n_threads)[1] / sample.size
+
+
+def _to_the_mean(sample: np.ndarray, n_threads: int = 0) -> tuple:
+    """(the (n,) squared distances of the sample's rows to its mean, in its dtype, and their
+    float sum): the inertia of one centre at the mean, one threaded pass of the core."""
     mean = sample.mean(axis=0, dtype=np.float64).astype(sample.dtype)[None]
-    return _native.core.kmeans_step(sample, mean, n_threads=n_threads, check_features=False)[2] / sample.size
+    _, _, total, _, squared = _native.core.kmeans_step(sample, mean, n_threads=n_threads, return_labels=True,
+                                                       check_features=False)
+    return squared, total
 
 
 def _gmm(sample, K, seed, max_iter, n_init, reg_covar, tol, n_threads) -> Codebook:
