@@ -22,8 +22,7 @@ def atomic_path(path):
     path = os.path.realpath(given)
     if os.path.isdir(path):  # os.replace would fail naming the temporary file
         raise ValueError(f"{given}: a directory; give the path of a file to write")
-    if os.path.exists(path) and not os.path.isfile(path):
-        raise ValueError(f"{given}: not a regular file (a device, pipe or socket); give the path of a file to write")
+    refuse_special_file(path, given)
     tmp = _create_beside(path, given)
     try:
         if os.path.exists(path):
@@ -36,6 +35,14 @@ def atomic_path(path):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def refuse_special_file(path, shown=None) -> None:
+    """ValueError when ``path`` (named ``shown`` in the message, default itself) is a device,
+    pipe or socket: writing there, or renaming a file over it, would replace it."""
+    if os.path.exists(path) and not os.path.isdir(path) and not os.path.isfile(path):
+        raise ValueError(f"{shown or path}: not a regular file (a device, pipe or socket): give the path of a file "
+                         "to write")
 
 
 def _create_beside(path: str, given: str) -> str:

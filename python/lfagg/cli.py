@@ -14,7 +14,7 @@ import sys
 import time
 import warnings
 
-from ._files import replaced_input, within
+from ._files import refuse_special_file, replaced_input, within
 
 METHODS = ("t1", "t2", "bow", "vlad", "fv")
 #: What `lfagg select` searches when not told (LearnedBoWCV's defaults, which a test
@@ -145,8 +145,7 @@ def _check_output_folder(path, store: bool = False, inputs=()) -> None:
         raise ValueError("the output path is empty")
     if os.path.isdir(path) and not (store or path.endswith(".zarr")):
         raise ValueError(f"{path} is a directory: give the path of the file to write")
-    if os.path.exists(path) and not os.path.isdir(path) and not os.path.isfile(path):  # found after the work
-        raise ValueError(f"{path}: not a regular file (a device, pipe or socket): give the path of a file to write")
+    refuse_special_file(path)  # atomic_path finds it too, but after the work
     source = replaced_input(path, inputs)
     if source is not None:
         raise ValueError(f"{path}: writing it would replace {source}, which this command reads: give another path")
