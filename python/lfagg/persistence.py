@@ -20,9 +20,9 @@ import importlib
 import inspect
 import io
 import json
+import lzma
 import os
 import sys
-import lzma
 import threading
 import types
 import zipfile
@@ -49,7 +49,7 @@ ESTIMATORS = (LearnedBoW, LearnedVLAD, LearnedBoWCV, LearnedVLADCV, BagClassifie
 TRUSTED_TYPES = tuple(f"{t.__module__}.{t.__qualname__}" for t in (*ESTIMATORS, SoftmaxRegression, AdditiveChi2Map))
 
 
-_SKOPS_LOCK = threading.Lock()  # one thread at a time edits sys.path for skops
+_SKOPS_LOCK = threading.Lock()  # one thread at a time sets sys.modules' stand-ins aside for skops
 
 
 @contextlib.contextmanager
@@ -146,12 +146,12 @@ def _read_members(archive: zipfile.ZipFile) -> dict:
     return members
 
 
-def _check_references(inner: zipfile.ZipFile, members: dict) -> None:
+def _check_references(members: dict) -> None:
     """ValueError when skops's schema refers to its archive's members far more than once:
     skops reads a member for every reference, before its check of the types, so a small
     file could make it read one large member many times over. ``members``: the archive's
     members as :func:`_read_members` read them."""
-    sizes = {info.filename: info.file_size for info in inner.infolist()}
+    sizes = {name: len(data) for name, data in members.items()}
     referenced = sum(sizes.get(name, 0) for name in _file_references(json.loads(members["schema.json"])))
     if referenced > 2 * sum(sizes.values()) + MAX_INFLATED_BYTES:
         raise ValueError(f"its schema refers to {referenced:,} bytes of a {sum(sizes.values()):,}-byte archive")
@@ -203,7 +203,7 @@ def load(path):
         skops_archive = io.BytesIO(payload)
         if zipfile.is_zipfile(skops_archive):  # skops's own archive of the arrays: read (and checked) here first
             with zipfile.ZipFile(skops_archive) as inner:
-                _check_references(inner, _read_members(inner))
+                _check_references(_read_members(inner))
     except (zipfile.BadZipFile, KeyError, UnicodeDecodeError, ValueError, RecursionError, OSError, EOFError,
             NotImplementedError, RuntimeError, zlib.error, lzma.LZMAError) as exc:  # RecursionError: a crafted,
         # deeply nested lfagg.json; ValueError: bad JSON, a bomb; NotImplementedError: a damaged entry naming a
