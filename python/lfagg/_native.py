@@ -59,9 +59,10 @@ def _select() -> ModuleType:
 
 def _after_fork_in_child() -> None:
     """PyTorch shares GNU OpenMP's runtime with a core built from source (the libgomp.so.1
-    loaded first serves both; the wheel vendors a libgomp of its own): a child forked after torch ran on several threads hung in the core's first
-    region of several threads, which the core's own fork guard, knowing only its own
-    regions, let it start. With torch loaded, a forked child runs the core on one thread."""
+    loaded first serves both; the wheel vendors a libgomp of its own): a child forked after
+    torch ran on several threads hung in the core's first region of several threads, which
+    the core's own fork guard, knowing only its own regions, let it start. With torch
+    loaded, a forked child runs the core on one thread."""
     if "torch" in sys.modules:
         for isa in ISAS:
             module = sys.modules.get(f"lfagg._core_{isa}")

@@ -49,13 +49,15 @@ def _assignments_out(out, args):
     dtype, C-contiguous, and apart from their memory (the max pooling read features and
     centres that it had overwritten with assignments: 0.84 off, without a word)."""
     dtype = args[0].dtype
-    if out is not None and not (isinstance(out, np.ndarray) and out.dtype == dtype and out.flags.c_contiguous):
+    if out is None:
+        return None
+    if not (isinstance(out, np.ndarray) and out.dtype == dtype and out.flags.c_contiguous):
         got = (f"{type(out).__name__}" if not isinstance(out, np.ndarray)
                else f"an array of dtype {out.dtype}" + ("" if out.flags.c_contiguous else " that is not C-contiguous"))
         raise ValueError(f"assignments_out must be a C-contiguous numpy array of the features' dtype ({dtype}), "
                          f"got {got}")
     for name, arg in zip(("features", "offsets", "centers", "precisions"), args):
-        if out is not None and np.may_share_memory(out, arg):
+        if np.may_share_memory(out, arg):
             raise ValueError(f"assignments_out shares memory with {name}: give an array of its own")
     return out
 

@@ -26,8 +26,8 @@ float32-only operators are. A NaN or infinite gradient reaching them makes every
 they return NaN (``torch.amp.GradScaler`` then skips the step and lowers its scale), except
 in the rows of empty bags, which no feature reads; a NaN or infinite feature is an error.
 A process forked after lfagg ran on several threads, or with torch loaded (whose threads
-share the OpenMP runtime of an lfagg built from source), runs lfagg on one thread (GNU OpenMP's threads do not
-survive fork()).
+share the OpenMP runtime of an lfagg built from source), runs lfagg on one thread (GNU
+OpenMP's threads do not survive fork()).
 
 Install with ``pip install "lfagg[torch]"``; lfagg itself never imports torch.
 """
@@ -129,7 +129,7 @@ def _encode_backward_kernel(features: torch.Tensor, offsets: torch.Tensor, cente
         grads = _KERNELS[encoder][1](*args, _numpy(grad_output.contiguous()), n_threads, pooling=pooling,
                                      assignments=_numpy(assignments) if kept else None,
                                      return_grad_features=grad_features)
-    except ValueError as exc:  # the core's own check (a pass of torch's cost 8 ms at the conv soft VLAD size)
+    except ValueError as exc:  # the core's own check: a scan in torch would read grad_output once more
         if not str(exc).startswith(_NON_FINITE_GRAD):
             raise
         nan = float("nan")  # a GradScaler's overflow, say: passed on, as torch's own operators pass it
