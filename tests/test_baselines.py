@@ -93,6 +93,11 @@ def test_fisher_vector_names_values_beyond_float32_range():
         ops.fisher_vector(f, [0, 10], means, np.full((2, 3), 1e-40), weights)
     with pytest.raises(ValueError, match=r"variances are out of this floating-point type's range; rescale them$"):
         ops.fisher_vector(f.astype(np.float64), [0, 10], means, np.full((2, 3), 1e-320), weights)  # no float64 advice
+    big = np.array([[1e200, 0.0], [0.0, 1e200]])  # the nearest-centre twin of the message advised float64 too
+    with pytest.raises(ValueError, match=r"nearest-centre distances overflowed: .* rescale them$"):
+        ops.bow(big, [0, 2], big)
+    with pytest.raises(ValueError, match=r"rescale them, or compute in float64 \(float64 arrays\)$"):
+        ops.bow(np.array([[3e38, 0], [0, 3e38]], np.float32), [0, 2], np.array([[-3e38, 0], [0, -3e38]], np.float32))
     with pytest.raises(ValueError, match=r"weights must be strictly positive, found 0 \(a positive value below "
                                          r"this floating-point type's range reads as 0\)"):
         ops.fisher_vector(f, [0, 10], means, np.ones((2, 3)), np.array([0.5, 1e-300]))

@@ -111,8 +111,8 @@ class NearestCenter {
         s.noalias() += f * weights_;
         if (!nearest_rows(s.data(), s.outerStride(), m, k(), t.best.data(), t.labels.data()))
             throw std::domain_error(  // reaches Python as ValueError
-                "nearest-centre distances overflowed: features or centers are too large for this "
-                "floating-point type; rescale them, or compute in float64 (float64 arrays)");
+                std::string("nearest-centre distances overflowed: features or centers are too large for this "
+                            "floating-point type; rescale them") + float64_advice<T>());
     }
 
   private:

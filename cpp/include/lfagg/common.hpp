@@ -136,16 +136,19 @@ class FlushSubnormals {
     FlushSubnormals& operator=(const FlushSubnormals&) = delete;
 };
 
-// The error of a result that overflowed to NaN or infinity; `inputs` names the arguments
-// whose scale can overflow it (too large, or, for variances and precisions, too small or
-// large: a subnormal variance's precision overflows).
-// The message for a result computed in T that overflowed; float64 is advice only where T is float.
+// The end of an overflow's message for a computation in T: float64 is advice only where T is float.
+template <class T>
+constexpr const char* float64_advice() {
+    return std::is_same_v<T, float> ? ", or compute in float64 (float64 arrays)" : "";
+}
+
+// The error of a result computed in T that overflowed to NaN or infinity; `inputs` names
+// the arguments whose scale can overflow it (too large, or, for variances and precisions,
+// too small or large: a subnormal variance's precision overflows).
 template <class T>
 std::string overflow_message(const char* inputs) {
-    std::string message = std::string("the result overflowed to NaN or infinity: ") + inputs +
-                          " are out of this floating-point type's range; rescale them";
-    if constexpr (std::is_same_v<T, float>) message += ", or compute in float64 (float64 arrays)";
-    return message;
+    return std::string("the result overflowed to NaN or infinity: ") + inputs +
+           " are out of this floating-point type's range; rescale them" + float64_advice<T>();
 }
 
 // Exceptions must not escape an OpenMP region: the first one is kept and rethrown after it.
