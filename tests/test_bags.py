@@ -109,7 +109,7 @@ def test_constructor_zero_bags():
         (np.ones((6, 2)), [0, 4, 3, 6], "offsets"),
         (np.ones((6, 2)), [0, 4, 5], "offsets"),
         (np.ones((6, 2)), [0, 4, 7], "offsets"),
-        (np.ones((6, 2)), [], "offsets"),
+        (np.ones((6, 2)), [], r"offsets must be a non-empty 1-D array .* got shape \(0,\)"),
         (np.ones((6, 2)), [[0, 6]], "offsets"),
         (np.ones((6, 2)), np.array([0.0, 6.0]), "offsets"),
         (np.ones((6, 2)), [-1, 6], "offsets"),

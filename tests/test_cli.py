@@ -458,6 +458,16 @@ def test_threads_option_of_commands_that_load_a_model(capsys, files, t1_model, t
     assert rc == 2 and "expected an integer >= 1" in err
 
 
+@pytest.mark.parametrize("argv", [["demo", "--threads"], ["figures", "--threads"], ["train", "--threads"],
+                                  ["select", "--jobs"]])
+def test_thread_and_process_counts_beyond_the_bound_are_refused_before_any_output(capsys, argv):
+    """`lfagg demo --threads 100000` printed the table's header, then the error."""
+    from lfagg._validation import MAX_THREADS
+
+    rc, out, err = run_main(capsys, *argv, str(MAX_THREADS + 1))
+    assert rc == 2 and out == "" and f"expected at most {MAX_THREADS} " in err, (out, err)
+
+
 def test_warnings_are_one_line_naming_the_command(capsys, tmp_path):
     # three bags: too few to choose l2 on held-out ones, which the fit warns about
     bags, y = make_circles_bags(3, 15, random_state=0)

@@ -373,7 +373,8 @@ def test_npy_dir_is_read_in_natural_order(tmp_path):
 
 def test_cifar10_files_with_labels_or_images_of_another_shape_are_named(tmp_path):
     """(n, 1) labels (as Keras saves them) passed and failed later in an IndexError; 3-D
-    (grey) images were said not to match labels whose length matched."""
+    (grey) images were said not to match labels whose length matched; an empty split
+    failed in a reshape's words."""
     from lfagg.datasets import load_cifar10
 
     images, labels = np.zeros((4, 32, 32, 3), np.uint8), np.arange(4) % 2
@@ -381,7 +382,8 @@ def test_cifar10_files_with_labels_or_images_of_another_shape_are_named(tmp_path
             ("keras", dict(train_labels=labels[:, None]), r"train_labels must be \(4,\), one per image, got shape"),
             ("grey", dict(train_images=images[..., 0]), r"train_images must be \(n, 32, 32, 3\) colour images"),
             ("channels first", dict(train_images=images.transpose(0, 3, 1, 2)), r"train_images must be \(n, 32"),
-            ("scaled to [0, 1]", dict(test_images=images / 255.0), r"test_images must be uint8 pixels \(0-255")):
+            ("scaled to [0, 1]", dict(test_images=images / 255.0), r"test_images must be uint8 pixels \(0-255"),
+            ("no test images", dict(test_images=images[:0], test_labels=labels[:0]), "test_images holds no images")):
         np.savez(tmp_path / f"{name}.npz", **{"train_images": images, "train_labels": labels, "test_images": images,
                                                "test_labels": labels, **arrays})
         with pytest.raises(ValueError, match=message):

@@ -169,9 +169,15 @@ def check_gamma_dtype(gamma: float, dtype, what: str = "gamma") -> float:
     return gamma
 
 
+def _offsets_shape_error(shape: tuple) -> ValueError:
+    return ValueError(f"offsets must be a non-empty 1-D array (n_bags + 1,), got shape {shape}")
+
+
 def as_offsets(offsets) -> np.ndarray:
     """``offsets`` as a C-contiguous 1-D int64 array; ValueError for non-integer or other-shaped input."""
     arr = np.asarray(offsets)
+    if arr.size == 0:  # [] is float64 to numpy: its length, not its dtype, is what is wrong
+        raise _offsets_shape_error(arr.shape)
     if arr.dtype.kind not in "iu":
         raise ValueError(f"offsets must be an integer array, got dtype {arr.dtype}")
     if arr.ndim != 1:  # a 0-d one passed the core's check as a single offset 0
@@ -202,7 +208,7 @@ def check_resolvable_distances(squared: float, dtype, spread, what: str, rescale
 def check_offsets(offsets: np.ndarray, n_features: int) -> None:
     """ValueError unless ``offsets`` (int64) delimit bags of ``n_features`` rows."""
     if offsets.ndim != 1 or offsets.size < 1:
-        raise ValueError(f"offsets must be a non-empty 1-D array (n_bags + 1,), got shape {offsets.shape}")
+        raise _offsets_shape_error(offsets.shape)
     if offsets[0] != 0:
         raise ValueError(f"offsets[0] must be 0, got {offsets[0]}")
     if np.any(np.diff(offsets) < 0):

@@ -405,19 +405,25 @@ def _int_at_least(minimum):
 _positive_int, _count = _int_at_least(1), _int_at_least(0)
 
 
-def _processes(text):
-    """--jobs: 1 to MAX_THREADS processes (the API's n_jobs also takes joblib's negative
-    counts, which its message names; this option does not)."""
-    from ._validation import MAX_THREADS
+def _up_to_max_threads(noun: str):
+    """A parser of 1 to MAX_THREADS ``noun`` (threads; processes for --jobs, whose API
+    counterpart n_jobs also takes joblib's negative counts, which this option does not),
+    refused as the command line is read, before a subcommand prints anything."""
+    def parse(text):
+        from ._validation import MAX_THREADS
 
-    value = _positive_int(text)
-    if value > MAX_THREADS:
-        raise argparse.ArgumentTypeError(f"expected at most {MAX_THREADS} processes, got {text!r}")
-    return value
+        value = _positive_int(text)
+        if value > MAX_THREADS:
+            raise argparse.ArgumentTypeError(f"expected at most {MAX_THREADS} {noun}, got {text!r}")
+        return value
+    return parse
+
+
+_processes, _threads = _up_to_max_threads("processes"), _up_to_max_threads("threads")
 
 
 def _add_threads(parser):
-    parser.add_argument("--threads", type=_positive_int, default=None,
+    parser.add_argument("--threads", type=_threads, default=None,
                         help="threads of the encoders (default: all cores)")
 
 
@@ -460,7 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--n-bags", type=_int_at_least(2), default=400, help="bags per split (two classes: at least 2)")
     demo.add_argument("--n-per-bag", type=_positive_int, default=50, help="local features per bag")
     _add_common(demo, threads=False)
-    demo.add_argument("--threads", type=_positive_int, default=1,
+    demo.add_argument("--threads", type=_threads, default=1,
                       help="threads (more only add synchronisation cost on bags this small)")
     demo.set_defaults(run=_demo, parser=demo)
 
@@ -599,7 +605,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="codebook sizes of Fig. 2 (default: 4 8 on the synthetic bags, 16 64 on CIFAR-10)")
     figures.add_argument("--epochs", type=_positive_int, default=10, help="training epochs of Fig. 2")
     _add_common(figures, threads=False)
-    figures.add_argument("--threads", type=_positive_int, default=None,
+    figures.add_argument("--threads", type=_threads, default=None,
                          help="threads (default: one on the synthetic bags, all cores on CIFAR-10)")
     figures.set_defaults(run=_figures, parser=figures)
     return parser

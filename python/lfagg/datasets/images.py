@@ -93,6 +93,8 @@ def load_cifar10(path):
             # images scaled to [0, 1] passed, their patches flattened (T2 35% -> 23%, without a word)
             raise ValueError(f"{path}: {split}_images must be uint8 pixels (0-255, as CIFAR-10 is distributed), "
                              f"got {images.dtype}")
+        if not len(images):  # else a reshape of the patches fails in numpy's words
+            raise ValueError(f"{path}: {split}_images holds no images")
         if labels.ndim != 1 or len(images) != len(labels):  # Keras saves (n, 1) labels
             raise ValueError(f"{path}: {split}_labels must be ({len(images)},), one per image, got shape "
                              f"{labels.shape}")
