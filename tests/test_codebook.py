@@ -89,6 +89,24 @@ def test_kmeans_with_a_few_far_outliers_is_as_good_as_scikit_learns(outliers, sc
         assert ours <= 1.015 * KMeans(K, n_init=1, random_state=seed).fit(X).inertia_
 
 
+def test_both_seeding_coresets_hold_at_least_one_row_per_codeword(monkeypatch):
+    """The re-seeding coreset had seeding_rows(K) rows where the first has max(that, K):
+    above SEEDING_MAX codewords it drew fewer rows than seeds and never re-seeded. With
+    the bounds lowered to 20 rows, K = 32 shows it."""
+    sizes, poisson_rows, covering = [], codebook._poisson_rows, codebook._seeds_covering_the_far_rows
+    monkeypatch.setattr(codebook, "SEEDING_MIN", 20)
+    monkeypatch.setattr(codebook, "SEEDING_MAX", 20)
+    monkeypatch.setattr(codebook, "_poisson_rows", lambda *a: sizes.append(a[2]) or poisson_rows(*a))
+    monkeypatch.setattr(codebook, "_seeds_covering_the_far_rows", lambda *a: sizes.append(a[2]) or covering(*a))
+    X = np.random.default_rng(1).normal(size=(2_000, 4))
+    for seed in range(20):  # a coreset of about K rows holds fewer than K half the time: then no re-seeding
+        sizes.clear()
+        fit_codebook(X, 32, "kmeans", seed)
+        if len(sizes) > 1:
+            break
+    assert sizes == [32, 32]  # the first coreset's size, then the one the re-seeding would draw
+
+
 def kmeans_plusplus_reference(X, uniforms, weights=None):
     """Greedy k-means++ in float64 NumPy, replaying the uniforms (K, trials) as the core
     does: seed 0 at row floor(u n), then per seed the candidates np.searchsorted(cumulative

@@ -221,15 +221,14 @@ def kmeans(sample: np.ndarray, n_codewords: int, seed: int, max_iter: int = KMEA
     the one of least inertia."""
     best, sample = None, np.ascontiguousarray(sample)
     squared, total = _to_the_mean(sample, n_threads)  # the coreset's importance and Lloyd's scale: one pass
+    m = max(seeding_rows(n_codewords), n_codewords)  # both coresets' size: above 50,000 codewords, one per codeword
     for run_seed in np.random.default_rng(seed).integers(2 ** 31, size=n_init):
-        rows, weights = seeding_coreset(sample, squared, max(seeding_rows(n_codewords), n_codewords), int(run_seed),
-                                        n_threads)
+        rows, weights = seeding_coreset(sample, squared, m, int(run_seed), n_threads)
         if len(rows) < n_codewords:  # a draw of fewer rows than seeds (m = K of a tiny sample)
             rows, weights = sample, None
         seeds, step = kmeans_plusplus(rows, n_codewords, int(run_seed), n_threads, weights), None
         if weights is not None:
-            seeds, step = _seeds_covering_the_far_rows(sample, seeds, seeding_rows(n_codewords), int(run_seed),
-                                                       n_threads)
+            seeds, step = _seeds_covering_the_far_rows(sample, seeds, m, int(run_seed), n_threads)
         fit = lloyd(sample, seeds, max_iter, n_threads, first_step=step, variance=total / sample.size)
         if best is None or fit.inertia < best.inertia:
             best = fit
