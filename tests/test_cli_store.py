@@ -122,15 +122,22 @@ def test_an_interrupted_zarr_encode_completes_when_rerun(store_and_model, capsys
     monkeypatch.setattr(lfagg.outputs, "_compute", interrupted)
     rc, _, err = run_main(capsys, *args)
     assert rc == 130 and "interrupted" in err
-    done = np.asarray(zarr.open_group(tmp_path / "e.zarr")["done"][:])
-    assert 0 < done.sum() < done.size
+    group = zarr.open_group(tmp_path / "e.zarr")
+    done, rows = np.asarray(group["done"][:]), np.asarray(group["encodings"][:])
+    assert 0 < done.sum() < done.size and "lfagg_complete" not in group.attrs
+    bounds = lfagg.BagStore.open(store_path).block_bounds(100)
+    for flag, (start, end) in zip(done, bounds):  # unwritten rows read as NaN, never as an empty bag's zeros
+        assert np.isnan(rows[start:end]).all() != flag
     monkeypatch.setattr(lfagg.outputs, "_compute", compute)
-    rc, out, _ = run_main(capsys, *args)
-    assert rc == 0 and f"({done.size - done.sum()} blocks computed now of {done.size}; the others by an " in out
+    slash = [f"{tmp_path / 'e.zarr'}/" if a == tmp_path / "e.zarr" else a for a in args]  # as a shell completes it
+    rc, out, err = run_main(capsys, *slash)
+    assert rc == 0 and f"({done.size - done.sum()} blocks computed now of {done.size}; the others by an " in out, err
     rc, out, _ = run_main(capsys, *args[:6], tmp_path / "fresh.zarr", *args[7:])  # a first, whole run says so
     assert rc == 0 and f"({done.size} blocks computed now)" in out
     expected = np.concatenate([model.transform(block) for block in lfagg.BagStore.open(store_path).blocks(100)])
-    np.testing.assert_array_equal(np.asarray(zarr.open_group(tmp_path / "e.zarr")["encodings"][:]), expected)
+    group = zarr.open_group(tmp_path / "e.zarr")
+    np.testing.assert_array_equal(np.asarray(group["encodings"][:]), expected)
+    assert group.attrs["lfagg_complete"] is True
 
 
 @pytest.mark.parametrize("interrupted_at", [1, 2])  # before its encodings array, before its done flags
@@ -240,7 +247,7 @@ def test_a_zarr_encode_on_the_processes_scheduler_starts_its_processes_once(stor
     np.testing.assert_array_equal(np.asarray(zarr.open_group(tmp_path / "e.zarr")["encodings"][:]), expected)
 
 
-def test_a_build_stopped_part_way_leaves_a_store_marked_unfinished(files, capsys, tmp_path):
+def test_a_build_stopped_part_way_leaves_a_store_marked_unfinished(files, capsys, tmp_path, monkeypatch):
     """Each append is committed alone: an interrupted or failed build left a store that
     read as complete with the bags before the stop (encode and train exited 0 on them)."""
     root, bags, _ = files
@@ -252,6 +259,11 @@ def test_a_build_stopped_part_way_leaves_a_store_marked_unfinished(files, capsys
     rc, _, err = run_main(capsys, "store", "build", "--bags", folder, "--out", out, "--chunk-rows", 8,
                           "--verbose", 0)
     assert_one_line_error(rc, err, "NaN")
+    with monkeypatch.context() as patch:  # appends of 3 bags: the file, not the append's own number (bag 1)
+        patch.setattr(lfagg.store, "BLOCK_BYTES", 3 * bags[0].nbytes)
+        rc, _, err = run_main(capsys, "store", "build", "--bags", folder, "--out", out, "--overwrite",
+                              "--verbose", 0)
+    assert_one_line_error(rc, err, "bag 4 (b4) contains NaN or infinity")
     with pytest.raises(ValueError, match=r"an unfinished bag store: lfagg store build stopped after \d of its bags"):
         lfagg.store.BagStore.open(out)
     rc, _, err = run_main(capsys, "train", "--bags", out, "--method", "bow", "--codewords", 2, "--model",

@@ -580,6 +580,36 @@ def test_overwrite_replaces_a_store_or_an_empty_folder_never_another_folder_or_a
         assert len(lfagg.BagStore.create(path, dim=bags.dim, overwrite=True)) == 0
 
 
+def test_a_create_that_fails_part_way_leaves_nothing_that_blocks_the_next(tmp_path, monkeypatch):
+    """compressors="zstd" (Zarr wants a codec) raised Zarr's TypeError after the group's
+    metadata was written: a folder that open() and create(overwrite=True) both refused."""
+    import zarr
+
+    bags = ragged(1)
+    path = tmp_path / "s.zarr"
+    with pytest.raises(ValueError, match="compressors='zstd': "):
+        lfagg.BagStore.create(path, dim=bags.dim, compressors="zstd")
+    assert not path.exists()
+    (tmp_path / "empty").mkdir()  # a folder of the user's, given to be overwritten: it stays, empty
+    with pytest.raises(ValueError, match="compressors"):
+        lfagg.BagStore.create(tmp_path / "empty", dim=bags.dim, compressors="zstd", overwrite=True)
+    assert list((tmp_path / "empty").iterdir()) == []
+    create_array = zarr.Group.create_array
+
+    def interrupted(self, name, **kwargs):
+        if name == "offsets":
+            raise KeyboardInterrupt
+        return create_array(self, name, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(zarr.Group, "create_array", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            lfagg.BagStore.create(path, dim=bags.dim)
+    assert not path.exists()
+    lfagg.BagStore.create(path, dim=bags.dim, dtype=bags.dtype).append(bags[:2])
+    np.testing.assert_array_equal(lfagg.BagStore.open(path)[1], bags[1])
+
+
 def test_a_store_opened_by_a_relative_path_reads_from_any_working_directory(tmp_path, monkeypatch):
     """The path stayed relative: after a change of directory (or on a Dask worker started
     elsewhere) every chunk read as missing, reported as a truncated store."""

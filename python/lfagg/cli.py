@@ -211,27 +211,28 @@ def _encode(args) -> int:
     from .datasets import load_bags
     from .store import BagStore
 
-    _check_output_folder(args.out)  # empty, a directory, no such folder
-    out = args.out if args.out.endswith((".npy", ".zarr")) else f"{args.out}.npy"  # what numpy.save writes
+    given = args.out.rstrip("/" + os.sep) or args.out  # "codes.zarr/", as a shell completes an output's folder
+    _check_output_folder(given)  # empty, a directory, no such folder
+    out = given if given.endswith((".npy", ".zarr")) else f"{given}.npy"  # what numpy.save writes
     _check_output_folder(out, inputs=(args.model, args.bags))
     model = _load_model_with_threads(args)
     model = getattr(model, "best_estimator_", model)  # a search's representation: its first refit's
     bags, _ = load_bags(args.bags)
-    if args.out.endswith(".zarr") and not isinstance(bags, BagStore):
+    if out.endswith(".zarr") and not isinstance(bags, BagStore):
         raise ValueError("--out *.zarr (written block by block, resumable) needs a bag store as --bags "
                          "(lfagg store build)")
     if (args.scheduler is not None or args.address is not None) and not isinstance(bags, BagStore):
         # before connecting: an unreachable --address took its 30 s timeout first
         raise ValueError("--scheduler/--address need a bag store as --bags (lfagg store build)")
     with _dask_scheduler(args.scheduler, args.address) as use_dask:
-        if args.out.endswith(".zarr"):
+        if out.endswith(".zarr"):
             from .outputs import encode_to_zarr, file_digest
 
-            n_bags, width, computed, total = encode_to_zarr(model, bags, args.out, model_id=file_digest(args.model),
+            n_bags, width, computed, total = encode_to_zarr(model, bags, out, model_id=file_digest(args.model),
                                                      bags_id=os.path.abspath(args.bags), use_dask=use_dask,
                                                      verbose=args.verbose)
             earlier = f" of {total}; the others by an earlier run" if computed < total else ""
-            print(f"{bags_count(n_bags)} encoded as ({n_bags}, {width}); saved to {args.out} ({computed} blocks "
+            print(f"{bags_count(n_bags)} encoded as ({n_bags}, {width}); saved to {out} ({computed} blocks "
                   f"computed now{earlier})")
             return 0
         watch = Stopwatch("lfagg encode", args.verbose)

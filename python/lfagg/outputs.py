@@ -3,9 +3,12 @@ collection resumes where it stopped (what ``lfagg encode --out X.zarr`` does).
 
 The output is a Zarr v3 group: ``encodings`` (n_bags, width), ``done`` (one flag per block
 of bags, each its own chunk) and, in the attributes, what was encoded (the model file's
-SHA-256, the bags' path and their store's uid, their number, the block size). Each block's rows are written,
+SHA-256, the bags' path and their store's uid, their number, the block size) and, once
+every block is written, ``lfagg_complete: true``. Each block's rows are written,
 then its flag: a rerun with the same model and bags skips the flagged blocks, and one
-with another model or other bags is refused instead of mixing them.
+with another model or other bags is refused instead of mixing them. Rows not written yet
+read as NaN: zeros, what an empty bag encodes to, passed for results when an interrupted
+output was read with zarr or Dask.
 """
 from __future__ import annotations
 
@@ -68,7 +71,7 @@ def encode_to_zarr(model, bags: BagStore, out, *, model_id: str, bags_id: str, u
     if new_rows:
         rows = max((end - start for start, end in bounds), default=1)
         group.create_array("encodings", shape=(len(bags), identity["width"]), dtype=probe.dtype,
-                           chunks=(rows, identity["width"]))
+                           chunks=(rows, identity["width"]), fill_value=np.nan)
     if new_rows or "done" not in group:  # flags anew with new rows: none may claim rows that no longer exist
         group.create_array("done", shape=(len(bounds),), chunks=(1,), dtype=bool, fill_value=False, overwrite=True)
     encodings, done = group["encodings"], group["done"]
@@ -83,6 +86,7 @@ def encode_to_zarr(model, bags: BagStore, out, *, model_id: str, bags_id: str, u
                 encodings[start:end] = values
                 done[i] = True  # after the rows: a flagged block is complete
                 bar.update(1)
+    group.attrs["lfagg_complete"] = True
     return len(bags), identity["width"], len(todo), len(bounds)
 
 

@@ -19,6 +19,7 @@ import contextvars
 import os
 import platform
 import re
+import shutil
 import sys
 import uuid
 
@@ -122,18 +123,22 @@ class BagStore:
                 kind = "a folder" if os.path.isdir(path) else "a file"
                 raise ValueError(f"{path}: {kind} that is not a bag store: it is not replaced (remove it yourself, "
                                  "or choose another path)")
-        group = zarr.open_group(_local_path(path), mode="w" if overwrite else "w-", zarr_format=3)
-        # Missing chunks (a truncated copy) read as fill values: NaN features and -1 offsets,
-        # which the checks of every read refuse, instead of zeros that would pass.
-        group.create_array("features", shape=(0, dim), chunks=(chunk_rows, dim), dtype=dtype, compressors=compressors,
-                           fill_value=np.nan)
-        group.create_array("offsets", shape=(1,), chunks=(65536,), dtype=np.int64, fill_value=-1)
-        group["offsets"][0] = 0
-        # dense_columns: every chunk of labels and names is written (see _append_column), so a
-        # missing one is damage; stores of earlier lfagg may lack chunks that held only zeros.
-        # uid: this store, not another created at the same path since (stores of earlier lfagg have none)
-        group.attrs["lfagg"] = dict(format=FORMAT, version=FORMAT_VERSION, dim=dim, dtype=dtype.name, n_bags=0,
-                                    labels=None, names=False, dense_columns=True, uid=uuid.uuid4().hex)
+        with _removed_if_unfinished(path):
+            group = zarr.open_group(_local_path(path), mode="w" if overwrite else "w-", zarr_format=3)
+            # Missing chunks (a truncated copy) read as fill values: NaN features and -1 offsets,
+            # which the checks of every read refuse, instead of zeros that would pass.
+            try:
+                group.create_array("features", shape=(0, dim), chunks=(chunk_rows, dim), dtype=dtype,
+                                   compressors=compressors, fill_value=np.nan)
+            except (TypeError, ValueError) as exc:  # Zarr's own words, e.g. for compressors="zstd"
+                raise ValueError(f"compressors={compressors!r}: {exc}") from None
+            group.create_array("offsets", shape=(1,), chunks=(65536,), dtype=np.int64, fill_value=-1)
+            group["offsets"][0] = 0
+            # dense_columns: every chunk of labels and names is written (see _append_column), so a
+            # missing one is damage; stores of earlier lfagg may lack chunks that held only zeros.
+            # uid: this store, not another created at the same path since (stores of earlier lfagg have none)
+            group.attrs["lfagg"] = dict(format=FORMAT, version=FORMAT_VERSION, dim=dim, dtype=dtype.name, n_bags=0,
+                                        labels=None, names=False, dense_columns=True, uid=uuid.uuid4().hex)
         return cls(group, path, writable=True)
 
     @classmethod
@@ -568,6 +573,27 @@ class BagStore:
     def __repr__(self) -> str:
         return (f"BagStore({self._path!r}, n_bags={len(self)}, n_features={self.n_features}, dim={self.dim}, "
                 f"dtype={self.dtype})")
+
+
+@contextlib.contextmanager
+def _removed_if_unfinished(path):
+    """What a failed or interrupted :meth:`BagStore.create` wrote at a local ``path``
+    removed (the folder emptied when it existed before): a folder holding only Zarr's
+    group metadata is no bag store, and create(overwrite=True) would refuse to replace it."""
+    local = isinstance(path, (str, os.PathLike)) and "://" not in os.fsdecode(path)
+    existed = local and os.path.isdir(path)
+    try:
+        yield
+    except BaseException:
+        if local and os.path.isdir(path) and not existed:
+            shutil.rmtree(path, ignore_errors=True)
+        elif local and os.path.isdir(path):  # the user's folder stays, emptied (as overwrite=True found it)
+            for entry in os.scandir(path):
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                else:
+                    os.remove(entry.path)
+        raise
 
 
 def _local_path(path):

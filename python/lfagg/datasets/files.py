@@ -445,7 +445,11 @@ def build_store(path, out, labels=None, *, chunk_rows=None, verbose=1, overwrite
             try:
                 store.append(pending, None if y is None else y[first:end],
                              None if names is None else names[first:end])
-            except ValueError as exc:
+            except ValueError as exc:  # the append numbers its bags from 0: name the file (or bag) instead
+                bad = next((i for i, a in enumerate(pending) if not np.isfinite(a).all()), None)
+                if bad is not None:  # as load_bags says it
+                    raise ValueError(f"{path}: bag {first + bad}{f' ({names[first + bad]})' if names else ''} "
+                                     "contains NaN or infinity") from None
                 raise ValueError(f"{path}: bags {first}-{end - 1}: {exc}") from None
             bar.update(len(pending))
             pending, pending_rows, first = [], 0, end
