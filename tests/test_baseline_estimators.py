@@ -7,7 +7,7 @@ import pickle
 import numpy as np
 import pytest
 from sklearn.base import clone
-from sklearn.exceptions import NotFittedError
+from sklearn.exceptions import NotFittedError, SkipTestWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
@@ -173,6 +173,50 @@ def test_pipeline_and_grid_search(name):
     search.fit(lfagg.Bags.from_arrays(bags), y)
     assert search.best_params_[f"{step}__max_init_features"] in (100, 400)
     assert search.predict(bags[:5]).shape == (5,)
+
+
+@pytest.mark.parametrize("name", [*ESTIMATORS, "fisher_weights", "learned_bow", "learned_vlad"])
+def test_feature_names_name_every_column_and_set_output_is_offered(name):
+    """Without get_feature_names_out scikit-learn hid set_output: a pipeline's
+    set_output(transform=...) raised, and no representation's columns had names."""
+    extra = {"fisher_weights": lambda **kw: lfagg.FisherVector(3, with_weights=True, **kw),
+             "learned_bow": lambda **kw: lfagg.LearnedBoW(4, n_epochs=1, **kw),
+             "learned_vlad": lambda **kw: lfagg.LearnedVLAD(2, n_epochs=1, **kw)}
+    bags, y = make_bags()
+    est = {**ESTIMATORS, **extra}[name](random_state=0)
+    with pytest.raises(NotFittedError):
+        est.get_feature_names_out()
+    R = est.fit(bags, y).transform(bags)
+    prefix = type(est).__name__.lower()
+    assert est.get_feature_names_out().tolist() == [f"{prefix}{i}" for i in range(R.shape[1])]
+    pipe = make_pipeline(clone(est), LogisticRegression(max_iter=500)).set_output(transform="default")
+    np.testing.assert_array_equal(pipe.fit(bags, y)[:-1].transform(bags), R)
+
+
+def test_tags_say_bags_in_and_the_features_dtype_out():
+    """The tags claimed 2-D arrays as input and float64 output; BagClassifier and the CV
+    searches, which transform without TransformerMixin, stopped scikit-learn's checks."""
+    from sklearn.utils import get_tags
+    from sklearn.utils.estimator_checks import check_estimator
+
+    bags, y = make_bags(dtype=np.float32)
+    for est in (lfagg.BagOfWords(4, random_state=0), lfagg.LearnedVLAD(2, n_epochs=1, random_state=0),
+                lfagg.BagClassifier(lfagg.VLAD(2, random_state=0), random_state=0)):
+        tags = get_tags(est)
+        assert not tags.input_tags.two_d_array and tags.transformer_tags.preserves_dtype == ["float64", "float32"]
+        assert est.fit(bags, y).transform(bags).dtype == np.float32  # what the tag says
+    for est in (lfagg.BagClassifier(lfagg.BagOfWords(4)), lfagg.LearnedBoWCV()):
+        # raised "seems to be a Transformer"; now skipped as estimators of bags, which the checks cannot feed
+        with pytest.warns(SkipTestWarning, match="Can't test estimator"):
+            check_estimator(est, on_fail=None)
+
+
+@pytest.mark.parametrize("make", [lfagg.BagOfWords, lfagg.VLAD])
+@pytest.mark.parametrize("softness", [dict(gamma=5.0), dict(gamma_scale=3.0)])
+def test_hard_assignment_refuses_a_softness_instead_of_ignoring_it(make, softness):
+    bags, _ = make_bags()
+    with pytest.raises(ValueError, match="hard assignment has none"):
+        make(4, **softness).fit(bags)
 
 
 # ----------------------------------------------------------------------------- errors

@@ -12,11 +12,12 @@ output dtype is the features' dtype (float32 stays float32, anything else become
 from __future__ import annotations
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from .. import normalize
 from .._native import core
+from .._tags import BagsTags
 from .._validation import (boolean, check_bags, choice, fitted_array, forget_fit, n_threads_arg, nonnegative_real,
                            positive_int, positive_real, real_in, spawn_seeds)
 from .._kernels import run_validated
@@ -29,7 +30,7 @@ __all__ = ["BagOfWords", "VLAD", "FisherVector"]
 ASSIGNMENTS = ("hard", "soft")
 
 
-class _CodebookTransformer(TransformerMixin, BaseEstimator):
+class _CodebookTransformer(BagsTags, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """fit: sample local features, learn the codebook; transform: encode every bag.
 
     Subclasses set ``nonnegative`` (whether every output value is >= 0) and implement
@@ -37,6 +38,8 @@ class _CodebookTransformer(TransformerMixin, BaseEstimator):
     seed, n_threads, params)``, ``_check_codebook(dim)`` (ValueError unless the fitted codebook
     is consistent) and ``_encode(bags, n_threads)``. ``_fit_validated`` and
     ``_transform_validated`` take bags already checked, as BagClassifier passes them.
+    A fitted one's ``_n_features_out``, the representation's columns, is what
+    ``get_feature_names_out`` names (``bagofwords0``, ...) and ``set_output`` needs.
     """
 
     nonnegative = False
@@ -108,9 +111,14 @@ class _KMeansTransformer(_CodebookTransformer):
     """A K-Means codebook with hard or soft (kernel-codebook) assignment."""
 
     def _check_params(self):
-        """(gamma, gamma_scale) checked."""
+        """(gamma, gamma_scale) checked; set with hard assignment, which has no softness,
+        they are refused rather than ignored (a search over them would repeat one fit)."""
         choice(self.assignment, "assignment", ASSIGNMENTS)
-        return check_gamma(self.gamma, self.gamma_scale)
+        gamma = check_gamma(self.gamma, self.gamma_scale)
+        if self.assignment == "hard" and gamma != (None, 1.0):
+            raise ValueError(f"gamma ({self.gamma!r}) and gamma_scale ({self.gamma_scale!r}) set the softness of "
+                             "assignment='soft'; hard assignment has none: leave them at 'auto' and 1")
+        return gamma
 
     def _fit_codebook(self, sample, seed, n_threads, gamma):
         codebook = fit_codebook(sample, self.n_codewords, "kmeans", seed, max_iter=self.max_iter, n_init=self.n_init,
@@ -132,7 +140,8 @@ class _KMeansTransformer(_CodebookTransformer):
 _GAMMA_DOC = """gamma : positive float or "auto", the inverse bandwidth of soft assignment; "auto"
         is ``gamma_scale`` / the median squared distance of a sampled feature to its
         nearest codeword (:func:`lfagg.encoders.codebook.auto_gamma`, as LearnedBoW's).
-    gamma_scale : positive float multiplying the "auto" gamma."""
+    gamma_scale : positive float multiplying the "auto" gamma. Hard assignment has no
+        softness: it refuses any gamma but "auto" and any gamma_scale but 1."""
 
 
 class BagOfWords(_KMeansTransformer):
@@ -161,6 +170,10 @@ class BagOfWords(_KMeansTransformer):
     """
 
     nonnegative = True
+
+    @property
+    def _n_features_out(self) -> int:
+        return self.cluster_centers_.shape[0]
 
     def __init__(self, n_codewords=256, assignment="hard", gamma="auto", gamma_scale=1.0, max_init_features=100_000,
                  max_iter=20, n_init=1, random_state=None, n_threads=None):
@@ -202,6 +215,10 @@ class VLAD(_KMeansTransformer):
 
     ``transform`` returns (n_bags, K * D), k-major.
     """
+
+    @property
+    def _n_features_out(self) -> int:
+        return self.cluster_centers_.size
 
     def __init__(self, n_codewords=64, assignment="hard", gamma="auto", gamma_scale=1.0, power_alpha=None,
                  intra_normalize=True, l2_normalize=True, max_init_features=100_000, max_iter=20, n_init=1,
@@ -276,6 +293,10 @@ class FisherVector(_CodebookTransformer):
     ``transform`` returns (n_bags, 2 * K * D): the K mean blocks, then the K variance blocks
     (and with_weights, K more columns).
     """
+
+    @property
+    def _n_features_out(self) -> int:
+        return 2 * self.means_.size + (len(self.weights_) if self.with_weights else 0)
 
     def __init__(self, n_codewords=64, improved=True, with_weights=False, max_init_features=100_000, max_iter=100,
                  n_init=1, reg_covar=1e-6, tol=GMM_TOL, random_state=None, n_threads=None):

@@ -11,6 +11,7 @@ from scipy.special import softmax
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
+from .._tags import BagsTags
 from .._threads import single_threaded_blas
 from .._progress import Stopwatch, bags_count
 from .._validation import (check_bags, check_classes, check_labels, fitted_array, forget_fit, is_auto, n_threads_arg,
@@ -138,7 +139,7 @@ def _fit_foreign_encoder(encoder, bags):
                          "must be a transformer of bags such as lfagg.BagOfWords(256)") from exc
 
 
-class BagClassifier(SoftmaxHead, BaseEstimator):
+class BagClassifier(BagsTags, SoftmaxHead, BaseEstimator):
     """An unsupervised encoder of bags, optionally a feature map, then the softmax
     regression of LearnedBoW/LearnedVLAD (standardised inputs, L2 penalty, L-BFGS): the
     baselines of Table I.

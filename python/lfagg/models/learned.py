@@ -17,11 +17,12 @@ import warnings
 from types import SimpleNamespace
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.utils.validation import check_is_fitted
 
+from .._tags import BagsTags
 from .._threads import single_threaded_blas
 from .._progress import Stopwatch, bags_count
 from .._validation import (boolean, check_bags, check_classes, check_labels, choice, fitted_array, forget_fit,
@@ -53,11 +54,16 @@ def auto_batch_size(n_bags: int) -> int:
     return min(MAX_AUTO_BATCH, max(4, n_bags // 16))
 
 
-class _LearnedAggregation(SoftmaxHead, TransformerMixin, BaseEstimator):
+class _LearnedAggregation(BagsTags, SoftmaxHead, ClassNamePrefixFeaturesOutMixin, TransformerMixin,
+                          BaseEstimator):
     """Shared implementation; see LearnedBoW and LearnedVLAD. ``_POOLINGS`` maps each
     ``pooling`` the class offers to its SoftEncoder."""
 
     _POOLINGS: dict = {}
+
+    @property
+    def _n_features_out(self) -> int:  # the columns of transform, which get_feature_names_out names
+        return self._encoder.output_dim(*self.centers_.shape)
 
     def __init__(self, n_codewords=64, *, pooling="mean", gamma="auto", gamma_scale=1.0, learn_gamma=False,
                  learn_covariances=True, init="kmeans", feature_map="auto", n_epochs=10, batch_size="auto",

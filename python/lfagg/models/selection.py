@@ -34,6 +34,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.utils.validation import check_is_fitted
 
 from .._progress import Stopwatch, progress_bar
+from .._tags import BagsTags
 from .._threads import as_they_finish, single_threaded_blas
 from .._validation import (check_bags, check_classes, check_labels, choice, forget_fit, n_jobs_arg, n_threads_arg,
                            is_auto, nonnegative_int, positive_int, positive_real, spawn_seeds, unfitted_on_failure,
@@ -100,7 +101,7 @@ def _refit(model, bags, y):
     return model
 
 
-class _LearnedAggregationCV(BagClassifierMixin, BaseEstimator):
+class _LearnedAggregationCV(BagsTags, BagClassifierMixin, BaseEstimator):
     """Shared implementation; see LearnedBoWCV and LearnedVLADCV. ``_estimator`` is the
     class searched, ``_AUTO_CODEBOOK_SIZES`` its sizes of ``n_codewords="auto"``."""
 
