@@ -198,6 +198,10 @@ def test_train_with_max_pooling(capsys, files, tmp_path, method):
     rc, out, err = run_main(capsys, "train", "--bags", files / "test.npz", "--method", "bow", *TRAIN,
                             "--pooling", "max", "--model", model_path)
     assert rc == 1 and "pooling 'max' applies to t1 and t2 only" in err
+    for option in (["--gamma", "5"], ["--gamma-scale", "3"]):  # were ignored by the baselines' hard assignment
+        rc, out, err = run_main(capsys, "train", "--bags", files / "test.npz", "--method", "vlad", *TRAIN, *option,
+                                "--model", model_path)
+        assert rc == 1 and "gamma and gamma_scale apply to t1 and t2 only, not to vlad" in err
 
 
 def test_select_then_evaluate_and_encode(capsys, files, tmp_path):

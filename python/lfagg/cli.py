@@ -29,7 +29,8 @@ def build_model(method, n_codewords, *, epochs=10, gamma="auto", gamma_scale=1.0
     """An unfitted classifier of bags for one of METHODS.
 
     t1 / t2: LearnedBoW / LearnedVLAD (Algorithm 1), pooled by ``pooling`` ("mean" or
-    "max"; ValueError for another method unless "mean"). bow, vlad, fv: the unsupervised
+    "max"; ValueError for another method unless "mean", as for gamma and gamma_scale
+    unless "auto" and 1). bow, vlad, fv: the unsupervised
     encoder (BagOfWords, VLAD, FisherVector with ``n_codewords`` codewords or Gaussians),
     the chi2 feature map for bow, and the same softmax regression, as in Table I
     (:class:`lfagg.BagClassifier`).
@@ -47,6 +48,8 @@ def build_model(method, n_codewords, *, epochs=10, gamma="auto", gamma_scale=1.0
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if pooling != "mean":
         raise ValueError(f"pooling {pooling!r} applies to t1 and t2 only, not to {method}")
+    if gamma != "auto" or gamma_scale != 1.0:  # the baselines' hard assignment has no softness: not ignored
+        raise ValueError(f"gamma and gamma_scale apply to t1 and t2 only, not to {method}")
     return BagClassifier(encoders[method](n_codewords, random_state=seed, n_threads=threads), random_state=seed,
                          verbose=verbose)
 
