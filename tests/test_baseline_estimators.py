@@ -11,6 +11,7 @@ from sklearn.exceptions import NotFittedError, SkipTestWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer
 
 import lfagg
 from baseline_reference import ref_bow, ref_fisher_vector, ref_vlad
@@ -205,6 +206,8 @@ def test_tags_say_bags_in_and_the_features_dtype_out():
         tags = get_tags(est)
         assert not tags.input_tags.two_d_array and tags.transformer_tags.preserves_dtype == ["float64", "float32"]
         assert est.fit(bags, y).transform(bags).dtype == np.float32  # what the tag says
+    foreign = lfagg.BagClassifier(FunctionTransformer(lambda b: np.array([[len(x)] for x in b], float)))
+    assert get_tags(foreign).transformer_tags.preserves_dtype == ["float64"]  # its encoder's output, not lfagg's
     for est in (lfagg.BagClassifier(lfagg.BagOfWords(4)), lfagg.LearnedBoWCV()):
         # raised "seems to be a Transformer"; now skipped as estimators of bags, which the checks cannot feed
         with pytest.warns(SkipTestWarning, match="Can't test estimator"):

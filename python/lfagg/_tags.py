@@ -11,6 +11,7 @@ class BagsTags:
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.two_d_array = False
-        if hasattr(self, "transform"):
-            tags.transformer_tags = TransformerTags(preserves_dtype=["float64", "float32"])
+        if hasattr(self, "transform"):  # BagClassifier's is its encoder's: another library's may not keep float32
+            foreign = not isinstance(getattr(self, "encoder", self), BagsTags)
+            tags.transformer_tags = TransformerTags(preserves_dtype=["float64"] if foreign else ["float64", "float32"])
         return tags
