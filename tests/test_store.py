@@ -340,6 +340,7 @@ BAD_APPENDS = {
     "another dimension": (lambda b: lfagg.Bags(b.features[:, :3].copy(), b.offsets), {},
                           "dimension 3, but the store holds dimension"),
     "another dtype": (lambda b: lfagg.Bags(b.features.astype(np.float64), b.offsets), {}, "float64"),
+    "integers": (lambda b: [np.ones((3, b.dim), np.int64)] * len(b), {}, "bags are int64 but the store holds float32"),
     "NaN": (lambda b: lfagg.Bags(np.where(np.arange(b.n_features)[:, None] == 5, np.nan, b.features)
                                  .astype(np.float32), b.offsets), {}, "NaN"),
     "labels missing": (lambda b: b, dict(labels=None), "has labels"),
@@ -608,6 +609,29 @@ def test_a_create_that_fails_part_way_leaves_nothing_that_blocks_the_next(tmp_pa
     assert not path.exists()
     lfagg.BagStore.create(path, dim=bags.dim, dtype=bags.dtype).append(bags[:2])
     np.testing.assert_array_equal(lfagg.BagStore.open(path)[1], bags[1])
+
+
+def test_a_read_only_disk_is_an_os_error_naming_the_store(tmp_path, monkeypatch):
+    """On a read-only file system `append` and `create` raised Zarr's OSError naming its
+    temporary ``.partial`` file; the store as it was stays readable."""
+    import errno
+
+    import zarr.storage
+
+    bags = ragged(2)
+    store = build(tmp_path / "s.zarr", bags, pieces=(0,))
+
+    async def read_only(self, key, value, *args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", f"{key}.partial")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(zarr.storage.LocalStore, "set", read_only)
+        with pytest.raises(OSError, match=r"s\.zarr: cannot write the store: Read-only file system$"):
+            store.append(bags)
+        with pytest.raises(OSError, match=r"t\.zarr: cannot write the store: Read-only file system$"):
+            lfagg.BagStore.create(tmp_path / "t.zarr", dim=bags.dim)
+    assert not (tmp_path / "t.zarr").exists()
+    assert_same_bags(lfagg.BagStore.open(tmp_path / "s.zarr")[:], bags)
 
 
 def test_a_store_opened_by_a_relative_path_reads_from_any_working_directory(tmp_path, monkeypatch):

@@ -123,7 +123,7 @@ class BagStore:
                 kind = "a folder" if os.path.isdir(path) else "a file"
                 raise ValueError(f"{path}: {kind} that is not a bag store: it is not replaced (remove it yourself, "
                                  "or choose another path)")
-        with _removed_if_unfinished(path):
+        with _removed_if_unfinished(path), _cannot_write(path):
             group = zarr.open_group(_local_path(path), mode="w" if overwrite else "w-", zarr_format=3)
             # Missing chunks (a truncated copy) read as fill values: NaN features and -1 offsets,
             # which the checks of every read refuse, instead of zeros that would pass.
@@ -223,7 +223,7 @@ class BagStore:
             raise ValueError(f"{self._path}: a subset view cannot append; append to the store it came from")
         if not self._writable:
             raise ValueError(f"{self._path}: opened read-only (BagStore.open(path, mode='a') to append)")
-        with self._append_lock():
+        with self._append_lock(), _cannot_write(self._path):
             self._append(bags, labels, names)
 
     @contextlib.contextmanager
@@ -256,9 +256,10 @@ class BagStore:
 
         if isinstance(bags, (list, tuple)) and not bags:  # no arrays to tell D: as no Bags
             bags = Bags(np.zeros((0, self.dim), self.dtype), np.zeros(1, np.int64))
-        bags = check_bags(as_bags(bags), self.dim, dim_of="the store holds")
-        if bags.dtype != self.dtype:
-            raise ValueError(f"bags are {bags.dtype} but the store holds {self.dtype}: convert them first")
+        given, bags = bags, check_bags(as_bags(bags), self.dim, dim_of="the store holds")
+        if bags.dtype != self.dtype:  # named as given: integers became float64 on the way
+            dtype = np.result_type(*map(np.asarray, given)) if isinstance(given, (list, tuple)) else bags.dtype
+            raise ValueError(f"bags are {dtype} but the store holds {self.dtype}: convert them first")
         if len(bags) == 0:  # nothing to write, and no say in whether the store keeps labels or names
             return
         n_old, rows_old = len(self), self.n_features
@@ -576,6 +577,16 @@ class BagStore:
 
 
 @contextlib.contextmanager
+def _cannot_write(path):
+    """An OSError of the block (a read-only or full disk) as one naming the store's ``path``:
+    Zarr's names the temporary file it was writing."""
+    try:
+        yield
+    except OSError as exc:
+        raise OSError(exc.errno, f"{path}: cannot write the store: {exc.strerror}") from None
+
+
+@contextlib.contextmanager
 def _removed_if_unfinished(path):
     """What a failed or interrupted :meth:`BagStore.create` wrote at a local ``path``
     removed (the folder emptied when it existed before): a folder holding only Zarr's
@@ -592,7 +603,8 @@ def _removed_if_unfinished(path):
                 if entry.is_dir(follow_symlinks=False):
                     shutil.rmtree(entry.path, ignore_errors=True)
                 else:
-                    os.remove(entry.path)
+                    with contextlib.suppress(OSError):  # a read-only disk: the error that brought us here is raised
+                        os.remove(entry.path)
         raise
 
 
