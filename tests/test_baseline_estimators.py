@@ -216,10 +216,13 @@ def test_tags_say_bags_in_and_the_features_dtype_out():
 
 @pytest.mark.parametrize("make", [lfagg.BagOfWords, lfagg.VLAD])
 @pytest.mark.parametrize("softness", [dict(gamma=5.0), dict(gamma_scale=3.0)])
-def test_hard_assignment_refuses_a_softness_instead_of_ignoring_it(make, softness):
+def test_hard_assignment_refuses_a_softness_instead_of_ignoring_it(make, softness, tmp_path):
     bags, _ = make_bags()
     with pytest.raises(ValueError, match="hard assignment has none"):
         make(4, **softness).fit(bags)
+    saved = make(4, random_state=0).fit(bags).set_params(**softness)  # as files saved before the refusal hold them
+    lfagg.save(saved, tmp_path / "m.lfagg")
+    np.testing.assert_array_equal(lfagg.load(tmp_path / "m.lfagg").transform(bags), saved.transform(bags))
 
 
 # ----------------------------------------------------------------------------- errors

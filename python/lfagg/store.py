@@ -123,8 +123,12 @@ class BagStore:
                 kind = "a folder" if os.path.isdir(path) else "a file"
                 raise ValueError(f"{path}: {kind} that is not a bag store: it is not replaced (remove it yourself, "
                                  "or choose another path)")
-        with _removed_if_unfinished(path), _cannot_write(path):
+        existed = _is_local(path) and os.path.isdir(path)
+        # a failed create removes a folder it made; one that existed is emptied only once Zarr has
+        # cleared it (Zarr refuses to clear a symbolic link to a store: the store stays)
+        with _os_error_naming(path), _removed_if_unfinished(path, existed) if not existed else contextlib.nullcontext():
             group = zarr.open_group(_local_path(path), mode="w" if overwrite else "w-", zarr_format=3)
+        with _os_error_naming(path), _removed_if_unfinished(path, existed):
             # Missing chunks (a truncated copy) read as fill values: NaN features and -1 offsets,
             # which the checks of every read refuse, instead of zeros that would pass.
             try:
@@ -223,7 +227,7 @@ class BagStore:
             raise ValueError(f"{self._path}: a subset view cannot append; append to the store it came from")
         if not self._writable:
             raise ValueError(f"{self._path}: opened read-only (BagStore.open(path, mode='a') to append)")
-        with self._append_lock(), _cannot_write(self._path):
+        with self._append_lock(), _os_error_naming(self._path):
             self._append(bags, labels, names)
 
     @contextlib.contextmanager
@@ -577,28 +581,29 @@ class BagStore:
 
 
 @contextlib.contextmanager
-def _cannot_write(path):
-    """An OSError of the block (a read-only or full disk) as one naming the store's ``path``:
-    Zarr's names the temporary file it was writing."""
+def _os_error_naming(path):
+    """An OSError of the block with an errno (a read-only or full disk) as one of its type
+    naming the store's ``path``: Zarr's names the temporary file it was writing."""
     try:
         yield
     except OSError as exc:
-        raise OSError(exc.errno, f"{path}: cannot write the store: {exc.strerror}") from None
+        if exc.errno is None:
+            raise
+        raise type(exc)(exc.errno, f"{path}: {exc.strerror}") from None
 
 
 @contextlib.contextmanager
-def _removed_if_unfinished(path):
-    """What a failed or interrupted :meth:`BagStore.create` wrote at a local ``path``
-    removed (the folder emptied when it existed before): a folder holding only Zarr's
-    group metadata is no bag store, and create(overwrite=True) would refuse to replace it."""
-    local = isinstance(path, (str, os.PathLike)) and "://" not in os.fsdecode(path)
-    existed = local and os.path.isdir(path)
+def _removed_if_unfinished(path, existed: bool):
+    """What a failed or interrupted :meth:`BagStore.create` wrote at a local ``path`` after
+    its group, removed: a folder holding only Zarr's group metadata is no bag store, and
+    create(overwrite=True) would refuse to replace it. A folder that ``existed`` (empty,
+    or a store Zarr has just cleared) stays, emptied."""
     try:
         yield
     except BaseException:
-        if local and os.path.isdir(path) and not existed:
+        if _is_local(path) and os.path.isdir(path) and not existed:
             shutil.rmtree(path, ignore_errors=True)
-        elif local and os.path.isdir(path):  # the user's folder stays, emptied (as overwrite=True found it)
+        elif _is_local(path) and os.path.isdir(path):
             for entry in os.scandir(path):
                 if entry.is_dir(follow_symlinks=False):
                     shutil.rmtree(entry.path, ignore_errors=True)
@@ -608,12 +613,17 @@ def _removed_if_unfinished(path):
         raise
 
 
+def _is_local(path) -> bool:
+    """Whether ``path`` names a local file or folder (a str or os.PathLike that is not a URL)."""
+    local = os.fspath(path) if isinstance(path, os.PathLike) else path
+    return isinstance(local, str) and "://" not in local
+
+
 def _local_path(path):
     """A local path made absolute, so that the store is found from any working directory (a
     Dask worker's, or after os.chdir: a relative one read missing chunks as damage); a URL
     as it is."""
-    local = os.fspath(path) if isinstance(path, os.PathLike) else path
-    return os.path.abspath(local) if isinstance(local, str) and "://" not in local else path
+    return os.path.abspath(os.fspath(path)) if _is_local(path) else path
 
 
 def _holds_bag_store(folder) -> bool:

@@ -71,6 +71,7 @@ class _CodebookTransformer(BagsTags, ClassNamePrefixFeaturesOutMixin, Transforme
         positive_int(self.max_iter, "max_iter")
         positive_int(self.n_init, "n_init")
         params = self._check_params()
+        self._refuse_ignored_params()
         seed = spawn_seeds(self.random_state, 3)[1]  # the codebook's seed in every estimator
         self._fit_codebook(sample_features(bags, K, max_features, seed, n_threads), seed, n_threads, params)
         self.n_features_in_ = bags.dim
@@ -98,6 +99,10 @@ class _CodebookTransformer(BagsTags, ClassNamePrefixFeaturesOutMixin, Transforme
     def _check_params(self):
         """Checks the parameters beyond the codebook's size, before any fit."""
 
+    def _refuse_ignored_params(self) -> None:
+        """ValueError for parameters the fit would ignore (a search over them would repeat
+        one fit); checked by fit only: models saved before the check hold such values."""
+
     def _check_fitted_state(self) -> None:
         """ValueError unless the parameters and fitted attributes are what ``fit`` leaves
         (for a model read from a file)."""
@@ -111,14 +116,14 @@ class _KMeansTransformer(_CodebookTransformer):
     """A K-Means codebook with hard or soft (kernel-codebook) assignment."""
 
     def _check_params(self):
-        """(gamma, gamma_scale) checked; set with hard assignment, which has no softness,
-        they are refused rather than ignored (a search over them would repeat one fit)."""
+        """(gamma, gamma_scale) checked."""
         choice(self.assignment, "assignment", ASSIGNMENTS)
-        gamma = check_gamma(self.gamma, self.gamma_scale)
-        if self.assignment == "hard" and gamma != (None, 1.0):
+        return check_gamma(self.gamma, self.gamma_scale)
+
+    def _refuse_ignored_params(self) -> None:
+        if self.assignment == "hard" and check_gamma(self.gamma, self.gamma_scale) != (None, 1.0):
             raise ValueError(f"gamma ({self.gamma!r}) and gamma_scale ({self.gamma_scale!r}) set the softness of "
                              "assignment='soft'; hard assignment has none: leave them at 'auto' and 1")
-        return gamma
 
     def _fit_codebook(self, sample, seed, n_threads, gamma):
         codebook = fit_codebook(sample, self.n_codewords, "kmeans", seed, max_iter=self.max_iter, n_init=self.n_init,
