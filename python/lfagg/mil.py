@@ -207,7 +207,7 @@ def parse_args(argv=None, prog: str | None = None):
     """(args, data): the command line's options and its files' bags, data set name (the file
     name) -> (Bags, labels), every file read and its folds checked before the first run
     (argparse's one-line usage error, exit status 2, otherwise)."""
-    from .cli import _int_at_least
+    from .cli import _int_at_least, _processes
     from .datasets import load_npz_bags
 
     parser = argparse.ArgumentParser(prog=prog, description="The multiple-instance benchmark protocol (lfagg.mil): "
@@ -218,7 +218,7 @@ def parse_args(argv=None, prog: str | None = None):
     parser.add_argument("--folds", type=_int_at_least(2), default=10)
     parser.add_argument("--repeats", type=_int_at_least(1), default=5)
     parser.add_argument("--seed", type=_int_at_least(0), default=0)
-    parser.add_argument("--jobs", type=_int_at_least(1), default=None, help="fits in parallel processes (default 1)")
+    parser.add_argument("--jobs", type=_processes, default=None, help="fits in parallel processes (default 1)")
     args = parser.parse_args(argv)
     data, paths = {}, {}
     for path in args.files:  # every file read and its folds checked before the first hour-long benchmark

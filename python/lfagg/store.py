@@ -124,25 +124,13 @@ class BagStore:
                 raise ValueError(f"{path}: {kind} that is not a bag store: it is not replaced (remove it yourself, "
                                  "or choose another path)")
         existed = _is_local(path) and os.path.isdir(path)
-        # a failed create removes a folder it made; one that existed is emptied only once Zarr has
-        # cleared it (Zarr refuses to clear a symbolic link to a store: the store stays)
-        with _os_error_naming(path), _removed_if_unfinished(path, existed) if not existed else contextlib.nullcontext():
-            group = zarr.open_group(_local_path(path), mode="w" if overwrite else "w-", zarr_format=3)
-        with _os_error_naming(path), _removed_if_unfinished(path, existed):
-            # Missing chunks (a truncated copy) read as fill values: NaN features and -1 offsets,
-            # which the checks of every read refuse, instead of zeros that would pass.
-            try:
-                group.create_array("features", shape=(0, dim), chunks=(chunk_rows, dim), dtype=dtype,
-                                   compressors=compressors, fill_value=np.nan)
-            except (TypeError, ValueError) as exc:  # Zarr's own words, e.g. for compressors="zstd"
-                raise ValueError(f"compressors={compressors!r}: {exc}") from None
-            group.create_array("offsets", shape=(1,), chunks=(65536,), dtype=np.int64, fill_value=-1)
-            group["offsets"][0] = 0
-            # dense_columns: every chunk of labels and names is written (see _append_column), so a
-            # missing one is damage; stores of earlier lfagg may lack chunks that held only zeros.
-            # uid: this store, not another created at the same path since (stores of earlier lfagg have none)
-            group.attrs["lfagg"] = dict(format=FORMAT, version=FORMAT_VERSION, dim=dim, dtype=dtype.name, n_bags=0,
-                                        labels=None, names=False, dense_columns=True, uid=uuid.uuid4().hex)
+        with _os_error_naming(path):
+            # a failed create removes a folder it made; one that existed is emptied only once Zarr has
+            # cleared it (Zarr refuses to clear a symbolic link to a store: the store stays)
+            with contextlib.nullcontext() if existed else _removed_if_unfinished(path, existed):
+                group = zarr.open_group(_local_path(path), mode="w" if overwrite else "w-", zarr_format=3)
+            with _removed_if_unfinished(path, existed):
+                _write_empty_store(group, dim, dtype, chunk_rows, compressors)
         return cls(group, path, writable=True)
 
     @classmethod
@@ -580,6 +568,25 @@ class BagStore:
                 f"dtype={self.dtype})")
 
 
+def _write_empty_store(group, dim: int, dtype: np.dtype, chunk_rows: int, compressors) -> None:
+    """The arrays and attributes of a store of no bags in the new Zarr ``group`` (see
+    :meth:`BagStore.create`)."""
+    # Missing chunks (a truncated copy) read as fill values: NaN features and -1 offsets,
+    # which the checks of every read refuse, instead of zeros that would pass.
+    try:
+        group.create_array("features", shape=(0, dim), chunks=(chunk_rows, dim), dtype=dtype, compressors=compressors,
+                           fill_value=np.nan)
+    except (TypeError, ValueError) as exc:  # Zarr's own words, e.g. for compressors="zstd"
+        raise ValueError(f"compressors={compressors!r}: {exc}") from None
+    group.create_array("offsets", shape=(1,), chunks=(65536,), dtype=np.int64, fill_value=-1)
+    group["offsets"][0] = 0
+    # dense_columns: every chunk of labels and names is written (see _append_column), so a
+    # missing one is damage; stores of earlier lfagg may lack chunks that held only zeros.
+    # uid: this store, not another created at the same path since (stores of earlier lfagg have none)
+    group.attrs["lfagg"] = dict(format=FORMAT, version=FORMAT_VERSION, dim=dim, dtype=dtype.name, n_bags=0,
+                                labels=None, names=False, dense_columns=True, uid=uuid.uuid4().hex)
+
+
 @contextlib.contextmanager
 def _os_error_naming(path):
     """An OSError of the block with an errno (a read-only or full disk) as one of its type
@@ -594,16 +601,18 @@ def _os_error_naming(path):
 
 @contextlib.contextmanager
 def _removed_if_unfinished(path, existed: bool):
-    """What a failed or interrupted :meth:`BagStore.create` wrote at a local ``path`` after
-    its group, removed: a folder holding only Zarr's group metadata is no bag store, and
+    """What a failed or interrupted :meth:`BagStore.create` wrote at a local ``path``,
+    removed: a folder holding only Zarr's group metadata is no bag store, and
     create(overwrite=True) would refuse to replace it. A folder that ``existed`` (empty,
     or a store Zarr has just cleared) stays, emptied."""
     try:
         yield
     except BaseException:
-        if _is_local(path) and os.path.isdir(path) and not existed:
+        if not (_is_local(path) and os.path.isdir(path)):
+            raise
+        if not existed:
             shutil.rmtree(path, ignore_errors=True)
-        elif _is_local(path) and os.path.isdir(path):
+        else:
             for entry in os.scandir(path):
                 if entry.is_dir(follow_symlinks=False):
                     shutil.rmtree(entry.path, ignore_errors=True)

@@ -124,7 +124,8 @@ def fit_codebook(sample: np.ndarray, n_codewords: int, init: str, seed: int, *, 
     if sample.ndim != 2 or sample.dtype not in (np.float32, np.float64) or len(sample) < n_codewords:
         raise ValueError(f"sample must be a float32 or float64 (n, D) array of at least n_codewords = {n_codewords} "
                          f"rows, got {sample.dtype} of shape {sample.shape}")
-    if not _native.core.all_finite(np.ascontiguousarray(sample), n_threads=n_threads):
+    sample = np.ascontiguousarray(sample)  # once, for the check and the fit
+    if not _native.core.all_finite(sample, n_threads=n_threads):
         raise ValueError("sample contains NaN or infinity")
     with limit_threads(n_threads):
         return _fit_codebook(sample, n_codewords, init, seed, max_iter, n_init, reg_covar, tol, n_threads)
